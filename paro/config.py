@@ -1,0 +1,183 @@
+"""One configuration object for the whole generator.
+
+:class:`AcceleratorConfig` carries every parameter of the accelerator. It is validated once, here, with
+one-line errors; the gateware (``hw/``), the golden model (``sw/golden.py``), the benches (``sim/``) and the
+performance model all take the same object. It serialises to JSON, which is written into the header comment
+of the emitted Verilog and into every results file.
+"""
+
+import dataclasses
+import json
+import operator
+
+from amaranth.lib import enum
+
+from .errors import ParoError
+
+__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "min_acc_width"]
+
+
+#: Attention-map block bitwidths the PE array implements. 0 means "skipped, never fetched".
+SUPPORTED_BITWIDTHS = (0, 4, 8)
+#: Bitwidths of the paper's PE that are planned but not built yet (four 8x2 products per cycle).
+PLANNED_BITWIDTHS = (2,)
+
+#: Largest array side the generator accepts; beyond this the emitted design (one module per PE, no
+#: deduplication in Amaranth) is too large to simulate or synthesise in reasonable time.
+MAX_ARRAY_SIDE = 64
+
+
+class PEMode(enum.Enum, shape=2):
+    """Compute mode of a PE for one block, chosen from the block's *output* bitwidth.
+
+    The PE multiplies a signed 8-bit operand ``a`` by an 8-bit operand word ``b``:
+
+    * ``INT8``: ``b`` is one signed 8-bit value; one product per cycle (blocks planned at 8 bits).
+    * ``INT4``: ``b`` packs two signed 4-bit values; two products per cycle (QK^T of 4-bit blocks, K
+      reduced to 4 bits).
+    * ``UINT4``: ``b`` packs two unsigned 4-bit values; two products per cycle (PV of 4-bit blocks, P
+      quantised to 4 bits, P >= 0).
+    """
+    INT8 = 0
+    INT4 = 1
+    UINT4 = 2
+
+    @property
+    def products_per_cycle(self):
+        return 1 if self is PEMode.INT8 else 2
+
+    @classmethod
+    def for_block(cls, bits, use):
+        """The PE mode for a block planned at ``bits`` bits, for ``use`` in ``("qk", "pv")``."""
+        if use not in ("qk", "pv"):
+            raise ParoError(f"use must be 'qk' or 'pv', got {use!r}")
+        if bits == 8:
+            return cls.INT8
+        if bits == 4:
+            return cls.INT4 if use == "qk" else cls.UINT4
+        raise ParoError(f"no PE mode for a {bits}-bit block; 0-bit blocks are skipped and never reach the PE, "
+                        f"computed bitwidths are 4 and 8")
+
+
+def _is_pow2(value):
+    return value >= 1 and value & (value - 1) == 0
+
+
+def min_acc_width(depth):
+    """Smallest signed accumulator width that sums ``depth`` products of two signed 8-bit operands.
+
+    The extreme product is ``-128 x -128 = 2**14``; ``depth`` of them sum to ``depth * 2**14``, which a signed
+    accumulator of ``(depth * 2**14).bit_length() + 1`` bits holds. The most negative sum,
+    ``depth * (-128 x 127)``, is smaller in magnitude. The 4-bit modes' products are at most ``2**10`` and so
+    are covered too. For ``depth = 64``: ``2**20`` needs 22 bits.
+    """
+    return (depth * (1 << 14)).bit_length() + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceleratorConfig:
+    """Every parameter of the accelerator.
+
+    rows, cols
+        PE array size R x C; each a power of two in [2, 64].
+    block_size
+        Side B of an attention-map block (B x B tokens); a power of two in [8, 256] that tiles the array.
+    head_dim
+        Attention head dimension d; a power of two in [8, 256] that is a multiple of ``rows``.
+    bitwidths
+        Block bitwidths the plan may use; a subset of {0, 4, 8} that contains 8.
+    acc_width
+        PE accumulator width in bits. ``None`` selects the smallest sufficient width
+        (:func:`min_acc_width` of the longest dot product a tile computes, ``max(head_dim, block_size)``).
+    """
+    rows: int = 4
+    cols: int = 4
+    block_size: int = 64
+    head_dim: int = 64
+    bitwidths: tuple = (0, 4, 8)
+    acc_width: int = None
+
+    def __post_init__(self):
+        def check_int(name, value):
+            try:
+                return operator.index(value)
+            except TypeError:
+                raise ParoError(f"{name} must be an integer, got {value!r}") from None
+
+        for name, low, high in (("rows", 2, MAX_ARRAY_SIDE), ("cols", 2, MAX_ARRAY_SIDE),
+                                ("block_size", 8, 256), ("head_dim", 8, 256)):
+            value = check_int(name, getattr(self, name))
+            if not (_is_pow2(value) and low <= value <= high):
+                raise ParoError(f"{name} must be a power of two in [{low}, {high}], got {value}")
+            object.__setattr__(self, name, value)
+
+        try:
+            bitwidths = tuple(sorted(set(operator.index(b) for b in self.bitwidths)))
+        except TypeError:
+            raise ParoError(f"bitwidths must be integers, got {self.bitwidths!r}") from None
+        for bits in bitwidths:
+            if bits in PLANNED_BITWIDTHS:
+                raise ParoError(f"bitwidth {bits} (four 8x2 products per PE per cycle) is not implemented yet; "
+                                f"use a subset of {{0, 4, 8}}")
+            if bits not in SUPPORTED_BITWIDTHS:
+                raise ParoError(f"bitwidths must be a subset of {{0, 4, 8}}, got {bits} in {list(bitwidths)}")
+        if 8 not in bitwidths:
+            raise ParoError(f"bitwidths must contain 8 (the dense mode), got {list(bitwidths)}")
+        object.__setattr__(self, "bitwidths", bitwidths)
+
+        if self.head_dim % self.rows:
+            raise ParoError(f"head_dim {self.head_dim} must be a multiple of rows {self.rows} "
+                            f"(PV tiles put head_dim on the array rows); use rows <= {self.head_dim}")
+        key_tile = self.cols * self.max_products_per_cycle
+        if self.block_size % self.rows or self.block_size % key_tile:
+            raise ParoError(f"block_size {self.block_size} does not tile the array: it must be a multiple of "
+                            f"rows ({self.rows}) and of cols x products per cycle ({key_tile})")
+
+        needed = min_acc_width(self.depth)
+        if self.acc_width is None:
+            object.__setattr__(self, "acc_width", needed)
+        else:
+            width = check_int("acc_width", self.acc_width)
+            if not needed <= width <= 64:
+                raise ParoError(f"acc_width must be in [{needed}, 64] for dot products of length {self.depth} "
+                                f"(worst case {self.depth} x (-128 x -128) = {self.depth << 14}), got {width}")
+            object.__setattr__(self, "acc_width", width)
+
+    @property
+    def depth(self):
+        """Longest dot product one tile accumulates: head_dim for QK^T, block_size for PV."""
+        return max(self.head_dim, self.block_size)
+
+    @property
+    def max_products_per_cycle(self):
+        return 2 if 4 in self.bitwidths else 1
+
+    @property
+    def modes(self):
+        """PE modes the built array supports."""
+        modes = [PEMode.INT8]
+        if 4 in self.bitwidths:
+            modes += [PEMode.INT4, PEMode.UINT4]
+        return tuple(modes)
+
+    def to_dict(self):
+        return {field.name: (list(value) if isinstance(value := getattr(self, field.name), tuple) else value)
+                for field in dataclasses.fields(self)}
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParoError(f"unknown configuration field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
+        values = dict(values)
+        if "bitwidths" in values:
+            values["bitwidths"] = tuple(values["bitwidths"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))

