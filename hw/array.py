@@ -43,8 +43,7 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from paro.config import AcceleratorConfig, PEMode
-from paro.errors import ParoError
+from paro.config import PEMode, require_config
 
 from .pe import OperandB, PEControl, ProcessingElement
 
@@ -82,8 +81,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, config):
-        if not isinstance(config, AcceleratorConfig):
-            raise ParoError(f"SystolicArray needs an AcceleratorConfig, got {type(config).__name__}")
+        require_config(self, config)
         self._config = config
         super().__init__({
             "a": In(stream.Signature(a_layout(config))),

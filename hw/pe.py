@@ -33,8 +33,7 @@ from amaranth import Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from paro.config import AcceleratorConfig, PEMode
-from paro.errors import ParoError
+from paro.config import PEMode, require_config
 
 __all__ = ["OperandB", "PEControl", "ProcessingElement"]
 
@@ -65,8 +64,7 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, config):
-        if not isinstance(config, AcceleratorConfig):
-            raise ParoError(f"ProcessingElement needs an AcceleratorConfig, got {type(config).__name__}")
+        require_config(self, config)
         self._config = config
         acc = signed(config.acc_width)
         super().__init__({

@@ -14,7 +14,7 @@ from amaranth.lib import enum
 
 from .errors import ParoError
 
-__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "min_acc_width"]
+__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "min_acc_width", "require_config"]
 
 
 #: Attention-map block bitwidths the PE array implements. 0 means "skipped, never fetched".
@@ -181,3 +181,14 @@ class AcceleratorConfig:
     @classmethod
     def from_json(cls, text):
         return cls.from_dict(json.loads(text))
+
+
+def require_config(component, config):
+    """Raise unless ``config`` is an :class:`AcceleratorConfig`; for ``__init__`` of gateware components.
+
+    The component was already created (Amaranth tracks elaboratables from ``__new__``), so it is marked as
+    intentionally unused before raising, or Amaranth would warn about it on top of the error.
+    """
+    if not isinstance(config, AcceleratorConfig):
+        component._MustUse__silence = True
+        raise ParoError(f"{type(component).__name__} needs an AcceleratorConfig, got {type(config).__name__}")

@@ -115,8 +115,14 @@ def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, ext
     try:
         runner = get_runner(simulator)
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] if simulator == "verilator" else []
-        runner.build(sources=[source], hdl_toplevel="paro", build_dir=build_dir, build_args=build_args,
-                     timescale=("1ns", "1ps"), waves=waves)
+        build_log = build_dir / "build.log"
+        try:
+            runner.build(sources=[source], hdl_toplevel="paro", build_dir=build_dir, build_args=build_args,
+                         timescale=("1ns", "1ps"), waves=waves, log_file=build_log)
+        except (RuntimeError, SystemExit) as error:
+            tail = build_log.read_text(errors="replace")[-4000:] if build_log.exists() else ""
+            print(tail, file=sys.stderr)
+            raise ParoError(f"{simulator} build of {top} failed ({error}); full log: {build_log}") from None
         print(f"[paro] bench {test_module} on {simulator}: seed {seed} (replay with PARO_SEED={seed})")
         return runner.test(
             test_module=test_module, hdl_toplevel="paro", build_dir=build_dir, test_dir=build_dir,

@@ -1,0 +1,129 @@
+"""Benchmarks: run measured benches and write JSON (with config, git commit and units) and PNG plots.
+
+Speed targets live here, never in timed tests.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import AcceleratorConfig
+from .errors import ParoError
+from .generate import atomic_write
+
+__all__ = ["git_commit", "bench_array", "ARRAY_BENCH_SIZES"]
+
+ARRAY_BENCH_SIZES = ((2, 2), (4, 4), (8, 8), (4, 8))
+
+
+def git_commit():
+    """The checkout's commit (with ``-dirty`` when the tree has changes), or ``"unknown"``."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def progress(message):
+    print(f"[paro] {message}", file=sys.stderr, flush=True)
+
+
+def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=None):
+    """Throughput of the array for every mode and size; writes ``output`` (JSON) and a PNG beside it."""
+    from sim.runner import run_bench
+
+    base = base or AcceleratorConfig()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    for n, (rows, cols) in enumerate(sizes, 1):
+        config = AcceleratorConfig(rows=rows, cols=cols, block_size=base.block_size, head_dim=base.head_dim,
+                                   bitwidths=base.bitwidths)
+        progress(f"array bench {n}/{len(sizes)}: {rows}x{cols} on {simulator}")
+        start = time.monotonic()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "records.json"
+            run_bench(config, "array", "sim.bench_array", simulator, seed=20261125, tag="throughput",
+                      extra_env={"PARO_BENCH_OUT": str(out)})
+            if not out.exists():
+                raise ParoError(f"the {rows}x{cols} throughput bench wrote no results; see build/sim for its log")
+            found = json.loads(out.read_text())
+        for record in found:
+            record["config"] = config.to_dict()
+        records += found
+        progress(f"  done in {time.monotonic() - start:.0f} s")
+
+    summary = {}
+    for rows, cols in sizes:
+        by_mode = {r["mode"]: r for r in records if (r["rows"], r["cols"]) == (rows, cols)}
+        entry = {"int8_steady_utilization": by_mode["INT8"]["steady_utilization"],
+                 "int8_utilization": by_mode["INT8"]["utilization"],
+                 "int8_fill_drain_cycles": by_mode["INT8"]["fill_drain_cycles"]}
+        for mode in ("INT4", "UINT4"):
+            if mode in by_mode:
+                entry[f"{mode.lower()}_vs_int8_products_per_cycle"] = (
+                    by_mode[mode]["products_per_cycle"] / by_mode["INT8"]["products_per_cycle"])
+        summary[f"{rows}x{cols}"] = entry
+    result = {
+        "benchmark": "array_throughput",
+        "commit": git_commit(),
+        "simulator": simulator,
+        "units": {"cycles": "clock cycles from the first input beat taken to the last output beat taken",
+                  "ideal_cycles": "MACs / (R * C * products per PE per cycle)",
+                  "utilization": "ideal_cycles / cycles (includes pipeline fill and drain)",
+                  "steady_utilization": "depth / steady_cycles_per_tile (pipeline full)",
+                  "fill_drain_cycles": "single-tile cycles minus depth",
+                  "products_per_cycle": "MACs / cycles"},
+        "records": records,
+        "summary": summary,
+    }
+    atomic_write(output, json.dumps(result, indent=2) + "\n")
+    plot = output.with_suffix(".png")
+    _plot_array(result, plot)
+    return result, plot
+
+
+def _plot_array(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = result["records"]
+    sizes = list(dict.fromkeys(f"{r['rows']}x{r['cols']}" for r in records))
+    modes = list(dict.fromkeys(r["mode"] for r in records))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(modes)
+    for k, mode in enumerate(modes):
+        rows = [next(r for r in records if f"{r['rows']}x{r['cols']}" == s and r["mode"] == mode) for s in sizes]
+        xs = [i + k * width for i in range(len(sizes))]
+        left.bar(xs, [r["products_per_cycle"] for r in rows], width, label=mode)
+        right.bar(xs, [r["utilization"] for r in rows], width, label=f"{mode} (incl. fill/drain)")
+    for ax in (left, right):
+        ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(sizes))], sizes)
+        ax.set_xlabel("array R x C")
+        ax.legend(fontsize=8)
+    left.set_ylabel("products per cycle")
+    left.set_title("Array throughput by PE mode")
+    right.set_ylabel("ideal / measured cycles")
+    right.set_ylim(0, 1.05)
+    right.set_title(f"Utilization, {records[0]['tiles']} tiles of depth {records[0]['depth']}")
+    fig.suptitle(f"paro array bench ({result['simulator']}, {result['commit'][:12]})", fontsize=9)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,56 @@
+"""AcceleratorConfig validation: every bad parameter is refused with one line naming it."""
+
+import pytest
+
+from paro.config import AcceleratorConfig, PEMode, min_acc_width
+from paro.errors import ParoError
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"rows": 3}, "rows must be a power of two in [2, 64], got 3"),
+    ({"cols": 1}, "cols must be a power of two in [2, 64], got 1"),
+    ({"rows": 128}, "rows must be a power of two in [2, 64], got 128"),
+    ({"block_size": 48}, "block_size must be a power of two in [8, 256], got 48"),
+    ({"head_dim": 4}, "head_dim must be a power of two in [8, 256], got 4"),
+    ({"rows": "4"}, "rows must be an integer, got '4'"),
+    ({"bitwidths": (0, 2, 8)}, "bitwidth 2 (four 8x2 products per PE per cycle) is not implemented yet"),
+    ({"bitwidths": (0, 4)}, "bitwidths must contain 8"),
+    ({"bitwidths": (0, 3, 8)}, "bitwidths must be a subset of {0, 4, 8}, got 3"),
+    ({"rows": 64, "cols": 2, "head_dim": 32}, "head_dim 32 must be a multiple of rows 64"),
+    ({"cols": 8, "block_size": 8}, "block_size 8 does not tile the array"),
+    ({"acc_width": 21}, "acc_width must be in [22, 64] for dot products of length 64"),
+])
+def test_bad_parameter_is_one_line(kwargs, message):
+    with pytest.raises(ParoError) as info:
+        AcceleratorConfig(**kwargs)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_acc_width_is_the_proven_minimum():
+    # depth x (-128 x -128) must fit: 64 x 2**14 = 2**20 needs 22 signed bits, 2**20 - 1 would need 21.
+    assert min_acc_width(64) == 22
+    assert min_acc_width(256) == 24
+    assert AcceleratorConfig().acc_width == 22
+    assert AcceleratorConfig(block_size=256, rows=4, cols=4).acc_width == 24
+    for depth in (8, 64, 256):
+        width = min_acc_width(depth)
+        assert depth << 14 <= (1 << (width - 1)) - 1 < depth << 15
+
+
+def test_json_round_trip_and_unknown_field():
+    config = AcceleratorConfig(rows=8, cols=4, bitwidths=[8, 0, 4, 4])
+    assert config.bitwidths == (0, 4, 8)
+    assert AcceleratorConfig.from_json(config.to_json()) == config
+    with pytest.raises(ParoError, match="unknown configuration field 'depth'"):
+        AcceleratorConfig.from_dict({"depth": 3})
+
+
+def test_modes_follow_bitwidths():
+    assert AcceleratorConfig().modes == (PEMode.INT8, PEMode.INT4, PEMode.UINT4)
+    assert AcceleratorConfig(bitwidths=(0, 8)).modes == (PEMode.INT8,)
+    assert PEMode.for_block(4, "qk") is PEMode.INT4
+    assert PEMode.for_block(4, "pv") is PEMode.UINT4
+    assert PEMode.for_block(8, "pv") is PEMode.INT8
+    with pytest.raises(ParoError, match="0-bit blocks are skipped"):
+        PEMode.for_block(0, "qk")
