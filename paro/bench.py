@@ -110,7 +110,7 @@ def _plot_array(result, path):
     for ax in (left, right):
         ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(sizes))], sizes)
         ax.set_xlabel("array R x C")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     left.set_ylabel("products per cycle")
     left.set_title("Array throughput by PE mode")
     right.set_ylabel("ideal / measured cycles")

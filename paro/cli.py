@@ -1,4 +1,4 @@
-"""The ``paro`` command: generate, bench (and, as they land, calibrate, simulate, synth, demo).
+"""The ``paro`` command: generate, calibrate, plot, bench (and, as they land, simulate, synth, demo).
 
 User mistakes end with one line, ``paro: error: <what is wrong and how to fix it>``, exit status 2, and no
 partial output file.
@@ -57,6 +57,54 @@ def cmd_bench(args):
     print(f"wrote {args.output} and {plot}")
 
 
+def _grid(text):
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"--grid must be F,H,W (three integers), got {text!r}")
+    return values
+
+
+def cmd_calibrate(args):
+    import json
+    from sw.calibrate import calibrate
+    from sw.plan import save_plan
+    from sw.reorder import TokenLayout
+    from sw.workloads import make_workload
+    from .generate import atomic_write
+
+    if (args.workload is None) == (args.qkv is None):
+        raise ParoError("give either --workload NAME or --qkv FILE (with --grid and --text-tokens)")
+    layout = None
+    if args.qkv is not None:
+        if args.grid is None:
+            raise ParoError("--qkv needs --grid F,H,W (and --text-tokens T if the file has text tokens)")
+        layout = TokenLayout(*args.grid, args.text_tokens)
+    workload = make_workload(args.workload, qkv=args.qkv, layout=layout, seed=args.seed, heads=args.heads)
+    config = AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
+                               head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width)
+    plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits)
+    save_plan(plan, args.output)
+    if args.report:
+        atomic_write(args.report, json.dumps(report, indent=2) + "\n")
+    print(f"density {report['density']:.3f}, avg_bits {report['avg_bits']:.2f} "
+          f"(kept {report['avg_bits_kept']:.2f}), cosine {report['cosine']:.4f} "
+          f"(fp mask {report['cosine_fp_mask']:.4f}, identity order {report['cosine_identity']:.4f}), "
+          f"rel_l1 {report['rel_l1']:.4f} (identity order {report['rel_l1_identity']:.4f})")
+    print(f"orders: {' '.join(plan.orders)}")
+    print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+
+
+def cmd_plot(args):
+    from sw.plan import load_plan
+    from sw.plots import plot_plan
+    plan = load_plan(args.plan)
+    written = plot_plan(plan, args.output, heads=args.head)
+    print(f"wrote {len(written)} PNGs to {args.output}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="paro", description="Accelerator generator for video-generation attention")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +114,30 @@ def build_parser():
     gen.add_argument("--top", default="array", help="design to emit: array (default) or pe")
     gen.add_argument("-o", "--output", required=True, help="output Verilog file")
     gen.set_defaults(func=cmd_generate)
+
+    cal = sub.add_parser("calibrate", help="choose orders, block masks and bitwidths; write a BlockPlan")
+    cal.add_argument("--workload", help="built-in workload: tiny, small or cogvideox")
+    cal.add_argument("--qkv", help=".npz with q, k, v arrays (heads, tokens, head_dim)")
+    cal.add_argument("--grid", type=_grid, help="token grid F,H,W of the --qkv file")
+    cal.add_argument("--text-tokens", type=int, default=0, help="text tokens first in the --qkv file")
+    cal.add_argument("--heads", type=int, default=None, help="calibrate only the first N heads")
+    cal.add_argument("--seed", type=int, default=0, help="seed of the built-in workloads")
+    cal.add_argument("--density", type=float, default=None, help="fraction of blocks kept per head")
+    cal.add_argument("--avg-bits", type=float, default=None, help="average bits over all blocks (0-bit counts 0)")
+    cal.add_argument("--rows", type=int, default=4, help="PE array rows of the engine the plan targets")
+    cal.add_argument("--cols", type=int, default=4, help="PE array columns of the engine the plan targets")
+    cal.add_argument("--block-size", type=int, default=64, help="attention block size B")
+    cal.add_argument("--bitwidths", type=_bitwidths, default=(0, 4, 8), help="block bitwidth set, e.g. 0,4,8")
+    cal.add_argument("--acc-width", type=int, default=None, help="accumulator width (default: minimum)")
+    cal.add_argument("-o", "--output", required=True, help="BlockPlan file to write (.npz)")
+    cal.add_argument("--report", help="JSON report to write")
+    cal.set_defaults(func=cmd_calibrate)
+
+    plot = sub.add_parser("plot", help="PNGs of a plan: attention maps before/after reordering, bitmaps")
+    plot.add_argument("plan", help="BlockPlan file (.npz)")
+    plot.add_argument("--head", type=int, action="append", help="head to plot (repeatable; default all)")
+    plot.add_argument("-o", "--output", required=True, help="folder for the PNGs")
+    plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
     bench.add_argument("which", help="benchmark: array")

@@ -89,6 +89,15 @@ class AcceleratorConfig:
     acc_width
         PE accumulator width in bits. ``None`` selects the smallest sufficient width
         (:func:`min_acc_width` of the longest dot product a tile computes, ``max(head_dim, block_size)``).
+    max_seq_len
+        Longest sequence (tokens, padded) the softmax row sums must hold; a power of two in [64, 2**20].
+    score_frac_bits
+        Fractional bits of scores in the base-2 exponent domain; even, in [4, 12]. The exponent table is
+        split in two halves of ``score_frac_bits / 2`` bits each (two tables of ``2**(bits/2)`` entries).
+    exp_bits
+        Fractional bits of the softmax numerators ``2**(x - max)`` (1.0 = ``2**exp_bits``); in [10, 16].
+    out_bits
+        Width of the signed output codes; in [8, 16].
     """
     rows: int = 4
     cols: int = 4
@@ -96,6 +105,10 @@ class AcceleratorConfig:
     head_dim: int = 64
     bitwidths: tuple = (0, 4, 8)
     acc_width: int = None
+    max_seq_len: int = 32768
+    score_frac_bits: int = 8
+    exp_bits: int = 15
+    out_bits: int = 16
 
     def __post_init__(self):
         def check_int(name, value):
@@ -105,11 +118,19 @@ class AcceleratorConfig:
                 raise ParoError(f"{name} must be an integer, got {value!r}") from None
 
         for name, low, high in (("rows", 2, MAX_ARRAY_SIDE), ("cols", 2, MAX_ARRAY_SIDE),
-                                ("block_size", 8, 256), ("head_dim", 8, 256)):
+                                ("block_size", 8, 256), ("head_dim", 8, 256), ("max_seq_len", 64, 1 << 20)):
             value = check_int(name, getattr(self, name))
             if not (_is_pow2(value) and low <= value <= high):
                 raise ParoError(f"{name} must be a power of two in [{low}, {high}], got {value}")
             object.__setattr__(self, name, value)
+        for name, low, high in (("score_frac_bits", 4, 12), ("exp_bits", 10, 16), ("out_bits", 8, 16)):
+            value = check_int(name, getattr(self, name))
+            if not low <= value <= high:
+                raise ParoError(f"{name} must be in [{low}, {high}], got {value}")
+            object.__setattr__(self, name, value)
+        if self.score_frac_bits % 2:
+            raise ParoError(f"score_frac_bits must be even (the exponent table splits it in halves), "
+                            f"got {self.score_frac_bits}")
 
         try:
             bitwidths = tuple(sorted(set(operator.index(b) for b in self.bitwidths)))
@@ -147,6 +168,16 @@ class AcceleratorConfig:
     def depth(self):
         """Longest dot product one tile accumulates: head_dim for QK^T, block_size for PV."""
         return max(self.head_dim, self.block_size)
+
+    @property
+    def row_sum_width(self):
+        """Unsigned width of a softmax row sum: up to ``max_seq_len`` numerators of at most ``2**exp_bits``."""
+        return self.exp_bits + 1 + (self.max_seq_len.bit_length() - 1)
+
+    @property
+    def recip_bits(self):
+        """The reciprocal of a row sum is ``floor(2**recip_bits / sum)``, at least ``2**exp_bits``."""
+        return self.row_sum_width + self.exp_bits
 
     @property
     def max_products_per_cycle(self):

@@ -14,7 +14,7 @@ from amaranth.back import verilog
 from .config import AcceleratorConfig
 from .errors import ParoError
 
-__all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog", "atomic_write"]
+__all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog", "atomic_write", "atomic_write_bytes"]
 
 
 def _pe(config):
@@ -58,19 +58,24 @@ def emit_verilog(config, top="array", name="paro"):
     return header + text
 
 
-def atomic_write(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ParoError(f"output folder {str(path.parent)!r} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_write(path, text):
+    """Text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode())
 
 
 def write_verilog(config, path, top="array", name="paro"):

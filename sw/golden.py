@@ -136,3 +136,219 @@ def reduce_int8_to_int4(values):
     values = np.asarray(values, dtype=np.int64)
     check_operand(values, PEMode.INT8, "int8 operand")
     return np.clip((values + 8) >> 4, -8, 7)
+
+
+# ===================================================================================================
+# Attention of one head (the engine: QK^T on the array, softmax unit, P quantizer, PV, output stage)
+# ===================================================================================================
+#
+# Inputs (:class:`sw.quant.QuantizedHead`): INT8 Q, smoothed K and V, padded to whole blocks, with
+# per-block scales; the head's bitmap ``uint8[nq, nk]`` (0 = skipped). Stages, per query block i:
+#
+#   qk_block        S = Q8_i K8_j^T (8-bit block) or Q8_i K4_j^T with K4 = reduce_int8_to_int4(K8_j)
+#                   (4-bit block); acc_width-bit integers, as the array computes them.
+#   scores_log2     x = round(S * cq_i * ck_j * (16 for 4-bit) / 2**score_shift): the score in base-2
+#                   exponent units with score_frac_bits fractional bits (cq, ck from score_multipliers).
+#   softmax_row_max m = max of x over kept blocks and real (unpadded) keys.
+#   exp2_numerators e = 2**(x - m) in UQ1.exp_bits via two tables of 2**(score_frac_bits/2) entries
+#                   and a shift; 0 for skipped blocks and padding keys. e <= 2**exp_bits.
+#   softmax_row_sum l = sum of e (row_sum_width bits).
+#   p_quantize      P~ = round(e * 2**z * L_b / 2**exp_bits), L_8 = 127, L_4 = 15: the numerators relative to
+#                   the row max (FlashAttention-style: normalised at the output), with a leading-zero shift z
+#                   per row of each block (p_shift) so low-mass blocks keep their precision at 4 bits.
+#   pv_block        U = P~_ij V8_j (the array's PV tile, INT8 or UINT4 mode).
+#   output_accumulate  A = sum_j round(U_ij * cv_{j,b} / 2**z): cv = v_scale_j / L_b * 2**ev.
+#   reciprocal      r = floor(2**recip_bits / l).
+#   output_codes    codes = clip(round(round(A / 2**pre_shift) * r / 2**final_shift)), out_bits signed;
+#                   the dequantised output is codes * 2**-out_exp.
+
+LOG2E = 1.4426950408889634
+P_LEVELS = {8: 127, 4: 15}
+
+
+def round_shift(value, shift):
+    """``round(value / 2**shift)`` with ties toward +infinity, for integer arrays; left shift when shift < 0."""
+    value = np.asarray(value, dtype=np.int64)
+    if shift <= 0:
+        return value << -shift
+    return (value + (np.int64(1) << (shift - 1))) >> shift
+
+
+def int_multipliers(values, bits=15):
+    """Integer mantissas ``m`` and one exponent ``e`` with ``values ~ m * 2**-e``, ``max(m) < 2**bits``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or not np.all(np.isfinite(values)) or values.min() <= 0:
+        raise ParoError("scales must be finite and positive")
+    exponent = bits - 1 - int(np.floor(np.log2(values.max())))
+    mantissas = np.clip(np.round(values * 2.0 ** exponent), 1, (1 << bits) - 1).astype(np.int64)
+    return mantissas, exponent
+
+
+def score_multipliers(q_scale, k_scale, head_dim, config):
+    """``(cq, ck, score_shift)``: per-block integer score multipliers and the shift of :func:`scores_log2`."""
+    cq, eq = int_multipliers(np.asarray(q_scale) * LOG2E / np.sqrt(head_dim))
+    ck, ek = int_multipliers(k_scale)
+    return cq, ck, eq + ek - config.score_frac_bits
+
+
+def _int_matmul(a, b_t):
+    """Exact integer ``a @ b_t.T`` through float64 BLAS (exact while every sum stays below 2**53)."""
+    return np.rint(np.asarray(a, dtype=np.float64) @ np.asarray(b_t, dtype=np.float64).T).astype(np.int64)
+
+
+def qk_block(q8_rows, k8_block, bits, acc_width):
+    """Scores of one block as the array computes them: INT8 mode (8-bit) or INT4 mode with K reduced."""
+    if bits == 8:
+        return wrap(_int_matmul(q8_rows, k8_block), acc_width)
+    if bits == 4:
+        return wrap(_int_matmul(q8_rows, reduce_int8_to_int4(k8_block)), acc_width)
+    raise ParoError(f"qk_block computes 4- and 8-bit blocks, got {bits}")
+
+
+def exp_tables(config):
+    """The exponent unit's two tables: ``2**(-h / 2**half)`` and ``2**(-l / 2**frac)`` in UQ1.exp_bits."""
+    half = config.score_frac_bits // 2
+    one = 1 << config.exp_bits
+    hi = np.round(one * 2.0 ** (-np.arange(1 << half) / (1 << half))).astype(np.int64)
+    lo = np.round(one * 2.0 ** (-np.arange(1 << half) / (1 << config.score_frac_bits))).astype(np.int64)
+    return hi, lo
+
+
+def exp2_numerators(t, config):
+    """``e = 2**-t`` for ``t >= 0`` in score fixed point: ``((HI[h] * LO[l] + half) >> exp_bits) >> n``."""
+    t = np.asarray(t, dtype=np.int64)
+    if t.size and t.min() < 0:
+        raise ParoError("exp2_numerators needs t = max - x >= 0")
+    frac, half = config.score_frac_bits, config.score_frac_bits // 2
+    hi_table, lo_table = exp_tables(config)
+    n = t >> frac
+    h = (t >> half) & ((1 << half) - 1)
+    l = t & ((1 << half) - 1)
+    mantissa = (hi_table[h] * lo_table[l] + (1 << (config.exp_bits - 1))) >> config.exp_bits
+    return np.where(n > config.exp_bits, 0, mantissa >> np.minimum(n, 62))
+
+
+#: Largest leading-zero shift of a (row, block) segment of numerators (a 4-bit field in hardware).
+P_SHIFT_MAX = 15
+
+
+def p_shift(e_block, config):
+    """Leading-zero shift per row of a block: ``z = clip(exp_bits - bit_length(max e), 0, 15)``.
+
+    Scaling the segment by ``2**z`` puts its largest numerator in ``[2**(exp_bits-1), 2**exp_bits]``, so a
+    low-mass block keeps its relative precision at 4 bits (block floating point over the row segment).
+    """
+    peak = np.asarray(e_block, dtype=np.int64).max(axis=-1)
+    length = np.zeros_like(peak)
+    nonzero = peak > 0
+    length[nonzero] = np.floor(np.log2(peak[nonzero])).astype(np.int64) + 1
+    # log2 of an exact power of two can round below the integer; correct the bit length exactly.
+    length = np.where(nonzero & ((np.int64(1) << np.maximum(length, 0)) <= peak), length + 1, length)
+    length = np.where(nonzero & ((np.int64(1) << np.maximum(length - 1, 0)) > peak), length - 1, length)
+    return np.where(nonzero, np.clip(config.exp_bits - length, 0, P_SHIFT_MAX), 0)
+
+
+def p_quantize(e_block, bits, config):
+    """Numerators of one block at its bitwidth: ``(p, z)``, ``p = min(L_b, round(e * 2**z * L_b / 2**exp_bits))``.
+
+    ``z`` (per row, :func:`p_shift`) is undone at the output accumulation.
+    """
+    levels = P_LEVELS[bits]
+    z = p_shift(e_block, config)
+    scaled = np.asarray(e_block, dtype=np.int64) * levels
+    shift = config.exp_bits - z[..., None]
+    p = (scaled + (np.int64(1) << (shift - 1))) >> shift
+    return np.minimum(levels, p), z
+
+
+def output_accumulate(acc, u, cv, z):
+    """``acc + round(u * cv / 2**z)`` with the block's V multiplier ``cv`` and per-row shifts ``z``."""
+    product = np.asarray(u, dtype=np.int64) * np.int64(cv)
+    shift = np.asarray(z, dtype=np.int64)[:, None]
+    rounded = np.where(shift > 0, (product + (np.int64(1) << np.maximum(shift - 1, 0))) >> shift, product)
+    return acc + rounded
+
+
+def pv_block(p_block, v8_block, bits, acc_width):
+    """The array's PV tile for one block: ``P~ V8`` (INT8 mode for 8-bit P, UINT4 mode for 4-bit)."""
+    check_operand(p_block, PEMode.for_block(bits, "pv"), "P")
+    return wrap(_int_matmul(p_block, np.asarray(v8_block).T), acc_width)
+
+
+def value_multipliers(v_scale, bitwidths):
+    """``(cv, ev)``: ``cv[j, b] ~ v_scale_j / L_b * 2**ev`` for every computed bitwidth b (dict by b)."""
+    bits = [b for b in sorted(bitwidths) if b in P_LEVELS]
+    table = np.stack([np.asarray(v_scale, dtype=np.float64) / P_LEVELS[b] for b in bits], axis=1)
+    mantissas, exponent = int_multipliers(table)
+    return {b: mantissas[:, n] for n, b in enumerate(bits)}, exponent
+
+
+def output_format(v_scale, config):
+    """Output exponent ``out_exp``: codes * 2**-out_exp hold any convex combination of V (|O| <= 128 max sv)."""
+    bound = 128.0 * float(np.max(v_scale))
+    return int(np.floor(np.log2(((1 << (config.out_bits - 1)) - 1) / bound)))
+
+
+def output_pre_shift(config):
+    """Bits dropped from the output accumulator before the reciprocal multiply, so the product fits 63 bits.
+
+    The accumulator sums at most ``max_seq_len / block_size`` block products of ``acc_width + 15`` bits.
+    """
+    blocks = config.max_seq_len // config.block_size
+    width = config.acc_width + 15 + max(1, (blocks - 1).bit_length()) + 1
+    return max(0, width - 32)
+
+
+def reciprocal(row_sum, config):
+    """``floor(2**recip_bits / l)`` of each row sum (``l >= 2**exp_bits``: the row max contributes 1.0)."""
+    row_sum = np.asarray(row_sum, dtype=np.int64)
+    return np.where(row_sum > 0, (np.int64(1) << config.recip_bits) // np.maximum(row_sum, 1), 0)
+
+
+def attention_block_row(i, head, bitmap_row, config, trace=False):
+    """Output codes (B, d) of query block ``i``; with ``trace`` also every intermediate integer (a dict)."""
+    B = config.block_size
+    rows = slice(i * B, (i + 1) * B)
+    kept = [(j, int(b)) for j, b in enumerate(bitmap_row) if b]
+    if not kept:
+        raise ParoError(f"query block {i} keeps no key block; every query row must keep at least one")
+    cq, ck, shift = head.score_multipliers(config)
+    cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
+    bits_per_col = np.repeat([b for _, b in kept], B)
+    s = np.concatenate([qk_block(head.q8[rows], head.k8[j * B:(j + 1) * B], b, config.acc_width)
+                        for j, b in kept], axis=1)
+    factor = np.where(bits_per_col == 4, 16, 1) * np.repeat([ck[j] for j, _ in kept], B)
+    x = round_shift(s * (cq[i] * factor), shift)
+    valid = cols < head.n_tokens
+    m = np.max(np.where(valid, x, np.iinfo(np.int64).min), axis=1, keepdims=True)
+    e = np.where(valid, exp2_numerators(np.where(valid, m - x, 0), config), 0)
+    l = e.sum(axis=1)
+    cv, ev = head.value_multipliers(config)
+    pre = output_pre_shift(config)
+    acc = np.zeros((B, head.v8.shape[1]), dtype=np.int64)
+    p_all, u_all = [], []
+    z_all = []
+    for n, (j, b) in enumerate(kept):
+        p, z = p_quantize(e[:, n * B:(n + 1) * B], b, config)
+        u = pv_block(p, head.v8[j * B:(j + 1) * B], b, config.acc_width)
+        acc = output_accumulate(acc, u, cv[b][j], z)
+        if trace:
+            p_all.append(p)
+            z_all.append(z)
+            u_all.append(u)
+    r = reciprocal(l, config)
+    out_exp = head.out_exp(config)
+    final = config.recip_bits + ev - config.exp_bits - out_exp - pre
+    limit = 1 << (config.out_bits - 1)
+    codes = np.clip(round_shift(round_shift(acc, pre) * r[:, None], final), -limit, limit - 1)
+    if not trace:
+        return codes
+    return {"kept": kept, "s": s, "x": x, "m": m[:, 0], "e": e, "l": l, "p": p_all, "z": z_all, "u": u_all,
+            "acc": acc, "r": r, "codes": codes, "pre_shift": pre, "final_shift": final}
+
+
+def attention_head(head, bitmap, config):
+    """Output codes (padded tokens, d) of one head and its output exponent (dequantise: codes * 2**-exp)."""
+    bitmap = np.asarray(bitmap)
+    codes = np.concatenate([attention_block_row(i, head, bitmap[i], config) for i in range(bitmap.shape[0])])
+    return codes, head.out_exp(config)

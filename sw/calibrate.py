@@ -1,0 +1,280 @@
+"""``paro calibrate``: choose each head's token order, block mask and block bitwidths; measure the accuracy.
+
+Per head, three passes over the attention rows, one query block at a time (memory ``O(B x tokens)``):
+
+1. **Order.** Attention mass per block for all six orders (:func:`sw.sparsity.block_masses`). The metric:
+   the fraction of the attention mass that the kept blocks capture at the evaluation density (``--density``,
+   or 0.25 when only ``--avg-bits`` is given). The order with the largest captured mass wins; ties keep the
+   identity order (FHW).
+2. **Errors.** In the chosen order (and in the identity order, for comparison) the per-block errors the bit
+   allocation minimises: ``e0`` (block mass), ``e4`` and ``e8`` (L1 of the attention probabilities when the
+   block's P is computed at 4 bits, with K reduced to 4 bits, or at 8 bits) - see :mod:`sw.quant`.
+   Bitwidths are then allocated jointly for all heads of the layer.
+3. **Accuracy.** The bit-exact golden model's output (:func:`sw.golden.attention_head`), dequantised and
+   un-permuted, against fp64 dense attention: ``cosine`` and ``rel_l1``; the same kept blocks at full
+   precision (``cosine_fp_mask``) separate the sparsity loss from the quantisation loss; the identity order
+   at the same budgets gives ``cosine_identity`` / ``rel_l1_identity``.
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from paro.config import AcceleratorConfig
+from paro.errors import ParoError
+
+from . import golden
+from .plan import BlockPlan
+from .quant import allocate_bits, quantize_head
+from .reorder import PERMUTATIONS, permute_tokens, unpermute_tokens
+from .sparsity import attention_rows, block_masses, captured_mass
+
+__all__ = ["calibrate", "Progress", "REORDER_PAYS_GAIN"]
+
+IDENTITY = "FHW"
+#: A head's pattern "runs across the identity order's contiguous axis" when the best order captures at
+#: least this much more attention mass than the identity order at the evaluation density.
+REORDER_PAYS_GAIN = 0.10
+
+
+class Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, one line per 10% otherwise."""
+
+    def __init__(self, total, label, stream=None):
+        self.total, self.label, self.done = max(1, total), label, 0
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.monotonic()
+        self.last_decile = -1
+
+    def __call__(self, amount=1):
+        self.done = min(self.total, self.done + amount)
+        fraction = self.done / self.total
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / fraction - elapsed if fraction > 0 else 0
+        bar = "#" * int(30 * fraction)
+        text = f"[paro] {self.label} [{bar:<30}] {100 * fraction:5.1f}% {elapsed:6.0f}s elapsed, ~{eta:.0f}s left"
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if self.done == self.total else ""))
+            self.stream.flush()
+        elif int(10 * fraction) > self.last_decile:
+            self.last_decile = int(10 * fraction)
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+def _metrics(out, ref):
+    a, b = out.ravel().astype(np.float64), ref.ravel().astype(np.float64)
+    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
+    rel_l1 = float(np.abs(a - b).sum() / (np.abs(b).sum() + 1e-300))
+    return cosine, rel_l1
+
+
+def _block_sum(x, block_size):
+    """Sum a (B, tokens_padded) matrix over key blocks -> (B, nk)."""
+    return x.reshape(x.shape[0], -1, block_size).sum(axis=2)
+
+
+def _p_round(pt, levels, block_size):
+    """Float model of :func:`sw.golden.p_quantize`: per (row, block) leading-zero scale, then ``levels``."""
+    blocks = pt.reshape(pt.shape[0], -1, block_size)
+    peak = blocks.max(axis=2, keepdims=True)
+    scale = 2.0 ** np.clip(np.floor(-np.log2(np.maximum(peak, 1e-30))), 0, golden.P_SHIFT_MAX)
+    return (np.rint(blocks * scale * levels) / (scale * levels)).reshape(pt.shape)
+
+
+def block_errors(qp, kp, head, scales, config, progress=None):
+    """Per-block errors ``{0: mass, 4: e4, 8: e8}`` (float32 [nq, nk]) of one head in its token order."""
+    B, n = config.block_size, head.n_tokens
+    padded = head.q8.shape[0]
+    nb = padded // B
+    d = qp.shape[1]
+    k_mean = scales[3]
+    valid = np.arange(padded) < n
+    kpad = np.zeros((padded, d), dtype=np.float32)
+    kpad[:n] = kp
+    k4 = 16.0 * golden.reduce_int8_to_int4(head.k8) * np.repeat(head.k_scale, B)[:, None]
+    out = {b: np.zeros((nb, nb), dtype=np.float32) for b in (0, 4, 8)}
+    for i in range(nb):
+        rows = slice(i * B, min((i + 1) * B, n))
+        if rows.start >= n:
+            break
+        s = (qp[rows].astype(np.float32) @ kpad.T) / np.float32(np.sqrt(d))
+        s[:, ~valid] = -np.inf
+        m = s.max(axis=1, keepdims=True)
+        pt = np.exp(s - m)
+        l = pt.sum(axis=1, keepdims=True)
+        p = pt / l
+        q_deq = head.q8[rows].astype(np.float32) * np.float32(head.q_scale[i])
+        shift = (qp[rows].astype(np.float32) @ k_mean.astype(np.float32)[:, None]) / np.float32(np.sqrt(d))
+        s4 = (q_deq @ k4.T.astype(np.float32)) / np.float32(np.sqrt(d)) + shift
+        s4[:, ~valid] = -np.inf
+        pt4 = np.minimum(np.exp(s4 - m), 1.0)
+        out[0][i] = _block_sum(p, B).sum(axis=0)
+        out[8][i] = _block_sum(np.abs(p - _p_round(pt, 127, B) / l), B).sum(axis=0)
+        out[4][i] = _block_sum(np.abs(p - _p_round(pt4, 15, B) / l), B).sum(axis=0)
+        if progress:
+            progress()
+    for b in out:
+        out[b] /= n
+    return out
+
+
+def _masked_reference(qp, kp, vp, bitmap, config):
+    """fp64 attention over the kept blocks only (full precision): isolates the sparsity loss."""
+    B, n = config.block_size, qp.shape[0]
+    out = np.zeros(vp.shape, dtype=np.float64)
+    keep_cols = np.repeat(bitmap > 0, B, axis=1)[:, :n]
+    for i in range(bitmap.shape[0]):
+        start, stop = i * B, min((i + 1) * B, n)
+        p = attention_rows(qp, kp, start, stop, valid=keep_cols[i], dtype=np.float64)
+        out[start:stop] = p @ vp.astype(np.float64)
+    return out
+
+
+def _dense_reference(q, k, v, config):
+    out = np.zeros(v.shape, dtype=np.float64)
+    for start in range(0, q.shape[0], config.block_size):
+        stop = min(start + config.block_size, q.shape[0])
+        out[start:stop] = attention_rows(q, k, start, stop, dtype=np.float64) @ v.astype(np.float64)
+    return out
+
+
+def _golden_output(head, bitmap, config, layout, order):
+    codes, out_exp = golden.attention_head(head, bitmap, config)
+    out = codes[:head.n_tokens].astype(np.float64) * 2.0 ** -out_exp
+    return unpermute_tokens(out, layout, order, axis=0)
+
+
+def calibrate(workload, config=None, density=None, avg_bits=None, log=None):
+    """Calibrate every head of ``workload``; returns ``(BlockPlan, report dict)``."""
+    if density is None and avg_bits is None:
+        raise ParoError("give --density, --avg-bits or both")
+    if config is None:
+        config = AcceleratorConfig(head_dim=workload.head_dim)
+    if config.head_dim != workload.head_dim:
+        raise ParoError(f"the config's head_dim {config.head_dim} does not match the workload's "
+                        f"{workload.head_dim}; pass --head-dim {workload.head_dim}")
+    layout, B = workload.layout, config.block_size
+    if -(-layout.tokens // B) * B > config.max_seq_len:
+        raise ParoError(f"{layout.tokens} tokens exceed the config's max_seq_len {config.max_seq_len}")
+    low_bits = min(b for b in config.bitwidths if b > 0)
+    if density is not None and not 0 < density <= 1:
+        raise ParoError(f"--density must be in (0, 1], got {density}")
+    if avg_bits is not None and not 0 < avg_bits <= 8:
+        raise ParoError(f"--avg-bits must be in (0, 8], got {avg_bits}")
+    if density is not None and avg_bits is not None and avg_bits < density * low_bits - 1e-9:
+        raise ParoError(f"--avg-bits {avg_bits} is below what --density {density} needs at {low_bits} bits "
+                        f"({density * low_bits:.3f}); raise --avg-bits or lower --density")
+    eval_density = density if density is not None else 0.25
+    nb = -(-layout.tokens // B)
+    log = log or (lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
+
+    heads = []
+    progress = Progress(workload.heads * 3 * nb, f"calibrate {workload.heads} heads x {layout.tokens} tokens")
+    for h in range(workload.heads):
+        q, k, v = workload.head(h)
+        masses = block_masses(q, k, layout, B, progress=lambda rows: progress(1))
+        captured = {o: captured_mass(masses[o], eval_density) for o in PERMUTATIONS}
+        best = max(PERMUTATIONS, key=lambda o: (captured[o] - captured[IDENTITY] > 1e-9, captured[o]))
+        order = best if captured[best] > captured[IDENTITY] + 1e-9 else IDENTITY
+        entry = {"head": h, "kind": workload.head_kind(h), "order": order, "captured_mass": captured,
+                 "identity_top25_mass": captured_mass(masses[IDENTITY], 0.25),
+                 "block_mass": masses[order], "block_mass_identity": masses[IDENTITY]}
+        for tag, o in (("chosen", order), ("identity", IDENTITY)):
+            if tag == "identity" and o == order:
+                entry["identity"] = entry["chosen"]
+                progress(nb)
+                continue
+            qp, kp, vp = (permute_tokens(x, layout, o, axis=0) for x in (q, k, v))
+            head, scales = quantize_head(qp, kp, vp, B)
+            entry[tag] = {"order": o, "scales": scales,
+                          "errors": block_errors(qp, kp, head, scales, config, progress=lambda: progress(1))}
+        if "identity" not in entry:
+            raise AssertionError("unreachable")
+        heads.append(entry)
+
+    log("allocating block bitwidths")
+    for tag in ("chosen", "identity"):
+        maps = allocate_bits([e[tag]["errors"] for e in heads], config.bitwidths, density, avg_bits)
+        for entry, bitmap in zip(heads, maps):
+            entry[f"bitmap_{tag}"] = bitmap
+
+    report_heads, outs = [], {key: [] for key in ("ref", "chosen", "identity", "fp_mask", "fp_mask_identity")}
+    progress = Progress(workload.heads, "golden model and fp64 references")
+    for entry in heads:
+        h = entry["head"]
+        q, k, v = workload.head(h)
+        ref = _dense_reference(q, k, v, config)
+        result = {}
+        for tag in ("chosen", "identity"):
+            o = entry[tag]["order"]
+            qp, kp, vp = (permute_tokens(x, layout, o, axis=0) for x in (q, k, v))
+            head, _ = quantize_head(qp, kp, vp, B, scales=entry[tag]["scales"])
+            bitmap = entry[f"bitmap_{tag}"]
+            result[tag] = _golden_output(head, bitmap, config, layout, o)
+            result[f"fp_{tag}"] = unpermute_tokens(_masked_reference(qp, kp, vp, bitmap, config), layout, o, axis=0)
+        outs["ref"].append(ref)
+        outs["chosen"].append(result["chosen"])
+        outs["identity"].append(result["identity"])
+        outs["fp_mask"].append(result["fp_chosen"])
+        outs["fp_mask_identity"].append(result["fp_identity"])
+        bitmap = entry["bitmap_chosen"]
+        cosine, rel_l1 = _metrics(result["chosen"], ref)
+        cosine_fp, rel_l1_fp = _metrics(result["fp_chosen"], ref)
+        cosine_id, rel_l1_id = _metrics(result["identity"], ref)
+        cosine_fp_id, rel_l1_fp_id = _metrics(result["fp_identity"], ref)
+        kept = bitmap > 0
+        report_heads.append({
+            "head": h, "kind": entry["kind"], "order": entry["order"],
+            "density": float(kept.mean()), "avg_bits": float(bitmap.mean()),
+            "avg_bits_kept": float(bitmap[kept].mean()),
+            "blocks_by_bits": {str(b): int((bitmap == b).sum()) for b in config.bitwidths},
+            "cosine": cosine, "rel_l1": rel_l1, "cosine_fp_mask": cosine_fp, "rel_l1_fp_mask": rel_l1_fp,
+            "cosine_identity": cosine_id, "rel_l1_identity": rel_l1_id,
+            "cosine_fp_mask_identity": cosine_fp_id, "rel_l1_fp_mask_identity": rel_l1_fp_id,
+            "captured_mass": entry["captured_mass"], "identity_top25_mass": entry["identity_top25_mass"],
+            "reorder_gain": entry["captured_mass"][entry["order"]] - entry["captured_mass"][IDENTITY],
+        })
+        progress()
+
+    all_maps = np.stack([e["bitmap_chosen"] for e in heads])
+    cat = {key: np.concatenate(value) for key, value in outs.items()}
+    cosine, rel_l1 = _metrics(cat["chosen"], cat["ref"])
+    cosine_fp, rel_l1_fp = _metrics(cat["fp_mask"], cat["ref"])
+    cosine_id, rel_l1_id = _metrics(cat["identity"], cat["ref"])
+    pays = [r["head"] for r in report_heads if r["reorder_gain"] >= REORDER_PAYS_GAIN]
+    report = {
+        "workload": workload.source(), "config": config.to_dict(), "layout": layout.to_dict(),
+        "budget": {"density": density, "avg_bits": avg_bits, "eval_density": eval_density},
+        "density": float((all_maps > 0).mean()), "avg_bits": float(all_maps.mean()),
+        "avg_bits_kept": float(all_maps[all_maps > 0].mean()),
+        "cosine": cosine, "rel_l1": rel_l1, "cosine_fp_mask": cosine_fp, "rel_l1_fp_mask": rel_l1_fp,
+        "quantization_loss": cosine_fp - cosine,
+        "cosine_identity": cosine_id, "rel_l1_identity": rel_l1_id,
+        "reorder_pays": {
+            "criterion": f"best order captures >= {REORDER_PAYS_GAIN} more attention mass than the identity "
+                         f"order at density {eval_density}",
+            "heads": pays,
+            "rel_l1_reduction": {str(r["head"]): 1 - r["rel_l1"] / r["rel_l1_identity"]
+                                 for r in report_heads if r["head"] in pays},
+        },
+        "metric_notes": {
+            "cosine, rel_l1": "golden-model output (planned bitwidths) vs fp64 dense attention",
+            "cosine_fp_mask": "same kept blocks at full precision vs fp64 dense attention",
+            "captured_mass": "attention mass kept by the top blocks at eval_density, per token order",
+            "identity_top25_mass": "mass the best 25% of blocks capture under the identity order",
+        },
+        "heads": report_heads,
+    }
+    plan = BlockPlan(
+        config=config, layout=layout, orders=[e["order"] for e in heads], bitmap=all_maps,
+        q_scale=np.stack([e["chosen"]["scales"][0] for e in heads]),
+        k_scale=np.stack([e["chosen"]["scales"][1] for e in heads]),
+        v_scale=np.stack([e["chosen"]["scales"][2] for e in heads]),
+        k_mean=np.stack([e["chosen"]["scales"][3] for e in heads]),
+        block_mass=np.stack([e["block_mass"] for e in heads]),
+        block_mass_identity=np.stack([e["block_mass_identity"] for e in heads]),
+        source=workload.source(), budget=report["budget"])
+    return plan, report

@@ -1,0 +1,170 @@
+"""BlockPlan: the contract between calibration (``sw``) and the hardware (golden model, benches, scheduler).
+
+On disk: an ``.npz`` (numpy zip, loaded with ``allow_pickle=False``; no pickled objects) holding
+
+==================== ================================= =====================================================
+array                dtype / shape                     meaning
+==================== ================================= =====================================================
+``header``           uint8 [n]                         UTF-8 JSON: format, version, config, layout, source
+``orders``           uint8 [heads]                     index into ``PERMUTATIONS`` per head
+``bitmap``           uint8 [heads, nq, nk]             block bitwidth, values in ``config.bitwidths``
+``q_scale``          float64 [heads, nq]               INT8 Q scale per query block (> 0)
+``k_scale``          float64 [heads, nk]               INT8 smoothed-K scale per key block (> 0)
+``v_scale``          float64 [heads, nk]               INT8 V scale per key block (> 0)
+``k_mean``           float64 [heads, head_dim]         the token mean subtracted from K
+``block_mass``       float32 [heads, nq, nk]           attention mass per block, chosen order (for plots)
+``block_mass_identity`` float32 [heads, nq, nk]        the same in the identity (FHW) order
+==================== ================================= =====================================================
+
+Header JSON: ``{"format": "paro-blockplan", "version": 1, "config": {AcceleratorConfig}, "layout":
+{frames, height, width, text_tokens}, "heads": H, "source": {how to rebuild Q/K/V}, "budget": {...}}``.
+``nq = nk = ceil(tokens / block_size)``. :func:`load_plan` validates every field and refuses a bad file with
+one line naming the field.
+"""
+
+import dataclasses
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from paro.config import AcceleratorConfig
+from paro.errors import ParoError
+
+from .reorder import PERMUTATIONS, TokenLayout
+
+__all__ = ["PLAN_FORMAT", "PLAN_VERSION", "BlockPlan", "save_plan", "load_plan"]
+
+PLAN_FORMAT = "paro-blockplan"
+PLAN_VERSION = 1
+
+
+@dataclasses.dataclass
+class BlockPlan:
+    config: AcceleratorConfig
+    layout: TokenLayout
+    orders: list              # permutation name per head
+    bitmap: np.ndarray        # uint8 [heads, nq, nk]
+    q_scale: np.ndarray
+    k_scale: np.ndarray
+    v_scale: np.ndarray
+    k_mean: np.ndarray
+    block_mass: np.ndarray
+    block_mass_identity: np.ndarray
+    source: dict
+    budget: dict
+
+    @property
+    def heads(self):
+        return self.bitmap.shape[0]
+
+    def scales(self, h):
+        return self.q_scale[h], self.k_scale[h], self.v_scale[h], self.k_mean[h]
+
+
+def save_plan(plan, path):
+    """Write ``plan`` to ``path`` atomically (no partial file on error)."""
+    from paro.generate import atomic_write_bytes
+    header = {"format": PLAN_FORMAT, "version": PLAN_VERSION, "config": plan.config.to_dict(),
+              "layout": plan.layout.to_dict(), "heads": plan.heads, "source": plan.source, "budget": plan.budget}
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        header=np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8),
+        orders=np.array([PERMUTATIONS.index(o) for o in plan.orders], dtype=np.uint8),
+        bitmap=plan.bitmap.astype(np.uint8),
+        q_scale=plan.q_scale.astype(np.float64), k_scale=plan.k_scale.astype(np.float64),
+        v_scale=plan.v_scale.astype(np.float64), k_mean=plan.k_mean.astype(np.float64),
+        block_mass=plan.block_mass.astype(np.float32),
+        block_mass_identity=plan.block_mass_identity.astype(np.float32),
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+_ARRAYS = {
+    "orders": ("u", ("heads",)),
+    "bitmap": ("u", ("heads", "nq", "nk")),
+    "q_scale": ("f", ("heads", "nq")),
+    "k_scale": ("f", ("heads", "nk")),
+    "v_scale": ("f", ("heads", "nk")),
+    "k_mean": ("f", ("heads", "head_dim")),
+    "block_mass": ("f", ("heads", "nq", "nk")),
+    "block_mass_identity": ("f", ("heads", "nq", "nk")),
+}
+
+
+def load_plan(path):
+    """Read and validate a plan; any defect raises a one-line :class:`ParoError` naming the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParoError(f"plan file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise ParoError(f"plan file {str(path)!r} is not a valid .npz (truncated or corrupt: "
+                        f"{type(error).__name__}); recreate it with `paro calibrate`") from None
+
+    def bad(field, why):
+        return ParoError(f"plan file {str(path)!r}: field {field!r} {why}")
+
+    if "header" not in arrays:
+        raise bad("header", "is missing")
+    try:
+        header = json.loads(arrays["header"].astype(np.uint8).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+        raise bad("header", "is not UTF-8 JSON") from None
+    if not isinstance(header, dict):
+        raise bad("header", "is not a JSON object")
+    if header.get("format") != PLAN_FORMAT:
+        raise bad("header.format", f"must be {PLAN_FORMAT!r}, got {header.get('format')!r}")
+    if header.get("version") != PLAN_VERSION:
+        raise bad("header.version", f"must be {PLAN_VERSION} (this paro reads version {PLAN_VERSION}), "
+                                    f"got {header.get('version')!r}")
+    for key in ("config", "layout", "heads", "source", "budget"):
+        if key not in header:
+            raise bad(f"header.{key}", "is missing")
+    try:
+        config = AcceleratorConfig.from_dict(header["config"])
+    except (ParoError, TypeError) as error:
+        raise bad("header.config", f"is invalid: {error}") from None
+    try:
+        layout = TokenLayout(**header["layout"])
+    except (ParoError, TypeError) as error:
+        raise bad("header.layout", f"is invalid: {error}") from None
+    heads = header["heads"]
+    if not isinstance(heads, int) or heads < 1:
+        raise bad("header.heads", f"must be a positive integer, got {heads!r}")
+
+    blocks = -(-layout.tokens // config.block_size)
+    dims = {"heads": heads, "nq": blocks, "nk": blocks, "head_dim": config.head_dim}
+    for name, (kind, shape) in _ARRAYS.items():
+        if name not in arrays:
+            raise bad(name, "is missing")
+        array = arrays[name]
+        if array.dtype.kind != kind:
+            raise bad(name, f"must have dtype {'uint8' if kind == 'u' else 'float'}, got {array.dtype}")
+        expected = tuple(dims[d] for d in shape)
+        if array.shape != expected:
+            raise bad(name, f"must have shape {expected} ({', '.join(shape)}), got {array.shape}")
+        if kind == "f" and not np.isfinite(array).all():
+            raise bad(name, "contains NaN or infinity")
+    if arrays["orders"].max(initial=0) >= len(PERMUTATIONS):
+        raise bad("orders", f"must index the {len(PERMUTATIONS)} permutations, got {int(arrays['orders'].max())}")
+    bitmap = arrays["bitmap"]
+    allowed = set(config.bitwidths)
+    found = set(int(b) for b in np.unique(bitmap))
+    if not found <= allowed:
+        raise bad("bitmap", f"has bitwidth {min(found - allowed)} not in the plan's set {sorted(allowed)}")
+    empty = np.argwhere((bitmap > 0).sum(axis=2) == 0)
+    if len(empty):
+        h, i = empty[0]
+        raise bad("bitmap", f"head {h} query block {i} keeps no key block; every query row needs one")
+    for name in ("q_scale", "k_scale", "v_scale"):
+        if arrays[name].min() <= 0:
+            raise bad(name, "must be positive")
+    return BlockPlan(config, layout, [PERMUTATIONS[o] for o in arrays["orders"]], bitmap.astype(np.uint8),
+                     arrays["q_scale"], arrays["k_scale"], arrays["v_scale"], arrays["k_mean"],
+                     arrays["block_mass"], arrays["block_mass_identity"], header["source"], header["budget"])

@@ -1,0 +1,125 @@
+"""BlockPlan files: a round trip, and every malformed case refused with one line naming the field."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from paro.errors import ParoError
+from sw.calibrate import calibrate
+from sw.plan import load_plan, save_plan
+from sw.workloads import make_workload
+from paro.config import AcceleratorConfig
+
+
+@pytest.fixture(scope="module")
+def plan_file(tmp_path_factory):
+    workload = make_workload("tiny")
+    plan, _ = calibrate(workload, AcceleratorConfig(head_dim=32, block_size=16), density=0.5, avg_bits=3.0,
+                        log=lambda m: None)
+    path = tmp_path_factory.mktemp("plan") / "plan.npz"
+    save_plan(plan, path)
+    return path, plan
+
+
+def _rewrite(src, dst, change):
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    change(arrays)
+    np.savez(dst, **arrays)
+
+
+def _header(arrays):
+    return json.loads(arrays["header"].tobytes().decode())
+
+
+def _set_header(arrays, header):
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+
+
+def test_round_trip(plan_file):
+    path, plan = plan_file
+    loaded = load_plan(path)
+    assert loaded.orders == plan.orders
+    assert np.array_equal(loaded.bitmap, plan.bitmap)
+    assert loaded.config == plan.config and loaded.layout == plan.layout
+    assert np.array_equal(loaded.k_scale, plan.k_scale)
+
+
+def _bad_version(a):
+    h = _header(a); h["version"] = 2; _set_header(a, h)
+
+
+def _bad_format(a):
+    h = _header(a); h["format"] = "other"; _set_header(a, h)
+
+
+def _no_layout(a):
+    h = _header(a); del h["layout"]; _set_header(a, h)
+
+
+def _bad_config(a):
+    h = _header(a); h["config"]["rows"] = 3; _set_header(a, h)
+
+
+def _bitwidth_2(a):
+    a["bitmap"] = a["bitmap"].copy(); a["bitmap"][0, 0, 0] = 2
+
+
+def _empty_row(a):
+    a["bitmap"] = a["bitmap"].copy(); a["bitmap"][0, 1, :] = 0
+
+
+CASES = [
+    ("wrong dtype", lambda a: a.update(bitmap=a["bitmap"].astype(np.int32)), "field 'bitmap' must have dtype uint8"),
+    ("wrong shape", lambda a: a.update(q_scale=a["q_scale"][:, :-1]), "field 'q_scale' must have shape"),
+    ("bitwidth not in set", _bitwidth_2, "field 'bitmap' has bitwidth 2 not in the plan's set [0, 4, 8]"),
+    ("missing field", lambda a: a.pop("k_scale"), "field 'k_scale' is missing"),
+    ("bad version", _bad_version, "field 'header.version' must be 1"),
+    ("bad format", _bad_format, "field 'header.format' must be 'paro-blockplan'"),
+    ("missing header field", _no_layout, "field 'header.layout' is missing"),
+    ("invalid config", _bad_config, "field 'header.config' is invalid: rows must be a power of two"),
+    ("nan scale", lambda a: a.update(v_scale=a["v_scale"] * np.nan), "field 'v_scale' contains NaN"),
+    ("negative scale", lambda a: a.update(k_scale=-a["k_scale"]), "field 'k_scale' must be positive"),
+    ("query row without blocks", _empty_row, "head 0 query block 1 keeps no key block"),
+    ("bad order", lambda a: a.update(orders=a["orders"] + 6), "field 'orders' must index the 6 permutations"),
+    ("header not json", lambda a: a.update(header=np.frombuffer(b"{oops", dtype=np.uint8)),
+     "field 'header' is not UTF-8 JSON"),
+    ("header missing", lambda a: a.pop("header"), "field 'header' is missing"),
+]
+
+
+@pytest.mark.parametrize("name,change,message", CASES, ids=[c[0] for c in CASES])
+def test_malformed_plan_is_refused(plan_file, tmp_path, name, change, message):
+    src, _ = plan_file
+    dst = tmp_path / "bad.npz"
+    _rewrite(src, dst, change)
+    with pytest.raises(ParoError) as info:
+        load_plan(dst)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_and_foreign_files(plan_file, tmp_path):
+    src, _ = plan_file
+    data = src.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ParoError, match="is not a valid .npz \\(truncated or corrupt"):
+        load_plan(truncated)
+    text = tmp_path / "text.npz"
+    text.write_text("not a plan")
+    with pytest.raises(ParoError, match="is not a valid .npz"):
+        load_plan(text)
+    with pytest.raises(ParoError, match="does not exist"):
+        load_plan(tmp_path / "missing.npz")
+
+
+def test_pickled_object_arrays_are_refused(plan_file, tmp_path):
+    src, _ = plan_file
+    dst = tmp_path / "pickled.npz"
+    _rewrite(src, dst, lambda a: a.update(orders=np.array([object()] * len(a["orders"]), dtype=object)))
+    with pytest.raises(ParoError, match="is not a valid .npz"):
+        load_plan(dst)
