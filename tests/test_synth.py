@@ -1,0 +1,57 @@
+"""Synthesis flows: generic Yosys statistics, the ECP5 flow with its constraint file, and clear errors."""
+
+import json
+
+import pytest
+
+from paro.cli import main
+from paro.config import AcceleratorConfig
+from paro.errors import ParoError
+from paro.synth import _tool_path, synth
+
+
+@pytest.fixture(scope="module")
+def ecp5_2x2(tmp_path_factory):
+    work = tmp_path_factory.mktemp("synth")
+    report = work / "synth.json"
+    result = synth(AcceleratorConfig(rows=2, cols=2), target="ecp5", report=report, work_dir=work / "run",
+                   log=lambda m: None)
+    return result, report, work
+
+
+def test_generic_counts(ecp5_2x2):
+    result, _, _ = ecp5_2x2
+    generic = result["generic"]
+    assert generic["cells"] > 1000 and generic["flip_flops"] > 100
+    assert generic["multiplier_cells"] == 2 * 2 * 2          # two sub-multipliers per PE
+    assert 1.0 < result["pe_area_ratio"] < 2.0                # the 4-bit modes cost some area, not a second PE
+    small, large = result["array_scaling"]
+    assert (small["rows"], large["rows"]) == (2, 4)
+    assert 3.0 < large["cmos_transistors"] / small["cmos_transistors"] < 5.0   # ~ R x C
+
+
+def test_ecp5_report_and_constraints(ecp5_2x2):
+    result, report, work = ecp5_2x2
+    fpga = result["ecp5"]
+    assert fpga["luts"] > 100 and fpga["flip_flops"] > 100
+    assert fpga["dsps"] > 0 and fpga["brams"] == 0
+    assert fpga["fmax_mhz"] > 0
+    assert fpga["target_mhz"] == fpga["constraint_file_target_mhz"] == 100.0   # the LPF file is what applied
+    assert "FREQUENCY PORT \"clk25_0__io\" 100 MHZ;" in (work / "run" / "ecp5" / "paro.lpf").read_text()
+    assert json.loads(report.read_text())["ecp5"]["luts"] == fpga["luts"]
+
+
+def test_design_that_does_not_fit(tmp_path, capsys):
+    report = tmp_path / "synth.json"
+    assert main(["synth", "--rows", "4", "--cols", "4", "--target", "ice40", "--report", str(report)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paro: error:")]
+    assert len(err) == 1 and "the 4x4 array does not fit iCEBreaker (iCE40UP5K)" in err[0]
+    assert not report.exists()
+
+
+def test_unknown_target_and_missing_tool(tmp_path, capsys):
+    assert main(["synth", "--target", "virtex", "--report", str(tmp_path / "r.json")]) == 2
+    assert "unknown target 'virtex'; choose one of generic, ecp5, ice40" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(ParoError, match="yowasp-nextpnr-xyz is not installed: pip install yowasp-nextpnr-xyz"):
+        _tool_path("yowasp-nextpnr-xyz", "yowasp-nextpnr-xyz")
