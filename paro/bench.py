@@ -4,7 +4,6 @@ Speed targets live here, never in timed tests.
 """
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from .config import AcceleratorConfig
 from .errors import ParoError
-from .generate import atomic_write
+from .files import atomic_write, save_figure
 
 __all__ = ["git_commit", "bench_array", "ARRAY_BENCH_SIZES"]
 
@@ -118,12 +117,7 @@ def _plot_array(result, path):
     right.set_title(f"Utilization, {records[0]['tiles']} tiles of depth {records[0]['depth']}")
     fig.suptitle(f"paro array bench ({result['simulator']}, {result['commit'][:12]})", fontsize=9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

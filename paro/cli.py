@@ -73,7 +73,7 @@ def cmd_calibrate(args):
     from sw.plan import save_plan
     from sw.reorder import TokenLayout
     from sw.workloads import make_workload
-    from .generate import atomic_write
+    from .files import atomic_write
 
     if (args.workload is None) == (args.qkv is None):
         raise ParoError("give either --workload NAME or --qkv FILE (with --grid and --text-tokens)")

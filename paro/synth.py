@@ -24,7 +24,8 @@ from pathlib import Path
 
 from .config import AcceleratorConfig
 from .errors import ParoError
-from .generate import atomic_write, write_verilog
+from .files import atomic_write
+from .generate import write_verilog
 
 __all__ = ["TARGETS", "synth", "generic_stats"]
 

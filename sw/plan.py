@@ -25,13 +25,13 @@ one line naming the field.
 import dataclasses
 import io
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
+from paro.files import atomic_write_bytes, read_npz
 
 from .reorder import PERMUTATIONS, TokenLayout
 
@@ -66,7 +66,6 @@ class BlockPlan:
 
 def save_plan(plan, path):
     """Write ``plan`` to ``path`` atomically (no partial file on error)."""
-    from paro.generate import atomic_write_bytes
     header = {"format": PLAN_FORMAT, "version": PLAN_VERSION, "config": plan.config.to_dict(),
               "layout": plan.layout.to_dict(), "heads": plan.heads, "source": plan.source, "budget": plan.budget}
     buffer = io.BytesIO()
@@ -98,14 +97,7 @@ _ARRAYS = {
 def load_plan(path):
     """Read and validate a plan; any defect raises a one-line :class:`ParoError` naming the field."""
     path = Path(path)
-    if not path.is_file():
-        raise ParoError(f"plan file {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
-        raise ParoError(f"plan file {str(path)!r} is not a valid .npz (truncated or corrupt: "
-                        f"{type(error).__name__}); recreate it with `paro calibrate`") from None
+    arrays = read_npz(path, "plan file", "recreate it with `paro calibrate`")
 
     def bad(field, why):
         return ParoError(f"plan file {str(path)!r}: field {field!r} {why}")

@@ -1,26 +1,14 @@
 """``paro plot``: PNGs of a plan - per head, the attention map (block mass) before and after reordering and
 the block bitmap; and one overview of orders and bit allocation per head."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from paro.errors import ParoError
+from paro.files import save_figure
 
 __all__ = ["plot_plan"]
-
-
-def _save(fig, path):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def plot_plan(plan, out_dir, heads=None):
@@ -61,7 +49,7 @@ def plot_plan(plan, out_dir, heads=None):
         fig.colorbar(image, ax=axes[2], ticks=bits, fraction=0.046)
         fig.tight_layout()
         path = out_dir / f"head{h}.png"
-        _save(fig, path)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
 
@@ -78,7 +66,7 @@ def plot_plan(plan, out_dir, heads=None):
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     path = out_dir / "overview.png"
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     written.append(path)
     return written

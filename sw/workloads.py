@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from paro.errors import ParoError
+from paro.files import read_npz
 
 from .reorder import TokenLayout
 
@@ -221,14 +222,7 @@ class FileWorkload(Workload):
 def load_qkv(path, layout):
     """Load ``q``, ``k``, ``v`` of shape (heads, tokens, head_dim) from ``path``; validate against ``layout``."""
     path = Path(path)
-    if not path.is_file():
-        raise ParoError(f"Q/K/V file {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except Exception as error:
-        raise ParoError(f"Q/K/V file {str(path)!r} is not a readable .npz ({type(error).__name__}); "
-                        f"save it with numpy.savez(path, q=..., k=..., v=...)") from None
+    arrays = read_npz(path, "Q/K/V file", "save it with numpy.savez(path, q=..., k=..., v=...)")
     for name in ("q", "k", "v"):
         if name not in arrays:
             raise ParoError(f"Q/K/V file {str(path)!r} has no array {name!r}; it needs q, k and v")
