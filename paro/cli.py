@@ -1,4 +1,4 @@
-"""The ``paro`` command: generate, calibrate, plot, bench (and, as they land, simulate, synth, demo).
+"""The ``paro`` command: generate, calibrate, plot, simulate, synth, bench, demo.
 
 User mistakes end with one line, ``paro: error: <what is wrong and how to fix it>``, exit status 2, and no
 partial output file.
@@ -29,11 +29,13 @@ def _add_config_args(parser):
     parser.add_argument("--bitwidths", type=_bitwidths, default=defaults.bitwidths,
                         help="block bitwidth set, e.g. 0,4,8")
     parser.add_argument("--acc-width", type=int, default=None, help="accumulator width (default: minimum)")
+    parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len,
+                        help="longest padded sequence the softmax widths (and the engine's buffers) hold")
 
 
 def _config(args):
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size, head_dim=args.head_dim,
-                             bitwidths=args.bitwidths, acc_width=args.acc_width)
+                             bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len)
 
 
 def cmd_generate(args):
@@ -83,8 +85,11 @@ def cmd_calibrate(args):
             raise ParoError("--qkv needs --grid F,H,W (and --text-tokens T if the file has text tokens)")
         layout = TokenLayout(*args.grid, args.text_tokens)
     workload = make_workload(args.workload, qkv=args.qkv, layout=layout, seed=args.seed, heads=args.heads)
+    # The softmax widths follow the sequence length, so the plan fits the smallest engine that runs it.
+    max_seq_len = max(64, 1 << (workload.layout.padded(args.block_size) - 1).bit_length())
     config = AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
-                               head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width)
+                               head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
+                               max_seq_len=max_seq_len)
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits)
     save_plan(plan, args.output)
     if args.report:
@@ -121,6 +126,51 @@ def cmd_synth(args):
               f"(target {fpga['target_mhz']:.1f} MHz)")
     if args.report:
         print(f"wrote {args.report}")
+
+
+def _print_simulation(result):
+    c = result["counters"]
+    print(f"head {result['head']} ({result['order']}) on {result['simulator']}: bit_exact {result['bit_exact']}, "
+          f"{result['cycles']} cycles, ideal {result['ideal_cycles']} (utilization {result['utilization']:.3f}), "
+          f"dense INT8 {result['dense_int8_cycles']} cycles ({result['speedup_vs_dense_int8']:.2f}x); "
+          f"blocks 8-bit {c['blocks_8bit']}, 4-bit {c['blocks_4bit']}, skipped {c['blocks_skipped']}, "
+          f"stall cycles {c['stall_cycles']}")
+
+
+def cmd_simulate(args):
+    from .simulate import simulate
+    result = simulate(args.plan, simulator=args.simulator, head=args.head, report=args.report)
+    _print_simulation(result)
+    if args.report:
+        print(f"wrote {args.report}")
+
+
+def cmd_demo(args):
+    """calibrate -> generate -> simulate -> report on the built-in tiny workload."""
+    import json
+    from pathlib import Path
+    from sw.calibrate import calibrate
+    from sw.plan import save_plan
+    from sw.workloads import make_workload
+    from .files import atomic_write
+    from .generate import write_verilog
+    from .simulate import simulate
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    workload = make_workload("tiny")
+    config = AcceleratorConfig(block_size=16, head_dim=workload.head_dim, max_seq_len=128)
+    print("1/3 calibrate: tiny workload (2x4x8 video + 32 text tokens, 4 heads), density 0.5, 3 bits average")
+    plan, report = calibrate(workload, config, density=0.5, avg_bits=3.0)
+    save_plan(plan, out / "plan.npz")
+    atomic_write(out / "calibration.json", json.dumps(report, indent=2) + "\n")
+    print(f"    orders {' '.join(plan.orders)}; cosine {report['cosine']:.4f} vs fp64 dense attention")
+    print("2/3 generate: engine Verilog")
+    write_verilog(config, out / "engine.v", top="engine")
+    print(f"3/3 simulate: head 1 on {args.simulator}, plus the dense INT8 baseline")
+    result = simulate(out / "plan.npz", simulator=args.simulator, head=1, report=out / "simulation.json")
+    _print_simulation(result)
+    print(f"wrote {out}/plan.npz, calibration.json, engine.v, simulation.json")
 
 
 def build_parser():
@@ -162,6 +212,18 @@ def build_parser():
     syn.add_argument("--target", default="generic", help="generic (default), ecp5 or ice40")
     syn.add_argument("--report", help="JSON report to write")
     syn.set_defaults(func=cmd_synth)
+
+    sim = sub.add_parser("simulate", help="run a plan head on the engine RTL, check bit-exactness, count cycles")
+    sim.add_argument("--plan", required=True, help="BlockPlan file (.npz) from paro calibrate")
+    sim.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
+    sim.add_argument("--head", type=int, default=0, help="head of the plan to run (default 0)")
+    sim.add_argument("--report", help="JSON report to write")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="calibrate -> generate -> simulate -> report on the tiny workload")
+    demo.add_argument("-o", "--output", default="build/demo", help="output folder (default build/demo)")
+    demo.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
+    demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
     bench.add_argument("which", help="benchmark: array")

@@ -26,8 +26,13 @@ def _array(config):
     return SystolicArray(config)
 
 
-#: Designs ``paro generate --top`` can emit (the whole engine joins this list when it exists).
-TOPS = {"array": _array, "pe": _pe}
+def _engine(config):
+    from hw.top import AttentionEngine
+    return AttentionEngine(config)
+
+
+#: Designs ``paro generate --top`` can emit.
+TOPS = {"array": _array, "pe": _pe, "engine": _engine}
 
 
 def build_top(config, top="array"):

@@ -92,11 +92,15 @@ def _build_dir(config, top, simulator, tag):
 
 
 def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, extra_env=None, waves=None,
-              tag="bench"):
+              tag="bench", quiet=None):
     """Emit ``top`` for ``config``, build it on ``simulator`` and run cocotb ``test_module``.
 
     Returns the path of the JUnit XML result. Under pytest a failing cocotb test fails the calling test.
+    ``quiet`` (default: outside pytest) sends the simulator's log to ``sim.log`` in the build folder and
+    prints its tail only on failure.
     """
+    if quiet is None:
+        quiet = "PYTEST_CURRENT_TEST" not in os.environ
     if not isinstance(config, AcceleratorConfig):
         raise ParoError(f"run_bench needs an AcceleratorConfig, got {type(config).__name__}")
     problem = simulator_problem(simulator)
@@ -123,13 +127,30 @@ def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, ext
             tail = build_log.read_text(errors="replace")[-4000:] if build_log.exists() else ""
             print(tail, file=sys.stderr)
             raise ParoError(f"{simulator} build of {top} failed ({error}); full log: {build_log}") from None
-        print(f"[paro] bench {test_module} on {simulator}: seed {seed} (replay with PARO_SEED={seed})")
-        return runner.test(
-            test_module=test_module, hdl_toplevel="paro", build_dir=build_dir, test_dir=build_dir,
-            testcase=testcase, waves=waves, results_xml=str(build_dir / "results.xml"), timescale=("1ns", "1ps"),
-            extra_env={"PARO_CONFIG": config.to_json(), "PARO_SEED": str(seed),
-                       "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path), **(extra_env or {})},
-        )
+        print(f"[paro] bench {test_module} on {simulator}: seed {seed} (replay with PARO_SEED={seed})",
+              file=sys.stderr if quiet else sys.stdout)
+        sim_log = build_dir / "sim.log"
+        try:
+            results = runner.test(
+                test_module=test_module, hdl_toplevel="paro", build_dir=build_dir, test_dir=build_dir,
+                testcase=testcase, waves=waves, results_xml=str(build_dir / "results.xml"),
+                timescale=("1ns", "1ps"), log_file=sim_log if quiet else None,
+                extra_env={"PARO_CONFIG": config.to_json(), "PARO_SEED": str(seed),
+                           "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path), **(extra_env or {})},
+            )
+        except SystemExit:
+            if quiet and sim_log.exists():
+                print(sim_log.read_text(errors="replace")[-6000:], file=sys.stderr)
+            raise
+        # Outside pytest the runner does not look at the results: a failed bench must not pass silently.
+        from cocotb_tools.runner import get_results
+        tests, failed = get_results(results)
+        if failed or tests == 0:
+            if quiet and sim_log.exists():
+                print(sim_log.read_text(errors="replace")[-6000:], file=sys.stderr)
+            raise ParoError(f"{failed} of {tests} cocotb tests of {test_module} failed on {simulator}; "
+                            f"log in {build_dir}")
+        return results
     finally:
         for key, value in saved.items():
             if value is None:

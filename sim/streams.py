@@ -80,9 +80,13 @@ class StreamSource:
             while True:
                 await FallingEdge(self.clk)
                 accepted = self.ready.value == 1
+                if not accepted:
+                    # Idle until ready rises (it only changes after a clock edge), then sample again at
+                    # the next falling edge: no per-cycle work while the design is busy elsewhere.
+                    await RisingEdge(self.ready)
+                    continue
                 await RisingEdge(self.clk)
-                if accepted:
-                    break
+                break
             if self.stamp:
                 self.transfer_cycles.append(now_cycle())
         self.valid.value = 0
@@ -106,6 +110,11 @@ class StreamSink:
             ready = 0 if self.rng.random() < self.stall else 1
             self.ready.value = ready
             await FallingEdge(self.clk)
+            if self.valid.value != 1:
+                # Idle until valid rises (after some clock edge); ready keeps its value meanwhile, which
+                # is allowed: a sink may hold ready either way while nothing is offered.
+                await RisingEdge(self.valid)
+                continue
             take = ready and self.valid.value == 1
             payload = int(self.payload.value) if take else None
             await RisingEdge(self.clk)

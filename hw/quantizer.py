@@ -1,0 +1,43 @@
+"""P quantizer: softmax numerators to the block's bitwidth, with the segment's leading-zero shift.
+
+Golden twin: :func:`sw.golden.p_quantize`. Combinational (no latency), one per lane of the P path.
+
+``p = min(L_b, (e * L_b + 2**(exp_bits - z - 1)) >> (exp_bits - z))`` with ``L_8 = 127`` (INT8 mode, P as a
+non-negative signed byte) and ``L_4 = 15`` (UINT4 mode, one nibble). ``z <= exp_bits - 1`` whenever the
+segment is non-zero, so the shift is at least 1.
+"""
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from paro.config import require_config
+from sw.golden import P_LEVELS, P_SHIFT_MAX
+
+__all__ = ["PQuantizer"]
+
+
+class PQuantizer(wiring.Component):
+    """``p`` from numerator ``e``, shift ``z`` and ``four_bit`` (0: 8-bit block, 1: 4-bit block)."""
+
+    def __init__(self, config):
+        require_config(self, config)
+        self._config = config
+        super().__init__({
+            "e": In(unsigned(config.exp_bits + 1)),
+            "z": In(range(P_SHIFT_MAX + 1)),
+            "four_bit": In(1),
+            "p": Out(unsigned(7)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bits = self._config.exp_bits
+        levels = Signal(range(128))
+        m.d.comb += levels.eq(Mux(self.four_bit, P_LEVELS[4], P_LEVELS[8]))
+        shift = Signal(range(bits + 1))
+        m.d.comb += shift.eq(bits - self.z)
+        rounded = Signal(bits + 8 + 1)
+        m.d.comb += rounded.eq((self.e * levels + ((1 << shift) >> 1)) >> shift)
+        m.d.comb += self.p.eq(Mux(rounded > levels, levels, rounded))
+        return m
