@@ -367,10 +367,6 @@ class AttentionEngine(wiring.Component):
             ]
         m.d.comb += [self.o.valid.eq(o1.valid), self.o.payload.last.eq(o1.last)]
 
-        # Internal state, for white-box unit tests in the Amaranth simulator.
-        self.debug = {"row_max": m_regs, "row_sum": l_regs, "scores": smem, "acc": accmem, "z": z_regs,
-                      "xmax": xmax, "cq": cq_i, "array": array, "desc": desc_out, "d2": d2, "beat": beat_n, "qb": qb}
-
         # ---- control FSM -----------------------------------------------------------------------------
         with m.If(self.busy):
             m.d.sync += cycles.eq(cycles + 1)
@@ -383,6 +379,9 @@ class AttentionEngine(wiring.Component):
         m.d.comb += k_wr.data.eq(self.kv.payload.k)
         m.d.comb += [k_wr.addr.eq(tok), v_wr.addr.eq(tok), v_wr.data.eq(self.kv.payload.v),
                      q_wr.addr.eq(tok), q_wr.data.eq(self.q.payload.q)]
+        # A tile's first beat pushes its descriptor: it may issue only when the descriptor FIFO has room.
+        can_issue = Signal()
+        m.d.comb += can_issue.eq((k != 0) | desc.w_rdy)
         reset_rows = Signal()
         with m.If(reset_rows):
             m.d.sync += [reg.eq(-(1 << (XW - 1))) for reg in m_regs]
@@ -420,9 +419,7 @@ class AttentionEngine(wiring.Component):
                                      kg.eq(0), ckf.eq(Mux(four_next, tables["ck"].data << 4, tables["ck"].data))]
                         m.next = "A_TILES"
             with m.State("A_TILES"):
-                can = Signal()
-                m.d.comb += can.eq((k != 0) | desc.w_rdy)
-                m.d.comb += fire.eq(adv & can)
+                m.d.comb += fire.eq(adv & can_issue)
                 for r in range(R):
                     m.d.comb += q_rd[r].addr.eq(group * R + r)
                 for n in range(LANES):
@@ -486,9 +483,7 @@ class AttentionEngine(wiring.Component):
                 m.d.sync += seen.eq(0)
                 m.next = "B_TILES"
             with m.State("B_TILES"):
-                can = Signal()
-                m.d.comb += can.eq((k != 0) | desc.w_rdy)
-                m.d.comb += fire.eq(adv & can)
+                m.d.comb += fire.eq(adv & can_issue)
                 m.d.comb += v_rd.addr.eq(j * B + k)
                 for n in range(LANES):
                     m.d.comb += s_rd[n].addr.eq((group * keys_per_tile + n) * NPAD + jpos * B + k)
