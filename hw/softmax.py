@@ -64,5 +64,6 @@ class LeadingZeroShift(wiring.Component):
         # peak = 2**exp_bits (the row maximum is in the segment) has bit length exp_bits + 1: z = 0.
         shift = Signal(range(bits + 1))
         m.d.comb += shift.eq(Mux(length > bits, 0, bits - length))
-        m.d.comb += self.z.eq(Mux(self.peak == 0, 0, Mux(shift > P_SHIFT_MAX, P_SHIFT_MAX, shift)))
+        clipped = Mux(shift > P_SHIFT_MAX, P_SHIFT_MAX, shift) if bits > P_SHIFT_MAX else shift
+        m.d.comb += self.z.eq(Mux(self.peak == 0, 0, clipped))
         return m

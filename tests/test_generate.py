@@ -50,7 +50,8 @@ def test_console_script_exit_status(tmp_path):
     assert not (tmp_path / "x.v").exists()
 
 
-LINT_CASES = [("pe", 4, 4), ("array", 2, 2), ("array", 4, 4), ("array", 8, 8), ("array", 2, 4)]
+LINT_CASES = [("pe", 4, 4), ("array", 2, 2), ("array", 4, 4), ("array", 8, 8), ("array", 2, 4), ("engine", 4, 4)]
+ENGINE_ARGS = ["--block-size", "16", "--head-dim", "32", "--max-seq-len", "128"]
 
 
 @pytest.mark.parametrize("top,rows,cols", LINT_CASES, ids=[f"{t}-{r}x{c}" for t, r, c in LINT_CASES])
@@ -59,7 +60,8 @@ def test_verilator_lint_clean(tmp_path, top, rows, cols):
     if problem:
         pytest.fail(problem) if os.environ.get("CI") else pytest.skip(problem)
     out = tmp_path / "paro.v"
-    assert main(["generate", "--top", top, "--rows", str(rows), "--cols", str(cols), "-o", str(out)]) == 0
+    extra = ENGINE_ARGS if top == "engine" else []
+    assert main(["generate", "--top", top, "--rows", str(rows), "--cols", str(cols), *extra, "-o", str(out)]) == 0
     env = {**os.environ, **verilator_env()}
     proc = subprocess.run(["verilator", "--lint-only", "-Wall", WAIVERS, str(out), "--top-module", "paro"],
                           capture_output=True, text=True, env=env)
