@@ -64,11 +64,28 @@ class Progress:
             self.stream.flush()
 
 
+class _Metrics:
+    """Running sums for cosine similarity and relative L1 over many heads (memory: O(1))."""
+
+    def __init__(self):
+        self.dot = self.aa = self.bb = self.diff = self.ref = 0.0
+
+    def add(self, out, ref):
+        a, b = out.ravel().astype(np.float64), ref.ravel().astype(np.float64)
+        self.dot += float(a @ b)
+        self.aa += float(a @ a)
+        self.bb += float(b @ b)
+        self.diff += float(np.abs(a - b).sum())
+        self.ref += float(np.abs(b).sum())
+        return self
+
+    def result(self):
+        cosine = self.dot / (np.sqrt(self.aa) * np.sqrt(self.bb) + 1e-300)
+        return float(cosine), float(self.diff / (self.ref + 1e-300))
+
+
 def _metrics(out, ref):
-    a, b = out.ravel().astype(np.float64), ref.ravel().astype(np.float64)
-    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
-    rel_l1 = float(np.abs(a - b).sum() / (np.abs(b).sum() + 1e-300))
-    return cosine, rel_l1
+    return _Metrics().add(out, ref).result()
 
 
 def _block_sum(x, block_size):
@@ -201,7 +218,8 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None):
         for entry, bitmap in zip(heads, maps):
             entry[f"bitmap_{tag}"] = bitmap
 
-    report_heads, outs = [], {key: [] for key in ("ref", "chosen", "identity", "fp_mask", "fp_mask_identity")}
+    report_heads = []
+    totals = {key: _Metrics() for key in ("chosen", "identity", "fp_mask")}
     progress = Progress(workload.heads, "golden model and fp64 references")
     for entry in heads:
         h = entry["head"]
@@ -215,11 +233,9 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None):
             bitmap = entry[f"bitmap_{tag}"]
             result[tag] = _golden_output(head, bitmap, config, layout, o)
             result[f"fp_{tag}"] = unpermute_tokens(_masked_reference(qp, kp, vp, bitmap, config), layout, o, axis=0)
-        outs["ref"].append(ref)
-        outs["chosen"].append(result["chosen"])
-        outs["identity"].append(result["identity"])
-        outs["fp_mask"].append(result["fp_chosen"])
-        outs["fp_mask_identity"].append(result["fp_identity"])
+        totals["chosen"].add(result["chosen"], ref)
+        totals["identity"].add(result["identity"], ref)
+        totals["fp_mask"].add(result["fp_chosen"], ref)
         bitmap = entry["bitmap_chosen"]
         cosine, rel_l1 = _metrics(result["chosen"], ref)
         cosine_fp, rel_l1_fp = _metrics(result["fp_chosen"], ref)
@@ -240,10 +256,9 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None):
         progress()
 
     all_maps = np.stack([e["bitmap_chosen"] for e in heads])
-    cat = {key: np.concatenate(value) for key, value in outs.items()}
-    cosine, rel_l1 = _metrics(cat["chosen"], cat["ref"])
-    cosine_fp, rel_l1_fp = _metrics(cat["fp_mask"], cat["ref"])
-    cosine_id, rel_l1_id = _metrics(cat["identity"], cat["ref"])
+    cosine, rel_l1 = totals["chosen"].result()
+    cosine_fp, rel_l1_fp = totals["fp_mask"].result()
+    cosine_id, rel_l1_id = totals["identity"].result()
     pays = [r["head"] for r in report_heads if r["reorder_gain"] >= REORDER_PAYS_GAIN]
     report = {
         "workload": workload.source(), "config": config.to_dict(), "layout": layout.to_dict(),
