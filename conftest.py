@@ -11,11 +11,22 @@ import pytest
 from sim.runner import SIMULATORS, simulator_problem
 
 
-@pytest.fixture(params=SIMULATORS)
-def simulator(request):
-    problem = simulator_problem(request.param)
+def _require(simulator):
+    problem = simulator_problem(simulator)
     if problem:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI requires {request.param}: {problem}")
+            pytest.fail(f"CI requires {simulator}: {problem}")
         pytest.skip(problem)
-    return request.param
+    return simulator
+
+
+@pytest.fixture(params=SIMULATORS)
+def simulator(request):
+    """Each simulator in turn (test ids name it)."""
+    return _require(request.param)
+
+
+@pytest.fixture
+def verilator():
+    """Verilator only: for benches too long for Icarus."""
+    return _require("verilator")

@@ -154,10 +154,8 @@ def test_engine_tiny_heads(simulator, tmp_path):
     assert counters[2]["KEPT8"] + counters[2]["KEPT4"] == nb
 
 
-def test_engine_small_head_verilator(simulator, tmp_path):
-    """A head of the small workload calibrated at density 0.25 (Verilator only: ~1.5M cycles)."""
-    if simulator != "verilator":
-        pytest.skip("the small workload runs on Verilator only (Icarus would take minutes)")
+def test_engine_small_head_verilator(verilator, tmp_path):
+    """A head of the small workload calibrated at density 0.25 (Verilator only: ~1.7M cycles)."""
     from paro.cli import main
     from paro.simulate import run_programs
     from sw.plan import load_plan
@@ -167,14 +165,12 @@ def test_engine_small_head_verilator(simulator, tmp_path):
                  "-o", str(path)]) == 0
     plan = load_plan(path)
     prog = engine_program(plan, 1)           # a temporal head, reordered HWF
-    (counters,) = run_programs(plan.config, [prog], simulator, gap=0.1, tag="small")
+    (counters,) = run_programs(plan.config, [prog], verilator, gap=0.1, tag="small")
     assert counters["KEPT4"] > 0 and counters["KEPT8"] > 0
 
 
-def test_engine_mismatch_is_reported(simulator, tmp_path):
+def test_engine_mismatch_is_reported(verilator, tmp_path):
     """A single wrong expected code makes the run fail: bit-exactness is checked, not assumed."""
-    if simulator != "verilator":
-        pytest.skip("one simulator is enough to show the check bites")
     from paro.errors import ParoError
     from paro.simulate import run_programs
     from sw.program import engine_program
@@ -183,4 +179,4 @@ def test_engine_mismatch_is_reported(simulator, tmp_path):
     prog.codes = prog.codes.copy()
     prog.codes[5, 3] += 1
     with pytest.raises((ParoError, SystemExit)):
-        run_programs(plan.config, [prog], simulator, tag="tiny")
+        run_programs(plan.config, [prog], verilator, tag="mismatch")   # own build folder: no race
