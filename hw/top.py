@@ -41,7 +41,7 @@ cycles), the buffer fills (``B`` query beats per query block, ``n_blocks * B`` K
 output stage (``B * head_dim / R`` beats per query block). ``paro simulate`` measures all of it.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

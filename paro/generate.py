@@ -9,7 +9,6 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from .config import AcceleratorConfig
 from .errors import ParoError
 from .files import atomic_write
 

@@ -7,7 +7,6 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 
 from hw.array import a_layout, b_layout, c_layout
-from hw.pe import OperandB
 from paro.config import PEMode
 from sw.golden import array_drain_beats, array_tile, operand_range, pack_operand_b
 from sim.streams import StreamSink, StreamSource
@@ -18,7 +17,7 @@ __all__ = ["random_tile", "tile_beats", "ArrayHarness"]
 def random_tile(rng, config, mode, depth):
     """Random ``(A, B, mode)`` of the given depth; a quarter of the values are the mode's extremes."""
     gen = np.random.default_rng(rng.getrandbits(32))
-    rows, cols = config.rows, config.cols * PEMode(mode).products_per_cycle
+    cols = config.cols * PEMode(mode).products_per_cycle
     low, high = operand_range(mode)
     a = gen.integers(-128, 128, size=(config.rows, depth))
     b = gen.integers(low, high + 1, size=(cols, depth))

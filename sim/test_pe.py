@@ -10,7 +10,7 @@ from amaranth import signed
 from amaranth.lib import data
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from hw.pe import OperandB, PEControl
+from hw.pe import PEControl
 from paro.config import PEMode
 from sim.streams import bench_config, bench_rng, reset, start_clock
 from sw.golden import operand_range, pack_operand_b, pe_step, wrap

@@ -1,8 +1,6 @@
 """BlockPlan files: a round trip, and every malformed case refused with one line naming the field."""
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
