@@ -114,7 +114,7 @@ class SystolicArray(wiring.Component):
         for i in range(rows):
             for j in range(cols):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
-                m.d.comb += pes[i][j].en.eq(1)
+                m.d.comb += pes[i][j].en.eq(1)     # the array never freezes; back-pressure acts at its input
 
         # Edge feeds: the beat taken this cycle (or a bubble), then skewed by i (rows) or j (columns).
         ctl_in = Signal(PEControl)
