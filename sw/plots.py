@@ -63,7 +63,7 @@ def plot_plan(plan, out_dir, heads=None):
     ax.set_ylabel("share of blocks")
     ax.set_title(f"bit allocation per head (order below): avg {plan.bitmap.mean():.2f} bits, "
                  f"density {(plan.bitmap > 0).mean():.2f}")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = out_dir / "overview.png"
     save_figure(fig, path)
