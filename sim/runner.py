@@ -101,6 +101,8 @@ def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, ext
     """
     if quiet is None:
         quiet = "PYTEST_CURRENT_TEST" not in os.environ
+    # PARO_SEED in the environment replays a bench with the seed a failing run printed.
+    seed = int(os.environ.get("PARO_SEED", seed))
     if not isinstance(config, AcceleratorConfig):
         raise ParoError(f"run_bench needs an AcceleratorConfig, got {type(config).__name__}")
     problem = simulator_problem(simulator)
