@@ -21,6 +21,10 @@ from paro.errors import ParoError
 __all__ = [
     "wrap", "operand_range", "check_operand", "pack_operand_b", "unpack_operand_b",
     "pe_products", "pe_step", "array_tile", "array_drain_beats", "reduce_int8_to_int4",
+    "round_shift", "int_multipliers", "score_multipliers", "qk_block", "scores_log2", "softmax_row_max",
+    "exp_tables", "exp2_numerators", "softmax_row_sum", "p_shift", "p_quantize", "pv_block",
+    "output_accumulate", "value_multipliers", "output_format", "output_pre_shift", "output_final_shift",
+    "reciprocal", "output_codes", "attention_block_row", "attention_head",
 ]
 
 
@@ -167,11 +171,15 @@ P_LEVELS = {8: 127, 4: 15}
 
 
 def round_shift(value, shift):
-    """``round(value / 2**shift)`` with ties toward +infinity, for integer arrays; left shift when shift < 0."""
+    """``round(value / 2**shift)`` with ties toward +infinity, for integer arrays; left shift where shift < 0.
+
+    ``shift`` is a scalar or an array broadcast against ``value`` (e.g. one shift per row).
+    """
     value = np.asarray(value, dtype=np.int64)
-    if shift <= 0:
-        return value << -shift
-    return (value + (np.int64(1) << (shift - 1))) >> shift
+    shift = np.asarray(shift, dtype=np.int64)
+    right = np.maximum(shift, 0)
+    half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    return np.where(shift > 0, (value + half) >> right, value << np.maximum(-shift, 0))
 
 
 def int_multipliers(values, bits=15):
@@ -203,6 +211,22 @@ def qk_block(q8_rows, k8_block, bits, acc_width):
     if bits == 4:
         return wrap(_int_matmul(q8_rows, reduce_int8_to_int4(k8_block)), acc_width)
     raise ParoError(f"qk_block computes 4- and 8-bit blocks, got {bits}")
+
+
+def scores_log2(s, cq_i, ck_cols, four_bit_cols, shift):
+    """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * (16 for 4-bit blocks) / 2**shift)``."""
+    factor = np.where(four_bit_cols, 16, 1) * np.asarray(ck_cols, dtype=np.int64)
+    return round_shift(np.asarray(s, dtype=np.int64) * (cq_i * factor), shift)
+
+
+def softmax_row_max(x, valid_cols):
+    """Row maximum of ``x`` over the kept blocks' real (unpadded) keys, shape (rows, 1)."""
+    return np.max(np.where(valid_cols, x, np.iinfo(np.int64).min), axis=1, keepdims=True)
+
+
+def softmax_row_sum(e):
+    """Row sum of the numerators (row_sum_width bits)."""
+    return np.asarray(e, dtype=np.int64).sum(axis=1)
 
 
 def exp_tables(config):
@@ -255,18 +279,13 @@ def p_quantize(e_block, bits, config):
     """
     levels = P_LEVELS[bits]
     z = p_shift(e_block, config)
-    scaled = np.asarray(e_block, dtype=np.int64) * levels
-    shift = config.exp_bits - z[..., None]
-    p = (scaled + (np.int64(1) << (shift - 1))) >> shift
+    p = round_shift(np.asarray(e_block, dtype=np.int64) * levels, config.exp_bits - z[..., None])
     return np.minimum(levels, p), z
 
 
 def output_accumulate(acc, u, cv, z):
     """``acc + round(u * cv / 2**z)`` with the block's V multiplier ``cv`` and per-row shifts ``z``."""
-    product = np.asarray(u, dtype=np.int64) * np.int64(cv)
-    shift = np.asarray(z, dtype=np.int64)[:, None]
-    rounded = np.where(shift > 0, (product + (np.int64(1) << np.maximum(shift - 1, 0))) >> shift, product)
-    return acc + rounded
+    return acc + round_shift(np.asarray(u, dtype=np.int64) * np.int64(cv), np.asarray(z)[:, None])
 
 
 def pv_block(p_block, v8_block, bits, acc_width):
@@ -299,6 +318,18 @@ def output_pre_shift(config):
     return max(0, width - 32)
 
 
+def output_final_shift(ev, out_exp, config):
+    """The output stage's last shift: from ``A * 2**-ev / (l * 2**-exp_bits)`` to codes in ``2**-out_exp``."""
+    return config.recip_bits + ev - config.exp_bits - out_exp - output_pre_shift(config)
+
+
+def output_codes(acc, r, final_shift, config):
+    """``clip(round(round(A / 2**pre) * r / 2**final_shift))`` in ``out_bits`` signed bits."""
+    limit = 1 << (config.out_bits - 1)
+    scaled = round_shift(acc, output_pre_shift(config)) * np.asarray(r, dtype=np.int64)[:, None]
+    return np.clip(round_shift(scaled, final_shift), -limit, limit - 1)
+
+
 def reciprocal(row_sum, config):
     """``floor(2**recip_bits / l)`` of each row sum (``l >= 2**exp_bits``: the row max contributes 1.0)."""
     row_sum = np.asarray(row_sum, dtype=np.int64)
@@ -314,17 +345,15 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
         raise ParoError(f"query block {i} keeps no key block; every query row must keep at least one")
     cq, ck, shift = head.score_multipliers(config)
     cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
-    bits_per_col = np.repeat([b for _, b in kept], B)
     s = np.concatenate([qk_block(head.q8[rows], head.k8[j * B:(j + 1) * B], b, config.acc_width)
                         for j, b in kept], axis=1)
-    factor = np.where(bits_per_col == 4, 16, 1) * np.repeat([ck[j] for j, _ in kept], B)
-    x = round_shift(s * (cq[i] * factor), shift)
+    x = scores_log2(s, cq[i], np.repeat([ck[j] for j, _ in kept], B),
+                    np.repeat([b == 4 for _, b in kept], B), shift)
     valid = cols < head.n_tokens
-    m = np.max(np.where(valid, x, np.iinfo(np.int64).min), axis=1, keepdims=True)
+    m = softmax_row_max(x, valid)
     e = np.where(valid, exp2_numerators(np.where(valid, m - x, 0), config), 0)
-    l = e.sum(axis=1)
+    l = softmax_row_sum(e)
     cv, ev = head.value_multipliers(config)
-    pre = output_pre_shift(config)
     acc = np.zeros((B, head.v8.shape[1]), dtype=np.int64)
     p_all, u_all = [], []
     z_all = []
@@ -337,14 +366,12 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
             z_all.append(z)
             u_all.append(u)
     r = reciprocal(l, config)
-    out_exp = head.out_exp(config)
-    final = config.recip_bits + ev - config.exp_bits - out_exp - pre
-    limit = 1 << (config.out_bits - 1)
-    codes = np.clip(round_shift(round_shift(acc, pre) * r[:, None], final), -limit, limit - 1)
+    final = output_final_shift(ev, head.out_exp(config), config)
+    codes = output_codes(acc, r, final, config)
     if not trace:
         return codes
     return {"kept": kept, "s": s, "x": x, "m": m[:, 0], "e": e, "l": l, "p": p_all, "z": z_all, "u": u_all,
-            "acc": acc, "r": r, "codes": codes, "pre_shift": pre, "final_shift": final}
+            "acc": acc, "r": r, "codes": codes, "pre_shift": output_pre_shift(config), "final_shift": final}
 
 
 def attention_head(head, bitmap, config):

@@ -55,7 +55,7 @@ def engine_program(plan, head_index, bitmap=None, workload=None):
     codes, out_exp = golden.attention_head(head, bitmap, config)
     cq, ck, score_shift = head.score_multipliers(config)
     cv, ev = head.value_multipliers(config)
-    final_shift = config.recip_bits + ev - config.exp_bits - out_exp - golden.output_pre_shift(config)
+    final_shift = golden.output_final_shift(ev, out_exp, config)
     registers = {"N_TOKENS": head.n_tokens, "N_BLOCKS": bitmap.shape[0], "SCORE_SHIFT": int(score_shift),
                  "FINAL_SHIFT": int(final_shift)}
     tables = {"CQ": cq, "CK": ck, "CV8": cv[8], "CV4": cv[4]}

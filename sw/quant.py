@@ -40,10 +40,6 @@ class QuantizedHead:
     def head_dim(self):
         return self.q8.shape[1]
 
-    @property
-    def n_key_blocks(self):
-        return self.k_scale.shape[0]
-
     def score_multipliers(self, config):
         return golden.score_multipliers(self.q_scale, self.k_scale, self.head_dim, config)
 
