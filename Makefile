@@ -45,6 +45,7 @@ bench-engine: install
 	$(VENV)/bin/paro simulate --plan results/small_plan.npz --head 1 --simulator verilator --report results/engine_small_head1.json
 
 bench-array: install
+	@mkdir -p results
 	$(VENV)/bin/paro bench array -o results/array_throughput.json
 
 synth: install

@@ -43,8 +43,9 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from paro.config import PEMode, require_config
+from paro.config import PEMode
 
+from .component import ConfiguredComponent
 from .pe import OperandB, PEControl, ProcessingElement
 
 __all__ = ["SystolicArray", "a_layout", "b_layout", "c_layout"]
@@ -71,7 +72,7 @@ def c_layout(config):
     })
 
 
-class SystolicArray(wiring.Component):
+class SystolicArray(ConfiguredComponent):
     """R x C output-stationary systolic array; see the module docstring for streams and timing.
 
     Parameters
@@ -81,17 +82,11 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, config):
-        require_config(self, config)
-        self._config = config
-        super().__init__({
+        super().__init__(config, {
             "a": In(stream.Signature(a_layout(config))),
             "b": In(stream.Signature(b_layout(config))),
             "c": Out(stream.Signature(c_layout(config))),
         })
-
-    @property
-    def config(self):
-        return self._config
 
     def elaborate(self, platform):
         m = Module()

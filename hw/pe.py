@@ -29,11 +29,13 @@ tile (``depth`` products of ``-128 x -128 = 2**14`` sum to ``depth * 2**14``, wh
 does.
 """
 
-from amaranth import Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
-from paro.config import PEMode, require_config
+from paro.config import PEMode
+
+from .component import ConfiguredComponent
 
 __all__ = ["OperandB", "PEControl", "ProcessingElement"]
 
@@ -53,7 +55,7 @@ PEControl = data.StructLayout({
 })
 
 
-class ProcessingElement(wiring.Component):
+class ProcessingElement(ConfiguredComponent):
     """One PE. See the module docstring for the arithmetic and the cycle behaviour.
 
     Parameters
@@ -64,10 +66,8 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, config):
-        require_config(self, config)
-        self._config = config
         acc = signed(config.acc_width)
-        super().__init__({
+        super().__init__(config, {
             "en":      In(1),
             "a":       In(signed(8)),
             "b":       In(OperandB),
@@ -78,13 +78,7 @@ class ProcessingElement(wiring.Component):
             "result":  Out(data.ArrayLayout(acc, 2)),
         })
 
-    @property
-    def config(self):
-        return self._config
-
     def elaborate(self, platform):
-        from amaranth import Module
-
         m = Module()
         width = self._config.acc_width
         mixed = PEMode.INT4 in self._config.modes

@@ -11,19 +11,18 @@ from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from paro.config import require_config
-from sw.golden import P_LEVELS, P_SHIFT_MAX
+from paro.sw.golden import P_LEVELS, P_SHIFT_MAX
+
+from .component import ConfiguredComponent
 
 __all__ = ["PQuantizer"]
 
 
-class PQuantizer(wiring.Component):
+class PQuantizer(ConfiguredComponent):
     """``p`` from numerator ``e``, shift ``z`` and ``four_bit`` (0: 8-bit block, 1: 4-bit block)."""
 
     def __init__(self, config):
-        require_config(self, config)
-        self._config = config
-        super().__init__({
+        super().__init__(config, {
             "e": In(unsigned(config.exp_bits + 1)),
             "z": In(range(P_SHIFT_MAX + 1)),
             "four_bit": In(1),

@@ -24,7 +24,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from paro.config import require_config
+from .component import ConfiguredComponent
+
 
 __all__ = ["BlockScheduler", "kept_layout"]
 
@@ -33,13 +34,10 @@ def kept_layout(max_blocks):
     return data.StructLayout({"j": range(max_blocks), "bits": 4, "end": 1})
 
 
-class BlockScheduler(wiring.Component):
+class BlockScheduler(ConfiguredComponent):
     def __init__(self, config):
-        require_config(self, config)
-        self._config = config
-        self._max_blocks = config.max_seq_len // config.block_size
-        nb = self._max_blocks
-        super().__init__({
+        nb = config.max_blocks
+        super().__init__(config, {
             "wr_en": In(1), "wr_addr": In(range(nb * nb)), "wr_data": In(4),
             "n_blocks": In(range(nb + 1)),
             "start": In(1), "row": In(range(nb)), "count": In(1), "clear": In(1),
@@ -49,7 +47,7 @@ class BlockScheduler(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        nb = self._max_blocks
+        nb = self._config.max_blocks
         m.submodules.bitmap = bitmap = Memory(shape=4, depth=nb * nb, init=[])
         wr = bitmap.write_port()
         rd = bitmap.read_port(domain="comb")

@@ -15,19 +15,18 @@ from amaranth import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from paro.config import require_config
-from sw.golden import P_SHIFT_MAX, exp_tables
+from paro.sw.golden import P_SHIFT_MAX, exp_tables
+
+from .component import ConfiguredComponent
 
 __all__ = ["Exp2Unit", "LeadingZeroShift"]
 
 
-class Exp2Unit(wiring.Component):
+class Exp2Unit(ConfiguredComponent):
     """``e = 2**-t`` (combinational). ``t``: unsigned, ``t_width`` bits; ``e``: exp_bits + 1 bits."""
 
     def __init__(self, config, t_width):
-        require_config(self, config)
-        self._config = config
-        super().__init__({"t": In(unsigned(t_width)), "e": Out(unsigned(config.exp_bits + 1))})
+        super().__init__(config, {"t": In(unsigned(t_width)), "e": Out(unsigned(config.exp_bits + 1))})
 
     def elaborate(self, platform):
         m = Module()
@@ -46,13 +45,11 @@ class Exp2Unit(wiring.Component):
         return m
 
 
-class LeadingZeroShift(wiring.Component):
+class LeadingZeroShift(ConfiguredComponent):
     """``z = clip(exp_bits - bit_length(peak), 0, 15)`` for a segment's largest numerator (combinational)."""
 
     def __init__(self, config):
-        require_config(self, config)
-        self._config = config
-        super().__init__({"peak": In(unsigned(config.exp_bits + 1)), "z": Out(range(P_SHIFT_MAX + 1))})
+        super().__init__(config, {"peak": In(unsigned(config.exp_bits + 1)), "z": Out(range(P_SHIFT_MAX + 1))})
 
     def elaborate(self, platform):
         m = Module()

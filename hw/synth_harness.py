@@ -15,9 +15,8 @@ Cycle behaviour is irrelevant here: the harness only exists to keep the logic al
 from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import io, wiring
 
-from paro.config import require_config
-
-from .array import SystolicArray
+from .array import SystolicArray, a_layout, b_layout
+from .component import ConfiguredComponent
 
 __all__ = ["SynthHarness", "harness_input_bits"]
 
@@ -26,19 +25,14 @@ LFSR_TAPS = 0x80200003   # x^32 + x^22 + x^2 + x + 1, maximal length
 
 def harness_input_bits(config):
     """Flip-flops the harness adds: the shift register over every array input bit, and the LFSR."""
-    array = SystolicArray(config)
-    bits = (len(array.a.payload.as_value()) + len(array.b.payload.as_value()) + 3)
-    array._MustUse__silence = True
-    return bits + 32
+    return a_layout(config).size + b_layout(config).size + 3 + 32
 
 
-class SynthHarness(wiring.Component):
+class SynthHarness(ConfiguredComponent):
     """The array plus stimulus and an output fold; one output, ``led``."""
 
     def __init__(self, config):
-        require_config(self, config)
-        self._config = config
-        super().__init__({"led": wiring.Out(1)})
+        super().__init__(config, {"led": wiring.Out(1)})
 
     def elaborate(self, platform):
         m = Module()

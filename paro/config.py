@@ -7,14 +7,13 @@ of the emitted Verilog and into every results file.
 """
 
 import dataclasses
+import enum
 import json
 import operator
 
-from amaranth.lib import enum
-
 from .errors import ParoError
 
-__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "min_acc_width", "require_config"]
+__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "SCORE_WIDTH", "min_acc_width"]
 
 
 #: Attention-map block bitwidths the PE array implements. 0 means "skipped, never fetched".
@@ -27,7 +26,11 @@ PLANNED_BITWIDTHS = (2,)
 MAX_ARRAY_SIDE = 64
 
 
-class PEMode(enum.Enum, shape=2):
+#: Width of a stored score ``x`` (base-2 exponent domain, ``score_frac_bits`` fractional bits).
+SCORE_WIDTH = 48
+
+
+class PEMode(enum.IntEnum):
     """Compute mode of a PE for one block, chosen from the block's *output* bitwidth.
 
     The PE multiplies a signed 8-bit operand ``a`` by an 8-bit operand word ``b``:
@@ -37,6 +40,8 @@ class PEMode(enum.Enum, shape=2):
       reduced to 4 bits).
     * ``UINT4``: ``b`` packs two unsigned 4-bit values; two products per cycle (PV of 4-bit blocks, P
       quantised to 4 bits, P >= 0).
+
+    A plain :class:`enum.IntEnum` (the numpy side needs no Amaranth); as a hardware field it is 2 bits wide.
     """
     INT8 = 0
     INT4 = 1
@@ -180,6 +185,30 @@ class AcceleratorConfig:
         return self.row_sum_width + self.exp_bits
 
     @property
+    def max_blocks(self):
+        """Blocks per side of the attention map of the longest sequence: ``max_seq_len / block_size``."""
+        return self.max_seq_len // self.block_size
+
+    @property
+    def acc_out_width(self):
+        """Signed width of the output accumulator: up to ``max_blocks`` terms of ``acc_width + 15`` bits
+        (a PV sum times a 15-bit V multiplier), plus a sign bit."""
+        return self.acc_width + 15 + max(1, (self.max_blocks - 1).bit_length()) + 1
+
+    @property
+    def output_pre_shift(self):
+        """Bits the output stage drops from the accumulator before the reciprocal multiply (keeps the
+        product within 63 bits): ``max(0, acc_out_width - 32)``."""
+        return max(0, self.acc_out_width - 32)
+
+    def derived(self):
+        """Every derived size, for the params JSON and the results files."""
+        return {"depth": self.depth, "max_blocks": self.max_blocks, "acc_out_width": self.acc_out_width,
+                "output_pre_shift": self.output_pre_shift, "row_sum_width": self.row_sum_width,
+                "recip_bits": self.recip_bits, "score_width": SCORE_WIDTH,
+                "max_products_per_cycle": self.max_products_per_cycle, "modes": [m.name for m in self.modes]}
+
+    @property
     def max_products_per_cycle(self):
         return 2 if 4 in self.bitwidths else 1
 
@@ -212,14 +241,3 @@ class AcceleratorConfig:
     @classmethod
     def from_json(cls, text):
         return cls.from_dict(json.loads(text))
-
-
-def require_config(component, config):
-    """Raise unless ``config`` is an :class:`AcceleratorConfig`; for ``__init__`` of gateware components.
-
-    The component was already created (Amaranth tracks elaboratables from ``__new__``), so it is marked as
-    intentionally unused before raising, or Amaranth would warn about it on top of the error.
-    """
-    if not isinstance(config, AcceleratorConfig):
-        component._MustUse__silence = True
-        raise ParoError(f"{type(component).__name__} needs an AcceleratorConfig, got {type(config).__name__}")

@@ -1,4 +1,5 @@
-"""File I/O shared by every command: atomic writes (no partial output on error) and validated ``.npz`` reads."""
+"""File I/O shared by every command: atomic writes (no partial output on error), validated ``.npz`` reads and
+the build folder."""
 
 import os
 import tempfile
@@ -9,15 +10,38 @@ import numpy as np
 
 from .errors import ParoError
 
-__all__ = ["atomic_write_bytes", "atomic_write", "save_figure", "read_npz"]
+__all__ = ["atomic_write_bytes", "atomic_write", "save_figure", "read_npz", "build_root", "check_writable"]
+
+
+def build_root(override=None):
+    """Folder for builds (simulator and synthesis work folders): ``override``, else ``$PARO_BUILD_DIR``, else
+    ``build`` under the current directory. Never inside the installed package."""
+    return Path(override or os.environ.get("PARO_BUILD_DIR") or Path.cwd() / "build")
 
 
 def _temporary_beside(path, suffix):
+    """A temporary file in the folder of ``path``, or a one-line error if ``path`` cannot be written there."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise ParoError(f"output folder {str(path.parent)!r} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    folder = path.parent
+    if path.is_dir():
+        raise ParoError(f"output path {str(path)!r} is a folder; give a file name")
+    if not folder.exists():
+        raise ParoError(f"output folder {str(folder)!r} does not exist; create it first")
+    if not folder.is_dir():
+        raise ParoError(f"output folder {str(folder)!r} is not a folder; give a path inside a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as error:
+        raise ParoError(f"cannot write in output folder {str(folder)!r} ({error.strerror}); "
+                        f"choose a writable folder") from None
     return fd, tmp
+
+
+def check_writable(path):
+    """Raise the one-line error :func:`atomic_write` would raise for ``path``, before any long work starts."""
+    fd, tmp = _temporary_beside(path, ".check")
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def atomic_write_bytes(path, data):
@@ -27,6 +51,9 @@ def atomic_write_bytes(path, data):
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+    except OSError as error:
+        os.unlink(tmp)
+        raise ParoError(f"cannot write {str(path)!r} ({error.strerror}); choose another output path") from None
     except BaseException:
         os.unlink(tmp)
         raise

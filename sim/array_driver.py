@@ -6,10 +6,10 @@ import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
 
-from hw.array import a_layout, b_layout, c_layout
+from paro.hw.array import a_layout, b_layout, c_layout
 from paro.config import PEMode
-from sw.golden import array_drain_beats, array_tile, operand_range, pack_operand_b
-from sim.streams import StreamSink, StreamSource
+from paro.sw.golden import array_drain_beats, array_tile, operand_range, pack_operand_b
+from paro.sim.streams import StreamSink, StreamSource
 
 __all__ = ["random_tile", "tile_beats", "ArrayHarness"]
 

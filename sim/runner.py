@@ -5,6 +5,11 @@ One function, :func:`run_bench`, emits the Verilog of a design for a config into
 the flags each simulator needs and runs the cocotb test module against it. Waves are written when asked
 (``waves=True`` or ``WAVES=1``); every run writes a JUnit XML result (``results.xml`` in the build folder).
 
+Build folders live under :func:`paro.files.build_root` (``build/`` in the current directory, ``$PARO_BUILD_DIR``
+or the ``build_dir`` argument), never inside the installed package. The simulator's embedded Python is the
+one running this code, so the bench modules (``paro.sim.test_*``) import from the installed package: no
+``PYTHONPATH`` is set.
+
 The bench reads its configuration from the environment: ``PARO_CONFIG`` (the config as JSON) and
 ``PARO_SEED`` (the random seed, printed by the bench so a failure can be replayed with ``PARO_SEED=...``).
 """
@@ -16,11 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cocotb_tools.runner import get_results, get_runner
+
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
-from paro.generate import write_verilog
+from paro.files import build_root
+from paro.hw.emit import write_verilog
 
-__all__ = ["SIMULATORS", "INSTALL_HINTS", "simulator_problem", "run_bench", "verilator_env"]
+__all__ = ["SIMULATORS", "INSTALL_HINTS", "BenchFailure", "simulator_problem", "run_bench", "verilator_env"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -32,7 +40,14 @@ INSTALL_HINTS = {
 #: Verilator older than this cannot run cocotb 2 (Debian 12 ships 5.006).
 MIN_VERILATOR = (5, 36)
 
-REPO = Path(__file__).resolve().parent.parent
+
+class BenchFailure(ParoError):
+    """A cocotb bench ran and failed (as opposed to a build failure or a missing simulator)."""
+
+
+def _print_tail(log, quiet):
+    if quiet and log.exists():
+        print(log.read_text(errors="replace")[-6000:], file=sys.stderr)
 
 
 def verilator_env():
@@ -86,16 +101,17 @@ def simulator_problem(simulator):
     return None
 
 
-def _build_dir(config, top, simulator, tag):
+def _build_dir(config, top, simulator, tag, root=None):
     digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:8]
-    return REPO / "build" / "sim" / f"{top}_{config.rows}x{config.cols}_{simulator}_{tag}_{digest}"
+    return build_root(root) / "sim" / f"{top}_{config.rows}x{config.cols}_{simulator}_{tag}_{digest}"
 
 
 def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, extra_env=None, waves=None,
-              tag="bench", quiet=None):
+              tag="bench", quiet=None, build_dir=None):
     """Emit ``top`` for ``config``, build it on ``simulator`` and run cocotb ``test_module``.
 
-    Returns the path of the JUnit XML result. Under pytest a failing cocotb test fails the calling test.
+    Returns the path of the JUnit XML result. ``build_dir`` is the build root (default
+    :func:`paro.files.build_root`); the bench gets its own folder below it. Under pytest a failing cocotb test fails the calling test.
     ``quiet`` (default: outside pytest) sends the simulator's log to ``sim.log`` in the build folder and
     prints its tail only on failure.
     """
@@ -108,11 +124,9 @@ def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, ext
     problem = simulator_problem(simulator)
     if problem:
         raise ParoError(problem)
-    from cocotb_tools.runner import get_runner
-
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
-    build_dir = _build_dir(config, top, simulator, tag)
+    build_dir = _build_dir(config, top, simulator, tag, build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     source, _ = write_verilog(config, build_dir / "paro.v", top=top)
 
@@ -137,21 +151,19 @@ def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, ext
                 test_module=test_module, hdl_toplevel="paro", build_dir=build_dir, test_dir=build_dir,
                 testcase=testcase, waves=waves, results_xml=str(build_dir / "results.xml"),
                 timescale=("1ns", "1ps"), log_file=sim_log if quiet else None,
-                extra_env={"PARO_CONFIG": config.to_json(), "PARO_SEED": str(seed),
-                           "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path), **(extra_env or {})},
+                extra_env={"PARO_CONFIG": config.to_json(), "PARO_SEED": str(seed), **(extra_env or {})},
             )
-        except SystemExit:
-            if quiet and sim_log.exists():
-                print(sim_log.read_text(errors="replace")[-6000:], file=sys.stderr)
-            raise
+        except SystemExit as error:
+            # Under pytest the cocotb runner exits on a failed test; outside it only a crash exits.
+            _print_tail(sim_log, quiet)
+            raise BenchFailure(f"cocotb bench {test_module} failed on {simulator} (exit {error.code}); "
+                               f"log in {build_dir}") from None
         # Outside pytest the runner does not look at the results: a failed bench must not pass silently.
-        from cocotb_tools.runner import get_results
         tests, failed = get_results(results)
         if failed or tests == 0:
-            if quiet and sim_log.exists():
-                print(sim_log.read_text(errors="replace")[-6000:], file=sys.stderr)
-            raise ParoError(f"{failed} of {tests} cocotb tests of {test_module} failed on {simulator}; "
-                            f"log in {build_dir}")
+            _print_tail(sim_log, quiet)
+            raise BenchFailure(f"{failed} of {tests} cocotb tests of {test_module} failed on {simulator}; "
+                               f"log in {build_dir}")
         return results
     finally:
         for key, value in saved.items():

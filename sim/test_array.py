@@ -5,12 +5,11 @@ gaps (sources) and random ready back-pressure (sink) except where a test measure
 """
 
 import cocotb
-import pytest
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from paro.config import AcceleratorConfig, PEMode
-from sim.array_driver import ArrayHarness, random_tile, tile_beats
-from sim.streams import bench_config, bench_rng, reset, start_clock
+from paro.config import PEMode
+from paro.sim.array_driver import ArrayHarness, random_tile, tile_beats
+from paro.sim.streams import bench_config, bench_rng, reset, start_clock
 
 
 async def _start(dut):
@@ -93,11 +92,3 @@ async def array_reset_mid_tile(dut):
         await RisingEdge(dut.clk)
     harness.check(tiles)
 
-
-ARRAY_SIZES = [(2, 2), (4, 4), (8, 8), (2, 4)]
-
-
-@pytest.mark.parametrize("rows,cols", ARRAY_SIZES, ids=[f"{r}x{c}" for r, c in ARRAY_SIZES])
-def test_array_cocotb(simulator, rows, cols):
-    from sim.runner import run_bench
-    run_bench(AcceleratorConfig(rows=rows, cols=cols), "array", "sim.test_array", simulator, seed=20261125)

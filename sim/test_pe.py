@@ -10,10 +10,10 @@ from amaranth import signed
 from amaranth.lib import data
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from hw.pe import PEControl
+from paro.hw.pe import PEControl
 from paro.config import PEMode
-from sim.streams import bench_config, bench_rng, reset, start_clock
-from sw.golden import operand_range, pack_operand_b, pe_step, wrap
+from paro.sim.streams import bench_config, bench_rng, reset, start_clock
+from paro.sw.golden import operand_range, pack_operand_b, pe_step, wrap
 
 EDGE_VALUES = {PEMode.INT8: (-128, 127, 0, -1), PEMode.INT4: (-8, 7, 0, -1), PEMode.UINT4: (0, 15, 1)}
 
@@ -163,8 +163,3 @@ async def pe_mixed_modes(dut):
     applied = await drive_pe(dut, golden, random_tiles(rng, list(config.modes), 4_000, 16), rng)
     assert applied == 4_000
 
-
-def test_pe_cocotb(simulator):
-    from paro.config import AcceleratorConfig
-    from sim.runner import run_bench
-    run_bench(AcceleratorConfig(), "pe", "sim.test_pe", simulator, seed=20261125)

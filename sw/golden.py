@@ -18,13 +18,17 @@ import numpy as np
 from paro.config import PEMode
 from paro.errors import ParoError
 
+from .contract import BITMAP, OFFSET_BITS, PROGRAM_REGISTERS, REGISTERS, TABLES
+
 __all__ = [
     "wrap", "operand_range", "check_operand", "pack_operand_b", "unpack_operand_b",
     "pe_products", "pe_step", "array_tile", "array_drain_beats", "reduce_int8_to_int4",
     "round_shift", "int_multipliers", "score_multipliers", "qk_block", "scores_log2", "softmax_row_max",
     "exp_tables", "exp2_numerators", "softmax_row_sum", "p_shift", "p_quantize", "pv_block",
-    "output_accumulate", "value_multipliers", "output_format", "output_pre_shift", "output_final_shift",
+    "p_round", "output_accumulate", "value_multipliers", "output_format", "output_final_shift",
     "reciprocal", "output_codes", "attention_block_row", "attention_head",
+    "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
+    "tile_queue", "output_accumulator", "output_stage", "operand_feed",
 ]
 
 
@@ -277,10 +281,14 @@ def p_quantize(e_block, bits, config):
 
     ``z`` (per row, :func:`p_shift`) is undone at the output accumulation.
     """
-    levels = P_LEVELS[bits]
     z = p_shift(e_block, config)
-    p = round_shift(np.asarray(e_block, dtype=np.int64) * levels, config.exp_bits - z[..., None])
-    return np.minimum(levels, p), z
+    return p_round(e_block, bits, z[..., None], config), z
+
+
+def p_round(e, bits, z, config):
+    """``min(L_b, round(e * 2**z * L_b / 2**exp_bits))`` for given shifts ``z`` (broadcast against ``e``)."""
+    levels = P_LEVELS[bits]
+    return np.minimum(levels, round_shift(np.asarray(e, dtype=np.int64) * levels, config.exp_bits - np.asarray(z)))
 
 
 def output_accumulate(acc, u, cv, z):
@@ -308,25 +316,15 @@ def output_format(v_scale, config):
     return int(np.floor(np.log2(((1 << (config.out_bits - 1)) - 1) / bound)))
 
 
-def output_pre_shift(config):
-    """Bits dropped from the output accumulator before the reciprocal multiply, so the product fits 63 bits.
-
-    The accumulator sums at most ``max_seq_len / block_size`` block products of ``acc_width + 15`` bits.
-    """
-    blocks = config.max_seq_len // config.block_size
-    width = config.acc_width + 15 + max(1, (blocks - 1).bit_length()) + 1
-    return max(0, width - 32)
-
-
 def output_final_shift(ev, out_exp, config):
     """The output stage's last shift: from ``A * 2**-ev / (l * 2**-exp_bits)`` to codes in ``2**-out_exp``."""
-    return config.recip_bits + ev - config.exp_bits - out_exp - output_pre_shift(config)
+    return config.recip_bits + ev - config.exp_bits - out_exp - config.output_pre_shift
 
 
 def output_codes(acc, r, final_shift, config):
     """``clip(round(round(A / 2**pre) * r / 2**final_shift))`` in ``out_bits`` signed bits."""
     limit = 1 << (config.out_bits - 1)
-    scaled = round_shift(acc, output_pre_shift(config)) * np.asarray(r, dtype=np.int64)[:, None]
+    scaled = round_shift(acc, config.output_pre_shift) * np.asarray(r, dtype=np.int64)[:, None]
     return np.clip(round_shift(scaled, final_shift), -limit, limit - 1)
 
 
@@ -371,7 +369,7 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
     if not trace:
         return codes
     return {"kept": kept, "s": s, "x": x, "m": m[:, 0], "e": e, "l": l, "p": p_all, "z": z_all, "u": u_all,
-            "acc": acc, "r": r, "codes": codes, "pre_shift": output_pre_shift(config), "final_shift": final}
+            "acc": acc, "r": r, "codes": codes, "pre_shift": config.output_pre_shift, "final_shift": final}
 
 
 def attention_head(head, bitmap, config):
@@ -379,3 +377,110 @@ def attention_head(head, bitmap, config):
     bitmap = np.asarray(bitmap)
     codes = np.concatenate([attention_block_row(i, head, bitmap[i], config) for i in range(bitmap.shape[0])])
     return codes, head.out_exp(config)
+
+
+# ===================================================================================================
+# Engine blocks: the twin of each hw/<block>.py, by the block's name. The attention functions above
+# compose them; these state what one block computes from its own inputs, for the blocks' unit tests.
+# ===================================================================================================
+
+def register_file(writes, config):
+    """Registers and tables after bus writes ``(address, data)``: ``{register: value}`` (each kept to its
+    contract width), ``{table: {entry: value}}`` and the bitmap entries ``{entry: value}``."""
+    registers, tables, bitmap = {}, {name: {} for name in TABLES}, {}
+    for address, value in writes:
+        region, offset = address >> OFFSET_BITS, address & ((1 << OFFSET_BITS) - 1)
+        for name in PROGRAM_REGISTERS:
+            if address == REGISTERS[name].address:
+                registers[name] = value & ((1 << REGISTERS[name].width(config)) - 1)
+        for name, table in TABLES.items():
+            if region == table.region:
+                tables[name][offset] = value & ((1 << table.entry_bits) - 1)
+        if region == BITMAP.region:
+            bitmap[offset] = value & ((1 << BITMAP.entry_bits) - 1)
+    return registers, tables, bitmap
+
+
+def engine_controller(bitmap, config):
+    """The tiles the engine issues for a head, in order: per query block ``i``, pass A then pass B over its
+    kept blocks. Each tile is a dict: ``pass_b``, ``query_block``, ``key_block``, ``kept_index``,
+    ``four_bit``, ``query_group``, and ``key_group`` (pass A) or ``dim_group`` (pass B)."""
+    B, R, C, d = config.block_size, config.rows, config.cols, config.head_dim
+    tiles = []
+    for i, row in enumerate(np.asarray(bitmap)):
+        kept = [(j, int(b)) for j, b in enumerate(row) if b]
+        for index, (j, bits) in enumerate(kept):
+            for key_group in range(B // (C * (2 if bits == 4 else 1))):
+                for query_group in range(B // R):
+                    tiles.append({"pass_b": 0, "query_block": i, "key_block": j, "kept_index": index,
+                                  "four_bit": int(bits == 4), "query_group": query_group, "key_group": key_group})
+        for index, (j, bits) in enumerate(kept):
+            for query_group in range(B // (C * (2 if bits == 4 else 1))):
+                for dim_group in range(d // R):
+                    tiles.append({"pass_b": 1, "query_block": i, "key_block": j, "kept_index": index,
+                                  "four_bit": int(bits == 4), "query_group": query_group, "dim_group": dim_group})
+    return tiles
+
+
+def k_reduction(k8):
+    """The key lanes of a 4-bit block: :func:`reduce_int8_to_int4`."""
+    return reduce_int8_to_int4(k8)
+
+
+def p_lanes(x, row_max, z, bits, key_valid, config):
+    """One PV beat's lanes: ``e = 2**-(row_max - x)`` (0 for a padding key) and ``p`` at ``bits`` with the
+    lanes' segment shifts ``z``."""
+    t = np.asarray(row_max, dtype=np.int64) - np.asarray(x, dtype=np.int64)
+    e = exp2_numerators(t, config) if key_valid else np.zeros_like(t)
+    return e, p_round(e, bits, z, config)
+
+
+def segment_shift(row_max, seg_max, config):
+    """Leading-zero shift of each lane's segment: :func:`p_shift` of its largest numerator,
+    ``2**-(row_max - seg_max)``."""
+    peak = exp2_numerators(np.asarray(row_max, dtype=np.int64) - np.asarray(seg_max, dtype=np.int64), config)
+    return p_shift(peak[..., None], config)
+
+
+def score_unit(s, cq_i, ck_cols, four_bit_cols, shift, valid_cols):
+    """Scores of a query block's rows in exponent units (:func:`scores_log2`) and their row maxima over real
+    keys (:func:`softmax_row_max`): ``(x, m)``."""
+    x = scores_log2(s, cq_i, ck_cols, four_bit_cols, shift)
+    return x, softmax_row_max(x, valid_cols)[:, 0]
+
+
+def tile_queue(tiles, beats):
+    """Each drained beat with its tile: ``[(tile, beat index)]``, tile ``n`` draining ``beats[n]`` beats."""
+    return [(tile, beat) for tile, count in zip(tiles, beats) for beat in range(count)]
+
+
+def output_accumulator(acc, u, cv, z, first):
+    """One block's PV columns into the accumulators: :func:`output_accumulate`, from 0 on the row's first
+    kept block."""
+    return output_accumulate(np.zeros_like(acc) if first else acc, u, cv, z)
+
+
+def output_stage(acc, row_sum, final_shift, config):
+    """Output codes of a query block: :func:`output_codes` with :func:`reciprocal` of the row sums."""
+    return output_codes(acc, reciprocal(row_sum, config), final_shift, config)
+
+
+def operand_feed(tile, q8, k8, v8, p, config):
+    """The array operands ``(A, B, mode)`` of one tile (see :func:`engine_controller`) of query block ``i``:
+    QK^T: ``A`` = the query group's Q rows (R x d), ``B`` = the key group's K rows (reduced to 4 bits in a
+    4-bit block); PV: ``A`` = the head-dimension group's rows of ``V^T`` (R x B), ``B`` = the query group's P
+    rows (``p``: the block's quantized P, B x B)."""
+    B, R, C = config.block_size, config.rows, config.cols
+    width = C * (2 if tile["four_bit"] else 1)
+    i, j = tile["query_block"], tile["key_block"]
+    if not tile["pass_b"]:
+        queries = slice(i * B + tile["query_group"] * R, i * B + (tile["query_group"] + 1) * R)
+        keys = slice(j * B + tile["key_group"] * width, j * B + (tile["key_group"] + 1) * width)
+        k = np.asarray(k8)[keys]
+        if tile["four_bit"]:
+            return np.asarray(q8)[queries], reduce_int8_to_int4(k), PEMode.INT4
+        return np.asarray(q8)[queries], k, PEMode.INT8
+    dims = slice(tile["dim_group"] * R, (tile["dim_group"] + 1) * R)
+    a = np.asarray(v8)[j * B:(j + 1) * B, dims].T
+    b = np.asarray(p)[tile["query_group"] * width:(tile["query_group"] + 1) * width]
+    return a, b, PEMode.UINT4 if tile["four_bit"] else PEMode.INT8

@@ -34,6 +34,7 @@ from paro.errors import ParoError
 from paro.files import atomic_write_bytes, read_npz
 
 from .reorder import PERMUTATIONS, TokenLayout
+from .workloads import WORKLOADS
 
 __all__ = ["PLAN_FORMAT", "PLAN_VERSION", "BlockPlan", "save_plan", "load_plan"]
 
@@ -129,6 +130,8 @@ def load_plan(path):
     heads = header["heads"]
     if not isinstance(heads, int) or heads < 1:
         raise bad("header.heads", f"must be a positive integer, got {heads!r}")
+    _check_source(header["source"], layout, heads, bad)
+    _check_budget(header["budget"], bad)
 
     blocks = -(-layout.tokens // config.block_size)
     dims = {"heads": heads, "nq": blocks, "nk": blocks, "head_dim": config.head_dim}
@@ -160,3 +163,49 @@ def load_plan(path):
     return BlockPlan(config, layout, [PERMUTATIONS[o] for o in arrays["orders"]], bitmap.astype(np.uint8),
                      arrays["q_scale"], arrays["k_scale"], arrays["v_scale"], arrays["k_mean"],
                      arrays["block_mass"], arrays["block_mass_identity"], header["source"], header["budget"])
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _check_source(source, layout, heads, bad):
+    """How the plan's Q/K/V are rebuilt: a built-in workload (name, seed, heads) or a file (path, SHA-256)."""
+    if not isinstance(source, dict):
+        raise bad("header.source", f"must be a JSON object, got {type(source).__name__}")
+    kind = source.get("kind")
+    if kind not in ("synthetic", "file"):
+        raise bad("header.source.kind", f"must be 'synthetic' or 'file', got {kind!r}")
+    if source.get("layout") != layout.to_dict():
+        raise bad("header.source.layout", f"must equal header.layout {layout.to_dict()}, got {source.get('layout')!r}")
+    if kind == "synthetic":
+        if source.get("name") not in WORKLOADS:
+            raise bad("header.source.name", f"must be one of {', '.join(WORKLOADS)}, got {source.get('name')!r}")
+        if not _is_int(source.get("seed")):
+            raise bad("header.source.seed", f"must be an integer, got {source.get('seed')!r}")
+        if source.get("heads") != heads:
+            raise bad("header.source.heads", f"must equal header.heads ({heads}), got {source.get('heads')!r}")
+    else:
+        if not isinstance(source.get("path"), str) or not source["path"]:
+            raise bad("header.source.path", f"must be the Q/K/V file's path, got {source.get('path')!r}")
+        digest = source.get("sha256")
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise bad("header.source.sha256", f"must be 64 lowercase hex digits, got {digest!r}")
+
+
+def _check_budget(budget, bad):
+    """The calibration budgets: ``density`` and ``avg_bits`` (each a number or null), ``eval_density``."""
+    if not isinstance(budget, dict):
+        raise bad("header.budget", f"must be a JSON object, got {type(budget).__name__}")
+    for key in ("density", "avg_bits", "eval_density"):
+        if key not in budget:
+            raise bad(f"header.budget.{key}", "is missing")
+        value = budget[key]
+        if (value is None and key != "eval_density") or (_is_number(value) and value >= 0):
+            continue
+        raise bad(f"header.budget.{key}", f"must be a non-negative number{'' if key == 'eval_density' else ' or null'}, "
+                                          f"got {value!r}")

@@ -47,7 +47,7 @@ from paro.files import read_npz
 from .reorder import TokenLayout
 
 __all__ = ["HEAD_KINDS", "WORKLOADS", "Workload", "SyntheticWorkload", "FileWorkload", "make_workload",
-           "load_qkv"]
+           "load_qkv", "file_sha256"]
 
 HEAD_KINDS = ("spatial", "temporal", "row", "column", "global")
 
@@ -240,8 +240,20 @@ def load_qkv(path, layout):
     if shape[1] != layout.tokens:
         raise ParoError(f"Q/K/V file has {shape[1]} tokens but --grid {layout.frames},{layout.height},"
                         f"{layout.width} with --text-tokens {layout.text_tokens} means {layout.tokens}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return FileWorkload(str(path), layout, arrays["q"], arrays["k"], arrays["v"], digest)
+    return FileWorkload(str(path), layout, arrays["q"], arrays["k"], arrays["v"], file_sha256(path))
+
+
+def file_sha256(path):
+    """SHA-256 (hex) of a Q/K/V file, as a plan records it; a missing file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParoError(f"Q/K/V file {str(path)!r} does not exist (the plan was calibrated on it); "
+                        f"restore it or recalibrate")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def make_workload(name=None, *, qkv=None, layout=None, seed=0, heads=None):
@@ -250,6 +262,8 @@ def make_workload(name=None, *, qkv=None, layout=None, seed=0, heads=None):
         if layout is None:
             raise ParoError("a Q/K/V file needs its token layout: pass --grid F,H,W and --text-tokens T")
         workload = load_qkv(qkv, layout)
+        if heads is not None and not 1 <= heads <= workload.heads:
+            raise ParoError(f"--heads must be in [1, {workload.heads}] for Q/K/V file {Path(qkv).name}, got {heads}")
         if heads is not None:
             workload.q, workload.k, workload.v = workload.q[:heads], workload.k[:heads], workload.v[:heads]
         return workload

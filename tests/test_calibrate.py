@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from paro.cli import main
+from paro.flows.cli import main
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
-from sw.calibrate import calibrate
-from sw.plan import load_plan
-from sw.workloads import HEAD_KINDS, make_workload
+from paro.sw.calibrate import calibrate
+from paro.sw.plan import load_plan
+from paro.sw.reorder import TokenLayout
+from paro.sw.workloads import HEAD_KINDS, make_workload
 
 QUIET = dict(log=lambda m: None)
 
@@ -101,7 +102,7 @@ def test_cli_calibrate_errors(tmp_path, capsys, argv, message):
     assert not out.exists()
 
 
-def test_qkv_file_with_padding(tmp_path):
+def test_qkv_file_with_padding(tmp_path, capsys):
     rng = np.random.default_rng(0)
     heads, tokens, d = 2, 5 + 3 * 4 * 5, 32          # 65 tokens: not a multiple of the block size
     path = tmp_path / "qkv.npz"
@@ -116,6 +117,10 @@ def test_qkv_file_with_padding(tmp_path):
     np.savez(bad, q=rng.standard_normal((heads, tokens, d)), k=rng.standard_normal((heads, tokens, d)))
     with pytest.raises(ParoError, match="has no array 'v'"):
         make_workload(qkv=bad, layout=plan.layout)
+    for heads in (0, -1, 3):
+        assert main(["calibrate", "--qkv", str(path), "--grid", "3,4,5", "--text-tokens", "5", "--block-size", "16",
+                     "--density", "0.6", "--heads", str(heads), "-o", str(tmp_path / "h.npz")]) == 2
+        assert f"--heads must be in [1, 2] for Q/K/V file qkv.npz, got {heads}" in capsys.readouterr().err
+        assert not (tmp_path / "h.npz").exists()
     with pytest.raises(ParoError, match="has 65 tokens but --grid 3,4,6"):
-        from sw.reorder import TokenLayout
         make_workload(qkv=path, layout=TokenLayout(3, 4, 6, 5))

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from paro.cli import main
+from paro.flows.cli import main
 from paro.config import AcceleratorConfig
-from sim.runner import simulator_problem, verilator_env
+from paro.sim.runner import simulator_problem, verilator_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIVERS = os.path.join(REPO, "lint", "verilator_waivers.vlt")
@@ -43,7 +43,7 @@ def test_bad_parameter_exits_nonzero_without_file(tmp_path, capsys, argv, messag
 
 
 def test_console_script_exit_status(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "paro.cli", "generate", "--rows", "3", "-o", str(tmp_path / "x.v")],
+    proc = subprocess.run([sys.executable, "-m", "paro.flows.cli", "generate", "--rows", "3", "-o", str(tmp_path / "x.v")],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "paro: error: rows must be a power of two in [2, 64], got 3"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from paro.config import AcceleratorConfig
-from sw import golden
-from sw.quant import quantize_head
-from sw.sparsity import attention_rows
+from paro.sw import golden
+from paro.sw.quant import quantize_head
+from paro.sw.sparsity import attention_rows
 
 CONFIG = AcceleratorConfig(head_dim=32, block_size=16)
 

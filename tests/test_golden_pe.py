@@ -5,7 +5,7 @@ import pytest
 
 from paro.config import PEMode
 from paro.errors import ParoError
-from sw.golden import (array_drain_beats, array_tile, pack_operand_b, pe_products, pe_step,
+from paro.sw.golden import (array_drain_beats, array_tile, pack_operand_b, pe_products, pe_step,
                        reduce_int8_to_int4, unpack_operand_b, wrap)
 
 A = np.arange(-128, 128)

@@ -5,10 +5,10 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from hw.pe import ProcessingElement
+from paro.hw.pe import ProcessingElement
 from paro.config import AcceleratorConfig, PEMode
 from paro.errors import ParoError
-from sw.golden import operand_range, pack_operand_b, pe_step
+from paro.sw.golden import operand_range, pack_operand_b, pe_step
 
 SEED = 20261125
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from paro.errors import ParoError
-from sw.calibrate import calibrate
-from sw.plan import load_plan, save_plan
-from sw.workloads import make_workload
+from paro.sw.calibrate import calibrate
+from paro.sw.plan import load_plan, save_plan
+from paro.sw.workloads import make_workload
 from paro.config import AcceleratorConfig
 
 
@@ -70,7 +70,34 @@ def _empty_row(a):
     a["bitmap"] = a["bitmap"].copy(); a["bitmap"][0, 1, :] = 0
 
 
+def _header_change(path, value):
+    """A change that sets header[path[0]][path[1]]... to value (deletes it for ``...``)."""
+    def change(a):
+        h = _header(a)
+        target = h
+        for key in path[:-1]:
+            target = target[key]
+        if value is ...:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+        _set_header(a, h)
+    return change
+
+
 CASES = [
+    ("source not an object", _header_change(["source"], "tiny"), "field 'header.source' must be a JSON object"),
+    ("source kind", _header_change(["source", "kind"], "url"), "field 'header.source.kind' must be 'synthetic'"),
+    ("source name", _header_change(["source", "name"], ...), "field 'header.source.name' must be one of"),
+    ("source seed", _header_change(["source", "seed"], "zero"), "field 'header.source.seed' must be an integer"),
+    ("source heads", _header_change(["source", "heads"], 9), "field 'header.source.heads' must equal header.heads"),
+    ("source layout", _header_change(["source", "layout"], None), "field 'header.source.layout' must equal"),
+    ("source file without sha", lambda a: _header_change(["source"], {"kind": "file", "path": "x.npz", "layout":
+                                                         _header(a)["layout"]})(a),
+     "field 'header.source.sha256' must be 64 lowercase hex digits"),
+    ("budget not an object", _header_change(["budget"], None), "field 'header.budget' must be a JSON object"),
+    ("budget value", _header_change(["budget", "avg_bits"], "high"), "field 'header.budget.avg_bits' must be a"),
+    ("budget key missing", _header_change(["budget", "eval_density"], ...), "field 'header.budget.eval_density' is"),
     ("wrong dtype", lambda a: a.update(bitmap=a["bitmap"].astype(np.int32)), "field 'bitmap' must have dtype uint8"),
     ("wrong shape", lambda a: a.update(q_scale=a["q_scale"][:, :-1]), "field 'q_scale' must have shape"),
     ("bitwidth not in set", _bitwidth_2, "field 'bitmap' has bitwidth 2 not in the plan's set [0, 4, 8]"),

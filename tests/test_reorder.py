@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from paro.errors import ParoError
-from sw.reorder import PERMUTATIONS, TokenLayout, permutation_indices, permute_tokens, unpermute_tokens
+from paro.sw.reorder import PERMUTATIONS, TokenLayout, permutation_indices, permute_tokens, unpermute_tokens
 
 LAYOUT = TokenLayout(frames=3, height=4, width=5, text_tokens=7)
 

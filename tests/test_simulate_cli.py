@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from paro.cli import main
+from paro.flows.cli import main
+from paro.sw.plan import load_plan
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_plan_the_engine_does_not_support(tmp_path, capsys):
                  "-o", str(plan)]) == 0
     report = tmp_path / "sim.json"
     assert main(["simulate", "--plan", str(plan), "--report", str(report)]) == 2
-    assert "the engine computes bitwidths {0, 4, 8}; the plan uses [0, 8]" in _error_line(capsys)
+    assert "the engine computes bitwidths {0, 4, 8}; the configuration uses [0, 8]" in _error_line(capsys)
     assert not report.exists()
 
 
@@ -60,7 +61,7 @@ def test_plan_too_long_for_the_engine(tiny_plan, tmp_path, capsys):
     long_plan, report = tmp_path / "long.npz", tmp_path / "sim.json"
     _rewrite_config(tiny_plan, long_plan, max_seq_len=32768)
     assert main(["simulate", "--plan", str(long_plan), "--report", str(report)]) == 2
-    assert "max_seq_len 32768 needs a score buffer too large" in _error_line(capsys)
+    assert "max_seq_len 32768 is too large to build, use <= 4096" in _error_line(capsys)
     assert not report.exists()
 
 
@@ -69,3 +70,84 @@ def test_head_out_of_range(tiny_plan, tmp_path, capsys):
     assert main(["simulate", "--plan", str(tiny_plan), "--head", "9", "--report", str(report)]) == 2
     assert "head 9 out of range: the plan has 4 heads" in _error_line(capsys)
     assert not report.exists()
+
+
+def test_plan_longer_than_the_engine_build(tiny_plan, tmp_path, capsys):
+    """The N_BLOCKS register is checked against the build before anything runs (it used to drop high bits)."""
+    short, report = tmp_path / "short.npz", tmp_path / "sim.json"
+    _rewrite_config(tiny_plan, short, max_seq_len=64)      # tiny needs 6 blocks of 16 tokens: 96 > 64
+    assert main(["simulate", "--plan", str(short), "--report", str(report)]) == 2
+    line = _error_line(capsys)
+    assert "register N_BLOCKS = 6 is outside [1, 4] (this engine: max_seq_len 64 / block_size 16)" in line
+    assert "--max-seq-len >= 96" in line
+    assert not report.exists()
+
+
+def test_bad_plan_source_is_one_line(tiny_plan, tmp_path, capsys):
+    bad, report = tmp_path / "bad.npz", tmp_path / "sim.json"
+    with np.load(tiny_plan, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    header = json.loads(arrays["header"].tobytes().decode())
+    header["source"]["kind"] = None
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(bad, **arrays)
+    assert main(["simulate", "--plan", str(bad), "--report", str(report)]) == 2
+    assert "field 'header.source.kind' must be 'synthetic' or 'file', got None" in _error_line(capsys)
+    assert not report.exists()
+
+
+def test_changed_qkv_file_is_refused(tmp_path, capsys):
+    """A plan records its Q/K/V file's SHA-256; simulating after the file changed is refused."""
+    rng = np.random.default_rng(7)
+    qkv, plan, report = tmp_path / "qkv.npz", tmp_path / "plan.npz", tmp_path / "sim.json"
+    shape = (1, 4 + 2 * 4 * 4, 32)
+    np.savez(qkv, q=rng.standard_normal(shape), k=rng.standard_normal(shape), v=rng.standard_normal(shape))
+    assert main(["calibrate", "--qkv", str(qkv), "--grid", "2,4,4", "--text-tokens", "4", "--block-size", "16",
+                 "--density", "0.6", "-o", str(plan)]) == 0
+    np.savez(qkv, q=rng.standard_normal(shape), k=rng.standard_normal(shape), v=rng.standard_normal(shape))
+    assert main(["simulate", "--plan", str(plan), "--report", str(report)]) == 2
+    assert f"Q/K/V file {str(qkv.resolve())!r} changed since the plan was calibrated" in _error_line(capsys)
+    assert not report.exists()
+    qkv.unlink()
+    assert main(["simulate", "--plan", str(plan), "--report", str(report)]) == 2
+    assert "does not exist (the plan was calibrated on it)" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["simulate", "calibrate"])
+def test_output_path_that_cannot_be_written(tiny_plan, tmp_path, capsys, command):
+    """A folder as output, or a path under a file, is one line before any work (it used to be an OSError)."""
+    blocker = tmp_path / "blocker.txt"
+    blocker.write_text("a file, not a folder")
+    if command == "simulate":
+        argv = ["simulate", "--plan", str(tiny_plan), "--report"]
+    else:
+        argv = ["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "-o"]
+    assert main([*argv, str(tmp_path)]) == 2
+    assert f"output path {str(tmp_path)!r} is a folder; give a file name" in _error_line(capsys)
+    assert main([*argv, str(blocker / "out.json")]) == 2
+    assert f"output folder {str(blocker)!r} is not a folder" in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker.txt"]
+
+
+def test_simulate_success_report(tiny_plan, tmp_path, capsys, verilator):
+    """The success path: a bit-exact head, its dense INT8 baseline from the same invocation, ideal cycles
+    recomputed here from the bitmap, counters equal to the bitmap's block counts."""
+    report = tmp_path / "sim.json"
+    assert main(["simulate", "--plan", str(tiny_plan), "--head", "1", "--report", str(report)]) == 0
+    result = json.loads(report.read_text())
+    plan = load_plan(tiny_plan)
+    config, bitmap = plan.config, plan.bitmap[1]
+    macs = 2 * config.block_size ** 2 * config.head_dim
+    peak = config.rows * config.cols
+    assert result["ideal_cycles"] == (bitmap == 8).sum() * macs // peak + (bitmap == 4).sum() * macs // (2 * peak)
+    assert result["dense_int8_ideal_cycles"] == bitmap.size * macs // peak
+    assert result["bit_exact"] is True and result["head"] == 1 and result["order"] == plan.orders[1]
+    assert result["ideal_cycles"] < result["cycles"] < result["dense_int8_cycles"]
+    assert result["utilization"] == pytest.approx(result["ideal_cycles"] / result["cycles"])
+    assert result["speedup_vs_dense_int8"] == pytest.approx(result["dense_int8_cycles"] / result["cycles"])
+    counters = result["counters"]
+    assert (counters["blocks_8bit"], counters["blocks_4bit"], counters["blocks_skipped"]) == (
+        (bitmap == 8).sum(), (bitmap == 4).sum(), (bitmap == 0).sum())
+    assert counters["stall_cycles"] == result["cycles"] - counters["array_beats"]
+    assert result["dense_counters"]["KEPT8"] == bitmap.size and result["config"] == config.to_dict()
+    assert f"head 1 ({plan.orders[1]}) on verilator: bit_exact True, {result['cycles']} cycles" in capsys.readouterr().out

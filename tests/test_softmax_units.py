@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.quantizer import PQuantizer
-from hw.softmax import Exp2Unit, LeadingZeroShift
+from paro.hw.quantizer import PQuantizer
+from paro.hw.softmax import Exp2Unit, LeadingZeroShift
 from paro.config import AcceleratorConfig
-from sw import golden
+from paro.sw import golden
 
 CONFIG = AcceleratorConfig(head_dim=32, block_size=16)
 SEED = 20261125

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from paro.cli import main
+from paro.flows.cli import main
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
-from paro.synth import _tool_path, synth
+from paro.flows.synth import _tool_path, synth
 
 
 @pytest.fixture(scope="module")

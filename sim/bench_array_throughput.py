@@ -11,8 +11,8 @@ import os
 import cocotb
 from cocotb.triggers import RisingEdge
 
-from sim.array_driver import ArrayHarness, random_tile
-from sim.streams import bench_config, bench_rng, reset, start_clock
+from paro.sim.array_driver import ArrayHarness, random_tile
+from paro.sim.streams import bench_config, bench_rng, reset, start_clock
 
 TILES = 8
 

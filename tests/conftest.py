@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from sim.runner import SIMULATORS, simulator_problem
+from paro.sim.runner import SIMULATORS, simulator_problem
 
 
 def _require(simulator):

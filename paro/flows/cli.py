@@ -5,10 +5,22 @@ partial output file.
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-from .config import AcceleratorConfig
-from .errors import ParoError
+from ..config import AcceleratorConfig
+from ..errors import ParoError
+from ..files import atomic_write, check_writable
+from ..hw.emit import TOPS, write_verilog
+from ..sw.calibrate import calibrate
+from ..sw.plan import load_plan, save_plan
+from ..sw.plots import plot_plan
+from ..sw.reorder import TokenLayout
+from ..sw.workloads import make_workload
+from .bench import bench_array, provenance
+from .simulate import simulate
+from .synth import synth
 
 __all__ = ["main"]
 
@@ -39,7 +51,6 @@ def _config(args):
 
 
 def cmd_generate(args):
-    from .generate import TOPS, write_verilog
     if args.top not in TOPS:
         raise ParoError(f"unknown top {args.top!r}; choose one of {', '.join(TOPS)}")
     config = _config(args)
@@ -48,10 +59,9 @@ def cmd_generate(args):
 
 
 def cmd_bench(args):
-    from .bench import bench_array
     if args.which != "array":
         raise ParoError(f"unknown bench {args.which!r}; choose one of: array")
-    result, plot = bench_array(args.output, simulator=args.simulator)
+    result, plot = bench_array(args.output, simulator=args.simulator, build_dir=args.build_dir)
     for size, entry in result["summary"].items():
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k.endswith("products_per_cycle"))
         print(f"{size}: INT8 steady utilization {entry['int8_steady_utilization']:.3f}, "
@@ -70,12 +80,6 @@ def _grid(text):
 
 
 def cmd_calibrate(args):
-    import json
-    from sw.calibrate import calibrate
-    from sw.plan import save_plan
-    from sw.reorder import TokenLayout
-    from sw.workloads import make_workload
-    from .files import atomic_write
 
     if (args.workload is None) == (args.qkv is None):
         raise ParoError("give either --workload NAME or --qkv FILE (with --grid and --text-tokens)")
@@ -93,7 +97,7 @@ def cmd_calibrate(args):
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits)
     save_plan(plan, args.output)
     if args.report:
-        atomic_write(args.report, json.dumps(report, indent=2) + "\n")
+        atomic_write(args.report, json.dumps({**provenance(), **report}, indent=2) + "\n")
     print(f"density {report['density']:.3f}, avg_bits {report['avg_bits']:.2f} "
           f"(kept {report['avg_bits_kept']:.2f}), cosine {report['cosine']:.4f} "
           f"(fp mask {report['cosine_fp_mask']:.4f}, identity order {report['cosine_identity']:.4f}), "
@@ -103,17 +107,14 @@ def cmd_calibrate(args):
 
 
 def cmd_plot(args):
-    from sw.plan import load_plan
-    from sw.plots import plot_plan
     plan = load_plan(args.plan)
     written = plot_plan(plan, args.output, heads=args.head)
     print(f"wrote {len(written)} PNGs to {args.output}")
 
 
 def cmd_synth(args):
-    from .synth import synth
     config = _config(args)
-    result = synth(config, target=args.target, report=args.report)
+    result = synth(config, target=args.target, report=args.report, build_dir=args.build_dir)
     generic = result["generic"]
     print(f"generic {config.rows}x{config.cols}: {generic['cells']} cells, {generic['flip_flops']} flip-flops, "
           f"{generic['multiplier_cells']} multiplier cells, ~{generic['cmos_transistors']} transistors; "
@@ -138,8 +139,8 @@ def _print_simulation(result):
 
 
 def cmd_simulate(args):
-    from .simulate import simulate
-    result = simulate(args.plan, simulator=args.simulator, head=args.head, report=args.report)
+    result = simulate(args.plan, simulator=args.simulator, head=args.head, report=args.report,
+                      build_dir=args.build_dir)
     _print_simulation(result)
     if args.report:
         print(f"wrote {args.report}")
@@ -147,16 +148,10 @@ def cmd_simulate(args):
 
 def cmd_demo(args):
     """calibrate -> generate -> simulate -> report on the built-in tiny workload."""
-    import json
-    from pathlib import Path
-    from sw.calibrate import calibrate
-    from sw.plan import save_plan
-    from sw.workloads import make_workload
-    from .files import atomic_write
-    from .generate import write_verilog
-    from .simulate import simulate
 
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ParoError(f"demo output {str(out)!r} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
     workload = make_workload("tiny")
     config = AcceleratorConfig(block_size=16, head_dim=workload.head_dim, max_seq_len=128)
@@ -168,9 +163,19 @@ def cmd_demo(args):
     print("2/3 generate: engine Verilog")
     write_verilog(config, out / "engine.v", top="engine")
     print(f"3/3 simulate: head 1 on {args.simulator}, plus the dense INT8 baseline")
-    result = simulate(out / "plan.npz", simulator=args.simulator, head=1, report=out / "simulation.json")
+    result = simulate(out / "plan.npz", simulator=args.simulator, head=1, report=out / "simulation.json",
+                      build_dir=args.build_dir)
     _print_simulation(result)
     print(f"wrote {out}/plan.npz, calibration.json, engine.v, simulation.json")
+
+
+def _add_build_dir_arg(parser):
+    parser.add_argument("--build-dir", default=None,
+                        help="folder for simulator/synthesis work files (default: $PARO_BUILD_DIR or ./build)")
+
+
+#: Output arguments that name one file (checked writable before any work starts); plot and demo take folders.
+FILE_OUTPUTS = ("output", "report")
 
 
 def build_parser():
@@ -211,6 +216,7 @@ def build_parser():
     _add_config_args(syn)
     syn.add_argument("--target", default="generic", help="generic (default), ecp5 or ice40")
     syn.add_argument("--report", help="JSON report to write")
+    _add_build_dir_arg(syn)
     syn.set_defaults(func=cmd_synth)
 
     sim = sub.add_parser("simulate", help="run a plan head on the engine RTL, check bit-exactness, count cycles")
@@ -218,17 +224,20 @@ def build_parser():
     sim.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
     sim.add_argument("--head", type=int, default=0, help="head of the plan to run (default 0)")
     sim.add_argument("--report", help="JSON report to write")
+    _add_build_dir_arg(sim)
     sim.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="calibrate -> generate -> simulate -> report on the tiny workload")
     demo.add_argument("-o", "--output", default="build/demo", help="output folder (default build/demo)")
     demo.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
+    _add_build_dir_arg(demo)
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
     bench.add_argument("which", help="benchmark: array")
     bench.add_argument("-o", "--output", required=True, help="output JSON file (a PNG is written beside it)")
     bench.add_argument("--simulator", default="verilator", help="icarus or verilator (default)")
+    _add_build_dir_arg(bench)
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -237,6 +246,10 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command not in ("plot", "demo"):
+            for name in FILE_OUTPUTS:
+                if getattr(args, name, None):
+                    check_writable(getattr(args, name))
         args.func(args)
     except ParoError as error:
         print(f"paro: error: {error}", file=sys.stderr)

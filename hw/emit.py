@@ -9,29 +9,18 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from .errors import ParoError
-from .files import atomic_write
+from paro.errors import ParoError
+from paro.files import atomic_write
+
+from .array import SystolicArray
+from .pe import ProcessingElement
+from .engine import AttentionEngine
 
 __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 
 
-def _pe(config):
-    from hw.pe import ProcessingElement
-    return ProcessingElement(config)
-
-
-def _array(config):
-    from hw.array import SystolicArray
-    return SystolicArray(config)
-
-
-def _engine(config):
-    from hw.top import AttentionEngine
-    return AttentionEngine(config)
-
-
 #: Designs ``paro generate --top`` can emit.
-TOPS = {"array": _array, "pe": _pe, "engine": _engine}
+TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine}
 
 
 def build_top(config, top="array"):
@@ -41,15 +30,7 @@ def build_top(config, top="array"):
 
 
 def params(config, top):
-    return {
-        "top": top,
-        "config": config.to_dict(),
-        "derived": {
-            "depth": config.depth,
-            "modes": [mode.name for mode in config.modes],
-            "max_products_per_cycle": config.max_products_per_cycle,
-        },
-    }
+    return {"top": top, "config": config.to_dict(), "derived": config.derived()}
 
 
 def emit_verilog(config, top="array", name="paro"):

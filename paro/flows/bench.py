@@ -8,20 +8,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
-from .config import AcceleratorConfig
-from .errors import ParoError
-from .files import atomic_write, save_figure
+from ..config import AcceleratorConfig
+from ..errors import ParoError
+from ..files import atomic_write, save_figure
+from ..sim.runner import run_bench
 
-__all__ = ["git_commit", "bench_array", "ARRAY_BENCH_SIZES"]
+__all__ = ["git_commit", "provenance", "progress", "bench_array", "ARRAY_BENCH_SIZES"]
 
 ARRAY_BENCH_SIZES = ((2, 2), (4, 4), (8, 8), (4, 8))
 
 
 def git_commit():
-    """The checkout's commit (with ``-dirty`` when the tree has changes), or ``"unknown"``."""
-    repo = Path(__file__).resolve().parent.parent
+    """The commit of the running code (with ``-dirty`` when the tree has changes): from the git checkout this
+    package runs from, or ``"paro <version> (installed)"`` for an installed wheel."""
+    repo = Path(__file__).resolve().parent.parent.parent
+    if not (repo / ".git").exists():
+        return f"paro {version('paro')} (installed)"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -32,17 +37,19 @@ def git_commit():
     return sha + ("-dirty" if dirty else "")
 
 
+def provenance():
+    """What every results file names: the commit of the code and the command that produced it."""
+    return {"commit": git_commit(), "command": " ".join(["paro", *sys.argv[1:]])}
+
+
 def progress(message):
     print(f"[paro] {message}", file=sys.stderr, flush=True)
 
 
-def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=None):
+def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=None, build_dir=None):
     """Throughput of the array for every mode and size; writes ``output`` (JSON) and a PNG beside it."""
-    from sim.runner import run_bench
-
     base = base or AcceleratorConfig()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     records = []
     for n, (rows, cols) in enumerate(sizes, 1):
         config = AcceleratorConfig(rows=rows, cols=cols, block_size=base.block_size, head_dim=base.head_dim,
@@ -51,8 +58,9 @@ def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=Non
         start = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "records.json"
-            run_bench(config, "array", "sim.bench_array", simulator, seed=20261125, tag="throughput",
-                      extra_env={"PARO_BENCH_OUT": str(out)})
+            run_bench(config, "array", "paro.sim.bench_array_throughput", simulator, seed=20261125,
+                      tag="throughput",
+                      extra_env={"PARO_BENCH_OUT": str(out)}, build_dir=build_dir)
             if not out.exists():
                 raise ParoError(f"the {rows}x{cols} throughput bench wrote no results; see build/sim for its log")
             found = json.loads(out.read_text())
@@ -74,7 +82,7 @@ def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=Non
         summary[f"{rows}x{cols}"] = entry
     result = {
         "benchmark": "array_throughput",
-        "commit": git_commit(),
+        **provenance(),
         "simulator": simulator,
         "units": {"cycles": "clock cycles from the first input beat taken to the last output beat taken",
                   "ideal_cycles": "MACs / (R * C * products per PE per cycle)",

@@ -1,0 +1,211 @@
+"""Engine controller: the finite-state machine that loads a head, walks every query block's kept key blocks
+twice (QK^T, then softmax and PV) and hands each block to the output stage.
+
+Golden twin: :func:`paro.sw.golden.engine_controller` (the tiles it issues, in order, with their
+descriptors). States, per head: ``IDLE`` -(start)-> ``LOAD_KV`` (one K/V token per cycle while ``kv_valid``,
+``n_blocks * B`` tokens) -> per query block ``i``:
+
+* ``LOAD_Q``: ``B`` query tokens; then resets the row maxima and sums, latches ``cq_i`` and starts the
+  scheduler's walk of row ``i``.
+* ``A_NEXT`` / ``A_TILES``: per kept block (from the scheduler), ``(B/R) x (B/(C*ppc))`` QK^T tiles of
+  ``head_dim`` beats, one beat per cycle while the feed advances; each tile's first beat pushes its
+  descriptor (and waits for room in the tile queue). ``A_WAIT``: until the feed and the tile queue are empty.
+* ``B_NEXT``: the next kept block; per query group ``B_PRESCAN`` reads the block's ``B`` stored scores of
+  the group's lanes (one key per cycle, after the feed has emptied) for each lane's segment maximum,
+  ``B_ZCALC`` (one cycle) registers the segment shifts ``z``, and ``B_TILES`` issues ``d/R`` PV tiles of ``B``
+  beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
+* ``OUT``: starts the output stage and waits until it is idle; then the next query block, or ``IDLE`` with
+  ``done`` after the last.
+
+All buffer read addresses come from here (synchronous reads, enabled by the feed's ``advance``).
+"""
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from paro.config import SCORE_WIDTH
+from paro.sw.golden import P_SHIFT_MAX
+
+from .component import ConfiguredComponent
+from .operand_feed import issue_layout
+from .scheduler import kept_layout
+from .score_unit import LOWEST_SCORE, lane_row_max
+from .segment_shift import SegmentShift
+from .tile_queue import tile_layout
+
+__all__ = ["EngineController"]
+
+
+class EngineController(ConfiguredComponent):
+    def __init__(self, config):
+        R, C, B, nb, tokens = config.rows, config.cols, config.block_size, config.max_blocks, config.max_seq_len
+        lanes = 2 * C
+        scores = data.ArrayLayout(signed(SCORE_WIDTH), lanes)
+        super().__init__(config, {
+            "start": In(1), "clear": Out(1), "busy": Out(1), "done": Out(1),
+            "n_blocks": In(range(nb + 1)), "n_tokens": In(range(tokens + 1)),
+            "kept": In(stream.Signature(kept_layout(nb))),
+            "sched_start": Out(1), "sched_row": Out(range(nb)), "sched_count": Out(1),
+            **{f"{t}_addr": Out(range(nb)) for t in ("cq", "ck", "cv8", "cv4")},
+            **{f"{t}_data": In(16) for t in ("cq", "ck", "cv8", "cv4")},
+            "cq": Out(16),
+            "kv_valid": In(1), "kv_ready": Out(1), "kv_write": Out(1),
+            "q_valid": In(1), "q_ready": Out(1), "q_write": Out(1), "load_addr": Out(range(tokens)),
+            "q_addr": Out(data.ArrayLayout(range(B), R)), "k_addr": Out(data.ArrayLayout(range(tokens), lanes)),
+            "v_addr": Out(range(tokens)), "s_addr": Out(data.ArrayLayout(range(B * tokens), lanes)),
+            "scores": In(scores), "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
+            "z": Out(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
+            "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
+            "reset_rows": Out(1),
+            "tile": Out(tile_layout(config)), "tile_push": Out(1), "tile_room": In(1), "tiles_empty": In(1),
+            "acc_pending": In(1),
+            "out_start": Out(1), "out_last_block": Out(1), "out_idle": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C, B, d, tokens = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.max_seq_len
+        lanes = 2 * C
+        busy = Signal()
+        query_block, token = Signal(range(cfg.max_blocks + 1)), Signal(range(tokens + 1))
+        key_block, kept_index = Signal(range(cfg.max_blocks)), Signal(range(cfg.max_blocks + 1))
+        four_bit, ck, cv = Signal(), Signal(20), Signal(16)
+        step = Signal(range(max(B, d) + 1))
+        query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
+        scan_key, scan_valid, scanned_key = Signal(range(B + 2)), Signal(), Signal(range(B))
+        seg_max = Signal(data.ArrayLayout(signed(SCORE_WIDTH), lanes))
+        z = Signal(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes))
+        keys_per_tile = Signal(range(lanes + 1))
+        can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
+        m.d.comb += [self.busy.eq(busy), self.z.eq(z), self.sched_row.eq(query_block),
+                     self.load_addr.eq(token), self.out_last_block.eq(query_block == self.n_blocks - 1),
+                     keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room)]
+        cmd, tile = self.cmd, self.tile
+
+        m.submodules.segment_shift = segment_shift = SegmentShift(cfg)
+        for n in range(lanes):
+            m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, four_bit, query_group)),
+                         segment_shift.seg_max[n].eq(seg_max[n])]
+
+        def score_addresses(key):
+            for n in range(lanes):
+                m.d.comb += self.s_addr[n].eq((query_group * keys_per_tile + n) * tokens + kept_index * B + key)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [busy.eq(1), self.done.eq(0), token.eq(0), query_block.eq(0)]
+                    m.d.comb += self.clear.eq(1)
+                    m.next = "LOAD_KV"
+            with m.State("LOAD_KV"):
+                m.d.comb += [self.kv_ready.eq(1), self.kv_write.eq(self.kv_valid)]
+                with m.If(self.kv_valid):
+                    m.d.sync += token.eq(token + 1)
+                    with m.If(token == self.n_blocks * B - 1):
+                        m.d.sync += token.eq(0)
+                        m.next = "LOAD_Q"
+            with m.State("LOAD_Q"):
+                m.d.comb += [self.q_ready.eq(1), self.q_write.eq(self.q_valid), self.cq_addr.eq(query_block)]
+                with m.If(self.q_valid):
+                    m.d.sync += token.eq(token + 1)
+                    with m.If(token == B - 1):
+                        m.d.comb += [self.reset_rows.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
+                        m.d.sync += [token.eq(0), kept_index.eq(0), self.cq.eq(self.cq_data)]
+                        m.next = "A_NEXT"
+            with m.State("A_NEXT"):
+                m.d.comb += [self.kept.ready.eq(1), self.ck_addr.eq(self.kept.payload.j)]
+                with m.If(self.kept.valid & self.kept.payload.end):
+                    m.next = "A_WAIT"
+                with m.Elif(self.kept.valid):
+                    four = self.kept.payload.bits == 4
+                    m.d.sync += [key_block.eq(self.kept.payload.j), four_bit.eq(four), step.eq(0),
+                                 query_group.eq(0), key_group.eq(0), ck.eq(Mux(four, self.ck_data << 4, self.ck_data))]
+                    m.next = "A_TILES"
+            with m.State("A_TILES"):
+                m.d.comb += self.fire.eq(self.advance & can_issue)
+                m.d.comb += [self.q_addr[r].eq(query_group * R + r) for r in range(R)]
+                m.d.comb += [self.k_addr[n].eq(key_block * B + key_group * keys_per_tile + n) for n in range(lanes)]
+                m.d.comb += [tile.query_group.eq(query_group), tile.key_group.eq(key_group),
+                             tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),
+                             tile.ck.eq(ck), self.tile_push.eq(self.fire & (step == 0)),
+                             cmd.step.eq(step), cmd.four_bit.eq(four_bit), cmd.query_group.eq(query_group),
+                             cmd.last.eq(step == d - 1)]
+                with m.If(self.fire):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == d - 1):
+                        m.d.sync += [step.eq(0), query_group.eq(query_group + 1)]
+                        with m.If(query_group == B // R - 1):
+                            m.d.sync += [query_group.eq(0), key_group.eq(key_group + 1)]
+                            with m.If(key_group == Mux(four_bit, B // lanes, B // C) - 1):
+                                m.d.sync += kept_index.eq(kept_index + 1)
+                                m.next = "A_NEXT"
+            with m.State("A_WAIT"):
+                with m.If(~self.feed_busy & self.tiles_empty):
+                    m.d.comb += self.sched_start.eq(1)
+                    m.d.sync += kept_index.eq(0)
+                    m.next = "B_NEXT"
+            with m.State("B_NEXT"):
+                m.d.comb += [self.kept.ready.eq(1), self.cv8_addr.eq(self.kept.payload.j),
+                             self.cv4_addr.eq(self.kept.payload.j)]
+                with m.If(self.kept.valid & self.kept.payload.end):
+                    m.next = "B_WAIT"
+                with m.Elif(self.kept.valid):
+                    four = self.kept.payload.bits == 4
+                    m.d.sync += [key_block.eq(self.kept.payload.j), four_bit.eq(four), query_group.eq(0),
+                                 dim_group.eq(0), step.eq(0), scan_key.eq(0),
+                                 cv.eq(Mux(four, self.cv4_data, self.cv8_data))]
+                    m.next = "B_PRESCAN"
+            with m.State("B_PRESCAN"):
+                # The feed's P lanes read the score buffer too: scan once the feed is empty, one key per cycle.
+                scanning = ~self.feed_busy & (scan_key < B)
+                score_addresses(scan_key)
+                m.d.sync += [scan_valid.eq(scanning), scanned_key.eq(scan_key)]
+                with m.If(scanning):
+                    m.d.sync += scan_key.eq(scan_key + 1)
+                    with m.If(scan_key == 0):
+                        m.d.sync += [seg_max[n].eq(LOWEST_SCORE) for n in range(lanes)]
+                with m.If(scan_valid & (key_block * B + scanned_key < self.n_tokens)):
+                    for n in range(lanes):
+                        with m.If((self.scores[n] > seg_max[n]) | (scanned_key == 0)):
+                            m.d.sync += seg_max[n].eq(self.scores[n])
+                with m.If(~scanning & scan_valid):
+                    m.next = "B_ZCALC"
+            with m.State("B_ZCALC"):
+                m.d.sync += [z.eq(segment_shift.z), scan_valid.eq(0)]
+                m.next = "B_TILES"
+            with m.State("B_TILES"):
+                m.d.comb += [self.fire.eq(self.advance & can_issue), self.v_addr.eq(key_block * B + step)]
+                score_addresses(step)
+                m.d.comb += [tile.pass_b.eq(1), tile.query_group.eq(query_group), tile.dim_group.eq(dim_group),
+                             tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),
+                             tile.cv.eq(cv), tile.z.eq(z), self.tile_push.eq(self.fire & (step == 0)),
+                             cmd.pass_b.eq(1), cmd.step.eq(step), cmd.dim_group.eq(dim_group),
+                             cmd.query_group.eq(query_group), cmd.four_bit.eq(four_bit), cmd.last.eq(step == B - 1),
+                             cmd.key_valid.eq(key_block * B + step < self.n_tokens),
+                             cmd.first_dim_group.eq(dim_group == 0)]
+                with m.If(self.fire):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == B - 1):
+                        m.d.sync += [step.eq(0), dim_group.eq(dim_group + 1)]
+                        with m.If(dim_group == d // R - 1):
+                            m.d.sync += [dim_group.eq(0), query_group.eq(query_group + 1), scan_key.eq(0)]
+                            with m.If(query_group == Mux(four_bit, B // lanes, B // C) - 1):
+                                m.d.sync += kept_index.eq(kept_index + 1)
+                                m.next = "B_NEXT"
+                            with m.Else():
+                                m.next = "B_PRESCAN"
+            with m.State("B_WAIT"):
+                with m.If(~self.feed_busy & self.tiles_empty & ~self.acc_pending):
+                    m.d.comb += self.out_start.eq(1)
+                    m.next = "OUT"
+            with m.State("OUT"):
+                with m.If(self.out_idle):
+                    m.d.sync += query_block.eq(query_block + 1)
+                    with m.If(query_block == self.n_blocks - 1):
+                        m.d.sync += [busy.eq(0), self.done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "LOAD_Q"
+        return m

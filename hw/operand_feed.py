@@ -1,0 +1,110 @@
+"""Operand feed: turns the controller's issue commands and the buffers' read data into the array's input
+beats, one stage deep, and keeps the softmax row sums.
+
+Golden twin: :func:`paro.sw.golden.operand_feed` (the ``A`` and ``B`` operands of one tile: ``Q`` rows and
+``K`` (reduced to 4 bits in 4-bit blocks) for QK^T; ``V^T`` rows and quantized ``P`` for PV).
+
+Cycle behaviour: in the cycle the controller ``fire``s a command it also addresses the buffers (synchronous
+read ports, enabled by ``advance``); at the next edge the command enters the stage register, and the read
+data arrives with it. From the stage the beat is offered on ``a``/``b`` (always together); ``advance`` is
+high when the stage is empty or the array takes the beat, so the controller may fire every cycle the array
+accepts. ``beat`` marks a cycle in which the array took a beat. In a PV beat the P lanes
+(:class:`~paro.hw.p_lanes.PLanes`) compute ``e`` and ``P`` from the stored scores; on the first head-dimension
+group of a block ``e`` is added to the row sums of the lanes' queries. ``reset_sums`` zeroes the row sums.
+"""
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from paro.config import SCORE_WIDTH, PEMode
+from paro.sw.golden import P_SHIFT_MAX
+
+from .array import a_layout, b_layout
+from .component import ConfiguredComponent
+from .k_reduce import KReduction
+from .p_lanes import PLanes
+from .score_unit import lane_row_max
+
+__all__ = ["OperandFeed", "issue_layout", "row_layout"]
+
+
+def row_layout(config):
+    """One token row of Q, K or V: ``head_dim`` signed bytes."""
+    return data.ArrayLayout(signed(8), config.head_dim)
+
+
+def issue_layout(config):
+    """One issued beat: pass (QK^T or PV), step k within the tile, groups, mode, tile end, key validity."""
+    return data.StructLayout({"pass_b": 1, "step": range(max(config.block_size, config.head_dim)),
+                              "dim_group": range(config.head_dim), "query_group": range(config.block_size),
+                              "four_bit": 1, "last": 1, "key_valid": 1, "first_dim_group": 1})
+
+
+class OperandFeed(ConfiguredComponent):
+    def __init__(self, config):
+        R, C, B = config.rows, config.cols, config.block_size
+        lanes = 2 * C
+        super().__init__(config, {
+            "cmd": In(issue_layout(config)), "fire": In(1), "advance": Out(1), "busy": Out(1), "beat": Out(1),
+            "q_rows": In(data.ArrayLayout(row_layout(config), R)),
+            "k_rows": In(data.ArrayLayout(row_layout(config), lanes)),
+            "v_row": In(row_layout(config)),
+            "scores": In(data.ArrayLayout(signed(SCORE_WIDTH), lanes)),
+            "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
+            "z": In(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
+            "reset_sums": In(1), "row_sum": Out(data.ArrayLayout(unsigned(config.row_sum_width), B)),
+            "a": Out(stream.Signature(a_layout(config))), "b": Out(stream.Signature(b_layout(config))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C, B, d = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim
+        lanes = 2 * C
+        fields = {name: field.shape for name, field in issue_layout(cfg)}
+        stage = Signal(data.StructLayout({"valid": 1, **fields}))
+        m.d.comb += [self.advance.eq(~stage.valid | self.a.ready), self.busy.eq(stage.valid),
+                     self.beat.eq(stage.valid & self.a.ready)]
+        with m.If(self.advance):
+            m.d.sync += stage.valid.eq(self.fire)
+        with m.If(self.fire):
+            m.d.sync += [stage[name].eq(self.cmd[name]) for name in fields]
+
+        m.submodules.p_lanes = p_lanes = PLanes(cfg)
+        m.submodules.k_reduce = k_reduce = KReduction(cfg)
+        m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.z.eq(self.z), p_lanes.four_bit.eq(stage.four_bit),
+                     p_lanes.key_valid.eq(stage.key_valid)]
+        for n in range(lanes):
+            m.d.comb += [p_lanes.row_max[n].eq(lane_row_max(cfg, self.row_max, n, stage.four_bit, stage.query_group)),
+                         k_reduce.k8[n].eq(self.k_rows[n][stage.step])]
+
+        a, b = self.a.payload, self.b.payload
+        m.d.comb += [self.a.valid.eq(stage.valid), self.b.valid.eq(stage.valid), a.last.eq(stage.last),
+                     a.mode.eq(Mux(stage.pass_b, Mux(stage.four_bit, PEMode.UINT4, PEMode.INT8),
+                                   Mux(stage.four_bit, PEMode.INT4, PEMode.INT8)))]
+        for r in range(R):
+            v = self.v_row[stage.dim_group * R + r] if d > R else self.v_row[r]
+            m.d.comb += a.a[r].eq(Mux(stage.pass_b, v, self.q_rows[r][stage.step]))
+        for c in range(C):
+            word = b.b[c]
+            with m.If(~stage.pass_b & stage.four_bit):
+                m.d.comb += [word.int4[0].eq(k_reduce.k4[2 * c]), word.int4[1].eq(k_reduce.k4[2 * c + 1])]
+            with m.Elif(~stage.pass_b):
+                m.d.comb += word.int8.eq(self.k_rows[c][stage.step])
+            with m.Elif(stage.four_bit):
+                m.d.comb += [word.uint4[0].eq(p_lanes.p[2 * c]), word.uint4[1].eq(p_lanes.p[2 * c + 1])]
+            with m.Else():
+                m.d.comb += word.int8.eq(p_lanes.p[c])
+
+        sums = [Signal(cfg.row_sum_width, name=f"row_sum{q}") for q in range(B)]
+        m.d.comb += [self.row_sum[q].eq(sums[q]) for q in range(B)]
+        with m.If(self.beat & stage.pass_b & stage.first_dim_group):
+            for q in range(B):
+                with m.If(stage.four_bit & (stage.query_group == q // lanes)):
+                    m.d.sync += sums[q].eq(sums[q] + p_lanes.e[q % lanes])
+                with m.Elif(~stage.four_bit & (stage.query_group == q // C)):
+                    m.d.sync += sums[q].eq(sums[q] + p_lanes.e[q % C])
+        with m.If(self.reset_sums):
+            m.d.sync += [s.eq(0) for s in sums]
+        return m

@@ -1,0 +1,78 @@
+"""Output stage: per query, the reciprocal of its row sum and the output codes of its accumulators.
+
+Golden twin: :func:`paro.sw.golden.output_stage` (``r = floor(2**recip_bits / l)``,
+``codes = clip(round(round(A / 2**pre_shift) * r / 2**final_shift))`` in ``out_bits`` signed bits).
+
+``start`` (one cycle, after a query block's pass B has drained) begins the block: the stage then reads the
+accumulator memory one word per cycle (query-major, ``d/R`` words per query, ``B * d/R`` in all) through a
+one-stage pipeline and emits one ``o`` beat per word: ``R`` codes. Back-pressure on ``o`` holds the pipeline
+(nothing is lost or repeated). ``last`` is set on the final beat of the head (the last word of the block
+when ``last_block``). ``idle`` is high when the block's last beat has left (and before the first start).
+The reciprocal is a combinational divider: one per engine, used once per beat.
+"""
+
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import accumulator_layout
+from .component import ConfiguredComponent
+
+__all__ = ["OutputStage", "o_layout"]
+
+
+def o_layout(config):
+    """One output beat: ``rows`` codes of ``out_bits`` (one query, ``rows`` head dimensions); ``last`` ends
+    the head."""
+    return data.StructLayout({"o": data.ArrayLayout(signed(config.out_bits), config.rows), "last": 1})
+
+
+class OutputStage(ConfiguredComponent):
+    def __init__(self, config):
+        B, groups = config.block_size, config.head_dim // config.rows
+        super().__init__(config, {
+            "start": In(1), "last_block": In(1), "final_shift": In(7), "idle": Out(1),
+            "row_sum": In(data.ArrayLayout(unsigned(config.row_sum_width), B)),
+            "rd_addr": Out(range(B * groups)), "rd_en": Out(1), "rd_data": In(accumulator_layout(config)),
+            "o": Out(stream.Signature(o_layout(config))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        B, R, groups = cfg.block_size, cfg.rows, cfg.head_dim // cfg.rows
+        query = Signal(range(B + 1), init=B)           # B: no block in progress
+        group = Signal(range(groups + 1))
+        staged = Signal(data.StructLayout({"valid": 1, "query": range(B), "last": 1}))
+        advance, fire = Signal(), Signal()
+        m.d.comb += [advance.eq(~staged.valid | self.o.ready), fire.eq(advance & (query < B)),
+                     self.rd_en.eq(advance), self.rd_addr.eq(query * groups + group),
+                     self.idle.eq((query == B) & ~staged.valid)]
+        with m.If(advance):
+            m.d.sync += staged.valid.eq(fire)
+        with m.If(fire):
+            m.d.sync += [staged.query.eq(query),
+                         staged.last.eq((query == B - 1) & (group == groups - 1) & self.last_block),
+                         group.eq(group + 1)]
+            with m.If(group == groups - 1):
+                m.d.sync += [group.eq(0), query.eq(query + 1)]
+        with m.If(self.start):
+            m.d.sync += [query.eq(0), group.eq(0)]
+
+        row_sum = Signal(cfg.row_sum_width)
+        recip = Signal(cfg.recip_bits + 1)
+        m.d.comb += [row_sum.eq(Array(self.row_sum[q] for q in range(B))[staged.query]),
+                     recip.eq(Mux(row_sum == 0, 0, Const(1 << cfg.recip_bits, cfg.recip_bits + 1) // row_sum))]
+        pre, limit, acc_width = cfg.output_pre_shift, 1 << (cfg.out_bits - 1), cfg.acc_out_width
+        for r in range(R):
+            acc_pre = Signal(signed(acc_width - pre + 1), name=f"acc_pre{r}")
+            scaled = Signal(signed(acc_width - pre + cfg.recip_bits + 2), name=f"scaled_out{r}")
+            code = Signal(signed(acc_width - pre + cfg.recip_bits + 2), name=f"code{r}")
+            m.d.comb += [
+                acc_pre.eq((self.rd_data[r] + ((1 << pre) >> 1)) >> pre),
+                scaled.eq(acc_pre * recip),
+                code.eq((scaled + ((Const(1, 64) << self.final_shift) >> 1)) >> self.final_shift),
+                self.o.payload.o[r].eq(Mux(code >= limit, limit - 1, Mux(code < -limit, -limit, code))),
+            ]
+        m.d.comb += [self.o.valid.eq(staged.valid), self.o.payload.last.eq(staged.last)]
+        return m

@@ -1,0 +1,53 @@
+"""P lanes: the softmax numerators and the quantized P operands of one PV beat, ``2C`` lanes (one query each).
+
+Golden twin: :func:`paro.sw.golden.p_lanes` (``e = 2**-(row_max - x)`` by :func:`~paro.sw.golden.exp2_numerators`,
+0 for a padding key; ``p = min(L_b, round(e * 2**z * L_b / 2**exp_bits))`` with the lane's segment shift ``z``).
+
+Combinational, no latency: each lane is an :class:`~paro.hw.softmax.Exp2Unit` and a
+:class:`~paro.hw.quantizer.PQuantizer`. In a PV beat of key ``k`` lane ``n`` carries query ``n`` of the
+current query group: ``x`` its stored score for key ``k``, ``row_max`` its row maximum. ``e`` also feeds the
+row sums (on the first head-dimension group of each block).
+"""
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data
+from amaranth.lib.wiring import In, Out
+
+from paro.config import SCORE_WIDTH
+from paro.sw.golden import P_SHIFT_MAX
+
+from .component import ConfiguredComponent
+from .quantizer import PQuantizer
+from .softmax import Exp2Unit
+
+__all__ = ["PLanes"]
+
+
+class PLanes(ConfiguredComponent):
+    """``e[n]``, ``p[n]`` from ``x[n]``, ``row_max[n]``, ``z[n]``; ``four_bit`` picks L = 15 (else 127)."""
+
+    def __init__(self, config):
+        lanes = 2 * config.cols
+        scores = data.ArrayLayout(signed(SCORE_WIDTH), lanes)
+        super().__init__(config, {
+            "x": In(scores), "row_max": In(scores),
+            "z": In(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
+            "four_bit": In(1), "key_valid": In(1),
+            "e": Out(data.ArrayLayout(unsigned(config.exp_bits + 1), lanes)),
+            "p": Out(data.ArrayLayout(unsigned(7), lanes)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        for n in range(2 * self._config.cols):
+            m.submodules[f"exp{n}"] = exp = Exp2Unit(self._config, SCORE_WIDTH + 1)
+            m.submodules[f"quant{n}"] = quant = PQuantizer(self._config)
+            t = Signal(SCORE_WIDTH + 1, name=f"t{n}")
+            m.d.comb += [
+                t.eq(self.row_max[n] - self.x[n]),
+                exp.t.eq(t),
+                self.e[n].eq(Mux(self.key_valid, exp.e, 0)),
+                quant.e.eq(self.e[n]), quant.z.eq(self.z[n]), quant.four_bit.eq(self.four_bit),
+                self.p[n].eq(quant.p),
+            ]
+        return m

@@ -1,0 +1,78 @@
+"""Score unit: scales each drained column of QK^T scores into the base-2 exponent domain, writes it to the
+score buffer and keeps every query's row maximum.
+
+Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2**score_shift)``, ``ck_j``
+already x16 for 4-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row maxima over real keys by
+:func:`~paro.sw.golden.softmax_row_max`).
+
+A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
+same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer (``R`` write ports,
+address ``query * max_seq_len + kept_index * B + key``) and, at the clock edge, raises each query's row
+maximum if the key is real (``key_block * B + key < n_tokens``). ``reset`` (one cycle, before a query block's
+pass A) sets every row maximum to the most negative score. No back-pressure: one beat per cycle.
+"""
+
+from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import data
+from amaranth.lib.wiring import In, Out
+
+from paro.config import SCORE_WIDTH
+
+from .component import ConfiguredComponent
+from .tile_queue import tile_layout
+
+__all__ = ["ScoreUnit", "lane_row_max"]
+
+LOWEST_SCORE = -(1 << (SCORE_WIDTH - 1))
+
+
+def lane_row_max(config, row_max, lane, four_bit, query_group):
+    """Row maximum of the query on P lane ``lane``: query ``query_group * 2C + lane`` in a 4-bit block,
+    ``query_group * C + lane`` in an 8-bit block (``row_max``: the unit's ``row_max`` output)."""
+    B, C = config.block_size, config.cols
+    wide = Array(row_max[g * 2 * C + lane] for g in range(B // (2 * C)))[query_group]
+    if lane >= C:
+        return wide
+    return Mux(four_bit, wide, Array(row_max[g * C + lane] for g in range(B // C))[query_group])
+
+
+class ScoreUnit(ConfiguredComponent):
+    def __init__(self, config):
+        R, B = config.rows, config.block_size
+        super().__init__(config, {
+            "valid": In(1), "column": In(data.ArrayLayout(signed(config.acc_width), R)),
+            "tile": In(tile_layout(config)), "beat": In(range(2 * config.cols)),
+            "cq": In(16), "score_shift": In(6), "n_tokens": In(range(config.max_seq_len + 1)), "reset": In(1),
+            "wr_en": Out(1), "wr_addr": Out(data.ArrayLayout(range(B * config.max_seq_len), R)),
+            "wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), R)),
+            "row_max": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C, B = cfg.rows, cfg.cols, cfg.block_size
+        tile = self.tile
+        maxima = [Signal(signed(SCORE_WIDTH), init=LOWEST_SCORE, name=f"row_max{q}") for q in range(B)]
+        m.d.comb += [self.row_max[q].eq(maxima[q]) for q in range(B)]
+
+        key = Signal(range(B))
+        real_key = Signal()
+        m.d.comb += [key.eq(tile.key_group * Mux(tile.four_bit, 2 * C, C) + self.beat),
+                     real_key.eq(tile.key_block * B + key < self.n_tokens),
+                     self.wr_en.eq(self.valid)]
+        for r in range(R):
+            product = Signal(signed(cfg.acc_width + 16 + 21), name=f"scaled{r}")
+            x = Signal(signed(SCORE_WIDTH), name=f"x{r}")
+            m.d.comb += [
+                product.eq(self.column[r] * self.cq * tile.ck),
+                x.eq((product + ((Const(1, 64) << self.score_shift) >> 1)) >> self.score_shift),
+                self.wr_addr[r].eq((tile.query_group * R + r) * cfg.max_seq_len + tile.kept_index * B + key),
+                self.wr_data[r].eq(x),
+            ]
+            for q in range(r, B, R):
+                with m.If(self.valid & real_key & (tile.query_group == q // R) & (x > maxima[q])):
+                    m.d.sync += maxima[q].eq(x)
+        with m.If(self.reset):
+            m.d.sync += [reg.eq(LOWEST_SCORE) for reg in maxima]
+        return m

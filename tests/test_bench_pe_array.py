@@ -1,0 +1,18 @@
+"""cocotb benches of the PE (``sim/test_pe.py``) and the systolic array (``sim/test_array.py``) on both
+simulators: random operands, stalls and back-pressure, every result compared with ``sw.golden``."""
+
+import pytest
+
+from paro.config import AcceleratorConfig
+from paro.sim.runner import run_bench
+
+ARRAY_SIZES = [(2, 2), (4, 4), (8, 8), (2, 4)]
+
+
+def test_pe_cocotb(simulator):
+    run_bench(AcceleratorConfig(), "pe", "paro.sim.test_pe", simulator, seed=20261125)
+
+
+@pytest.mark.parametrize("rows,cols", ARRAY_SIZES, ids=[f"{r}x{c}" for r, c in ARRAY_SIZES])
+def test_array_cocotb(simulator, rows, cols):
+    run_bench(AcceleratorConfig(rows=rows, cols=cols), "array", "paro.sim.test_array", simulator, seed=20261125)

@@ -1,0 +1,432 @@
+"""Amaranth-simulator unit tests of the attention engine's blocks, each against its golden twin in
+``paro.sw.golden`` (same name as the block). Seeds are fixed and printed in failures."""
+
+import numpy as np
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from paro.config import AcceleratorConfig, PEMode
+from paro.hw.accumulator import OutputAccumulator, accumulator_layout
+from paro.hw.controller import EngineController
+from paro.hw.k_reduce import KReduction
+from paro.hw.operand_feed import OperandFeed
+from paro.hw.output_stage import OutputStage
+from paro.hw.p_lanes import PLanes
+from paro.hw.registers import RegisterFile
+from paro.hw.scheduler import BlockScheduler
+from paro.hw.score_unit import LOWEST_SCORE, ScoreUnit
+from paro.hw.segment_shift import SegmentShift
+from paro.hw.tile_queue import TileQueue
+from paro.sw import golden
+from paro.sw.contract import BITMAP, COUNTERS, PROGRAM_REGISTERS, REGISTERS, TABLES
+
+SEED = 20261128
+CONFIG = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=128)
+LANES = 2 * CONFIG.cols
+
+
+def run(dut, testbench, clock=True):
+    sim = Simulator(dut)
+    if clock:
+        sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_k_reduction_every_int8_value():
+    dut = KReduction(CONFIG)
+    values = np.arange(-128, 128).reshape(-1, LANES)
+
+    async def testbench(ctx):
+        for row in values:
+            for n, value in enumerate(row):
+                ctx.set(dut.k8[n], int(value))
+            assert [ctx.get(dut.k4[n]) for n in range(LANES)] == golden.k_reduction(row).tolist(), row
+
+    run(dut, testbench, clock=False)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_p_lanes_numerators_and_levels(bits):
+    rng = np.random.default_rng(SEED + bits)
+    dut = PLanes(CONFIG)
+
+    async def testbench(ctx):
+        ctx.set(dut.four_bit, bits == 4)
+        for _ in range(300):
+            row_max = rng.integers(-(1 << 30), 1 << 30, LANES)
+            x = row_max - rng.choice([0, 1, 255, 256, 4000, 1 << 20], LANES) - rng.integers(0, 300, LANES)
+            z, valid = rng.integers(0, 16, LANES), bool(rng.random() < 0.8)
+            for n in range(LANES):
+                ctx.set(dut.x[n], int(x[n]))
+                ctx.set(dut.row_max[n], int(row_max[n]))
+                ctx.set(dut.z[n], int(z[n]))
+            ctx.set(dut.key_valid, valid)
+            e, p = golden.p_lanes(x, row_max, z, bits, valid, CONFIG)
+            assert [ctx.get(dut.e[n]) for n in range(LANES)] == e.tolist(), f"seed {SEED}: x={x} m={row_max}"
+            assert [ctx.get(dut.p[n]) for n in range(LANES)] == p.tolist(), f"seed {SEED}: e={e} z={z}"
+
+    run(dut, testbench, clock=False)
+
+
+def test_segment_shift_including_empty_segments():
+    rng = np.random.default_rng(SEED)
+    dut = SegmentShift(CONFIG)
+
+    async def testbench(ctx):
+        for _ in range(300):
+            row_max = rng.integers(-(1 << 30), 1 << 30, LANES)
+            seg_max = row_max - rng.choice([0, 3, 256, 1000, 3000, 6000], LANES)
+            seg_max[rng.random(LANES) < 0.2] = LOWEST_SCORE           # a segment with no real key
+            for n in range(LANES):
+                ctx.set(dut.row_max[n], int(row_max[n]))
+                ctx.set(dut.seg_max[n], int(seg_max[n]))
+            want = golden.segment_shift(row_max, seg_max, CONFIG)
+            assert [ctx.get(dut.z[n]) for n in range(LANES)] == want.tolist(), f"seed {SEED}: {row_max} {seg_max}"
+
+    run(dut, testbench, clock=False)
+
+
+def test_register_file_writes_reads_and_counters():
+    rng = np.random.default_rng(SEED)
+    dut = RegisterFile(CONFIG)
+    nb = CONFIG.max_blocks
+    writes = [(REGISTERS[name].address, int(rng.integers(0, 1 << 32))) for name in PROGRAM_REGISTERS]
+    writes += [(table.base + e, int(rng.integers(0, 1 << 20))) for table in TABLES.values() for e in range(nb)]
+    writes += [(BITMAP.base + int(e), int(rng.integers(0, 16))) for e in rng.choice(nb * nb, 10, replace=False)]
+    writes += [(REGISTERS["N_BLOCKS"].address, 5)]                      # a later write wins
+    registers, tables, bitmap = golden.register_file(writes, CONFIG)
+
+    async def testbench(ctx):
+        seen_bitmap = {}
+        for address, value in writes:
+            ctx.set(dut.bus.we, 1)
+            ctx.set(dut.bus.addr, address)
+            ctx.set(dut.bus.wdata, value)
+            assert ctx.get(dut.start) == 0
+            if ctx.get(dut.bitmap_we):
+                seen_bitmap[ctx.get(dut.bitmap_addr)] = ctx.get(dut.bitmap_data)
+            await ctx.tick()
+        ctx.set(dut.bus.we, 0)
+        assert {name: ctx.get(getattr(dut, name.lower())) for name in PROGRAM_REGISTERS} == registers
+        assert seen_bitmap == bitmap
+        for name in TABLES:
+            for entry, value in tables[name].items():
+                ctx.set(getattr(dut, f"{name.lower()}_addr"), entry)
+                assert ctx.get(getattr(dut, f"{name.lower()}_data")) == value, (name, entry)
+        ctx.set(dut.bus.addr, REGISTERS["START"].address)
+        ctx.set(dut.bus.wdata, 1)
+        ctx.set(dut.bus.we, 1)
+        assert ctx.get(dut.start) == 1
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.we, 0)
+        ctx.set(dut.clear, 0)
+        ctx.set(dut.busy, 1)
+        pattern = rng.random(50) < 0.7
+        for beat in pattern:
+            ctx.set(dut.beat, bool(beat))
+            await ctx.tick()
+        ctx.set(dut.busy, 0)
+        ctx.set(dut.beat, 0)
+        for name, value in (("kept8", 7), ("kept4", 9), ("skipped", 11), ("done", 1)):
+            ctx.set(getattr(dut, name), value)
+        expected = {"CYCLES": 50, "ARRAY_BEATS": int(pattern.sum()), "STALL_CYCLES": 50 - int(pattern.sum()),
+                    "KEPT8": 7, "KEPT4": 9, "SKIPPED": 11}
+        for name in COUNTERS:
+            ctx.set(dut.bus.addr, REGISTERS[name].address)
+            assert ctx.get(dut.bus.rdata) == expected[name], name
+        ctx.set(dut.bus.addr, REGISTERS["STATUS"].address)
+        assert ctx.get(dut.bus.rdata) == 0b10
+
+    run(dut, testbench)
+
+
+def _tile(**fields):
+    """A tile descriptor as a dict for ``ctx.set`` (fields not given are 0)."""
+    full = {"pass_b": 0, "query_group": 0, "key_group": 0, "dim_group": 0, "kept_index": 0, "key_block": 0,
+            "four_bit": 0, "ck": 0, "cv": 0, "z": [0] * LANES}
+    full.update(fields)
+    return full
+
+
+def test_score_unit_scales_stores_and_keeps_row_maxima():
+    rng = np.random.default_rng(SEED)
+    B, R = CONFIG.block_size, CONFIG.rows
+    kept, n_tokens, shift = [(0, 8), (2, 4)], 2 * B + 5, 14          # block 2 is partly padding
+    s = rng.integers(-(1 << 14), 1 << 14, (B, len(kept) * B))
+    cq, ck = int(rng.integers(1, 1 << 15)), rng.integers(1, 1 << 15, 3)
+    cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
+    four = np.repeat([b == 4 for _, b in kept], B)
+    x, row_max = golden.score_unit(s, cq, np.repeat([ck[j] for j, _ in kept], B), four, shift, cols < n_tokens)
+    dut = ScoreUnit(CONFIG)
+
+    async def testbench(ctx):
+        ctx.set(dut.cq, cq)
+        ctx.set(dut.score_shift, shift)
+        ctx.set(dut.n_tokens, n_tokens)
+        ctx.set(dut.reset, 1)
+        await ctx.tick()
+        ctx.set(dut.reset, 0)
+        written = {}
+        for index, (j, bits) in enumerate(kept):
+            width = CONFIG.cols * (2 if bits == 4 else 1)
+            factor = int(ck[j]) << (4 if bits == 4 else 0)
+            for key_group in range(B // width):
+                for query_group in range(B // R):
+                    ctx.set(dut.tile, _tile(query_group=query_group, key_group=key_group, kept_index=index,
+                                            key_block=j, four_bit=bits == 4, ck=factor))
+                    for beat in range(width):
+                        key = key_group * width + beat
+                        ctx.set(dut.valid, 1)
+                        ctx.set(dut.beat, beat)
+                        for r in range(R):
+                            ctx.set(dut.column[r], int(s[query_group * R + r, index * B + key]))
+                        assert ctx.get(dut.wr_en) == 1
+                        for r in range(R):
+                            written[ctx.get(dut.wr_addr[r])] = ctx.get(dut.wr_data[r])
+                        await ctx.tick()
+                        ctx.set(dut.valid, 0)
+                        if rng.random() < 0.3:
+                            await ctx.tick()                       # gaps between drained beats
+        expected = {q * CONFIG.max_seq_len + c: int(x[q, c]) for q in range(B) for c in range(len(kept) * B)}
+        assert written == expected
+        assert [ctx.get(dut.row_max[q]) for q in range(B)] == row_max.tolist()
+
+    run(dut, testbench)
+
+
+def test_tile_queue_pairs_every_beat_with_its_tile():
+    rng = np.random.default_rng(SEED)
+    dut = TileQueue(CONFIG)
+    tiles = [_tile(pass_b=int(rng.integers(2)), query_group=n, four_bit=int(rng.integers(2)),
+                   z=rng.integers(0, 16, LANES).tolist()) for n in range(12)]
+    beats = [CONFIG.cols * (2 if t["four_bit"] else 1) for t in tiles]
+    expected = [(t["query_group"], t["pass_b"], t["z"], beat) for t, beat in golden.tile_queue(tiles, beats)]
+
+    async def testbench(ctx):
+        got, pushed, drained_tiles, beat = [], 0, 0, 0
+        for _ in range(2000):
+            push = pushed < len(tiles) and ctx.get(dut.room) and rng.random() < 0.5
+            ctx.set(dut.push_en, push)
+            if push:
+                ctx.set(dut.push, tiles[pushed])
+            drain = drained_tiles < pushed and rng.random() < 0.7
+            ctx.set(dut.c.valid, drain)
+            ctx.set(dut.c.payload.last, drain and beat == beats[drained_tiles] - 1)
+            if drain:
+                assert ctx.get(dut.qk_valid) + ctx.get(dut.pv_valid) == 1
+                tile = ctx.get(dut.tile)
+                got.append((tile.query_group, tile.pass_b, [tile.z[n] for n in range(LANES)], ctx.get(dut.beat)))
+                beat += 1
+                if beat == beats[drained_tiles]:
+                    beat, drained_tiles = 0, drained_tiles + 1
+            await ctx.tick()
+            pushed += push
+            if drained_tiles == len(tiles):
+                break
+        assert got == expected
+        assert ctx.get(dut.empty) == 1
+
+    run(dut, testbench)
+
+
+def test_output_accumulator_read_modify_write():
+    rng = np.random.default_rng(SEED)
+    B, R, groups = CONFIG.block_size, CONFIG.rows, CONFIG.head_dim // CONFIG.rows
+    blocks = [(8, int(rng.integers(1, 1 << 15))), (4, int(rng.integers(1, 1 << 15)))]
+    u = rng.integers(-(1 << 12), 1 << 12, (len(blocks), B, CONFIG.head_dim))
+    z = rng.integers(0, 16, (len(blocks), B))
+    acc = np.zeros((B, CONFIG.head_dim), dtype=np.int64)
+    for index, (_, cv) in enumerate(blocks):
+        acc = golden.output_accumulator(acc, u[index], cv, z[index], first=index == 0)
+    dut = OutputAccumulator(CONFIG)
+
+    async def testbench(ctx):
+        for index, (bits, cv) in enumerate(blocks):
+            width = CONFIG.cols * (2 if bits == 4 else 1)
+            for query_group in range(B // width):
+                lanes_z = z[index, query_group * width:(query_group + 1) * width].tolist()
+                for dim_group in range(groups):
+                    ctx.set(dut.tile, _tile(pass_b=1, query_group=query_group, dim_group=dim_group,
+                                            kept_index=index, four_bit=bits == 4, cv=cv,
+                                            z=lanes_z + [0] * (LANES - width)))
+                    for beat in range(width):
+                        query = query_group * width + beat
+                        ctx.set(dut.valid, 1)
+                        ctx.set(dut.beat, beat)
+                        for r in range(R):
+                            ctx.set(dut.column[r], int(u[index, query, dim_group * R + r]))
+                        await ctx.tick()
+                        ctx.set(dut.valid, 0)
+                        assert ctx.get(dut.pending) == 1
+        await ctx.tick()
+        await ctx.tick()
+        assert ctx.get(dut.pending) == 0
+        ctx.set(dut.rd_en, 1)
+        for query in range(B):
+            for group in range(groups):
+                ctx.set(dut.rd_addr, query * groups + group)
+                await ctx.tick()
+                word = ctx.get(dut.rd_data)
+                assert [word[r] for r in range(R)] == acc[query, group * R:(group + 1) * R].tolist(), (query, group)
+
+    run(dut, testbench)
+
+
+def test_output_stage_codes_with_back_pressure():
+    rng = np.random.default_rng(SEED)
+    B, R, d = CONFIG.block_size, CONFIG.rows, CONFIG.head_dim
+    groups = d // R
+    acc = rng.integers(-(1 << 30), 1 << 30, (B, d))
+    row_sum = rng.integers(1 << CONFIG.exp_bits, 1 << (CONFIG.exp_bits + 3), B)
+    final_shift = 40
+    codes = golden.output_stage(acc, row_sum, final_shift, CONFIG)
+    m = Module()
+    m.submodules.stage = stage = OutputStage(CONFIG)
+    m.submodules.memory = memory = Memory(shape=accumulator_layout(CONFIG), depth=B * groups,
+                                          init=[acc[q, g * R:(g + 1) * R].tolist() for q in range(B) for g in range(groups)])
+    port = memory.read_port()
+    m.d.comb += [port.addr.eq(stage.rd_addr), port.en.eq(stage.rd_en), stage.rd_data.eq(port.data)]
+
+    async def testbench(ctx):
+        assert ctx.get(stage.idle) == 1
+        for q in range(B):
+            ctx.set(stage.row_sum[q], int(row_sum[q]))
+        ctx.set(stage.final_shift, final_shift)
+        ctx.set(stage.last_block, 1)
+        ctx.set(stage.start, 1)
+        await ctx.tick()
+        ctx.set(stage.start, 0)
+        got = []
+        for _ in range(20 * B * groups):
+            ready = rng.random() < 0.6
+            ctx.set(stage.o.ready, ready)
+            if ready and ctx.get(stage.o.valid):
+                beat = ctx.get(stage.o.payload)
+                got.append(([beat.o[r] for r in range(R)], beat.last))
+            await ctx.tick()
+            if ctx.get(stage.idle):
+                break
+        expected = [(codes[q, g * R:(g + 1) * R].tolist(), int(q == B - 1 and g == groups - 1))
+                    for q in range(B) for g in range(groups)]
+        assert got == expected
+
+    run(m, testbench)
+
+
+def test_engine_controller_issues_the_golden_tile_order():
+    """The controller with a real block scheduler and an always-ready datapath issues exactly the tiles of
+    :func:`golden.engine_controller`, in order, then raises ``done``."""
+    rng = np.random.default_rng(SEED)
+    nb = 3
+    bitmap = rng.choice([0, 4, 8], (nb, nb))
+    bitmap[np.arange(nb), rng.integers(0, nb, nb)] = 8               # every query row keeps a block
+    expected = golden.engine_controller(bitmap, CONFIG)
+    m = Module()
+    m.submodules.ctrl = ctrl = EngineController(CONFIG)
+    m.submodules.sched = sched = BlockScheduler(CONFIG)
+    wiring.connect(m, sched.o, ctrl.kept)
+    m.d.comb += [sched.start.eq(ctrl.sched_start), sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
+                 sched.clear.eq(ctrl.clear), sched.n_blocks.eq(nb), ctrl.n_blocks.eq(nb),
+                 ctrl.n_tokens.eq(nb * CONFIG.block_size), ctrl.advance.eq(1), ctrl.tile_room.eq(1),
+                 ctrl.tiles_empty.eq(1), ctrl.out_idle.eq(1), ctrl.kv_valid.eq(1), ctrl.q_valid.eq(1)]
+
+    async def testbench(ctx):
+        for i in range(nb):
+            for j in range(nb):
+                ctx.set(sched.wr_en, 1)
+                ctx.set(sched.wr_addr, i * CONFIG.max_blocks + j)
+                ctx.set(sched.wr_data, int(bitmap[i, j]))
+                await ctx.tick()
+        ctx.set(sched.wr_en, 0)
+        ctx.set(ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(ctrl.start, 0)
+        got = []
+        for _ in range(200_000):
+            if ctx.get(ctrl.tile_push):
+                tile = ctx.get(ctrl.tile)
+                entry = {"pass_b": tile.pass_b, "query_block": ctx.get(ctrl.sched_row), "key_block": tile.key_block,
+                         "kept_index": tile.kept_index, "four_bit": tile.four_bit, "query_group": tile.query_group}
+                entry["dim_group" if tile.pass_b else "key_group"] = tile.dim_group if tile.pass_b else tile.key_group
+                got.append(entry)
+            await ctx.tick()
+            if ctx.get(ctrl.done):
+                break
+        assert got == expected
+        assert ctx.get(ctrl.done) == 1 and ctx.get(ctrl.busy) == 0
+        assert ctx.get(sched.kept8) == (bitmap == 8).sum() and ctx.get(sched.skipped) == (bitmap == 0).sum()
+
+    run(m, testbench)
+
+
+def _capture(ctx, feed, four_bit, pass_b):
+    """The array operands of the beat the feed offers: (A column, B column values)."""
+    a = [ctx.get(feed.a.payload.a[r]) for r in range(CONFIG.rows)]
+    words = [ctx.get(feed.b.payload.b[c].int8) & 0xFF for c in range(CONFIG.cols)]
+    mode = (PEMode.UINT4 if pass_b else PEMode.INT4) if four_bit else PEMode.INT8
+    assert ctx.get(feed.a.payload.mode) == mode
+    return a, golden.unpack_operand_b(np.array(words), mode).tolist()
+
+
+@pytest.mark.parametrize("pass_b,four_bit", [(0, 1), (0, 0), (1, 0), (1, 1)],
+                         ids=["qk-int4", "qk-int8", "pv-int8", "pv-uint4"])
+def test_operand_feed_builds_the_golden_tile_operands(pass_b, four_bit):
+    rng = np.random.default_rng(SEED + 2 * pass_b + four_bit)
+    B, R, d = CONFIG.block_size, CONFIG.rows, CONFIG.head_dim
+    width = CONFIG.cols * (2 if four_bit else 1)
+    q8, k8, v8 = (rng.integers(-128, 128, (B, d)) for _ in range(3))
+    tile = {"pass_b": pass_b, "query_block": 0, "key_block": 0, "four_bit": four_bit, "query_group": 1,
+            "key_group": 1, "dim_group": 0}
+    # PV: scores of the tile's queries (lanes) against the block's keys, their row maxima, segment shifts.
+    x = rng.integers(-5000, 0, (width, B))
+    row_max = np.zeros(B, dtype=np.int64)
+    z = rng.integers(0, 4, width)
+    n_tokens = B - 3                                                 # the last 3 keys are padding
+    e, p = golden.p_lanes(x.T, 0, z, 8 if not four_bit else 4, True, CONFIG)
+    e, p = np.where(np.arange(B)[:, None] < n_tokens, e, 0).T, np.where(np.arange(B)[:, None] < n_tokens, p, 0).T
+    p_block = np.zeros((B, B), dtype=np.int64)
+    p_block[width:2 * width] = p
+    a_want, b_want, _ = golden.operand_feed(tile, q8, k8, v8, p_block, CONFIG)
+    depth = B if pass_b else d
+    dut = OperandFeed(CONFIG)
+
+    async def testbench(ctx):
+        ctx.set(dut.reset_sums, 1)
+        await ctx.tick()
+        ctx.set(dut.reset_sums, 0)
+        for r in range(R):
+            ctx.set(dut.q_rows[r], q8[R + r].tolist())
+        for n in range(LANES):
+            ctx.set(dut.k_rows[n], k8[width + n].tolist() if n < width else [0] * d)
+            ctx.set(dut.z[n], int(z[n]) if n < width else 0)
+        for q in range(B):
+            ctx.set(dut.row_max[q], int(row_max[q]))
+        ctx.set(dut.a.ready, 1)
+        ctx.set(dut.b.ready, 1)
+        columns = []
+        for k in range(depth + 1):
+            ctx.set(dut.fire, k < depth)
+            if k < depth:
+                ctx.set(dut.cmd, {"pass_b": pass_b, "step": k, "dim_group": 0, "query_group": 1, "four_bit": four_bit,
+                                  "last": k == depth - 1, "key_valid": k < n_tokens, "first_dim_group": 1})
+            if k > 0:                                                # the stage holds beat k - 1: its read data
+                ctx.set(dut.v_row, v8[k - 1].tolist())
+                for n in range(width):
+                    ctx.set(dut.scores[n], int(x[n, k - 1]))
+                assert ctx.get(dut.a.valid) == 1 and ctx.get(dut.beat) == 1
+                columns.append(_capture(ctx, dut, four_bit, pass_b))
+            assert ctx.get(dut.advance) == 1
+            await ctx.tick()
+        a_got = np.array([c[0] for c in columns]).T
+        b_got = np.array([c[1] for c in columns]).T[:width]
+        assert np.array_equal(a_got, a_want) and np.array_equal(b_got, b_want)
+        if pass_b:
+            sums = [ctx.get(dut.row_sum[q]) for q in range(B)]
+            assert sums[width:2 * width] == e.sum(axis=1).tolist() and sum(sums) == e.sum()
+
+    run(dut, testbench)
