@@ -40,7 +40,7 @@ Cycle behaviour:
 """
 
 from amaranth import Array, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.config import PEMode

@@ -8,7 +8,6 @@ segment is non-zero, so the shift is at least 1.
 """
 
 from amaranth import Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from paro.sw.golden import P_LEVELS, P_SHIFT_MAX

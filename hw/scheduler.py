@@ -20,7 +20,7 @@ Counters (for the pass that has ``count`` set at ``start``; ``clear`` zeroes the
 """
 
 from amaranth import Module, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 

@@ -12,7 +12,6 @@ Both are combinational (no latency); the engine instantiates one per lane of the
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from paro.sw.golden import P_SHIFT_MAX, exp_tables

@@ -83,6 +83,8 @@ def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=Non
     result = {
         "benchmark": "array_throughput",
         **provenance(),
+        "config": {**base.to_dict(), "rows": "per record", "cols": "per record", "acc_width": "per record"},
+        "sizes": [f"{rows}x{cols}" for rows, cols in sizes],
         "simulator": simulator,
         "units": {"cycles": "clock cycles from the first input beat taken to the last output beat taken",
                   "ideal_cycles": "MACs / (R * C * products per PE per cycle)",
