@@ -1,0 +1,62 @@
+"""Every number in the README's "Measured" table comes from a committed results file under results/, which
+names its configuration, commit and command; this test recomputes each table cell from those files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "results"
+
+
+def _load(name):
+    path = RESULTS / name
+    assert path.is_file(), f"results/{name} is not committed; run the command the README names"
+    result = json.loads(path.read_text())
+    assert result.get("commit") and result.get("command", "").startswith("paro "), f"{name} names no commit/command"
+    assert "config" in result, f"{name} names no configuration"
+    return result
+
+
+def _array(r):
+    ratios = [v for entry in r["summary"].values() for k, v in entry.items() if k.endswith("products_per_cycle")]
+    steady = [entry["int8_steady_utilization"] for entry in r["summary"].values()]
+    sizes = list(r["summary"])
+    return (f"{min(ratios):.2f}-{max(ratios):.2f}x; INT8 steady-state utilization {min(steady):.3f} "
+            f"({', '.join(sizes)})")
+
+
+def _calibration(r):
+    return f"cosine {r['cosine']:.4f} vs fp64 (same blocks at full precision {r['cosine_fp_mask']:.4f})"
+
+
+def _reorder(r):
+    cuts = sorted(r["reorder_pays"]["rel_l1_reduction"].values(), reverse=True)
+    return f"rel_l1 {' and '.join(f'{100 * c:.0f}%' for c in cuts)} lower than the identity order"
+
+
+def _engine(r):
+    assert r["bit_exact"] is True
+    return (f"bit-exact; {r['cycles']:,} cycles, utilization {r['utilization']:.3f}; "
+            f"{r['speedup_vs_dense_int8']:.2f}x fewer cycles than dense INT8 ({r['dense_int8_cycles']:,})")
+
+
+def _ecp5(r):
+    f = r["ecp5"]
+    return (f"{f['luts']:,} LUTs, {f['flip_flops']:,} FFs, {f['dsps']} DSPs, {f['brams']} BRAM, "
+            f"{f['fmax_mhz']:.1f} MHz; PE area {r['pe_area_ratio']:.2f}x INT8-only")
+
+
+CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
+         ("small_calibration.json", _reorder), ("engine_small_head1.json", _engine),
+         ("synth_ecp5_4x4.json", _ecp5)]
+
+
+@pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])
+def test_readme_table_agrees_with_results(name, cell):
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Measured"):]
+    table = table[:table.index("\n## ", 1)]
+    expected = cell(_load(name))
+    assert f"| {expected} |" in table, f"README's Measured table should say: {expected}"
