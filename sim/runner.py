@@ -26,7 +26,7 @@ from cocotb_tools.runner import get_results, get_runner
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
 from paro.files import build_root
-from paro.hw.emit import write_verilog
+from paro.hw.emit import emit_verilog, write_verilog
 
 __all__ = ["SIMULATORS", "INSTALL_HINTS", "BenchFailure", "simulator_problem", "run_bench", "verilator_env"]
 
@@ -128,7 +128,11 @@ def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, ext
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     build_dir = _build_dir(config, top, simulator, tag, build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    source, _ = write_verilog(config, build_dir / "paro.v", top=top)
+    # Rewrite the Verilog only when it changed: an unchanged file keeps its date, so a later bench of the same
+    # design in the same folder skips Verilator's C++ rebuild (Verilator and make see nothing new).
+    source = build_dir / "paro.v"
+    if not source.exists() or source.read_text() != emit_verilog(config, top):
+        write_verilog(config, source, top=top)
 
     saved = {key: os.environ.get(key) for key in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")}
     os.environ.update(verilator_env() if simulator == "verilator" else {})

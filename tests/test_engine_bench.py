@@ -20,6 +20,12 @@ def _tiny_plan(tmp_path):
     return load_plan(path)
 
 
+#: The tiny-config Verilator benches share one build folder (the same tag as ``paro simulate``): one worker
+#: runs them in turn, so the engine's C++ is compiled once.
+TINY_VERILATOR = pytest.mark.xdist_group("engine-tiny-verilator")
+
+
+@TINY_VERILATOR
 def test_engine_tiny_heads(simulator, tmp_path):
     """Whole tiny heads from a real plan: mixed, all-8-bit dense, one kept block per row, every bitwidth."""
     plan = _tiny_plan(tmp_path)
@@ -33,7 +39,7 @@ def test_engine_tiny_heads(simulator, tmp_path):
                 engine_program(plan, 0, bitmap=np.full((nb, nb), 8, dtype=np.uint8), workload=workload),
                 engine_program(plan, 2, bitmap=one_block, workload=workload),
                 engine_program(plan, 3, workload=workload)]
-    counters = run_programs(plan.config, programs, simulator, tag="tiny")
+    counters = run_programs(plan.config, programs, simulator)
     assert counters[1]["KEPT8"] == nb * nb and counters[1]["SKIPPED"] == 0
     assert counters[2]["KEPT8"] + counters[2]["KEPT4"] == nb
 
@@ -49,6 +55,7 @@ def test_engine_small_head_verilator(verilator, tmp_path):
     assert counters["KEPT4"] > 0 and counters["KEPT8"] > 0
 
 
+@TINY_VERILATOR
 def test_engine_mismatch_is_reported(verilator, tmp_path):
     """A single wrong expected code makes the run fail: bit-exactness is checked, not assumed."""
     plan = _tiny_plan(tmp_path)
@@ -56,7 +63,7 @@ def test_engine_mismatch_is_reported(verilator, tmp_path):
     prog.codes = prog.codes.copy()
     prog.codes[5, 3] += 1
     with pytest.raises(ParoError) as error:
-        run_programs(plan.config, [prog], verilator, tag="mismatch")   # own build folder: no race
+        run_programs(plan.config, [prog], verilator)
     groups = plan.config.head_dim // plan.config.rows
     message = str(error.value)
     assert message.startswith(f"the engine on verilator did not match the golden model: program 0, "

@@ -129,6 +129,7 @@ def test_output_path_that_cannot_be_written(tiny_plan, tmp_path, capsys, command
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker.txt"]
 
 
+@pytest.mark.xdist_group("engine-tiny-verilator")       # shares the tiny engine build with the engine benches
 def test_simulate_success_report(tiny_plan, tmp_path, capsys, verilator):
     """The success path: a bit-exact head, its dense INT8 baseline from the same invocation, ideal cycles
     recomputed here from the bitmap, counters equal to the bitmap's block counts."""
