@@ -48,16 +48,14 @@ def run_programs(config, programs, simulator, seed=20261125, gap=0.2, tag="engin
     build (from the runner), a program that did not finish, or the first output that differs from the
     golden model.
     """
-    for n, prog in enumerate(programs):
-        try:
-            check_program(config, prog)
-        except ParoError as error:
-            raise ParoError(f"program {n} cannot run on this engine: {error}") from None
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(tmp) / f"program{n}.npz" for n in range(len(programs))]
         outcomes = [Path(tmp) / f"outcome{n}.json" for n in range(len(programs))]
-        for path, prog in zip(paths, programs):
-            save_program(config, prog, path)
+        for n, (path, prog) in enumerate(zip(paths, programs)):
+            try:
+                save_program(config, prog, path)          # checks the program against the contract first
+            except ParoError as error:
+                raise ParoError(f"program {n} cannot run on this engine: {error}") from None
         env = {"PARO_PROGRAMS": os.pathsep.join(map(str, paths)),
                "PARO_OUTCOMES": os.pathsep.join(map(str, outcomes)),
                "PARO_CYCLE_LIMITS": os.pathsep.join(str(cycle_limit(config, p)) for p in programs), "PARO_GAP": str(gap)}
