@@ -10,8 +10,9 @@ from amaranth.lib import wiring
 
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
+from paro.sw.contract import check_engine_config
 
-__all__ = ["ConfiguredComponent"]
+__all__ = ["ConfiguredComponent", "EngineBlock"]
 
 
 class ConfiguredComponent(wiring.Component):
@@ -34,3 +35,11 @@ class ConfiguredComponent(wiring.Component):
     @property
     def config(self):
         return self._config
+
+
+class EngineBlock(ConfiguredComponent):
+    """A block that exists only inside the attention engine: built for configurations the engine takes."""
+
+    @classmethod
+    def check(cls, config):
+        check_engine_config(config)

@@ -2,15 +2,15 @@
 twice (QK^T, then softmax and PV) and hands each block to the output stage.
 
 Golden twin: :func:`paro.sw.golden.engine_controller` (the tiles it issues, in order, with their
-descriptors). States, per head: ``IDLE`` -(start)-> ``LOAD_KV`` (one K/V token per cycle while ``kv_valid``,
-``n_blocks * B`` tokens) -> per query block ``i``:
+descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i``:
 
-* ``LOAD_Q``: ``B`` query tokens; then resets the row maxima and sums, latches ``cq_i`` and starts the
-  scheduler's walk of row ``i``.
-* ``A_NEXT`` / ``A_TILES``: per kept block (from the scheduler), ``(B/R) x (B/(C*ppc))`` QK^T tiles of
+* ``LOAD_Q``: wants query block ``i`` on chip (``want``, served by the :class:`~.fetcher.Fetcher`); when it
+  is there, resets the row maxima and sums, latches ``cq_i`` and starts the scheduler's walk of row ``i``.
+* ``A_NEXT`` / ``A_TILES``: per kept block (from the scheduler; taken once the fetcher has its K rows on
+  chip), ``(B/R) x (B/(C*ppc))`` QK^T tiles of
   ``head_dim`` beats, one beat per cycle while the feed advances; each tile's first beat pushes its
   descriptor (and waits for room in the tile queue). ``A_WAIT``: until the feed and the tile queue are empty.
-* ``B_NEXT``: the next kept block; per query group ``B_PRESCAN`` reads the block's ``B`` stored scores of
+* ``B_NEXT``: the next kept block (taken once its V rows are on chip); per query group ``B_PRESCAN`` reads the block's ``B`` stored scores of
   the group's lanes (one key per cycle, after the feed has emptied) for each lane's segment maximum,
   ``B_ZCALC`` (one cycle) registers the segment shifts ``z``, and ``B_TILES`` issues ``d/R`` PV tiles of ``B``
   beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
@@ -28,6 +28,7 @@ from paro.config import SCORE_WIDTH
 from paro.sw.golden import P_SHIFT_MAX
 
 from .component import ConfiguredComponent
+from .fetcher import WANT_K, WANT_Q, WANT_V, want_layout
 from .operand_feed import issue_layout
 from .scheduler import kept_layout
 from .score_unit import LOWEST_SCORE, lane_row_max
@@ -50,10 +51,9 @@ class EngineController(ConfiguredComponent):
             **{f"{t}_addr": Out(range(nb)) for t in ("cq", "ck", "cv8", "cv4")},
             **{f"{t}_data": In(16) for t in ("cq", "ck", "cv8", "cv4")},
             "cq": Out(16),
-            "kv_valid": In(1), "kv_ready": Out(1), "kv_write": Out(1),
-            "q_valid": In(1), "q_ready": Out(1), "q_write": Out(1), "load_addr": Out(range(tokens)),
-            "q_addr": Out(data.ArrayLayout(range(B), R)), "k_addr": Out(data.ArrayLayout(range(tokens), lanes)),
-            "v_addr": Out(range(tokens)), "s_addr": Out(data.ArrayLayout(range(B * tokens), lanes)),
+            "want": Out(stream.Signature(want_layout(config))),
+            "q_addr": Out(data.ArrayLayout(range(2 * B), R)), "k_addr": Out(data.ArrayLayout(range(tokens), lanes)),
+            "v_addr": Out(range(tokens)), "s_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), lanes)),
             "scores": In(scores), "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "z": Out(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
@@ -66,11 +66,11 @@ class EngineController(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, C, B, d, tokens = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.max_seq_len
+        R, C, B, d = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim
         lanes = 2 * C
         busy = Signal()
-        query_block, token = Signal(range(cfg.max_blocks + 1)), Signal(range(tokens + 1))
-        key_block, kept_index = Signal(range(cfg.max_blocks)), Signal(range(cfg.max_blocks + 1))
+        query_block = Signal(range(cfg.max_blocks + 1))
+        key_block, kept_index = Signal(range(cfg.max_blocks)), Signal(range(cfg.max_kept_blocks + 1))
         four_bit, ck, cv = Signal(), Signal(20), Signal(16)
         step = Signal(range(max(B, d) + 1))
         query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
@@ -80,7 +80,7 @@ class EngineController(ConfiguredComponent):
         keys_per_tile = Signal(range(lanes + 1))
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
         m.d.comb += [self.busy.eq(busy), self.z.eq(z), self.sched_row.eq(query_block),
-                     self.load_addr.eq(token), self.out_last_block.eq(query_block == self.n_blocks - 1),
+                     self.out_last_block.eq(query_block == self.n_blocks - 1),
                      keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room)]
         cmd, tile = self.cmd, self.tile
 
@@ -89,43 +89,45 @@ class EngineController(ConfiguredComponent):
             m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, four_bit, query_group)),
                          segment_shift.seg_max[n].eq(seg_max[n])]
 
+        def want_kept_block(kind):
+            """Want the offered kept block's K or V rows; take the block (or the row's end) from the scheduler
+            once they are on chip. Returns the condition under which a block was taken."""
+            block = self.kept.valid & ~self.kept.payload.end
+            m.d.comb += [self.want.valid.eq(block), self.want.payload.kind.eq(kind),
+                         self.want.payload.block.eq(self.kept.payload.j),
+                         self.kept.ready.eq(self.kept.payload.end | self.want.ready)]
+            return block & self.want.ready
+
         def score_addresses(key):
             for n in range(lanes):
-                m.d.comb += self.s_addr[n].eq((query_group * keys_per_tile + n) * tokens + kept_index * B + key)
+                m.d.comb += self.s_addr[n].eq((query_group * keys_per_tile + n) * cfg.max_kept_keys + kept_index * B + key)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [busy.eq(1), self.done.eq(0), token.eq(0), query_block.eq(0)]
+                    m.d.sync += [busy.eq(1), self.done.eq(0), query_block.eq(0)]
                     m.d.comb += self.clear.eq(1)
-                    m.next = "LOAD_KV"
-            with m.State("LOAD_KV"):
-                m.d.comb += [self.kv_ready.eq(1), self.kv_write.eq(self.kv_valid)]
-                with m.If(self.kv_valid):
-                    m.d.sync += token.eq(token + 1)
-                    with m.If(token == self.n_blocks * B - 1):
-                        m.d.sync += token.eq(0)
-                        m.next = "LOAD_Q"
+                    m.next = "LOAD_Q"
             with m.State("LOAD_Q"):
-                m.d.comb += [self.q_ready.eq(1), self.q_write.eq(self.q_valid), self.cq_addr.eq(query_block)]
-                with m.If(self.q_valid):
-                    m.d.sync += token.eq(token + 1)
-                    with m.If(token == B - 1):
-                        m.d.comb += [self.reset_rows.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
-                        m.d.sync += [token.eq(0), kept_index.eq(0), self.cq.eq(self.cq_data)]
-                        m.next = "A_NEXT"
+                m.d.comb += [self.want.valid.eq(1), self.want.payload.kind.eq(WANT_Q),
+                             self.want.payload.block.eq(query_block), self.cq_addr.eq(query_block)]
+                with m.If(self.want.ready):
+                    m.d.comb += [self.reset_rows.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
+                    m.d.sync += [kept_index.eq(0), self.cq.eq(self.cq_data)]
+                    m.next = "A_NEXT"
             with m.State("A_NEXT"):
-                m.d.comb += [self.kept.ready.eq(1), self.ck_addr.eq(self.kept.payload.j)]
+                fetched = want_kept_block(WANT_K)
+                m.d.comb += self.ck_addr.eq(self.kept.payload.j)
                 with m.If(self.kept.valid & self.kept.payload.end):
                     m.next = "A_WAIT"
-                with m.Elif(self.kept.valid):
+                with m.Elif(fetched):
                     four = self.kept.payload.bits == 4
                     m.d.sync += [key_block.eq(self.kept.payload.j), four_bit.eq(four), step.eq(0),
                                  query_group.eq(0), key_group.eq(0), ck.eq(Mux(four, self.ck_data << 4, self.ck_data))]
                     m.next = "A_TILES"
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)
-                m.d.comb += [self.q_addr[r].eq(query_group * R + r) for r in range(R)]
+                m.d.comb += [self.q_addr[r].eq(query_block[0] * B + query_group * R + r) for r in range(R)]
                 m.d.comb += [self.k_addr[n].eq(key_block * B + key_group * keys_per_tile + n) for n in range(lanes)]
                 m.d.comb += [tile.query_group.eq(query_group), tile.key_group.eq(key_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),
@@ -147,11 +149,11 @@ class EngineController(ConfiguredComponent):
                     m.d.sync += kept_index.eq(0)
                     m.next = "B_NEXT"
             with m.State("B_NEXT"):
-                m.d.comb += [self.kept.ready.eq(1), self.cv8_addr.eq(self.kept.payload.j),
-                             self.cv4_addr.eq(self.kept.payload.j)]
+                fetched = want_kept_block(WANT_V)
+                m.d.comb += [self.cv8_addr.eq(self.kept.payload.j), self.cv4_addr.eq(self.kept.payload.j)]
                 with m.If(self.kept.valid & self.kept.payload.end):
                     m.next = "B_WAIT"
-                with m.Elif(self.kept.valid):
+                with m.Elif(fetched):
                     four = self.kept.payload.bits == 4
                     m.d.sync += [key_block.eq(self.kept.payload.j), four_bit.eq(four), query_group.eq(0),
                                  dim_group.eq(0), step.eq(0), scan_key.eq(0),

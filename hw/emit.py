@@ -11,6 +11,7 @@ from amaranth.back import verilog
 
 from paro.errors import ParoError
 from paro.files import atomic_write
+from paro.sw.contract import engine_buffers
 
 from .array import SystolicArray
 from .pe import ProcessingElement
@@ -30,7 +31,12 @@ def build_top(config, top="array"):
 
 
 def params(config, top):
-    return {"top": top, "config": config.to_dict(), "derived": config.derived()}
+    """The params JSON: the config, its derived sizes and, for the engine, every on-chip buffer's size in bits."""
+    result = {"top": top, "config": config.to_dict(), "derived": config.derived()}
+    if top == "engine":
+        buffers = engine_buffers(config)
+        result["buffers"] = {**buffers, "total_bits": sum(b["bits"] for b in buffers.values())}
+    return result
 
 
 def emit_verilog(config, top="array", name="paro"):

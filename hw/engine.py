@@ -7,7 +7,11 @@ its own cycle behaviour and has its own golden twin and unit test:
 ====================================== ==================================================================
 block                                  does
 ====================================== ==================================================================
+:class:`~.axi_lite.AxiLiteSlave`       AXI4-Lite control port onto the register bus
 :class:`~.registers.RegisterFile`      register bus, control registers, per-block tables, counters
+:class:`~.fetcher.Fetcher`             Q, K and V rows into the buffers (kept blocks only, once a head)
+:class:`~.mem_reader.MemoryReader`     AXI4 read bursts to token rows
+:class:`~.mem_writer.MemoryWriter`     output codes to AXI4 write bursts
 :class:`~.controller.EngineController` the FSM: loads, walks kept blocks, issues tiles, prescans
 :class:`~.scheduler.BlockScheduler`    bitmap memory; emits a query row's kept key blocks
 :class:`~.operand_feed.OperandFeed`    issue stage: array operands (with K reduction and P lanes), row sums
@@ -15,19 +19,19 @@ block                                  does
 :class:`~.tile_queue.TileQueue`        descriptors of tiles in flight, matched to drained beats
 :class:`~.score_unit.ScoreUnit`        pass A: scaled scores into the score buffer, row maxima
 :class:`~.accumulator.OutputAccumulator` pass B: scaled PV columns into the output accumulators
-:class:`~.output_stage.OutputStage`    reciprocals and output codes on the ``o`` stream
+:class:`~.output_stage.OutputStage`    reciprocals and output codes (to the memory writer)
 ====================================== ==================================================================
 
 Interfaces
 ----------
-* ``kv`` (stream in): one token per beat, ``k`` and ``v`` rows of ``head_dim`` signed bytes (smoothed K).
-  The first ``n_blocks * block_size`` beats after ``start`` fill the K and V buffers.
-* ``q`` (stream in): one query token per beat; ``block_size`` beats at the start of every query block.
-* ``o`` (stream out): output codes, one beat per (query, group of ``rows`` head dimensions), query-major;
-  ``last`` on the head's final beat.
-* Control: the register bus ``csr`` (:data:`~.registers.CSRBus`; map in :mod:`paro.sw.contract`). Write
-  the scalar registers, the per-block multiplier tables and the bitmap, then write 1 to ``START``; ``done``
-  rises when the last output beat has left. Status and counters are readable.
+* ``m_axi``: AXI4 master (:func:`~.axi4.axi4_signature`, ``config.axi_data_bits`` data; Verilog
+  ``m_axi__araddr`` and so on). Reads Q, K and V (``int8 [tokens, head_dim]`` at ``Q_ADDR``, ``K_ADDR``,
+  ``V_ADDR``) and writes the output codes (``int16 [tokens, head_dim]`` at ``O_ADDR``); layout and burst
+  rules in :mod:`paro.sw.contract`. Only the K and V blocks the bitmap keeps are read, each once a head.
+* Control: the AXI4-Lite slave ``axil`` (:data:`~.axi_lite.AxiLiteSignature`; Verilog ``axil__awaddr`` and
+  so on; map and access rules in :mod:`paro.sw.contract`). Write the scalar registers (addresses included),
+  the per-block multiplier tables and the bitmap, then write 1 to ``START``; ``done`` rises when the last
+  output burst has been answered. Status and counters (bytes read and written included) are readable.
 
 Dataflow per query block i (two-pass softmax that stores S)
 -----------------------------------------------------------
@@ -43,66 +47,60 @@ Dataflow per query block i (two-pass softmax that stores S)
    drained column (one query, R head dims) is scaled by the block's V multiplier, shifted by ``z`` and added
    into the output accumulator buffer.
 3. **Output**: per query, ``r = floor(2**recip_bits / l)`` and the codes
-   ``clip(round(round(A / 2**pre) * r / 2**final_shift))`` stream out.
+   ``clip(round(round(A / 2**pre) * r / 2**final_shift))`` go to memory at ``O_ADDR``.
 
 Why store S rather than recompute it: recomputing costs a second QK^T pass, 50% more array cycles (pass A
 and pass B have equal MACs), which caps utilization at 2/3; storing costs a buffer of
-``block_size x kept keys`` scores (``block_size x max_seq_len x 48`` bits at most). Online (single-pass)
+``block_size x max_kept_keys`` scores of 48 bits (``config.max_kept_keys``, checked against every plan). Online (single-pass)
 softmax would need rescaling of the running output, which changes the integers the golden model defines.
 
 Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline; it waits for the
 prescans (``B`` cycles per ``head_dim/R`` tiles), the pass switches (pipeline drain, ``~R + C + 2C``
-cycles), the buffer fills (``B`` query beats per query block, ``n_blocks * B`` K/V beats per head) and the
-output stage (``B * head_dim / R`` beats per query block). ``paro simulate`` measures all of it.
+cycles), the fetches (per query block its Q rows, per newly kept key block its K rows in pass A and V rows in
+pass B: ``B * head_dim * 8 / axi_data_bits`` beats each, plus memory latency) and the output stage
+(``B * head_dim / R`` beats per query block, written back before the next query block starts).
+Overlapped: nothing of the above yet; fetches, output and compute run in turn. ``paro simulate`` measures it.
 """
 
 from amaranth import Module, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from paro.config import SCORE_WIDTH
-from paro.sw.contract import check_engine_config
+from paro.sw.contract import OUTPUT_CODE_BYTES, engine_buffers
 
 from .accumulator import OutputAccumulator
 from .array import SystolicArray
-from .component import ConfiguredComponent
+from .axi4 import axi4_signature, connect_members
+from .axi_lite import AxiLiteSignature, AxiLiteSlave
+from .component import EngineBlock
 from .controller import EngineController
+from .fetcher import Fetcher
+from .mem_reader import MemoryReader
+from .mem_writer import MemoryWriter
 from .operand_feed import OperandFeed, row_layout
-from .output_stage import OutputStage, o_layout
-from .registers import CSRBus, RegisterFile
+from .output_stage import OutputStage
+from .registers import RegisterFile
 from .scheduler import BlockScheduler
 from .score_unit import ScoreUnit
 from .tile_queue import TileQueue
 
-__all__ = ["AttentionEngine", "kv_layout", "q_layout", "o_layout"]
+__all__ = ["AttentionEngine"]
 
 
-def kv_layout(config):
-    """One K/V token: ``k`` (smoothed) and ``v``, ``head_dim`` signed bytes each."""
-    return data.StructLayout({"k": row_layout(config), "v": row_layout(config)})
-
-
-def q_layout(config):
-    """One query token: ``head_dim`` signed bytes."""
-    return data.StructLayout({"q": row_layout(config)})
-
-
-class AttentionEngine(ConfiguredComponent):
-    @classmethod
-    def check(cls, config):
-        check_engine_config(config)
-
+class AttentionEngine(EngineBlock):
     def __init__(self, config):
         super().__init__(config, {
-            "kv": In(stream.Signature(kv_layout(config))), "q": In(stream.Signature(q_layout(config))),
-            "o": Out(stream.Signature(o_layout(config))), "csr": In(CSRBus), "busy": Out(1), "done": Out(1),
+            "m_axi": Out(axi4_signature(config.axi_data_bits)), "axil": In(AxiLiteSignature),
+            "busy": Out(1), "done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        B, R, lanes, tokens = cfg.block_size, cfg.rows, 2 * cfg.cols, cfg.max_seq_len
+        R, lanes = cfg.rows, 2 * cfg.cols
+        m.submodules.control = control = AxiLiteSlave()
         m.submodules.registers = regs = RegisterFile(cfg)
         m.submodules.controller = ctrl = EngineController(cfg)
         m.submodules.scheduler = sched = BlockScheduler(cfg)
@@ -112,12 +110,17 @@ class AttentionEngine(ConfiguredComponent):
         m.submodules.score_unit = score = ScoreUnit(cfg)
         m.submodules.accumulator = acc = OutputAccumulator(cfg)
         m.submodules.output_stage = out = OutputStage(cfg)
+        m.submodules.fetcher = fetch = Fetcher(cfg)
+        m.submodules.reader = reader = MemoryReader(cfg)
+        m.submodules.writer = writer = MemoryWriter(cfg)
 
-        # Buffers: K and V (every token of the head), Q (one query block), scores (B x max_seq_len).
-        m.submodules.k_buffer = kmem = Memory(shape=row_layout(cfg), depth=tokens, init=[])
-        m.submodules.v_buffer = vmem = Memory(shape=row_layout(cfg), depth=tokens, init=[])
-        m.submodules.q_buffer = qmem = Memory(shape=row_layout(cfg), depth=B, init=[])
-        m.submodules.score_buffer = smem = Memory(shape=signed(SCORE_WIDTH), depth=B * tokens, init=[])
+        # Buffers (sizes from the contract): K and V (every token of the head), Q (two query blocks), scores
+        # (B x max_kept_keys).
+        size = {name: buffer["entries"] for name, buffer in engine_buffers(cfg).items()}
+        m.submodules.k_buffer = kmem = Memory(shape=row_layout(cfg), depth=size["k_buffer"], init=[])
+        m.submodules.v_buffer = vmem = Memory(shape=row_layout(cfg), depth=size["v_buffer"], init=[])
+        m.submodules.q_buffer = qmem = Memory(shape=row_layout(cfg), depth=size["q_buffer"], init=[])
+        m.submodules.score_buffer = smem = Memory(shape=signed(SCORE_WIDTH), depth=size["score_buffer"], init=[])
         k_wr, v_wr, q_wr = kmem.write_port(), vmem.write_port(), qmem.write_port()
         s_wr = [smem.write_port() for _ in range(R)]
         k_rd = [kmem.read_port() for _ in range(lanes)]
@@ -125,12 +128,18 @@ class AttentionEngine(ConfiguredComponent):
         q_rd = [qmem.read_port() for _ in range(R)]
         s_rd = [smem.read_port() for _ in range(lanes)]
 
-        wiring.connect(m, wiring.flipped(self.csr), regs.bus)
+        wiring.connect(m, wiring.flipped(self.axil), control.axil)
+        wiring.connect(m, control.csr, regs.bus)
         wiring.connect(m, sched.o, ctrl.kept)
         wiring.connect(m, feed.a, array.a)
         wiring.connect(m, feed.b, array.b)
         wiring.connect(m, array.c, tiles.c)
-        wiring.connect(m, out.o, wiring.flipped(self.o))
+        wiring.connect(m, out.o, writer.o)
+        wiring.connect(m, ctrl.want, fetch.want)
+        wiring.connect(m, fetch.req, reader.req)
+        wiring.connect(m, reader.row, fetch.row)
+        connect_members(m, self.m_axi, reader.axi)
+        connect_members(m, self.m_axi, writer.axi)
         m.d.comb += [
             self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
             # register file <-> controller, scheduler
@@ -140,12 +149,15 @@ class AttentionEngine(ConfiguredComponent):
             sched.wr_en.eq(regs.bitmap_we), sched.wr_addr.eq(regs.bitmap_addr), sched.wr_data.eq(regs.bitmap_data),
             sched.n_blocks.eq(regs.n_blocks), sched.clear.eq(ctrl.clear), sched.start.eq(ctrl.sched_start),
             sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
-            # loads
-            ctrl.kv_valid.eq(self.kv.valid), self.kv.ready.eq(ctrl.kv_ready),
-            ctrl.q_valid.eq(self.q.valid), self.q.ready.eq(ctrl.q_ready),
-            k_wr.en.eq(ctrl.kv_write), k_wr.addr.eq(ctrl.load_addr), k_wr.data.eq(self.kv.payload.k),
-            v_wr.en.eq(ctrl.kv_write), v_wr.addr.eq(ctrl.load_addr), v_wr.data.eq(self.kv.payload.v),
-            q_wr.en.eq(ctrl.q_write), q_wr.addr.eq(ctrl.load_addr), q_wr.data.eq(self.q.payload.q),
+            # memory: fetches into the buffers, output codes out, byte counters
+            fetch.start.eq(ctrl.clear), fetch.n_blocks.eq(regs.n_blocks), fetch.q_addr.eq(regs.q_addr), fetch.k_addr.eq(regs.k_addr),
+            fetch.v_addr.eq(regs.v_addr),
+            k_wr.en.eq(fetch.k_we), k_wr.addr.eq(fetch.wr_addr), k_wr.data.eq(fetch.wr_data),
+            v_wr.en.eq(fetch.v_we), v_wr.addr.eq(fetch.wr_addr), v_wr.data.eq(fetch.wr_data),
+            q_wr.en.eq(fetch.q_we), q_wr.addr.eq(fetch.wr_addr), q_wr.data.eq(fetch.wr_data),
+            writer.start.eq(ctrl.out_start),
+            writer.addr.eq(regs.o_addr + ctrl.sched_row * (cfg.block_size * cfg.head_dim * OUTPUT_CODE_BYTES)),
+            regs.read_beat.eq(reader.beat), regs.write_beat.eq(writer.beat),
             # issue side
             feed.cmd.eq(ctrl.cmd), feed.fire.eq(ctrl.fire), ctrl.advance.eq(feed.advance),
             ctrl.feed_busy.eq(feed.busy), feed.row_max.eq(score.row_max), feed.z.eq(ctrl.z),
@@ -160,7 +172,8 @@ class AttentionEngine(ConfiguredComponent):
             acc.valid.eq(tiles.pv_valid), acc.column.eq(tiles.column), acc.tile.eq(tiles.tile),
             acc.beat.eq(tiles.beat), ctrl.acc_pending.eq(acc.pending),
             # output
-            out.start.eq(ctrl.out_start), out.last_block.eq(ctrl.out_last_block), ctrl.out_idle.eq(out.idle),
+            out.start.eq(ctrl.out_start), out.last_block.eq(ctrl.out_last_block),
+            ctrl.out_idle.eq(out.idle & writer.idle),
             out.final_shift.eq(regs.final_shift), out.row_sum.eq(feed.row_sum),
             acc.rd_addr.eq(out.rd_addr), acc.rd_en.eq(out.rd_en), out.rd_data.eq(acc.rd_data),
         ]

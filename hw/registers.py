@@ -10,8 +10,9 @@ to ``START`` raises ``start`` for that cycle. A write to a table region writes t
 address's offset; a write to the bitmap region drives ``bitmap_we``/``bitmap_addr``/``bitmap_data`` (the
 bitmap lives in the block scheduler). Tables are read asynchronously (``*_addr`` to ``*_data``, same cycle).
 
-Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``; ``clear`` (the
-controller accepting a start) zeroes both. ``STALL_CYCLES`` reads ``CYCLES - ARRAY_BEATS``.
+Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``, ``BYTES_READ`` and
+``BYTES_WRITTEN`` add ``axi_data_bits / 8`` for each ``read_beat`` and ``write_beat``; ``clear`` (the
+controller accepting a start) zeroes them. ``STALL_CYCLES`` reads ``CYCLES - ARRAY_BEATS``.
 """
 
 from amaranth import Cat, Module, Signal
@@ -35,7 +36,7 @@ class RegisterFile(ConfiguredComponent):
         ports = {"bus": In(CSRBus), "start": Out(1),
                  "bitmap_we": Out(1), "bitmap_addr": Out(range(nb * nb)), "bitmap_data": Out(BITMAP.entry_bits),
                  "busy": In(1), "done": In(1), "beat": In(1), "clear": In(1),
-                 "kept8": In(32), "kept4": In(32), "skipped": In(32)}
+                 "kept8": In(32), "kept4": In(32), "skipped": In(32), "read_beat": In(1), "write_beat": In(1)}
         for name in PROGRAM_REGISTERS:
             ports[name.lower()] = Out(REGISTERS[name].width(config))
         for name, table in TABLES.items():
@@ -63,15 +64,17 @@ class RegisterFile(ConfiguredComponent):
                     with m.Case(REGISTERS[name].address):
                         m.d.sync += getattr(self, name.lower()).eq(bus.wdata)
 
-        cycles, beats = Signal(32), Signal(32)
-        with m.If(self.busy):
-            m.d.sync += cycles.eq(cycles + 1)
-        with m.If(self.beat):
-            m.d.sync += beats.eq(beats + 1)
+        cycles, beats, read, written = Signal(32), Signal(32), Signal(32), Signal(32)
+        beat_bytes = self._config.axi_data_bits // 8
+        for counter, event, step in ((cycles, self.busy, 1), (beats, self.beat, 1), (read, self.read_beat, beat_bytes),
+                                     (written, self.write_beat, beat_bytes)):
+            with m.If(event):
+                m.d.sync += counter.eq(counter + step)
         with m.If(self.clear):
-            m.d.sync += [cycles.eq(0), beats.eq(0)]
+            m.d.sync += [cycles.eq(0), beats.eq(0), read.eq(0), written.eq(0)]
         readable = {"STATUS": Cat(self.busy, self.done), "CYCLES": cycles, "ARRAY_BEATS": beats,
-                    "STALL_CYCLES": cycles - beats, "KEPT8": self.kept8, "KEPT4": self.kept4, "SKIPPED": self.skipped}
+                    "STALL_CYCLES": cycles - beats, "KEPT8": self.kept8, "KEPT4": self.kept4, "SKIPPED": self.skipped,
+                    "BYTES_READ": read, "BYTES_WRITTEN": written}
         with m.Switch(bus.addr):
             for name, value in readable.items():
                 with m.Case(REGISTERS[name].address):

@@ -7,7 +7,7 @@ already x16 for 4-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row maxima
 
 A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
 same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer (``R`` write ports,
-address ``query * max_seq_len + kept_index * B + key``) and, at the clock edge, raises each query's row
+address ``query * max_kept_keys + kept_index * B + key``) and, at the clock edge, raises each query's row
 maximum if the key is real (``key_block * B + key < n_tokens``). ``reset`` (one cycle, before a query block's
 pass A) sets every row maximum to the most negative score. No back-pressure: one beat per cycle.
 """
@@ -43,7 +43,7 @@ class ScoreUnit(ConfiguredComponent):
             "valid": In(1), "column": In(data.ArrayLayout(signed(config.acc_width), R)),
             "tile": In(tile_layout(config)), "beat": In(range(2 * config.cols)),
             "cq": In(16), "score_shift": In(6), "n_tokens": In(range(config.max_seq_len + 1)), "reset": In(1),
-            "wr_en": Out(1), "wr_addr": Out(data.ArrayLayout(range(B * config.max_seq_len), R)),
+            "wr_en": Out(1), "wr_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), R)),
             "wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), R)),
             "row_max": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)),
         })
@@ -67,7 +67,7 @@ class ScoreUnit(ConfiguredComponent):
             m.d.comb += [
                 product.eq(self.column[r] * self.cq * tile.ck),
                 x.eq((product + ((Const(1, 64) << self.score_shift) >> 1)) >> self.score_shift),
-                self.wr_addr[r].eq((tile.query_group * R + r) * cfg.max_seq_len + tile.kept_index * B + key),
+                self.wr_addr[r].eq((tile.query_group * R + r) * cfg.max_kept_keys + tile.kept_index * B + key),
                 self.wr_data[r].eq(x),
             ]
             for q in range(r, B, R):

@@ -33,7 +33,7 @@ def tile_layout(config):
         "query_group": range(config.block_size),
         "key_group": range(config.block_size),
         "dim_group": range(config.head_dim),
-        "kept_index": range(config.max_blocks + 1),       # position of the block among the row's kept blocks
+        "kept_index": range(config.max_kept_blocks + 1),  # position of the block among the row's kept blocks
         "key_block": range(config.max_blocks),
         "four_bit": 1,
         "ck": 20,                                         # pass A: key block multiplier (x16 for 4-bit)

@@ -96,6 +96,10 @@ class AcceleratorConfig:
         (:func:`min_acc_width` of the longest dot product a tile computes, ``max(head_dim, block_size)``).
     max_seq_len
         Longest sequence (tokens, padded) the softmax row sums must hold; a power of two in [64, 2**20].
+    max_kept_keys
+        Keys one query-block row may keep: the engine's score buffer holds ``block_size x max_kept_keys``
+        scores. A multiple of ``block_size`` in ``[block_size, max_seq_len]``; ``None`` selects
+        ``max_seq_len`` (every key, what a dense run needs). Every plan is checked against it before a run.
     score_frac_bits
         Fractional bits of scores in the base-2 exponent domain; even, in [4, 12]. The exponent table is
         split in two halves of ``score_frac_bits / 2`` bits each (two tables of ``2**(bits/2)`` entries).
@@ -103,6 +107,10 @@ class AcceleratorConfig:
         Fractional bits of the softmax numerators ``2**(x - max)`` (1.0 = ``2**exp_bits``); in [10, 16].
     out_bits
         Width of the signed output codes; in [8, 16].
+    axi_data_bits
+        Data width of the engine's AXI4 memory master; a power of two in [32, 1024]. The engine needs
+        ``16 * rows <= axi_data_bits <= 8 * head_dim`` (an output beat fits a data beat, a data beat fits a
+        token row).
     """
     rows: int = 4
     cols: int = 4
@@ -111,9 +119,11 @@ class AcceleratorConfig:
     bitwidths: tuple = (0, 4, 8)
     acc_width: int = None
     max_seq_len: int = 32768
+    max_kept_keys: int = None
     score_frac_bits: int = 8
     exp_bits: int = 15
     out_bits: int = 16
+    axi_data_bits: int = 128
 
     def __post_init__(self):
         def check_int(name, value):
@@ -123,7 +133,8 @@ class AcceleratorConfig:
                 raise ParoError(f"{name} must be an integer, got {value!r}") from None
 
         for name, low, high in (("rows", 2, MAX_ARRAY_SIDE), ("cols", 2, MAX_ARRAY_SIDE),
-                                ("block_size", 8, 256), ("head_dim", 8, 256), ("max_seq_len", 64, 1 << 20)):
+                                ("block_size", 8, 256), ("head_dim", 8, 256), ("max_seq_len", 64, 1 << 20),
+                                ("axi_data_bits", 32, 1024)):
             value = check_int(name, getattr(self, name))
             if not (_is_pow2(value) and low <= value <= high):
                 raise ParoError(f"{name} must be a power of two in [{low}, {high}], got {value}")
@@ -159,6 +170,15 @@ class AcceleratorConfig:
             raise ParoError(f"block_size {self.block_size} does not tile the array: it must be a multiple of "
                             f"rows ({self.rows}) and of cols x products per cycle ({key_tile})")
 
+        if self.max_kept_keys is None:
+            object.__setattr__(self, "max_kept_keys", self.max_seq_len)
+        else:
+            keys = check_int("max_kept_keys", self.max_kept_keys)
+            if keys % self.block_size or not self.block_size <= keys <= self.max_seq_len:
+                raise ParoError(f"max_kept_keys must be a multiple of block_size {self.block_size} in "
+                                f"[{self.block_size}, max_seq_len {self.max_seq_len}], got {keys}")
+            object.__setattr__(self, "max_kept_keys", keys)
+
         needed = min_acc_width(self.depth)
         if self.acc_width is None:
             object.__setattr__(self, "acc_width", needed)
@@ -190,6 +210,11 @@ class AcceleratorConfig:
         return self.max_seq_len // self.block_size
 
     @property
+    def max_kept_blocks(self):
+        """Key blocks one query-block row may keep: ``max_kept_keys / block_size``."""
+        return self.max_kept_keys // self.block_size
+
+    @property
     def acc_out_width(self):
         """Signed width of the output accumulator: up to ``max_blocks`` terms of ``acc_width + 15`` bits
         (a PV sum times a 15-bit V multiplier), plus a sign bit."""
@@ -203,7 +228,8 @@ class AcceleratorConfig:
 
     def derived(self):
         """Every derived size, for the params JSON and the results files."""
-        return {"depth": self.depth, "max_blocks": self.max_blocks, "acc_out_width": self.acc_out_width,
+        return {"depth": self.depth, "max_blocks": self.max_blocks, "max_kept_blocks": self.max_kept_blocks,
+                "acc_out_width": self.acc_out_width,
                 "output_pre_shift": self.output_pre_shift, "row_sum_width": self.row_sum_width,
                 "recip_bits": self.recip_bits, "score_width": SCORE_WIDTH,
                 "max_products_per_cycle": self.max_products_per_cycle, "modes": [m.name for m in self.modes]}

@@ -1,9 +1,13 @@
 """cocotb bench of the attention engine (``hw/engine.py``) on whole heads, bit for bit against ``sw.golden``.
 
 Programs come as files (:func:`paro.sw.contract.save_program`) named in ``$PARO_PROGRAMS``; for each, the
-bench loads it through the register bus exactly as :func:`paro.sw.contract.program_writes` lists, starts the
-engine, streams K/V and Q in with random valid gaps and takes the output codes with random back-pressure
-(probability ``$PARO_GAP``), then compares every code with the program's golden codes and reads the counters.
+bench puts Q, K and V into a cocotbext-axi ``AxiRam`` on the engine's AXI4 master at the program's addresses,
+loads the program through the AXI4-Lite control port (``AxiLiteMaster``) exactly as
+:func:`paro.sw.contract.program_writes` lists, starts the engine and waits for ``done``. Every channel of both
+buses pauses at random with probability ``$PARO_GAP`` (valid gaps from the masters, back-pressure from the
+slaves), and each read burst waits ``$PARO_READ_LATENCY`` cycles (default 0) before its first beat. Then it reads the output codes from the RAM and compares every one with the program's golden codes,
+and compares the byte counters with the golden fetcher's reads and the output region's size. Every AXI4-Lite
+response must be ``OKAY``.
 
 Each program's outcome goes to the JSON file at the same position in ``$PARO_OUTCOMES``, so the caller can
 say what happened: ``{"status": "ok", "counters": {...}}``, ``{"status": "mismatch", "detail": ...}`` (the
@@ -15,83 +19,75 @@ import json
 import os
 
 import cocotb
-from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
-from paro.hw.engine import kv_layout, o_layout, q_layout
-from paro.sim.streams import CLOCK_NS, StreamSink, StreamSource, bench_config, bench_rng, reset, start_clock
-from paro.sw.contract import COUNTERS, REGISTERS, load_program, program_writes
-
-
-async def csr_write(dut, address, value):
-    dut.csr__we.value = 1
-    dut.csr__addr.value = address
-    dut.csr__wdata.value = int(value) & 0xFFFFFFFF
-    await RisingEdge(dut.clk)
-    dut.csr__we.value = 0
+from paro.sim.engine_check import Mismatch, compare, decode_codes, memory_image, memory_size
+from paro.sim.streams import CLOCK_NS, bench_config, bench_rng, reset, start_clock
+from paro.sw.contract import COUNTERS, DATA_BITS, REGISTERS, load_program, program_writes, region_bytes
 
 
-async def csr_read(dut, address):
-    dut.csr__addr.value = address
-    await FallingEdge(dut.clk)
-    value = int(dut.csr__rdata.value)
-    await RisingEdge(dut.clk)
-    return value
+def pause_randomly(rng, gap, *sides):
+    """Pause every channel of the given cocotbext-axi interfaces with probability ``gap`` per cycle."""
+    if gap > 0:
+        for side in sides:
+            for name in ("aw_channel", "w_channel", "b_channel", "ar_channel", "r_channel"):
+                if hasattr(side, name):
+                    getattr(side, name).set_pause_generator(iter(lambda: rng.random() < gap, None))
 
 
-class Mismatch(Exception):
-    """The engine's output differs from the golden codes (``status`` says how)."""
+def control_port(dut, rng, gap):
+    """An ``AxiLiteMaster`` on the engine's ``axil`` port."""
+    master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "axil_"), dut.clk, dut.rst)
+    pause_randomly(rng, gap, master.write_if, master.read_if)
+    return master
 
-    def __init__(self, status, detail):
-        super().__init__(detail)
-        self.status, self.detail = status, detail
+
+def memory(dut, rng, gap, size, latency):
+    """An ``AxiRam`` of ``size`` bytes on the engine's ``m_axi`` port; with ``latency``, each read burst's
+    first beat comes at least ``latency`` cycles after its AR is taken (bursts are served in turn)."""
+    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=size)
+    pause_randomly(rng, gap, ram.write_if, ram.read_if)
+    if latency:
+        take = ram.read_if.ar_channel.recv
+
+        async def delayed():
+            ar = await take()
+            await ClockCycles(dut.clk, latency)
+            return ar
+        ram.read_if.ar_channel.recv = delayed
+    return ram
 
 
-async def run_head(dut, config, prog, rng, gap, cycle_limit):
-    """Program, start, stream the head through; return (output beats as views, counters)."""
+async def csr_write(master, address, value):
+    """Write one register or table word (word ``address``); the slave must answer OKAY."""
+    response = await master.write(4 * address, (int(value) & 0xFFFFFFFF).to_bytes(DATA_BITS // 8, "little"))
+    if response.resp != AxiResp.OKAY:
+        raise AssertionError(f"AXI4-Lite write to word {address:#x} answered {response.resp!r}")
+
+
+async def csr_read(master, address):
+    response = await master.read(4 * address, DATA_BITS // 8)
+    if response.resp != AxiResp.OKAY:
+        raise AssertionError(f"AXI4-Lite read of word {address:#x} answered {response.resp!r}")
+    return int.from_bytes(response.data, "little")
+
+
+async def run_head(dut, master, ram, config, prog, cycle_limit):
+    """Put Q/K/V in memory, program (through ``master``), start, wait for done; return (codes, counters)."""
+    registers, blocks = prog.registers, int(prog.registers["N_BLOCKS"])
+    ram.write(0, bytes(memory_image(config, prog, ram.size)))
     for address, value in program_writes(config, prog):
-        await csr_write(dut, address, value)
-    kv = StreamSource(dut, "kv", rng, gap)
-    q = StreamSource(dut, "q", rng, gap)
-    sink = StreamSink(dut, "o", rng, gap)
-    await csr_write(dut, REGISTERS["START"].address, 1)
-    kvl, ql = kv_layout(config), q_layout(config)
-    kv_beats = [kvl.const({"k": [int(x) for x in k], "v": [int(x) for x in v]}).as_bits()
-                for k, v in zip(prog.k8, prog.v8)]
-    q_beats = [ql.const({"q": [int(x) for x in row]}).as_bits() for row in prog.q8]
-    cocotb.start_soon(kv.send(kv_beats))
-    cocotb.start_soon(q.send(q_beats))
-    sink_task = cocotb.start_soon(sink.run())
+        await csr_write(master, address, value)
+    await csr_write(master, REGISTERS["START"].address, 1)
     try:
         await with_timeout(RisingEdge(dut.done), cycle_limit * CLOCK_NS, "ns")
     except SimTimeoutError:
-        raise Mismatch("timeout", f"engine not done after {cycle_limit} cycles; "
-                                  f"{len(sink.beats)} output beats so far") from None
+        raise Mismatch("timeout", f"engine not done after {cycle_limit} cycles") from None
     await RisingEdge(dut.clk)
-    sink_task.cancel()
-    counters = {name: await csr_read(dut, REGISTERS[name].address) for name in COUNTERS}
-    return [o_layout(config).from_bits(v) for v in sink.beats], counters
-
-
-def compare(config, prog, views, counters):
-    """Raise :class:`Mismatch` at the first output beat or counter that differs from the program's."""
-    groups = config.head_dim // config.rows
-    expected = [[int(x) for x in prog.codes[query, g * config.rows:(g + 1) * config.rows]]
-                for query in range(prog.codes.shape[0]) for g in range(groups)]
-    got = [[int(view.o[r]) for r in range(config.rows)] for view in views]
-    if len(got) != len(expected):
-        raise Mismatch("mismatch", f"{len(got)} output beats, expected {len(expected)}")
-    for beat, (g, e) in enumerate(zip(got, expected)):
-        if g != e:
-            raise Mismatch("mismatch", f"output beat {beat} (query {beat // groups}, head dims "
-                                       f"{(beat % groups) * config.rows}..): got {g}, golden {e}")
-    lasts = [int(view.last) for view in views]
-    if lasts[-1] != 1 or any(lasts[:-1]):
-        raise Mismatch("mismatch", f"'last' is set on beats {[n for n, x in enumerate(lasts) if x]}, "
-                                   f"expected only on beat {len(lasts) - 1}")
-    for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("SKIPPED", 0)):
-        if counters[name] != int((prog.bitmap == bits).sum()):
-            raise Mismatch("mismatch", f"counter {name} = {counters[name]}, the bitmap has "
-                                       f"{int((prog.bitmap == bits).sum())}")
+    counters = {name: await csr_read(master, REGISTERS[name].address) for name in COUNTERS}
+    codes = decode_codes(config, ram.read(registers["O_ADDR"], region_bytes(config, "O_ADDR", blocks)))
+    return codes, counters
 
 
 @cocotb.test()
@@ -103,15 +99,17 @@ async def engine_heads_bit_exact(dut):
     paths = os.environ["PARO_PROGRAMS"].split(os.pathsep)
     outcomes = os.environ["PARO_OUTCOMES"].split(os.pathsep)
     limits = [int(x) for x in os.environ["PARO_CYCLE_LIMITS"].split(os.pathsep)]
+    programs = [load_program(path) for path in paths]
     await start_clock(dut)
-    dut.csr__we.value = 0
-    for n, (path, outcome, limit) in enumerate(zip(paths, outcomes, limits)):
-        program_config, prog = load_program(path)
+    master = control_port(dut, rng, gap)
+    ram = memory(dut, rng, gap, memory_size(config, [p for _, p in programs]),
+                 int(os.environ.get("PARO_READ_LATENCY", "0")))
+    for n, ((program_config, prog), outcome, limit) in enumerate(zip(programs, outcomes, limits)):
         assert program_config == config, f"program {n} was written for another configuration"
         await reset(dut)
         try:
-            views, counters = await run_head(dut, config, prog, rng, gap, limit)
-            compare(config, prog, views, counters)
+            codes, counters = await run_head(dut, master, ram, config, prog, limit)
+            compare(config, prog, codes, counters)
         except Mismatch as error:
             with open(outcome, "w") as f:
                 json.dump({"status": error.status, "program": n, "detail": error.detail}, f)

@@ -25,6 +25,7 @@ from paro.config import AcceleratorConfig
 from paro.errors import ParoError
 
 from . import golden
+from .contract import check_kept_keys
 from .plan import BlockPlan
 from .quant import allocate_bits, quantize_head
 from .reorder import PERMUTATIONS, permute_tokens, unpermute_tokens
@@ -215,6 +216,11 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None):
         maps = allocate_bits([e[tag]["errors"] for e in heads], config.bitwidths, density, avg_bits)
         for entry, bitmap in zip(heads, maps):
             entry[f"bitmap_{tag}"] = bitmap
+    for entry in heads:
+        try:
+            check_kept_keys(config, entry["bitmap_chosen"])
+        except ParoError as error:
+            raise ParoError(f"head {entry['head']}: {error}, or lower --density") from None
 
     report_heads = []
     totals = {key: _Metrics() for key in ("chosen", "identity", "fp_mask")}

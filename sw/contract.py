@@ -16,6 +16,10 @@ register         address access width    legal values (checked before a run)
 ``N_BLOCKS``     0x02    w      cfg      query (= key) blocks of the head, ``[1, max_blocks]``
 ``SCORE_SHIFT``  0x03    w      6        ``[MIN_SCORE_SHIFT, 63]``: right shift of the score scaling
 ``FINAL_SHIFT``  0x04    w      7        ``[1, 127]``: right shift of the output stage
+``Q_ADDR``       0x05    w      32       byte address of Q in memory, a multiple of ``REGION_ALIGN``
+``K_ADDR``       0x06    w      32       byte address of K (smoothed)
+``V_ADDR``       0x07    w      32       byte address of V
+``O_ADDR``       0x08    w      32       byte address of the output codes (must not overlap Q, K or V)
 ``STATUS``       0x10    r      2        bit 0 busy, bit 1 done
 ``CYCLES``       0x11    r      32       busy cycles of the last start
 ``ARRAY_BEATS``  0x12    r      32       input beats the array took
@@ -23,7 +27,18 @@ register         address access width    legal values (checked before a run)
 ``KEPT8``        0x14    r      32       8-bit blocks computed (pass A)
 ``KEPT4``        0x15    r      32       4-bit blocks computed (pass A)
 ``SKIPPED``      0x16    r      32       0-bit blocks skipped (pass A)
+``BYTES_READ``   0x17    r      32       bytes the AXI4 master read (Q, kept K/V blocks)
+``BYTES_WRITTEN``0x18    r      32       bytes the AXI4 master wrote (output codes)
 ================ ======= ====== ======== =====================================================================
+
+Memory (the engine's AXI4 master, ``AXI_ADDRESS_BITS`` byte addresses, ``config.axi_data_bits`` data): Q, K
+and V are ``int8 [N_BLOCKS * B, head_dim]`` row-major at ``Q_ADDR``, ``K_ADDR`` and ``V_ADDR``; the output
+codes are ``int16 [N_BLOCKS * B, head_dim]`` little-endian at ``O_ADDR``. Reads and writes are INCR bursts
+of at most ``MAX_BURST_BEATS`` beats that never cross a ``BURST_BOUNDARY``.
+
+AXI4-Lite control port (the engine's register slave): byte address = word address x 4
+(``AXIL_ADDRESS_BITS`` bits), 32-bit data. Only aligned, full-word accesses act (``wstrb = 0b1111``); any
+other answers ``SLVERR`` and neither writes nor reads a register. Reads of unmapped words return 0.
 
 Tables (one entry per block, ``max_blocks`` deep, 16-bit entries, values in ``[1, 2**15 - 1]``): ``CQ`` (query
 block score multipliers) at region 1, ``CK`` (key block) at 2, ``CV8`` and ``CV4`` (value multipliers of 8-
@@ -37,20 +52,32 @@ import json
 
 import numpy as np
 
-from paro.config import AcceleratorConfig
+from paro.config import SCORE_WIDTH, AcceleratorConfig
 from paro.errors import ParoError
 from paro.files import atomic_write_bytes, read_npz
 
 __all__ = ["Register", "Table", "REGISTERS", "TABLES", "BITMAP", "PROGRAM_REGISTERS", "COUNTERS",
-           "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "MIN_SCORE_SHIFT", "EngineProgram", "check_engine_config",
+           "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR", "MIN_SCORE_SHIFT", "EngineProgram", "check_engine_config",
+           "engine_buffers", "check_kept_keys", "check_memory_map", "memory_map", "region_bytes",
+           "ADDRESS_REGISTERS", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
+           "OUTPUT_CODE_BYTES",
            "check_program", "program_writes", "save_program", "load_program"]
 
 ADDRESS_BITS = 24
 OFFSET_BITS = 20
 DATA_BITS = 32
+#: AXI4 memory master: byte addresses, burst limits, region alignment, bytes of one output code.
+AXI_ADDRESS_BITS = 32
+MAX_BURST_BEATS = 256
+BURST_BOUNDARY = 4096
+REGION_ALIGN = 4096
+OUTPUT_CODE_BYTES = 2
+#: AXI4-Lite byte addresses of the register slave; responses it gives.
+AXIL_ADDRESS_BITS = ADDRESS_BITS + 2
+RESP_OKAY, RESP_SLVERR = 0, 2
 #: Smallest score shift the scaling unit supports (keeps the scaled score within SCORE_WIDTH bits).
 MIN_SCORE_SHIFT = 12
-#: Largest sequence the engine's score buffer (``block_size x max_seq_len`` entries) is built for.
+#: Largest sequence the engine is built for while it holds every K and V token and the whole bitmap on chip.
 MAX_ENGINE_SEQ_LEN = 4096
 
 
@@ -97,6 +124,10 @@ REGISTERS = {r.name: r for r in (
     Register("N_BLOCKS", 0x02, "w", "query (= key) blocks of the head"),
     Register("SCORE_SHIFT", 0x03, "w", "right shift of the score scaling unit"),
     Register("FINAL_SHIFT", 0x04, "w", "right shift of the output stage"),
+    Register("Q_ADDR", 0x05, "w", "byte address of Q in memory"),
+    Register("K_ADDR", 0x06, "w", "byte address of K in memory"),
+    Register("V_ADDR", 0x07, "w", "byte address of V in memory"),
+    Register("O_ADDR", 0x08, "w", "byte address of the output codes in memory"),
     Register("STATUS", 0x10, "r", "bit 0 busy, bit 1 done"),
     Register("CYCLES", 0x11, "r", "busy cycles of the last start"),
     Register("ARRAY_BEATS", 0x12, "r", "input beats the array took"),
@@ -104,11 +135,15 @@ REGISTERS = {r.name: r for r in (
     Register("KEPT8", 0x14, "r", "8-bit blocks computed"),
     Register("KEPT4", 0x15, "r", "4-bit blocks computed"),
     Register("SKIPPED", 0x16, "r", "0-bit blocks skipped"),
+    Register("BYTES_READ", 0x17, "r", "bytes read from memory"),
+    Register("BYTES_WRITTEN", 0x18, "r", "bytes written to memory"),
 )}
 #: Registers a program writes before START, in the order it writes them.
-PROGRAM_REGISTERS = ("N_TOKENS", "N_BLOCKS", "SCORE_SHIFT", "FINAL_SHIFT")
+PROGRAM_REGISTERS = ("N_TOKENS", "N_BLOCKS", "SCORE_SHIFT", "FINAL_SHIFT", "Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR")
+#: The memory regions, by their address registers.
+ADDRESS_REGISTERS = ("Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR")
 #: Read-only counters, read after done.
-COUNTERS = ("CYCLES", "ARRAY_BEATS", "STALL_CYCLES", "KEPT8", "KEPT4", "SKIPPED")
+COUNTERS = ("CYCLES", "ARRAY_BEATS", "STALL_CYCLES", "KEPT8", "KEPT4", "SKIPPED", "BYTES_READ", "BYTES_WRITTEN")
 
 TABLES = {t.name: t for t in (
     Table("CQ", 1, 16, "score multiplier of each query block"),
@@ -121,14 +156,81 @@ BITMAP = Table("BITMAP", 8, 4, "bitwidth of block (i, j) at entry i * max_blocks
 TABLE_RANGE = (1, (1 << 15) - 1)
 
 
+def region_bytes(config, name, n_blocks):
+    """Bytes of the memory region at address register ``name`` for a head of ``n_blocks`` blocks."""
+    per_value = OUTPUT_CODE_BYTES if name == "O_ADDR" else 1
+    return n_blocks * config.block_size * config.head_dim * per_value
+
+
+def memory_map(config, n_blocks, base=REGION_ALIGN):
+    """Default addresses: Q, K, V and O one after the other from ``base``, each on a ``REGION_ALIGN`` boundary."""
+    addresses = {}
+    for name in ADDRESS_REGISTERS:
+        addresses[name] = base
+        base += -(-region_bytes(config, name, n_blocks) // REGION_ALIGN) * REGION_ALIGN
+    return addresses
+
+
+def engine_buffers(config):
+    """Every on-chip buffer of the engine: name -> ``{"entries", "width", "bits"}`` (the hardware sizes its
+    memories from this; the params JSON reports it)."""
+    B, d, R = config.block_size, config.head_dim, config.rows
+    sizes = {
+        "k_buffer": (config.max_seq_len, 8 * d), "v_buffer": (config.max_seq_len, 8 * d), "q_buffer": (2 * B, 8 * d),
+        "score_buffer": (B * config.max_kept_keys, SCORE_WIDTH),
+        "output_accumulator": (B * (d // R), R * config.acc_out_width),
+        "bitmap": (BITMAP.entries(config), BITMAP.entry_bits),
+        **{f"table_{name.lower()}": (table.entries(config), table.entry_bits) for name, table in TABLES.items()},
+    }
+    return {name: {"entries": entries, "width": width, "bits": entries * width}
+            for name, (entries, width) in sizes.items()}
+
+
 def check_engine_config(config):
     """Raise unless the attention engine can be built for ``config``."""
     if 4 not in config.bitwidths or set(config.bitwidths) - {0, 4, 8}:
         raise ParoError(f"the engine computes bitwidths {{0, 4, 8}}; the configuration uses "
                         f"{list(config.bitwidths)}")
+    if not 16 * config.rows <= config.axi_data_bits <= 8 * config.head_dim:
+        raise ParoError(f"axi_data_bits {config.axi_data_bits} must be in [16 x rows, 8 x head_dim] = "
+                        f"[{16 * config.rows}, {8 * config.head_dim}] (an output beat fits a data beat, a data "
+                        f"beat fits a token row)")
     if config.max_seq_len > MAX_ENGINE_SEQ_LEN:
-        raise ParoError(f"the engine's score buffer is block_size x max_seq_len entries; max_seq_len "
+        raise ParoError(f"the engine holds every K and V token and the whole bitmap on chip; max_seq_len "
                         f"{config.max_seq_len} is too large to build, use <= {MAX_ENGINE_SEQ_LEN}")
+
+
+def check_memory_map(config, addresses, n_blocks):
+    """Raise a one-line :class:`ParoError` for a misaligned region, one past the address space, or an output
+    region that overlaps an input."""
+    spans = {}
+    for name in ADDRESS_REGISTERS:
+        base, size = addresses[name], region_bytes(config, name, n_blocks)
+        if base % REGION_ALIGN:
+            raise ParoError(f"register {name} = {base:#x} is not a multiple of {REGION_ALIGN} bytes; align the "
+                            f"region to {REGION_ALIGN}")
+        if base + size > 1 << AXI_ADDRESS_BITS:
+            raise ParoError(f"register {name} = {base:#x}: the region's {size} bytes run past the "
+                            f"{AXI_ADDRESS_BITS}-bit address space")
+        spans[name] = (base, base + size)
+    out_low, out_high = spans["O_ADDR"]
+    for name in ("Q_ADDR", "K_ADDR", "V_ADDR"):
+        low, high = spans[name]
+        if low < out_high and out_low < high:
+            raise ParoError(f"the output region [{out_low:#x}, {out_high:#x}) overlaps {name}'s "
+                            f"[{low:#x}, {high:#x}); move O_ADDR")
+
+
+def check_kept_keys(config, bitmap):
+    """Raise a one-line :class:`ParoError` naming the first query-block row of ``bitmap`` that keeps more
+    keys than the score buffer holds (``max_kept_keys``)."""
+    kept = np.count_nonzero(np.asarray(bitmap), axis=1) * config.block_size
+    over = np.flatnonzero(kept > config.max_kept_keys)
+    if over.size:
+        row = int(over[0])
+        raise ParoError(f"bitmap row {row} keeps {kept[row] // config.block_size} blocks ({kept[row]} keys), "
+                        f"more than the score buffer holds (max_kept_keys {config.max_kept_keys}); build with "
+                        f"--max-kept-keys >= {int(kept.max())}")
 
 
 @dataclasses.dataclass
@@ -166,6 +268,7 @@ def check_program(config, prog):
     if not (blocks - 1) * B < tokens <= blocks * B:
         raise ParoError(f"register N_TOKENS = {tokens} does not fall in the last of N_BLOCKS = {blocks} blocks "
                         f"of {B} tokens")
+    check_memory_map(config, {name: int(prog.registers[name]) for name in ADDRESS_REGISTERS}, blocks)
     for name in TABLES:
         values = np.asarray(prog.tables.get(name, ()))
         if values.shape != (blocks,):
@@ -179,6 +282,7 @@ def check_program(config, prog):
     unknown = sorted(set(np.unique(bitmap).tolist()) - set(config.bitwidths))
     if unknown:
         raise ParoError(f"bitmap has bitwidth {unknown[0]}; this engine computes {list(config.bitwidths)}")
+    check_kept_keys(config, bitmap)
     shape = (blocks * B, config.head_dim)
     for name in ("q8", "k8", "v8", "codes"):
         array = np.asarray(getattr(prog, name))
@@ -203,7 +307,7 @@ def program_writes(config, prog):
 
 
 PROGRAM_FORMAT = "paro-engine-program"
-PROGRAM_VERSION = 1
+PROGRAM_VERSION = 2          # 2: memory addresses (Q_ADDR, K_ADDR, V_ADDR, O_ADDR)
 
 
 def save_program(config, prog, path):

@@ -18,7 +18,8 @@ import numpy as np
 from paro.config import PEMode
 from paro.errors import ParoError
 
-from .contract import BITMAP, OFFSET_BITS, PROGRAM_REGISTERS, REGISTERS, TABLES
+from .contract import (BITMAP, BURST_BOUNDARY, DATA_BITS, MAX_BURST_BEATS, OFFSET_BITS, OUTPUT_CODE_BYTES,
+                       PROGRAM_REGISTERS, REGISTERS, RESP_OKAY, RESP_SLVERR, TABLES, region_bytes)
 
 __all__ = [
     "wrap", "operand_range", "check_operand", "pack_operand_b", "unpack_operand_b",
@@ -27,8 +28,9 @@ __all__ = [
     "exp_tables", "exp2_numerators", "softmax_row_sum", "p_shift", "p_quantize", "pv_block",
     "p_round", "output_accumulate", "value_multipliers", "output_format", "output_final_shift",
     "reciprocal", "output_codes", "attention_block_row", "attention_head",
-    "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
+    "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
+    "axi_bursts", "memory_reader", "fetcher", "memory_writer",
 ]
 
 
@@ -384,6 +386,20 @@ def attention_head(head, bitmap, config):
 # compose them; these state what one block computes from its own inputs, for the blocks' unit tests.
 # ===================================================================================================
 
+def axi_lite_slave(transactions):
+    """What the AXI4-Lite register slave does with each transaction, in order: ``("w", address, data, strb)``
+    or ``("r", address)`` (byte addresses) -> ``{"resp", "csr"}`` where ``csr`` is the register-bus access it
+    makes, ``("w", word, data)`` or ``("r", word)``, or ``None`` (a misaligned or partial access: ``SLVERR``)."""
+    result = []
+    for kind, address, *rest in transactions:
+        legal = address % 4 == 0 and (kind == "r" or rest[1] == 0b1111)
+        access = None
+        if legal:
+            access = ("w", address >> 2, rest[0] & ((1 << DATA_BITS) - 1)) if kind == "w" else ("r", address >> 2)
+        result.append({"resp": RESP_OKAY if legal else RESP_SLVERR, "csr": access})
+    return result
+
+
 def register_file(writes, config):
     """Registers and tables after bus writes ``(address, data)``: ``{register: value}`` (each kept to its
     contract width), ``{table: {entry: value}}`` and the bitmap entries ``{entry: value}``."""
@@ -484,3 +500,61 @@ def operand_feed(tile, q8, k8, v8, p, config):
     a = np.asarray(v8)[j * B:(j + 1) * B, dims].T
     b = np.asarray(p)[tile["query_group"] * width:(tile["query_group"] + 1) * width]
     return a, b, PEMode.UINT4 if tile["four_bit"] else PEMode.INT8
+
+
+def axi_bursts(address, nbytes, config):
+    """The INCR bursts ``(address, beats)`` that move ``nbytes`` from ``address``: as long as allowed
+    (``MAX_BURST_BEATS`` beats, never across a ``BURST_BOUNDARY``), in address order."""
+    beat = config.axi_data_bits // 8
+    longest = min(MAX_BURST_BEATS * beat, BURST_BOUNDARY)
+    bursts = []
+    while nbytes > 0:
+        size = min(nbytes, longest - address % longest)
+        bursts.append((address, size // beat))
+        address, nbytes = address + size, nbytes - size
+    return bursts
+
+
+def memory_reader(requests, memory, config):
+    """Read requests ``(address, rows)`` -> ``(bursts, rows)``: the AXI4 read bursts issued (in order) and the
+    token rows delivered (``head_dim`` signed bytes each; ``memory`` maps a byte address to its byte)."""
+    d, bursts, rows = config.head_dim, [], []
+    for address, count in requests:
+        bursts += axi_bursts(address, count * d, config)
+        for n in range(count):
+            row = bytes(memory[address + n * d + b] for b in range(d))
+            rows.append(np.frombuffer(row, dtype=np.int8).astype(np.int64))
+    return bursts, rows
+
+
+def fetcher(bitmap, registers, config):
+    """The read requests ``(address, rows)`` the engine makes for a head: per query block ``i`` its ``B``
+    query rows, and the K and V rows of each kept block the first time it is kept (K and V stay on chip for
+    the rest of the head). Listed per query block, Q then K then V; the hardware's prefetches may interleave
+    them differently, the set is the specification."""
+    B, d = config.block_size, config.head_dim
+    have = {"K_ADDR": set(), "V_ADDR": set()}
+    requests = []
+    for i, row in enumerate(np.asarray(bitmap)):
+        requests.append((registers["Q_ADDR"] + i * B * d, B))
+        kept = [j for j, bits in enumerate(row) if bits]
+        for name in ("K_ADDR", "V_ADDR"):
+            for j in kept:
+                if j not in have[name]:
+                    have[name].add(j)
+                    requests.append((registers[name] + j * B * d, B))
+    return requests
+
+
+def memory_writer(codes, registers, config):
+    """The output codes' memory writes: ``(bursts, image)`` with the AXI4 write bursts ``(address, beats)`` in
+    order (per query block, its ``B x head_dim`` codes) and the bytes written (``int16`` little-endian,
+    row-major at ``O_ADDR``)."""
+    codes = np.asarray(codes)
+    per_block = config.block_size * config.head_dim * OUTPUT_CODE_BYTES
+    bursts = []
+    for i in range(codes.shape[0] // config.block_size):
+        bursts += axi_bursts(registers["O_ADDR"] + i * per_block, per_block, config)
+    image = codes.astype("<i2").tobytes()
+    assert len(image) == region_bytes(config, "O_ADDR", codes.shape[0] // config.block_size)
+    return bursts, image

@@ -12,7 +12,7 @@ import numpy as np
 from paro.errors import ParoError
 
 from . import golden
-from .contract import EngineProgram
+from .contract import EngineProgram, memory_map
 from .quant import quantize_head
 from .reorder import TokenLayout, permute_tokens
 from .workloads import file_sha256, make_workload
@@ -47,7 +47,8 @@ def engine_program(plan, head_index, bitmap=None, workload=None):
     codes, out_exp = golden.attention_head(head, bitmap, config)
     cq, ck, score_shift = head.score_multipliers(config)
     cv, ev = head.value_multipliers(config)
-    registers = {"N_TOKENS": head.n_tokens, "N_BLOCKS": bitmap.shape[0], "SCORE_SHIFT": int(score_shift),
+    registers = {**memory_map(plan.config, bitmap.shape[0]),
+                 "N_TOKENS": head.n_tokens, "N_BLOCKS": bitmap.shape[0], "SCORE_SHIFT": int(score_shift),
                  "FINAL_SHIFT": int(golden.output_final_shift(ev, out_exp, config))}
     tables = {"CQ": cq, "CK": ck, "CV8": cv[8], "CV4": cv[4]}
     return EngineProgram(registers, tables, bitmap, head.q8, head.k8, head.v8, codes, out_exp)

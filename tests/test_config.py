@@ -19,6 +19,9 @@ from paro.errors import ParoError
     ({"rows": 64, "cols": 2, "head_dim": 32}, "head_dim 32 must be a multiple of rows 64"),
     ({"cols": 8, "block_size": 8}, "block_size 8 does not tile the array"),
     ({"acc_width": 21}, "acc_width must be in [22, 64] for dot products of length 64"),
+    ({"max_kept_keys": 100}, "max_kept_keys must be a multiple of block_size 64 in [64, max_seq_len 32768], got 100"),
+    ({"max_seq_len": 128, "max_kept_keys": 192}, "max_kept_keys must be a multiple of block_size 64 in [64, "
+                                                  "max_seq_len 128], got 192"),
 ])
 def test_bad_parameter_is_one_line(kwargs, message):
     with pytest.raises(ParoError) as info:
@@ -54,3 +57,10 @@ def test_modes_follow_bitwidths():
     assert PEMode.for_block(8, "pv") is PEMode.INT8
     with pytest.raises(ParoError, match="0-bit blocks are skipped"):
         PEMode.for_block(0, "qk")
+
+
+def test_max_kept_keys_defaults_to_every_key():
+    assert AcceleratorConfig(max_seq_len=1024).max_kept_keys == 1024
+    config = AcceleratorConfig(max_seq_len=1024, max_kept_keys=256)
+    assert config.max_kept_blocks == 4 and config.derived()["max_kept_blocks"] == 4
+    assert AcceleratorConfig.from_dict(config.to_dict()) == config

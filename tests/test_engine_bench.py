@@ -44,15 +44,28 @@ def test_engine_tiny_heads(simulator, tmp_path):
     assert counters[2]["KEPT8"] + counters[2]["KEPT4"] == nb
 
 
-def test_engine_small_head_verilator(verilator, tmp_path):
-    """A head of the small workload calibrated at density 0.25 (Verilator only: ~1.7M cycles)."""
+def test_engine_small_head_fast_mode(verilator, tmp_path):
+    """A head of the small workload calibrated at density 0.25 (~1.7M cycles) in the fast run mode (the C++
+    Verilator harness), on a build whose score buffer holds 512 of the 1,088 tokens' keys per query row (rows
+    keep at most 6 blocks); then one wrong expected code makes the same run fail."""
     path = tmp_path / "small.npz"
     assert main(["calibrate", "--workload", "small", "--heads", "2", "--density", "0.25", "--avg-bits", "1.5",
-                 "-o", str(path)]) == 0
+                 "--max-kept-keys", "512", "-o", str(path)]) == 0
     plan = load_plan(path)
+    assert plan.config.max_kept_keys == 512 < plan.bitmap.shape[1] * plan.config.block_size
     prog = engine_program(plan, 1)           # a temporal head, reordered HWF
-    (counters,) = run_programs(plan.config, [prog], verilator, gap=0.1, tag="small")
+    stats = []
+    (counters,) = run_programs(plan.config, [prog], verilator, gap=0, tag="small", fast=True, stats=stats)
     assert counters["KEPT4"] > 0 and counters["KEPT8"] > 0
+    assert counters["CYCLES"] > 1_600_000 and abs(stats[0]["run_cycles"] - counters["CYCLES"]) <= 4
+    assert stats[0]["cycles_per_second"] > 0
+    prog.codes = prog.codes.copy()
+    prog.codes[-1, -1] += 1
+    with pytest.raises(ParoError) as error:
+        run_programs(plan.config, [prog], verilator, gap=0, tag="small", fast=True)
+    last = prog.codes.shape[0] - 1
+    assert str(error.value).startswith("the engine on verilator (fast mode) did not match the golden model: "
+                                       f"program 0, output query {last}, head dims 60..63: got [")
 
 
 @TINY_VERILATOR
@@ -64,9 +77,8 @@ def test_engine_mismatch_is_reported(verilator, tmp_path):
     prog.codes[5, 3] += 1
     with pytest.raises(ParoError) as error:
         run_programs(plan.config, [prog], verilator)
-    groups = plan.config.head_dim // plan.config.rows
     message = str(error.value)
-    assert message.startswith(f"the engine on verilator did not match the golden model: program 0, "
-                              f"output beat {5 * groups} (query 5, head dims 0..): got [")
+    assert message.startswith("the engine on verilator did not match the golden model: program 0, "
+                              f"output query 5, head dims 0..{plan.config.rows - 1}: got [")
     got, golden = (json.loads(part.split("]")[0] + "]") for part in message.split(": got ")[1].split(", golden "))
     assert golden[3] == got[3] + 1 and golden[:3] == got[:3]

@@ -10,8 +10,12 @@ from amaranth.sim import Simulator
 
 from paro.config import AcceleratorConfig, PEMode
 from paro.hw.accumulator import OutputAccumulator, accumulator_layout
+from paro.hw.axi_lite import AxiLiteSlave
 from paro.hw.controller import EngineController
+from paro.hw.fetcher import WANT_K, WANT_Q, WANT_V, Fetcher
 from paro.hw.k_reduce import KReduction
+from paro.hw.mem_reader import MemoryReader
+from paro.hw.mem_writer import MemoryWriter
 from paro.hw.operand_feed import OperandFeed
 from paro.hw.output_stage import OutputStage
 from paro.hw.p_lanes import PLanes
@@ -21,10 +25,11 @@ from paro.hw.score_unit import LOWEST_SCORE, ScoreUnit
 from paro.hw.segment_shift import SegmentShift
 from paro.hw.tile_queue import TileQueue
 from paro.sw import golden
-from paro.sw.contract import BITMAP, COUNTERS, PROGRAM_REGISTERS, REGISTERS, TABLES
+from paro.sw.contract import BITMAP, COUNTERS, PROGRAM_REGISTERS, REGISTERS, RESP_OKAY, RESP_SLVERR, TABLES
 
 SEED = 20261128
-CONFIG = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=128)
+CONFIG = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=128, max_kept_keys=48,
+                          axi_data_bits=64)
 LANES = 2 * CONFIG.cols
 
 
@@ -126,16 +131,20 @@ def test_register_file_writes_reads_and_counters():
         ctx.set(dut.bus.we, 0)
         ctx.set(dut.clear, 0)
         ctx.set(dut.busy, 1)
-        pattern = rng.random(50) < 0.7
-        for beat in pattern:
+        pattern, reads, wbeats = rng.random((3, 50)) < 0.7
+        for beat, read, write in zip(pattern, reads, wbeats):
             ctx.set(dut.beat, bool(beat))
+            ctx.set(dut.read_beat, bool(read))
+            ctx.set(dut.write_beat, bool(write))
             await ctx.tick()
-        ctx.set(dut.busy, 0)
-        ctx.set(dut.beat, 0)
+        for name in ("busy", "beat", "read_beat", "write_beat"):
+            ctx.set(getattr(dut, name), 0)
         for name, value in (("kept8", 7), ("kept4", 9), ("skipped", 11), ("done", 1)):
             ctx.set(getattr(dut, name), value)
+        beat_bytes = CONFIG.axi_data_bits // 8
         expected = {"CYCLES": 50, "ARRAY_BEATS": int(pattern.sum()), "STALL_CYCLES": 50 - int(pattern.sum()),
-                    "KEPT8": 7, "KEPT4": 9, "SKIPPED": 11}
+                    "KEPT8": 7, "KEPT4": 9, "SKIPPED": 11, "BYTES_READ": beat_bytes * int(reads.sum()),
+                    "BYTES_WRITTEN": beat_bytes * int(wbeats.sum())}
         for name in COUNTERS:
             ctx.set(dut.bus.addr, REGISTERS[name].address)
             assert ctx.get(dut.bus.rdata) == expected[name], name
@@ -192,7 +201,7 @@ def test_score_unit_scales_stores_and_keeps_row_maxima():
                         ctx.set(dut.valid, 0)
                         if rng.random() < 0.3:
                             await ctx.tick()                       # gaps between drained beats
-        expected = {q * CONFIG.max_seq_len + c: int(x[q, c]) for q in range(B) for c in range(len(kept) * B)}
+        expected = {q * CONFIG.max_kept_keys + c: int(x[q, c]) for q in range(B) for c in range(len(kept) * B)}
         assert written == expected
         assert [ctx.get(dut.row_max[q]) for q in range(B)] == row_max.tolist()
 
@@ -333,7 +342,7 @@ def test_engine_controller_issues_the_golden_tile_order():
     m.d.comb += [sched.start.eq(ctrl.sched_start), sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
                  sched.clear.eq(ctrl.clear), sched.n_blocks.eq(nb), ctrl.n_blocks.eq(nb),
                  ctrl.n_tokens.eq(nb * CONFIG.block_size), ctrl.advance.eq(1), ctrl.tile_room.eq(1),
-                 ctrl.tiles_empty.eq(1), ctrl.out_idle.eq(1), ctrl.kv_valid.eq(1), ctrl.q_valid.eq(1)]
+                 ctrl.tiles_empty.eq(1), ctrl.out_idle.eq(1), ctrl.want.ready.eq(1)]
 
     async def testbench(ctx):
         for i in range(nb):
@@ -428,5 +437,298 @@ def test_operand_feed_builds_the_golden_tile_operands(pass_b, four_bit):
         if pass_b:
             sums = [ctx.get(dut.row_sum[q]) for q in range(B)]
             assert sums[width:2 * width] == e.sum(axis=1).tolist() and sum(sums) == e.sum()
+
+    run(dut, testbench)
+
+
+def test_axi_lite_slave_bridges_transactions_like_its_twin():
+    """Random writes and reads, some misaligned or partial (SLVERR), with random gaps on every channel: the
+    register-bus accesses and responses are those of :func:`golden.axi_lite_slave`."""
+    rng = np.random.default_rng(SEED)
+    transactions = []
+    for _ in range(60):
+        address = int(rng.integers(0, 1 << 12)) * 4 + int(rng.choice([0, 0, 0, 1, 2]))
+        if rng.random() < 0.5:
+            transactions.append(("w", address, int(rng.integers(0, 1 << 32)), int(rng.choice([0xF, 0xF, 0xF, 0x3]))))
+        else:
+            transactions.append(("r", address))
+    expected = golden.axi_lite_slave(transactions)
+    assert {e["resp"] for e in expected} == {RESP_OKAY, RESP_SLVERR}
+    m = Module()
+    m.submodules.dut = dut = AxiLiteSlave()
+    m.d.comb += dut.csr.rdata.eq(dut.csr.addr * 3 + 1)            # a register bus that reads addr * 3 + 1
+    bus = dut.axil
+
+    async def idle(ctx, chance=0.4):
+        while rng.random() < chance:
+            await ctx.tick()
+
+    async def testbench(ctx):
+        seen = []
+        for kind, address, *rest in transactions:
+            await idle(ctx)
+            access = None
+            if kind == "w":
+                ctx.set(bus.awaddr, address)
+                ctx.set(bus.wdata, rest[0])
+                ctx.set(bus.wstrb, rest[1])
+                ctx.set(bus.awvalid, 1)
+                await idle(ctx)                                     # W may follow AW by some cycles
+                ctx.set(bus.wvalid, 1)
+                while not ctx.get(bus.awready):
+                    assert not ctx.get(dut.csr.we)
+                    await ctx.tick()
+                assert ctx.get(bus.wready)
+                if ctx.get(dut.csr.we):
+                    access = ("w", ctx.get(dut.csr.addr), ctx.get(dut.csr.wdata))
+                await ctx.tick()
+                ctx.set(bus.awvalid, 0)
+                ctx.set(bus.wvalid, 0)
+                await idle(ctx)                                     # B back-pressure
+                ctx.set(bus.bready, 1)
+                while not ctx.get(bus.bvalid):
+                    await ctx.tick()
+                resp = ctx.get(bus.bresp)
+            else:
+                ctx.set(bus.araddr, address)
+                ctx.set(bus.arvalid, 1)
+                while not ctx.get(bus.arready):
+                    await ctx.tick()
+                await ctx.tick()
+                ctx.set(bus.arvalid, 0)
+                await idle(ctx)                                     # R back-pressure
+                ctx.set(bus.rready, 1)
+                while not ctx.get(bus.rvalid):
+                    await ctx.tick()
+                resp = ctx.get(bus.rresp)
+                if resp == RESP_OKAY:
+                    access = ("r", (ctx.get(bus.rdata) - 1) // 3)
+                else:
+                    assert ctx.get(bus.rdata) == 0
+            await ctx.tick()
+            ctx.set(bus.bready, 0)
+            ctx.set(bus.rready, 0)
+            assert not ctx.get(bus.bvalid) and not ctx.get(bus.rvalid)
+            seen.append({"resp": resp, "csr": access})
+        assert seen == expected
+
+    run(m, testbench)
+
+
+def test_axi_lite_slave_takes_a_write_and_a_read_every_cycle():
+    """With every valid and ready held high, one write and one read complete per cycle (no bubbles)."""
+    m = Module()
+    m.submodules.dut = dut = AxiLiteSlave()
+    m.d.comb += dut.csr.rdata.eq(dut.csr.addr * 3 + 1)
+    bus = dut.axil
+
+    async def testbench(ctx):
+        for name in ("awvalid", "wvalid", "bready", "rready"):
+            ctx.set(getattr(bus, name), 1)
+        ctx.set(bus.wstrb, 0xF)
+        writes = 0
+        for n in range(8):
+            ctx.set(bus.awaddr, 4 * n)
+            writes += ctx.get(bus.awready) and ctx.get(dut.csr.we)
+            await ctx.tick()
+        assert writes == 8 and ctx.get(bus.bvalid)
+        ctx.set(bus.awvalid, 0)
+        ctx.set(bus.arvalid, 1)
+        reads = []
+        for n in range(8):
+            ctx.set(bus.araddr, 4 * n)
+            assert ctx.get(bus.arready)
+            await ctx.tick()
+            reads.append(ctx.get(bus.rdata))
+        assert reads == [3 * n + 1 for n in range(8)]
+
+    run(m, testbench)
+
+
+#: A config whose Q/K/V blocks (4 KiB) take two 2 KiB bursts of a 64-bit bus: burst splitting is exercised.
+MEMORY_CONFIG = AcceleratorConfig(rows=4, cols=4, block_size=64, head_dim=64, max_seq_len=256, axi_data_bits=64)
+
+
+def axi_ram_process(axi, memory, rng, bursts, writes=None):
+    """A simulated AXI4 slave on ``axi`` (the reader's or writer's master port): random ready and valid gaps
+    on every channel; records the bursts it is given; serves reads from ``memory`` (a bytearray) and, with
+    ``writes``, stores W beats into it."""
+    beat = len(axi.rdata if hasattr(axi, "rdata") else axi.wdata) // 8
+
+    async def process(ctx):
+        queue, responses = [], 0
+        names = ("arvalid", "arready", "araddr", "arlen", "rvalid", "rready") if writes is None else \
+                ("awvalid", "awready", "awaddr", "awlen", "wvalid", "wready", "wdata", "wlast")
+        async for _, _, *values in ctx.tick().sample(*(getattr(axi, n) for n in names)):
+            sampled = dict(zip(names, values))
+            if writes is None:
+                if sampled["arvalid"] and sampled["arready"]:
+                    bursts.append((sampled["araddr"], sampled["arlen"] + 1))
+                    queue += [sampled["araddr"] + n * beat for n in range(sampled["arlen"] + 1)]
+                if sampled["rvalid"] and sampled["rready"]:
+                    queue.pop(0)
+                ctx.set(axi.arready, rng.random() < 0.7)
+                serve = bool(queue) and rng.random() < 0.7
+                ctx.set(axi.rvalid, serve)
+                if serve:
+                    ctx.set(axi.rdata, int.from_bytes(memory[queue[0]:queue[0] + beat], "little"))
+            else:
+                if sampled["awvalid"] and sampled["awready"]:
+                    bursts.append((sampled["awaddr"], sampled["awlen"] + 1))
+                    queue += [sampled["awaddr"] + n * beat for n in range(sampled["awlen"] + 1)]
+                if sampled["wvalid"] and sampled["wready"]:
+                    address = queue.pop(0)
+                    memory[address:address + beat] = sampled["wdata"].to_bytes(beat, "little")
+                    writes.append(sampled["wlast"])
+                    responses += sampled["wlast"]
+                ctx.set(axi.awready, rng.random() < 0.7)
+                ctx.set(axi.wready, rng.random() < 0.7)
+                answer = responses > 0 and rng.random() < 0.7
+                ctx.set(axi.bvalid, answer)
+                responses -= answer
+    return process
+
+
+def test_memory_reader_reads_rows_in_bursts_like_its_twin():
+    rng = np.random.default_rng(SEED)
+    cfg, B, d = MEMORY_CONFIG, MEMORY_CONFIG.block_size, MEMORY_CONFIG.head_dim
+    memory = bytearray(rng.integers(0, 256, 1 << 16, dtype=np.uint8).tobytes())
+    requests = [(0x1000, B), (0x4000 + 2 * B * d, B), (0x8000, 3), (0x9000 + 5 * d, 1)]
+    bursts_expected, rows_expected = golden.memory_reader(requests, memory, cfg)
+    assert [beats for _, beats in bursts_expected][:2] == [256, 256]
+    dut, bursts = MemoryReader(cfg), []
+
+    async def testbench(ctx):
+        rows = []
+        for address, count in requests:
+            ctx.set(dut.req.payload, {"addr": address, "rows": count})
+            ctx.set(dut.req.valid, 1)
+            while not ctx.get(dut.req.ready):
+                await ctx.tick()
+            await ctx.tick()
+            ctx.set(dut.req.valid, 0)
+            while len(rows) < sum(c for _, c in requests[:requests.index((address, count)) + 1]):
+                ready = rng.random() < 0.6
+                ctx.set(dut.row.ready, ready)
+                if ready and ctx.get(dut.row.valid):
+                    rows.append([int(x) for x in ctx.get(dut.row.payload)])
+                await ctx.tick()
+            ctx.set(dut.row.ready, 0)
+        assert bursts == bursts_expected
+        assert rows == [r.tolist() for r in rows_expected]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_process(axi_ram_process(dut.axi, memory, rng, bursts))
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_memory_writer_writes_codes_in_bursts_like_its_twin():
+    rng = np.random.default_rng(SEED)
+    cfg, B, d, R = MEMORY_CONFIG, MEMORY_CONFIG.block_size, MEMORY_CONFIG.head_dim, MEMORY_CONFIG.rows
+    codes = rng.integers(-(1 << 15), 1 << 15, (2 * B, d))
+    registers = {"O_ADDR": 0x3000}
+    bursts_expected, image = golden.memory_writer(codes, registers, cfg)
+    memory, bursts, lasts = bytearray(1 << 16), [], []
+    dut = MemoryWriter(cfg)
+
+    async def testbench(ctx):
+        assert ctx.get(dut.idle)
+        for block in range(2):
+            ctx.set(dut.addr, registers["O_ADDR"] + block * B * d * 2)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            beats = [codes[block * B + q, g * R:(g + 1) * R] for q in range(B) for g in range(d // R)]
+            for beat in beats:
+                ctx.set(dut.o.payload, {"o": [int(x) for x in beat], "last": 0})
+                ctx.set(dut.o.valid, 1)
+                while not ctx.get(dut.o.ready):
+                    await ctx.tick()
+                await ctx.tick()
+                ctx.set(dut.o.valid, 0)
+                while rng.random() < 0.3:
+                    await ctx.tick()
+            while not ctx.get(dut.idle):
+                await ctx.tick()
+        assert bursts == bursts_expected
+        assert bytes(memory[0x3000:0x3000 + len(image)]) == image
+        assert sum(lasts) == len(bursts_expected)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_process(axi_ram_process(dut.axi, memory, rng, bursts, writes=lasts))
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_fetcher_requests_only_what_is_not_on_chip():
+    """The controller's wants of a head (Q per row, K and V of each kept block per pass) are served with
+    exactly the golden fetcher's requests (prefetches included, each once), every row lands at its buffer
+    address, and ``want`` is answered only once the rows are on chip."""
+    rng = np.random.default_rng(SEED)
+    cfg, B, nb = CONFIG, CONFIG.block_size, 4
+    bitmap = rng.choice([0, 4, 8], (nb, nb))
+    bitmap[np.arange(nb), np.arange(nb)] = 8
+    registers = {"Q_ADDR": 0x1000, "K_ADDR": 0x4000, "V_ADDR": 0x8000}
+    expected = golden.fetcher(bitmap, registers, cfg)
+    wants = []
+    for i, row in enumerate(bitmap):
+        wants.append((WANT_Q, i))
+        wants += [(WANT_K, int(j)) for j in np.flatnonzero(row)] + [(WANT_V, int(j)) for j in np.flatnonzero(row)]
+    dut = Fetcher(cfg)
+
+    def decode(address):
+        """(kind, block) of a request address."""
+        for kind, name in ((WANT_V, "V_ADDR"), (WANT_K, "K_ADDR"), (WANT_Q, "Q_ADDR")):
+            if address >= registers[name]:
+                return kind, (address - registers[name]) // (B * cfg.head_dim)
+
+    async def testbench(ctx):
+        for name in ("q", "k", "v"):
+            ctx.set(getattr(dut, f"{name}_addr"), registers[f"{name.upper()}_ADDR"])
+        ctx.set(dut.n_blocks, nb)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        requests, on_chip = [], set()
+
+        async def serve_request():
+            address = ctx.get(dut.req.payload.addr)
+            requests.append((address, ctx.get(dut.req.payload.rows)))
+            kind, block = decode(address)
+            ctx.set(dut.req.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.req.ready, 0)
+            first = (block % 2) * B if kind == WANT_Q else block * B
+            for n in range(B):
+                while rng.random() < 0.3:
+                    await ctx.tick()
+                ctx.set(dut.row.payload, [n - 8] * cfg.head_dim)
+                ctx.set(dut.row.valid, 1)
+                assert ctx.get(dut.row.ready)
+                assert [ctx.get(getattr(dut, f"{t}_we")) for t in "qkv"] == [kind == WANT_Q, kind == WANT_K, kind == WANT_V]
+                assert ctx.get(dut.wr_addr) == first + n
+                await ctx.tick()
+                ctx.set(dut.row.valid, 0)
+            on_chip.add((kind, block))
+
+        for kind, block in wants:
+            ctx.set(dut.want.payload, {"kind": kind, "block": block})
+            ctx.set(dut.want.valid, 1)
+            while not ctx.get(dut.want.ready):
+                if ctx.get(dut.req.valid):
+                    await serve_request()
+                else:
+                    await ctx.tick()
+            assert (kind, block) in on_chip
+            await ctx.tick()
+            ctx.set(dut.want.valid, 0)
+            for _ in range(int(rng.integers(0, 3))):               # the array computes; prefetches run
+                if ctx.get(dut.req.valid):
+                    await serve_request()
+                await ctx.tick()
+        assert sorted(requests) == sorted(expected) and len(requests) == len(expected)
 
     run(dut, testbench)

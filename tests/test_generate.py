@@ -11,6 +11,7 @@ import pytest
 
 from paro.flows.cli import main
 from paro.config import AcceleratorConfig
+from paro.hw.emit import params
 from paro.sim.runner import simulator_problem, verilator_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +28,19 @@ def test_generate_writes_verilog_with_config_header(tmp_path, capsys):
     assert "module paro(" in text
     params = json.loads((tmp_path / "out.params.json").read_text())
     assert params["config"]["rows"] == 8 and params["derived"]["depth"] == 64
+
+
+def test_engine_params_report_every_buffer_in_bits():
+    """The engine's params JSON lists its memories; the score buffer follows max_kept_keys, not the sequence."""
+    config = AcceleratorConfig(rows=4, cols=4, block_size=64, head_dim=64, max_seq_len=4096, max_kept_keys=1024)
+    buffers = params(config, "engine")["buffers"]
+    assert buffers["score_buffer"] == {"entries": 64 * 1024, "width": 48, "bits": 64 * 1024 * 48}
+    assert buffers["k_buffer"]["bits"] == buffers["v_buffer"]["bits"] == 4096 * 64 * 8
+    assert buffers["q_buffer"]["bits"] == 2 * 64 * 64 * 8                # two query blocks (prefetch)
+    assert buffers["bitmap"]["bits"] == 64 * 64 * 4
+    assert buffers["output_accumulator"]["bits"] == 64 * 64 * config.acc_out_width
+    assert buffers["total_bits"] == sum(b["bits"] for name, b in buffers.items() if name != "total_bits")
+    assert "buffers" not in params(config, "array")
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -75,12 +75,35 @@ def test_head_out_of_range(tiny_plan, tmp_path, capsys):
 def test_plan_longer_than_the_engine_build(tiny_plan, tmp_path, capsys):
     """The N_BLOCKS register is checked against the build before anything runs (it used to drop high bits)."""
     short, report = tmp_path / "short.npz", tmp_path / "sim.json"
-    _rewrite_config(tiny_plan, short, max_seq_len=64)      # tiny needs 6 blocks of 16 tokens: 96 > 64
+    _rewrite_config(tiny_plan, short, max_seq_len=64, max_kept_keys=64)   # tiny needs 6 blocks of 16: 96 > 64
     assert main(["simulate", "--plan", str(short), "--report", str(report)]) == 2
     line = _error_line(capsys)
     assert "register N_BLOCKS = 6 is outside [1, 4] (this engine: max_seq_len 64 / block_size 16)" in line
     assert "--max-seq-len >= 96" in line
     assert not report.exists()
+
+
+def test_row_beyond_the_score_buffer(tiny_plan, tmp_path, capsys):
+    """A query-block row that keeps more keys than the build's score buffer (max_kept_keys) is named."""
+    small, report = tmp_path / "small_buffer.npz", tmp_path / "sim.json"
+    _rewrite_config(tiny_plan, small, max_kept_keys=32)
+    kept = np.count_nonzero(load_plan(tiny_plan).bitmap[0], axis=1)
+    row = int(np.flatnonzero(kept > 2)[0])
+    assert main(["simulate", "--plan", str(small), "--report", str(report)]) == 2
+    assert (f"head 0 (plan) cannot run on the engine built for this plan: bitmap row {row} keeps {kept[row]} "
+            f"blocks ({16 * kept[row]} keys), more than the score buffer holds (max_kept_keys 32); build with "
+            f"--max-kept-keys >= {16 * kept.max()}") in _error_line(capsys)
+    assert not report.exists()
+
+
+def test_calibrate_refuses_a_plan_beyond_the_score_buffer(tmp_path, capsys):
+    plan = tmp_path / "plan.npz"
+    assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5",
+                 "--max-kept-keys", "16", "-o", str(plan)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("paro: error: head 0: bitmap row ") and "(max_kept_keys 16)" in line
+    assert line.endswith(", or lower --density")
+    assert not plan.exists()
 
 
 def test_bad_plan_source_is_one_line(tiny_plan, tmp_path, capsys):
@@ -151,4 +174,9 @@ def test_simulate_success_report(tiny_plan, tmp_path, capsys, verilator):
         (bitmap == 8).sum(), (bitmap == 4).sum(), (bitmap == 0).sum())
     assert counters["stall_cycles"] == result["cycles"] - counters["array_beats"]
     assert result["dense_counters"]["KEPT8"] == bitmap.size and result["config"] == config.to_dict()
+    # Memory traffic: Q once per query block, K and V once per kept key block column; dense reads all three.
+    tokens_bytes = bitmap.shape[0] * config.block_size * config.head_dim
+    kept_columns = np.count_nonzero(bitmap.any(axis=0))
+    assert result["bytes_read"] == tokens_bytes + 2 * kept_columns * config.block_size * config.head_dim
+    assert result["dense_int8_bytes_read"] == 3 * tokens_bytes and result["bytes_written"] == 2 * tokens_bytes
     assert f"head 1 ({plan.orders[1]}) on verilator: bit_exact True, {result['cycles']} cycles" in capsys.readouterr().out

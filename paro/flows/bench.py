@@ -4,46 +4,22 @@ Speed targets live here, never in timed tests.
 """
 
 import json
-import subprocess
-import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 from ..config import AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write, save_figure
 from ..sim.runner import run_bench
+from ..sw.plan import load_plan
+from ..sw.program import engine_program
+from .provenance import progress, provenance
+from .simulate import run_programs
 
-__all__ = ["git_commit", "provenance", "progress", "bench_array", "ARRAY_BENCH_SIZES"]
+__all__ = ["bench_array", "bench_engine_speed", "ARRAY_BENCH_SIZES"]
 
 ARRAY_BENCH_SIZES = ((2, 2), (4, 4), (8, 8), (4, 8))
-
-
-def git_commit():
-    """The commit of the running code (with ``-dirty`` when the tree has changes): from the git checkout this
-    package runs from, or ``"paro <version> (installed)"`` for an installed wheel."""
-    repo = Path(__file__).resolve().parent.parent.parent
-    if not (repo / ".git").exists():
-        return f"paro {version('paro')} (installed)"
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
-
-
-def provenance():
-    """What every results file names: the commit of the code and the command that produced it."""
-    return {"commit": git_commit(), "command": " ".join(["paro", *sys.argv[1:]])}
-
-
-def progress(message):
-    print(f"[paro] {message}", file=sys.stderr, flush=True)
 
 
 def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=None, build_dir=None):
@@ -101,10 +77,22 @@ def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=Non
     return result, plot
 
 
-def _plot_array(result, path):
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path, plt):
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def _plot_array(result, path):
+    plt = _pyplot()
 
     records = result["records"]
     sizes = list(dict.fromkeys(f"{r['rows']}x{r['cols']}" for r in records))
@@ -127,7 +115,49 @@ def _plot_array(result, path):
     right.set_title(f"Utilization, {records[0]['tiles']} tiles of depth {records[0]['depth']}")
     fig.suptitle(f"paro array bench ({result['simulator']}, {result['commit'][:12]})", fontsize=9)
     fig.tight_layout()
-    try:
-        save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    _save(fig, path, plt)
+
+
+def bench_engine_speed(plan_path, output, head=1, build_dir=None):
+    """Simulation speed of the engine's two run modes (cocotb bench, fast C++ harness) on one plan head, in
+    one invocation, memory at one beat per cycle; writes ``output`` (JSON) and a PNG beside it."""
+    output = Path(output)
+    plan = load_plan(plan_path)
+    prog = engine_program(plan, head)
+    modes = {}
+    for mode in ("cocotb", "fast"):
+        progress(f"engine speed bench: head {head} in the {mode} mode on verilator")
+        stats = []
+        (counters,) = run_programs(plan.config, [prog], "verilator", gap=0, tag="speed", build_dir=build_dir,
+                                   fast=mode == "fast", stats=stats)
+        modes[mode] = {**stats[0], "engine_cycles": counters["CYCLES"], "bit_exact": True}
+    result = {
+        "benchmark": "engine_simulation_speed", **provenance(), "plan": str(plan_path), "head": head,
+        "config": plan.config.to_dict(), "simulator": "verilator", "modes": modes,
+        "fast_vs_cocotb": modes["fast"]["cycles_per_second"] / modes["cocotb"]["cycles_per_second"],
+        "units": {"cycles_per_second": "simulated engine clock cycles per wall-clock second of the run (build "
+                                       "excluded; programming and reading back included)",
+                  "run_cycles": "cycles simulated", "wall_seconds": "seconds of the run"},
+    }
+    atomic_write(output, json.dumps(result, indent=2) + "\n")
+    plot = output.with_suffix(".png")
+    _plot_speed(result, plot)
+    return result, plot
+
+
+def _plot_speed(result, path):
+    plt = _pyplot()
+
+    modes = result["modes"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(modes)
+    bars = ax.bar(names, [modes[n]["cycles_per_second"] for n in names], color=["#888888", "#2a7ab9"])
+    for bar, name in zip(bars, names):
+        ax.annotate(f"{modes[name]['cycles_per_second']:,.0f}/s\n{modes[name]['wall_seconds']:.1f} s",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("simulated cycles per second")
+    ax.set_title(f"Engine simulation speed, head {result['head']} ({modes['fast']['engine_cycles']:,} cycles), "
+                 f"fast = {result['fast_vs_cocotb']:.0f}x cocotb", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path, plt)

@@ -18,7 +18,8 @@ from ..sw.plan import load_plan, save_plan
 from ..sw.plots import plot_plan
 from ..sw.reorder import TokenLayout
 from ..sw.workloads import make_workload
-from .bench import bench_array, provenance
+from .bench import bench_array, bench_engine_speed
+from .provenance import provenance
 from .simulate import simulate
 from .synth import synth
 
@@ -43,11 +44,18 @@ def _add_config_args(parser):
     parser.add_argument("--acc-width", type=int, default=None, help="accumulator width (default: minimum)")
     parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len,
                         help="longest padded sequence the softmax widths (and the engine's buffers) hold")
+    _add_kept_keys_arg(parser)
+
+
+def _add_kept_keys_arg(parser):
+    parser.add_argument("--max-kept-keys", type=int, default=None,
+                        help="keys one query-block row may keep: the score buffer's size (default: max_seq_len)")
 
 
 def _config(args):
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size, head_dim=args.head_dim,
-                             bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len)
+                             bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
+                             max_kept_keys=args.max_kept_keys)
 
 
 def cmd_generate(args):
@@ -59,8 +67,17 @@ def cmd_generate(args):
 
 
 def cmd_bench(args):
-    if args.which != "array":
-        raise ParoError(f"unknown bench {args.which!r}; choose one of: array")
+    if args.which not in ("array", "engine-speed"):
+        raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed")
+    if args.which == "engine-speed":
+        if args.plan is None:
+            raise ParoError("bench engine-speed needs --plan PLAN.npz (and --head, default 1)")
+        result, plot = bench_engine_speed(args.plan, args.output, head=args.head, build_dir=args.build_dir)
+        for mode, entry in result["modes"].items():
+            print(f"{mode}: {entry['run_cycles']:,} cycles in {entry['wall_seconds']:.1f} s, "
+                  f"{entry['cycles_per_second']:,.0f} cycles/s")
+        print(f"fast mode {result['fast_vs_cocotb']:.1f}x the cocotb bench; wrote {args.output} and {plot}")
+        return
     result, plot = bench_array(args.output, simulator=args.simulator, build_dir=args.build_dir)
     for size, entry in result["summary"].items():
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k.endswith("products_per_cycle"))
@@ -93,7 +110,7 @@ def cmd_calibrate(args):
     max_seq_len = max(64, 1 << (workload.layout.padded(args.block_size) - 1).bit_length())
     config = AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
                                head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
-                               max_seq_len=max_seq_len)
+                               max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys)
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits)
     save_plan(plan, args.output)
     if args.report:
@@ -134,13 +151,18 @@ def _print_simulation(result):
     print(f"head {result['head']} ({result['order']}) on {result['simulator']}: bit_exact {result['bit_exact']}, "
           f"{result['cycles']} cycles, ideal {result['ideal_cycles']} (utilization {result['utilization']:.3f}), "
           f"dense INT8 {result['dense_int8_cycles']} cycles ({result['speedup_vs_dense_int8']:.2f}x); "
+          f"bytes read {result['bytes_read']} ({result['bytes_read_vs_dense']:.2f}x dense); "
           f"blocks 8-bit {c['blocks_8bit']}, 4-bit {c['blocks_4bit']}, skipped {c['blocks_skipped']}, "
           f"stall cycles {c['stall_cycles']}")
 
 
 def cmd_simulate(args):
+    if not 0 <= args.gap < 1:
+        raise ParoError(f"--gap must be in [0, 1), got {args.gap}")
+    if args.read_latency < 0:
+        raise ParoError(f"--read-latency must be >= 0 cycles, got {args.read_latency}")
     result = simulate(args.plan, simulator=args.simulator, head=args.head, report=args.report,
-                      build_dir=args.build_dir)
+                      build_dir=args.build_dir, gap=args.gap, read_latency=args.read_latency, fast=args.fast)
     _print_simulation(result)
     if args.report:
         print(f"wrote {args.report}")
@@ -202,6 +224,7 @@ def build_parser():
     cal.add_argument("--block-size", type=int, default=64, help="attention block size B")
     cal.add_argument("--bitwidths", type=_bitwidths, default=(0, 4, 8), help="block bitwidth set, e.g. 0,4,8")
     cal.add_argument("--acc-width", type=int, default=None, help="accumulator width (default: minimum)")
+    _add_kept_keys_arg(cal)
     cal.add_argument("-o", "--output", required=True, help="BlockPlan file to write (.npz)")
     cal.add_argument("--report", help="JSON report to write")
     cal.set_defaults(func=cmd_calibrate)
@@ -224,6 +247,13 @@ def build_parser():
     sim.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
     sim.add_argument("--head", type=int, default=0, help="head of the plan to run (default 0)")
     sim.add_argument("--report", help="JSON report to write")
+    sim.add_argument("--gap", type=float, default=0.0,
+                     help="memory model: probability that a bus channel pauses in a cycle (default 0: one beat "
+                          "per cycle)")
+    sim.add_argument("--read-latency", type=int, default=0,
+                     help="memory model: cycles before each read burst's first beat (default 0)")
+    sim.add_argument("--fast", action="store_true",
+                     help="fast run mode: the engine in a C++ Verilator harness (no bus pauses), for long heads")
     _add_build_dir_arg(sim)
     sim.set_defaults(func=cmd_simulate)
 
@@ -234,7 +264,9 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
-    bench.add_argument("which", help="benchmark: array")
+    bench.add_argument("which", help="benchmark: array, or engine-speed (needs --plan)")
+    bench.add_argument("--plan", help="engine-speed: the plan whose head is simulated")
+    bench.add_argument("--head", type=int, default=1, help="engine-speed: the head (default 1)")
     bench.add_argument("-o", "--output", required=True, help="output JSON file (a PNG is written beside it)")
     bench.add_argument("--simulator", default="verilator", help="icarus or verilator (default)")
     _add_build_dir_arg(bench)

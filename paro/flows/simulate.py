@@ -2,29 +2,36 @@
 
 One invocation builds the engine for the plan's configuration, runs the plan's head (its bitmap) and the
 same head as a dense INT8 baseline (every block 8-bit, none skipped, same array) through the same build,
-compares every output code with :mod:`paro.sw.golden` and reports cycles, ideal cycles and counters.
+with Q/K/V in an AXI4 memory model (``gap``: the probability that any bus channel pauses in a cycle; 0 is
+one beat per cycle), compares every output code with :mod:`paro.sw.golden` and reports cycles, ideal
+cycles, bytes read and counters.
 
 Failures are reported as what they are: a plan or program the engine cannot take (one line naming the
 register or field, before anything is built), a simulator build failure, a run that did not finish, or an
 output that differs from the golden model (the first differing beat).
 """
 
+import dataclasses
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
 from ..config import PEMode
 from ..errors import ParoError
 from ..files import atomic_write
+from ..sim.engine_check import Mismatch
+from ..sim.fast import run_fast
 from ..sim.runner import SIMULATORS, BenchFailure, run_bench, simulator_problem
-from ..sw.contract import check_engine_config, check_program, save_program
+from ..sim.streams import CLOCK_NS
+from ..sw.contract import MAX_BURST_BEATS, check_engine_config, check_program, save_program
 from ..sw.plan import load_plan
 from ..sw.program import engine_program, plan_workload
-from .bench import provenance, progress
+from .provenance import progress, provenance
 
 __all__ = ["simulate", "ideal_cycles", "run_programs"]
 
@@ -36,45 +43,82 @@ def ideal_cycles(config, bitmap):
     return int(sum(per_block // peak[int(b)] for b in np.asarray(bitmap).ravel() if b))
 
 
-def cycle_limit(config, prog):
-    """A generous bound on a program's cycles (4x ideal plus per-token overheads): a hang, not a slow run."""
-    return 4 * ideal_cycles(config, prog.bitmap) + 200 * prog.q8.shape[0] + 10_000
+def cycle_limit(config, prog, read_latency=0):
+    """A generous bound on a program's cycles (4x ideal plus per-token and per-burst overheads): a hang, not
+    a slow run."""
+    fetches = 3 * prog.q8.shape[0] // config.block_size          # at most Q, K and V of every block once
+    bursts = -(-config.block_size * config.head_dim * 8 // config.axi_data_bits // MAX_BURST_BEATS)
+    return 4 * ideal_cycles(config, prog.bitmap) + 200 * prog.q8.shape[0] + 10_000 + 4 * fetches * bursts * read_latency
 
 
-def run_programs(config, programs, simulator, seed=20261125, gap=0.2, tag="engine", build_dir=None):
+def run_programs(config, programs, simulator, seed=20261125, gap=0.2, tag="engine", build_dir=None, read_latency=0,
+                 fast=False, stats=None):
     """Run engine programs (:class:`paro.sw.contract.EngineProgram`) in one build; return their counters.
 
-    Every program is checked against the contract first. Raises :class:`ParoError` saying what failed: the
-    build (from the runner), a program that did not finish, or the first output that differs from the
-    golden model.
+    ``fast`` runs them in the fast mode (:mod:`paro.sim.fast`, Verilator only, no bus pauses) instead of the
+    cocotb bench. ``stats`` (a list) receives the simulation speed: one entry per program in the fast mode,
+    one for the whole cocotb run (``run_cycles``, ``wall_seconds``, ``cycles_per_second``). Every program is checked
+    against the contract first. Raises :class:`ParoError` saying what failed: the build (from the runner), a
+    program that did not finish, or the first output that differs from the golden model.
     """
+    for n, prog in enumerate(programs):
+        try:
+            check_program(config, prog)
+        except ParoError as error:
+            raise ParoError(f"program {n} cannot run on this engine: {error}") from None
+    limits = [cycle_limit(config, p, read_latency) for p in programs]
+    if fast:
+        if simulator != "verilator":
+            raise ParoError(f"the fast mode runs on Verilator only, not {simulator}; drop --fast or use verilator")
+        if gap:
+            raise ParoError("the fast mode's memory never pauses; drop --gap, or run without --fast")
+        try:
+            results = run_fast(config, programs, build_dir=build_dir, read_latency=read_latency, cycle_limits=limits)
+        except Mismatch as error:
+            raise _failure(simulator + " (fast mode)", error.status, error.program, error.detail) from None
+        if stats is not None:
+            stats.extend(s for _, s in results)
+        return [counters for counters, _ in results]
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(tmp) / f"program{n}.npz" for n in range(len(programs))]
         outcomes = [Path(tmp) / f"outcome{n}.json" for n in range(len(programs))]
-        for n, (path, prog) in enumerate(zip(paths, programs)):
-            try:
-                save_program(config, prog, path)          # checks the program against the contract first
-            except ParoError as error:
-                raise ParoError(f"program {n} cannot run on this engine: {error}") from None
+        for path, prog in zip(paths, programs):
+            save_program(config, prog, path)
         env = {"PARO_PROGRAMS": os.pathsep.join(map(str, paths)),
                "PARO_OUTCOMES": os.pathsep.join(map(str, outcomes)),
-               "PARO_CYCLE_LIMITS": os.pathsep.join(str(cycle_limit(config, p)) for p in programs), "PARO_GAP": str(gap)}
+               "PARO_CYCLE_LIMITS": os.pathsep.join(map(str, limits)),
+               "PARO_GAP": str(gap), "PARO_READ_LATENCY": str(read_latency)}
         try:
-            run_bench(config, "engine", "paro.sim.test_engine", simulator, seed=seed, tag=tag, extra_env=env,
-                      build_dir=build_dir)
+            results = run_bench(config, "engine", "paro.sim.test_engine", simulator, seed=seed, tag=tag,
+                                extra_env=env, build_dir=build_dir)
         except BenchFailure as error:
             failed = [json.loads(o.read_text()) for o in outcomes if o.exists()]
             failed = [o for o in failed if o["status"] != "ok"]
             if not failed:
                 raise ParoError(f"the engine bench on {simulator} failed before comparing any output: {error}") from None
-            what = "did not match the golden model" if failed[0]["status"] == "mismatch" else "did not finish"
-            raise ParoError(f"the engine on {simulator} {what}: program {failed[0]['program']}, "
-                            f"{failed[0]['detail']}") from None
+            raise _failure(simulator, failed[0]["status"], failed[0]["program"], failed[0]["detail"]) from None
+        if stats is not None:
+            stats.append(_cocotb_speed(results))
         return [json.loads(o.read_text())["counters"] for o in outcomes]
 
 
-def simulate(plan_path, simulator="verilator", head=0, report=None, gap=0.0, build_dir=None):
-    """Simulate one head of a plan plus its dense INT8 baseline; write ``report`` (JSON); return the dict."""
+def _cocotb_speed(results_xml):
+    """Simulated cycles and wall seconds of a cocotb run (all its programs), from its JUnit XML."""
+    case = ElementTree.parse(results_xml).find(".//testcase")
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    cycles, seconds = float(properties["sim_time_duration"]) / CLOCK_NS, float(case.get("time"))
+    return {"run_cycles": int(cycles), "wall_seconds": seconds, "cycles_per_second": cycles / seconds}
+
+
+def _failure(where, status, program, detail):
+    what = "did not match the golden model" if status == "mismatch" else "did not finish"
+    return ParoError(f"the engine on {where} {what}: program {program}, {detail}")
+
+
+def simulate(plan_path, simulator="verilator", head=0, report=None, gap=0.0, build_dir=None, read_latency=0,
+             fast=False):
+    """Simulate one head of a plan plus its dense INT8 baseline; write ``report`` (JSON); return the dict.
+    ``fast`` uses the fast run mode (Verilator, C++ harness) instead of the cocotb bench."""
     if simulator not in SIMULATORS:
         raise ParoError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     problem = simulator_problem(simulator)
@@ -87,33 +131,49 @@ def simulate(plan_path, simulator="verilator", head=0, report=None, gap=0.0, bui
     progress(f"golden model: head {head} and its dense INT8 baseline")
     prog = engine_program(plan, head, workload=workload)
     dense = engine_program(plan, head, bitmap=np.full_like(plan.bitmap[head], 8), workload=workload)
-    for name, p in (("plan", prog), ("dense INT8 baseline", dense)):
+    # The dense run keeps every key: a build whose score buffer is smaller runs it with a full-size score
+    # buffer (nothing else differs, so the cycles are those of the same array and datapath).
+    dense_config = config if config.max_kept_keys >= dense.q8.shape[0] else dataclasses.replace(config, max_kept_keys=None)
+    for name, c, p in (("plan", config, prog), ("dense INT8 baseline", dense_config, dense)):
         try:
-            check_program(config, p)
+            check_program(c, p)
         except ParoError as error:
             raise ParoError(f"head {head} ({name}) cannot run on the engine built for this plan: {error}") from None
     progress(f"{simulator}: build the engine and run both programs "
              f"(~{(ideal_cycles(config, prog.bitmap) + ideal_cycles(config, dense.bitmap)) / 1e6:.1f}M ideal cycles)")
     start = time.monotonic()
-    counters, dense_counters = run_programs(config, [prog, dense], simulator, gap=gap, build_dir=build_dir)
+    stats, options = [], dict(gap=gap, build_dir=build_dir, read_latency=read_latency, fast=fast)
+    if dense_config == config:
+        counters, dense_counters = run_programs(config, [prog, dense], simulator, stats=stats, **options)
+    else:
+        [counters] = run_programs(config, [prog], simulator, stats=stats, **options)
+        [dense_counters] = run_programs(dense_config, [dense], simulator, tag="engine-dense", stats=stats, **options)
     ideal = ideal_cycles(config, prog.bitmap)
     result = {
         "benchmark": "simulate", **provenance(), "plan": str(plan_path), "head": head,
-        "simulator": simulator, "config": config.to_dict(), "order": plan.orders[head],
+        "simulator": simulator, "mode": "fast" if fast else "cocotb", "config": config.to_dict(),
+        "order": plan.orders[head],
         "bit_exact": True,
         "cycles": counters["CYCLES"], "ideal_cycles": ideal, "utilization": ideal / counters["CYCLES"],
         "dense_int8_cycles": dense_counters["CYCLES"],
         "dense_int8_ideal_cycles": ideal_cycles(config, dense.bitmap),
         "speedup_vs_dense_int8": dense_counters["CYCLES"] / counters["CYCLES"],
+        "bytes_read": counters["BYTES_READ"], "dense_int8_bytes_read": dense_counters["BYTES_READ"],
+        "bytes_read_vs_dense": counters["BYTES_READ"] / dense_counters["BYTES_READ"],
+        "bytes_written": counters["BYTES_WRITTEN"],
         "counters": {"blocks_8bit": counters["KEPT8"], "blocks_4bit": counters["KEPT4"],
                      "blocks_skipped": counters["SKIPPED"], "busy_cycles": counters["CYCLES"],
                      "array_beats": counters["ARRAY_BEATS"], "stall_cycles": counters["STALL_CYCLES"]},
-        "dense_counters": dense_counters,
-        "units": {"cycles": "engine clock cycles from start to done (K/V load to last output)",
+        "dense_counters": dense_counters, "dense_int8_max_kept_keys": dense_config.max_kept_keys,
+        "memory": {"model": "C++ AXI4 RAM (fast mode)" if fast else "cocotbext-axi AxiRam", "pause_probability": gap, "read_latency_cycles": read_latency,
+                   "axi_data_bits": config.axi_data_bits},
+        "units": {"cycles": "engine clock cycles from start to done (first read to last write response)",
+                  "bytes_read": "bytes the engine's AXI4 master read (Q, kept K/V blocks once each)",
                   "ideal_cycles": "kept-block MACs / (R*C*products per PE per cycle in each block's mode)",
                   "stall_cycles": "busy cycles in which the array took no input beat"},
         "seconds": round(time.monotonic() - start, 1),
     }
+    result["simulation_speed"] = stats
     if report:
         atomic_write(report, json.dumps(result, indent=2) + "\n")
     return result

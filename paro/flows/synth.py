@@ -29,7 +29,7 @@ from ..errors import ParoError
 from ..files import atomic_write, build_root
 from ..hw.emit import write_verilog
 from ..hw.synth_harness import SynthHarness, harness_input_bits
-from .bench import provenance
+from .provenance import provenance
 
 __all__ = ["TARGETS", "synth", "generic_stats"]
 

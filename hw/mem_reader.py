@@ -1,0 +1,79 @@
+"""Memory reader: the read half of the engine's AXI4 master. Turns a request for consecutive token rows into
+INCR bursts and the returned beats into token rows.
+
+Golden twin: :func:`paro.sw.golden.memory_reader` (the bursts, by :func:`~paro.sw.golden.axi_bursts`, and the
+rows). A request ``{addr, rows}`` reads ``rows * head_dim`` bytes from ``addr``.
+
+Cycle behaviour: ``req`` is taken when the reader is idle. From the next cycle it offers one AR burst per cycle
+(``arvalid`` held until ``arready``; each as long as ``MAX_BURST_BEATS`` and ``BURST_BOUNDARY`` allow), all of
+the request's bursts outstanding at once. R beats are taken whenever they do not complete a row while the
+previous row still waits on ``row`` (``8 * head_dim / axi_data_bits`` beats a row, first beat lowest bytes).
+A completed row is offered on ``row`` from the cycle after its last beat. The reader is idle again in the
+cycle after the request's last row is taken. ``beat`` is high in every cycle an R beat is taken.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from paro.sw.contract import AXI_ADDRESS_BITS, BURST_BOUNDARY, MAX_BURST_BEATS
+
+from .axi4 import BURST_INCR, axi4_read_signature
+from .component import EngineBlock
+from .operand_feed import row_layout
+
+__all__ = ["MemoryReader", "read_request_layout"]
+
+
+def read_request_layout(config):
+    """A read request: ``rows`` consecutive token rows (``head_dim`` bytes each) from byte address ``addr``."""
+    return data.StructLayout({"addr": AXI_ADDRESS_BITS, "rows": range(config.block_size + 1)})
+
+
+class MemoryReader(EngineBlock):
+    def __init__(self, config):
+        super().__init__(config, {
+            "req": In(stream.Signature(read_request_layout(config))),
+            "row": Out(stream.Signature(row_layout(config))),
+            "axi": Out(axi4_read_signature(config.axi_data_bits)), "beat": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, axi = self._config, self.axi
+        width, row_bits = cfg.axi_data_bits, 8 * cfg.head_dim
+        beat_bytes, per_row = width // 8, row_bits // width
+        longest = min(MAX_BURST_BEATS * beat_bytes, BURST_BOUNDARY)
+        busy = Signal()
+        address, to_request = Signal(AXI_ADDRESS_BITS), Signal(range(cfg.block_size * cfg.head_dim + 1))
+        rows_left, count = Signal(range(cfg.block_size + 1)), Signal(range(per_row))
+        shift, out_row = Signal(row_bits), Signal(row_bits)
+        size = Signal(range(longest + 1))
+        room = Signal(range(longest + 1))
+        m.d.comb += [
+            self.req.ready.eq(~busy),
+            room.eq(longest - address[:(longest - 1).bit_length()]),
+            size.eq(Mux(to_request < room, to_request, room)),
+            axi.arid.eq(0), axi.araddr.eq(address), axi.arlen.eq((size // beat_bytes) - 1),
+            axi.arsize.eq((beat_bytes - 1).bit_length()), axi.arburst.eq(BURST_INCR),
+            axi.arvalid.eq(busy & (to_request != 0)),
+            axi.rready.eq(~((count == per_row - 1) & self.row.valid & ~self.row.ready)),
+            self.beat.eq(axi.rvalid & axi.rready),
+            self.row.payload.as_value().eq(out_row),
+        ]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [busy.eq(1), address.eq(self.req.payload.addr), rows_left.eq(self.req.payload.rows),
+                         to_request.eq(self.req.payload.rows * cfg.head_dim)]
+        with m.If(axi.arvalid & axi.arready):
+            m.d.sync += [address.eq(address + size), to_request.eq(to_request - size)]
+
+        with m.If(self.row.valid & self.row.ready):
+            m.d.sync += [self.row.valid.eq(0), rows_left.eq(rows_left - 1)]
+            with m.If(rows_left == 1):
+                m.d.sync += busy.eq(0)
+        with m.If(self.beat):
+            assembled = Cat(shift[width:], axi.rdata) if per_row > 1 else axi.rdata
+            m.d.sync += [shift.eq(assembled), count.eq(count + 1)]
+            with m.If(count == per_row - 1):
+                m.d.sync += [count.eq(0), out_row.eq(assembled), self.row.valid.eq(1)]
+        return m

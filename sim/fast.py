@@ -1,0 +1,105 @@
+"""Fast run mode of the attention engine: the Verilated engine inside a small C++ harness
+(``fast_engine.cpp``: clock, AXI4 RAM, AXI4-Lite programming, done detection), Python only before and after
+the run. Outputs are checked exactly as in the cocotb bench (:mod:`paro.sim.engine_check`).
+
+What it does not cover, and the cocotb bench (:mod:`paro.sim.test_engine`) does: random pauses and
+back-pressure on the buses (the harness's memory accepts every request at once and returns a beat a cycle
+after ``read_latency``), and cocotbext-axi's protocol checks. Use it for long heads; keep the cocotb bench for
+protocol coverage.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+from paro.errors import ParoError
+from paro.files import build_root
+from paro.hw.emit import emit_verilog, write_verilog
+from paro.sw.contract import COUNTERS, REGISTERS, program_writes, region_bytes
+
+from .engine_check import Mismatch, compare, decode_codes, memory_image, memory_size
+from .runner import simulator_problem, verilator_env
+
+__all__ = ["build_fast", "run_fast"]
+
+
+def build_fast(config, build_dir=None):
+    """Build (or reuse) the fast-mode binary of the engine for ``config``; return its path."""
+    problem = simulator_problem("verilator")
+    if problem:
+        raise ParoError(problem)
+    digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:8]
+    folder = build_root(build_dir) / "sim" / f"engine_{config.rows}x{config.cols}_fast_{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    source, harness, binary = folder / "paro.v", folder / "fast_engine.cpp", folder / "obj" / "paro_fast"
+    text = emit_verilog(config, "engine")
+    if not source.exists() or source.read_text() != text:
+        write_verilog(config, source, top="engine")
+    cpp = resources.files("paro.sim").joinpath("fast_engine.cpp").read_bytes()
+    if not harness.exists() or harness.read_bytes() != cpp:
+        harness.write_bytes(cpp)
+    if binary.exists() and binary.stat().st_mtime > max(source.stat().st_mtime, harness.stat().st_mtime):
+        return binary
+    env = {**os.environ, **verilator_env()}
+    command = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", "paro", "-O3",
+               "-Wno-fatal", "-Wno-lint", "-Wno-style", "--Mdir", str(folder / "obj"), "-o", "paro_fast",
+               "-CFLAGS", f"-O2 -DMAXI_BEAT_BYTES={config.axi_data_bits // 8}", str(source), str(harness)]
+    log = folder / "build.log"
+    print(f"[paro] building the fast engine model in {folder} (Verilator, C++)", file=sys.stderr, flush=True)
+    with open(log, "w") as out:
+        result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0 or not binary.exists():
+        print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
+        raise ParoError(f"Verilator build of the fast engine model failed (exit {result.returncode}); full log: {log}")
+    return binary
+
+
+def run_fast(config, programs, build_dir=None, read_latency=0, cycle_limits=None):
+    """Run engine programs in the fast mode; return per program ``(counters, stats)`` where ``stats`` holds
+    ``run_cycles``, ``wall_seconds`` and ``cycles_per_second``. Raises :class:`Mismatch` (``status``
+    ``mismatch`` or ``timeout``, with ``program``) at the first program that fails."""
+    binary = build_fast(config, build_dir)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        size = memory_size(config, programs)
+        for n, prog in enumerate(programs):
+            image, output = Path(tmp) / f"memory{n}.bin", Path(tmp) / f"output{n}.bin"
+            image.write_bytes(memory_image(config, prog, size))
+            blocks = int(prog.registers["N_BLOCKS"])
+            out_base, out_bytes = int(prog.registers["O_ADDR"]), region_bytes(config, "O_ADDR", blocks)
+            limit = (cycle_limits or [10**12] * len(programs))[n]
+            lines = [f"memory {image} {size}", f"latency {read_latency}", f"limit {limit}"]
+            lines += [f"write {address} {value & 0xFFFFFFFF}" for address, value in program_writes(config, prog)]
+            lines += [f"write {REGISTERS['START'].address} 1"]
+            lines += [f"read {name} {REGISTERS[name].address}" for name in COUNTERS]
+            lines += [f"dump {out_base} {out_bytes} {output}"]
+            job = Path(tmp) / f"job{n}.txt"
+            job.write_text("\n".join(lines) + "\n")
+            start = time.monotonic()
+            run = subprocess.run([str(binary), str(job)], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise ParoError(f"the fast engine model failed on program {n} (exit {run.returncode}): "
+                                f"{run.stderr.strip()[-500:]}")
+            values = dict(line.split(" ", 1) for line in run.stdout.splitlines() if " " in line)
+            if values.get("status") != "ok":
+                error = Mismatch("timeout", f"engine not done after {limit} cycles")
+                error.program = n
+                raise error
+            counters = {name: int(values[name]) for name in COUNTERS}
+            try:
+                compare(config, prog, decode_codes(config, output.read_bytes()), counters)
+            except Mismatch as error:
+                error.program = n
+                raise
+            cycles, seconds = int(values["run_cycles"]), float(values["wall_seconds"])
+            results.append((counters, {"run_cycles": cycles, "wall_seconds": seconds,
+                                       "process_seconds": round(time.monotonic() - start, 3),
+                                       "cycles_per_second": cycles / seconds if seconds > 0 else None}))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return results
