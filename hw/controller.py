@@ -17,7 +17,8 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i``:
 * ``OUT``: starts the output stage and waits until it is idle; then the next query block, or ``IDLE`` with
   ``done`` after the last.
 
-All buffer read addresses come from here (synchronous reads, enabled by the feed's ``advance``).
+All buffer read addresses come from here (synchronous reads, enabled by the feed's ``advance``); K and V rows
+are read from the cache slot the fetcher gave with the block (``slot``).
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -28,7 +29,7 @@ from paro.config import SCORE_WIDTH
 from paro.sw.golden import P_SHIFT_MAX
 
 from .component import ConfiguredComponent
-from .fetcher import WANT_K, WANT_Q, WANT_V, want_layout
+from .kv_cache import WANT_K, WANT_Q, WANT_V, want_layout
 from .operand_feed import issue_layout
 from .scheduler import kept_layout
 from .score_unit import LOWEST_SCORE, lane_row_max
@@ -51,9 +52,10 @@ class EngineController(ConfiguredComponent):
             **{f"{t}_addr": Out(range(nb)) for t in ("cq", "ck", "cv8", "cv4")},
             **{f"{t}_data": In(16) for t in ("cq", "ck", "cv8", "cv4")},
             "cq": Out(16),
-            "want": Out(stream.Signature(want_layout(config))),
-            "q_addr": Out(data.ArrayLayout(range(2 * B), R)), "k_addr": Out(data.ArrayLayout(range(tokens), lanes)),
-            "v_addr": Out(range(tokens)), "s_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), lanes)),
+            "want": Out(stream.Signature(want_layout(config))), "slot": In(range(config.kv_cache_blocks)),
+            "q_addr": Out(data.ArrayLayout(range(2 * B), R)),
+            "k_addr": Out(data.ArrayLayout(range(config.kv_cache_blocks * B), lanes)),
+            "v_addr": Out(range(config.kv_cache_blocks * B)), "s_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), lanes)),
             "scores": In(scores), "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "z": Out(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
@@ -71,6 +73,7 @@ class EngineController(ConfiguredComponent):
         busy = Signal()
         query_block = Signal(range(cfg.max_blocks + 1))
         key_block, kept_index = Signal(range(cfg.max_blocks)), Signal(range(cfg.max_kept_blocks + 1))
+        key_slot = Signal(range(cfg.kv_cache_blocks))          # the block's slot in the K/V buffers
         four_bit, ck, cv = Signal(), Signal(20), Signal(16)
         step = Signal(range(max(B, d) + 1))
         query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
@@ -122,13 +125,14 @@ class EngineController(ConfiguredComponent):
                     m.next = "A_WAIT"
                 with m.Elif(fetched):
                     four = self.kept.payload.bits == 4
-                    m.d.sync += [key_block.eq(self.kept.payload.j), four_bit.eq(four), step.eq(0),
-                                 query_group.eq(0), key_group.eq(0), ck.eq(Mux(four, self.ck_data << 4, self.ck_data))]
+                    m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot), four_bit.eq(four),
+                                 step.eq(0), query_group.eq(0), key_group.eq(0),
+                                 ck.eq(Mux(four, self.ck_data << 4, self.ck_data))]
                     m.next = "A_TILES"
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)
                 m.d.comb += [self.q_addr[r].eq(query_block[0] * B + query_group * R + r) for r in range(R)]
-                m.d.comb += [self.k_addr[n].eq(key_block * B + key_group * keys_per_tile + n) for n in range(lanes)]
+                m.d.comb += [self.k_addr[n].eq(key_slot * B + key_group * keys_per_tile + n) for n in range(lanes)]
                 m.d.comb += [tile.query_group.eq(query_group), tile.key_group.eq(key_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),
                              tile.ck.eq(ck), self.tile_push.eq(self.fire & (step == 0)),
@@ -155,7 +159,8 @@ class EngineController(ConfiguredComponent):
                     m.next = "B_WAIT"
                 with m.Elif(fetched):
                     four = self.kept.payload.bits == 4
-                    m.d.sync += [key_block.eq(self.kept.payload.j), four_bit.eq(four), query_group.eq(0),
+                    m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot), four_bit.eq(four),
+                                 query_group.eq(0),
                                  dim_group.eq(0), step.eq(0), scan_key.eq(0),
                                  cv.eq(Mux(four, self.cv4_data, self.cv8_data))]
                     m.next = "B_PRESCAN"
@@ -178,7 +183,7 @@ class EngineController(ConfiguredComponent):
                 m.d.sync += [z.eq(segment_shift.z), scan_valid.eq(0)]
                 m.next = "B_TILES"
             with m.State("B_TILES"):
-                m.d.comb += [self.fire.eq(self.advance & can_issue), self.v_addr.eq(key_block * B + step)]
+                m.d.comb += [self.fire.eq(self.advance & can_issue), self.v_addr.eq(key_slot * B + step)]
                 score_addresses(step)
                 m.d.comb += [tile.pass_b.eq(1), tile.query_group.eq(query_group), tile.dim_group.eq(dim_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),

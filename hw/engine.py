@@ -9,7 +9,7 @@ block                                  does
 ====================================== ==================================================================
 :class:`~.axi_lite.AxiLiteSlave`       AXI4-Lite control port onto the register bus
 :class:`~.registers.RegisterFile`      register bus, control registers, per-block tables, counters
-:class:`~.fetcher.Fetcher`             Q, K and V rows into the buffers (kept blocks only, once a head)
+:class:`~.fetcher.Fetcher`             Q, K and V rows into the buffers (kept blocks only, cache misses only)
 :class:`~.mem_reader.MemoryReader`     AXI4 read bursts to token rows
 :class:`~.mem_writer.MemoryWriter`     output codes to AXI4 write bursts
 :class:`~.controller.EngineController` the FSM: loads, walks kept blocks, issues tiles, prescans
@@ -27,7 +27,8 @@ Interfaces
 * ``m_axi``: AXI4 master (:func:`~.axi4.axi4_signature`, ``config.axi_data_bits`` data; Verilog
   ``m_axi__araddr`` and so on). Reads Q, K and V (``int8 [tokens, head_dim]`` at ``Q_ADDR``, ``K_ADDR``,
   ``V_ADDR``) and writes the output codes (``int16 [tokens, head_dim]`` at ``O_ADDR``); layout and burst
-  rules in :mod:`paro.sw.contract`. Only the K and V blocks the bitmap keeps are read, each once a head.
+  rules in :mod:`paro.sw.contract`. Only the K and V blocks the bitmap keeps are read, and only when the
+  K/V block cache (``kv_cache_blocks`` slots, :class:`~.kv_cache.BlockCache`) does not hold them.
 * Control: the AXI4-Lite slave ``axil`` (:data:`~.axi_lite.AxiLiteSignature`; Verilog ``axil__awaddr`` and
   so on; map and access rules in :mod:`paro.sw.contract`). Write the scalar registers (addresses included),
   the per-block multiplier tables and the bitmap, then write 1 to ``START``; ``done`` rises when the last
@@ -56,10 +57,12 @@ softmax would need rescaling of the running output, which changes the integers t
 
 Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline; it waits for the
 prescans (``B`` cycles per ``head_dim/R`` tiles), the pass switches (pipeline drain, ``~R + C + 2C``
-cycles), the fetches (per query block its Q rows, per newly kept key block its K rows in pass A and V rows in
-pass B: ``B * head_dim * 8 / axi_data_bits`` beats each, plus memory latency) and the output stage
+cycles), the fetches (the first query block's Q rows, and a kept key block's K rows on a cache miss in pass A
+or its V rows on a miss in pass B: ``B * head_dim * 8 / axi_data_bits`` beats each, plus memory latency; the
+next Q block and a fetched block's V are prefetched) and the output stage
 (``B * head_dim / R`` beats per query block, written back before the next query block starts).
-Overlapped: nothing of the above yet; fetches, output and compute run in turn. ``paro simulate`` measures it.
+Overlapped: the prefetches with compute; not yet: cache-miss fetches and the output stage. ``paro simulate``
+measures it.
 """
 
 from amaranth import Module, signed
@@ -114,7 +117,7 @@ class AttentionEngine(EngineBlock):
         m.submodules.reader = reader = MemoryReader(cfg)
         m.submodules.writer = writer = MemoryWriter(cfg)
 
-        # Buffers (sizes from the contract): K and V (every token of the head), Q (two query blocks), scores
+        # Buffers (sizes from the contract): K and V (the cache's slots), Q (two query blocks), scores
         # (B x max_kept_keys).
         size = {name: buffer["entries"] for name, buffer in engine_buffers(cfg).items()}
         m.submodules.k_buffer = kmem = Memory(shape=row_layout(cfg), depth=size["k_buffer"], init=[])
@@ -136,6 +139,7 @@ class AttentionEngine(EngineBlock):
         wiring.connect(m, array.c, tiles.c)
         wiring.connect(m, out.o, writer.o)
         wiring.connect(m, ctrl.want, fetch.want)
+        m.d.comb += ctrl.slot.eq(fetch.slot)
         wiring.connect(m, fetch.req, reader.req)
         wiring.connect(m, reader.row, fetch.row)
         connect_members(m, self.m_axi, reader.axi)

@@ -107,6 +107,9 @@ class AcceleratorConfig:
         Fractional bits of the softmax numerators ``2**(x - max)`` (1.0 = ``2**exp_bits``); in [10, 16].
     out_bits
         Width of the signed output codes; in [8, 16].
+    kv_cache_blocks
+        Slots of the engine's K/V block cache (each holds one key block's K and V rows); in
+        ``[1, max_blocks]``; ``None`` selects ``max_blocks`` (every block of the longest sequence stays on chip).
     axi_data_bits
         Data width of the engine's AXI4 memory master; a power of two in [32, 1024]. The engine needs
         ``16 * rows <= axi_data_bits <= 8 * head_dim`` (an output beat fits a data beat, a data beat fits a
@@ -120,6 +123,7 @@ class AcceleratorConfig:
     acc_width: int = None
     max_seq_len: int = 32768
     max_kept_keys: int = None
+    kv_cache_blocks: int = None
     score_frac_bits: int = 8
     exp_bits: int = 15
     out_bits: int = 16
@@ -178,6 +182,14 @@ class AcceleratorConfig:
                 raise ParoError(f"max_kept_keys must be a multiple of block_size {self.block_size} in "
                                 f"[{self.block_size}, max_seq_len {self.max_seq_len}], got {keys}")
             object.__setattr__(self, "max_kept_keys", keys)
+
+        if self.kv_cache_blocks is None:
+            object.__setattr__(self, "kv_cache_blocks", self.max_blocks)
+        else:
+            slots = check_int("kv_cache_blocks", self.kv_cache_blocks)
+            if not 1 <= slots <= self.max_blocks:
+                raise ParoError(f"kv_cache_blocks must be in [1, max_blocks {self.max_blocks}], got {slots}")
+            object.__setattr__(self, "kv_cache_blocks", slots)
 
         needed = min_acc_width(self.depth)
         if self.acc_width is None:

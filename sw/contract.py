@@ -77,7 +77,7 @@ AXIL_ADDRESS_BITS = ADDRESS_BITS + 2
 RESP_OKAY, RESP_SLVERR = 0, 2
 #: Smallest score shift the scaling unit supports (keeps the scaled score within SCORE_WIDTH bits).
 MIN_SCORE_SHIFT = 12
-#: Largest sequence the engine is built for while it holds every K and V token and the whole bitmap on chip.
+#: Largest sequence the engine is built for while it holds the whole bitmap on chip.
 MAX_ENGINE_SEQ_LEN = 4096
 
 
@@ -176,7 +176,8 @@ def engine_buffers(config):
     memories from this; the params JSON reports it)."""
     B, d, R = config.block_size, config.head_dim, config.rows
     sizes = {
-        "k_buffer": (config.max_seq_len, 8 * d), "v_buffer": (config.max_seq_len, 8 * d), "q_buffer": (2 * B, 8 * d),
+        "k_buffer": (config.kv_cache_blocks * B, 8 * d), "v_buffer": (config.kv_cache_blocks * B, 8 * d),
+        "q_buffer": (2 * B, 8 * d),
         "score_buffer": (B * config.max_kept_keys, SCORE_WIDTH),
         "output_accumulator": (B * (d // R), R * config.acc_out_width),
         "bitmap": (BITMAP.entries(config), BITMAP.entry_bits),
@@ -196,7 +197,7 @@ def check_engine_config(config):
                         f"[{16 * config.rows}, {8 * config.head_dim}] (an output beat fits a data beat, a data "
                         f"beat fits a token row)")
     if config.max_seq_len > MAX_ENGINE_SEQ_LEN:
-        raise ParoError(f"the engine holds every K and V token and the whole bitmap on chip; max_seq_len "
+        raise ParoError(f"the engine holds the whole bitmap on chip (max_blocks^2 entries); max_seq_len "
                         f"{config.max_seq_len} is too large to build, use <= {MAX_ENGINE_SEQ_LEN}")
 
 

@@ -30,7 +30,7 @@ __all__ = [
     "reciprocal", "output_codes", "attention_block_row", "attention_head",
     "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
-    "axi_bursts", "memory_reader", "fetcher", "memory_writer",
+    "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer",
 ]
 
 
@@ -527,22 +527,43 @@ def memory_reader(requests, memory, config):
     return bursts, rows
 
 
+def kv_cache(wants, config):
+    """The block cache's decisions for a head's K/V wants ``(kind, block)`` (``"K"`` or ``"V"``, in the
+    controller's order): per want ``(slot, fetched)`` where ``fetched`` lists the kinds read from memory for
+    it, in order (a K fetch brings its block's V with it, the fetcher's prefetch). A block without a slot takes
+    the lowest free slot, else the least recently wanted one; a slot holds one block's K and V."""
+    slots = config.kv_cache_blocks
+    tag, have, used, now, decisions = [None] * slots, [set() for _ in range(slots)], [0] * slots, 0, []
+    for kind, block in wants:
+        slot = next((s for s in range(slots) if tag[s] == block and have[s]), None)
+        fetched = []
+        if slot is None:
+            free = [s for s in range(slots) if not have[s]]
+            slot = free[0] if free else min(range(slots), key=lambda s: used[s])
+            tag[slot], have[slot] = block, set()
+        if kind not in have[slot]:
+            fetched = [kind] + (["V"] if kind == "K" and "V" not in have[slot] else [])
+            have[slot] |= set(fetched)
+        used[slot], now = now, now + 1
+        decisions.append((slot, fetched))
+    return decisions
+
+
 def fetcher(bitmap, registers, config):
     """The read requests ``(address, rows)`` the engine makes for a head: per query block ``i`` its ``B``
-    query rows, and the K and V rows of each kept block the first time it is kept (K and V stay on chip for
-    the rest of the head). Listed per query block, Q then K then V; the hardware's prefetches may interleave
-    them differently, the set is the specification."""
+    query rows, and the K and V rows the block cache (:func:`kv_cache`) fetches for the row's wants (pass A:
+    K of each kept block, pass B: V of each). Listed in want order; the hardware's prefetch of the next query
+    block interleaves the Q requests differently, the multiset is the specification."""
     B, d = config.block_size, config.head_dim
-    have = {"K_ADDR": set(), "V_ADDR": set()}
-    requests = []
+    wants, rows = [], []
     for i, row in enumerate(np.asarray(bitmap)):
-        requests.append((registers["Q_ADDR"] + i * B * d, B))
-        kept = [j for j, bits in enumerate(row) if bits]
-        for name in ("K_ADDR", "V_ADDR"):
-            for j in kept:
-                if j not in have[name]:
-                    have[name].add(j)
-                    requests.append((registers[name] + j * B * d, B))
+        kept = [int(j) for j in np.flatnonzero(row)]
+        rows.append(i)
+        wants += [("K", j) for j in kept] + [("V", j) for j in kept]
+    base = {"K": registers["K_ADDR"], "V": registers["V_ADDR"]}
+    requests = [(registers["Q_ADDR"] + i * B * d, B) for i in rows]
+    for (kind, block), (_, fetched) in zip(wants, kv_cache(wants, config)):
+        requests += [(base[k] + block * B * d, B) for k in fetched]
     return requests
 
 

@@ -20,6 +20,8 @@ from paro.errors import ParoError
     ({"cols": 8, "block_size": 8}, "block_size 8 does not tile the array"),
     ({"acc_width": 21}, "acc_width must be in [22, 64] for dot products of length 64"),
     ({"max_kept_keys": 100}, "max_kept_keys must be a multiple of block_size 64 in [64, max_seq_len 32768], got 100"),
+    ({"max_seq_len": 1024, "kv_cache_blocks": 17}, "kv_cache_blocks must be in [1, max_blocks 16], got 17"),
+    ({"kv_cache_blocks": 0}, "kv_cache_blocks must be in [1, max_blocks 512], got 0"),
     ({"max_seq_len": 128, "max_kept_keys": 192}, "max_kept_keys must be a multiple of block_size 64 in [64, "
                                                   "max_seq_len 128], got 192"),
 ])

@@ -14,9 +14,10 @@ from paro.sw.program import engine_program, plan_workload
 
 
 def _tiny_plan(tmp_path):
+    """A tiny plan for an engine whose K/V cache holds 3 of the head's 6 key blocks: rows evict and refetch."""
     path = tmp_path / "tiny.npz"
     assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "3",
-                 "-o", str(path)]) == 0
+                 "--kv-cache-blocks", "3", "-o", str(path)]) == 0
     return load_plan(path)
 
 
@@ -45,14 +46,16 @@ def test_engine_tiny_heads(simulator, tmp_path):
 
 
 def test_engine_small_head_fast_mode(verilator, tmp_path):
-    """A head of the small workload calibrated at density 0.25 (~1.7M cycles) in the fast run mode (the C++
+    """A head of the small workload calibrated at density 0.25 (~1.8M cycles) in the fast run mode (the C++
     Verilator harness), on a build whose score buffer holds 512 of the 1,088 tokens' keys per query row (rows
-    keep at most 6 blocks); then one wrong expected code makes the same run fail."""
+    keep at most 6 blocks) and whose K/V cache holds 8 of the 17 key blocks; then one wrong expected code makes
+    the same run fail."""
     path = tmp_path / "small.npz"
     assert main(["calibrate", "--workload", "small", "--heads", "2", "--density", "0.25", "--avg-bits", "1.5",
-                 "--max-kept-keys", "512", "-o", str(path)]) == 0
+                 "--max-kept-keys", "512", "--kv-cache-blocks", "8", "-o", str(path)]) == 0
     plan = load_plan(path)
     assert plan.config.max_kept_keys == 512 < plan.bitmap.shape[1] * plan.config.block_size
+    assert plan.config.kv_cache_blocks == 8 < plan.bitmap.shape[1]
     prog = engine_program(plan, 1)           # a temporal head, reordered HWF
     stats = []
     (counters,) = run_programs(plan.config, [prog], verilator, gap=0, tag="small", fast=True, stats=stats)

@@ -12,7 +12,8 @@ from paro.config import AcceleratorConfig, PEMode
 from paro.hw.accumulator import OutputAccumulator, accumulator_layout
 from paro.hw.axi_lite import AxiLiteSlave
 from paro.hw.controller import EngineController
-from paro.hw.fetcher import WANT_K, WANT_Q, WANT_V, Fetcher
+from paro.hw.fetcher import Fetcher
+from paro.hw.kv_cache import WANT_K, WANT_Q, WANT_V, BlockCache
 from paro.hw.k_reduce import KReduction
 from paro.hw.mem_reader import MemoryReader
 from paro.hw.mem_writer import MemoryWriter
@@ -663,12 +664,15 @@ def test_memory_writer_writes_codes_in_bursts_like_its_twin():
     sim.run()
 
 
-def test_fetcher_requests_only_what_is_not_on_chip():
+@pytest.mark.parametrize("slots", [None, 2])
+def test_fetcher_requests_only_what_is_not_on_chip(slots):
     """The controller's wants of a head (Q per row, K and V of each kept block per pass) are served with
-    exactly the golden fetcher's requests (prefetches included, each once), every row lands at its buffer
-    address, and ``want`` is answered only once the rows are on chip."""
+    exactly the golden fetcher's requests (prefetches included), every row lands in its buffer at a block
+    boundary, and ``want`` is answered only once the rows are on chip; with 2 cache slots blocks are evicted
+    and fetched again."""
     rng = np.random.default_rng(SEED)
-    cfg, B, nb = CONFIG, CONFIG.block_size, 4
+    cfg = AcceleratorConfig(**{**CONFIG.to_dict(), "kv_cache_blocks": slots})
+    B, nb = cfg.block_size, 4
     bitmap = rng.choice([0, 4, 8], (nb, nb))
     bitmap[np.arange(nb), np.arange(nb)] = 8
     registers = {"Q_ADDR": 0x1000, "K_ADDR": 0x4000, "V_ADDR": 0x8000}
@@ -692,7 +696,7 @@ def test_fetcher_requests_only_what_is_not_on_chip():
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        requests, on_chip = [], set()
+        requests, landed = [], {}
 
         async def serve_request():
             address = ctx.get(dut.req.payload.addr)
@@ -701,7 +705,7 @@ def test_fetcher_requests_only_what_is_not_on_chip():
             ctx.set(dut.req.ready, 1)
             await ctx.tick()
             ctx.set(dut.req.ready, 0)
-            first = (block % 2) * B if kind == WANT_Q else block * B
+            first = None
             for n in range(B):
                 while rng.random() < 0.3:
                     await ctx.tick()
@@ -709,10 +713,11 @@ def test_fetcher_requests_only_what_is_not_on_chip():
                 ctx.set(dut.row.valid, 1)
                 assert ctx.get(dut.row.ready)
                 assert [ctx.get(getattr(dut, f"{t}_we")) for t in "qkv"] == [kind == WANT_Q, kind == WANT_K, kind == WANT_V]
-                assert ctx.get(dut.wr_addr) == first + n
+                first = ctx.get(dut.wr_addr) if first is None else first
+                assert ctx.get(dut.wr_addr) == first + n and first % B == 0
                 await ctx.tick()
                 ctx.set(dut.row.valid, 0)
-            on_chip.add((kind, block))
+            landed[kind, block] = first // B
 
         for kind, block in wants:
             ctx.set(dut.want.payload, {"kind": kind, "block": block})
@@ -722,7 +727,10 @@ def test_fetcher_requests_only_what_is_not_on_chip():
                     await serve_request()
                 else:
                     await ctx.tick()
-            assert (kind, block) in on_chip
+            if kind == WANT_Q:
+                assert landed[kind, block] == block % 2
+            else:
+                assert landed[kind, block] == ctx.get(dut.slot)      # the rows are in the slot it names
             await ctx.tick()
             ctx.set(dut.want.valid, 0)
             for _ in range(int(rng.integers(0, 3))):               # the array computes; prefetches run
@@ -730,5 +738,55 @@ def test_fetcher_requests_only_what_is_not_on_chip():
                     await serve_request()
                 await ctx.tick()
         assert sorted(requests) == sorted(expected) and len(requests) == len(expected)
+        if slots == 2:
+            assert len(expected) > nb + 2 * len(np.flatnonzero(bitmap.any(axis=0)))   # something was refetched
+
+    run(dut, testbench)
+
+
+def test_block_cache_places_and_evicts_like_its_twin():
+    """A K/V want sequence with reuse and more blocks than slots: every want's slot and fetches (K brings
+    its V) are those of :func:`golden.kv_cache` (lowest free slot, else least recently wanted)."""
+    rng = np.random.default_rng(SEED)
+    cfg = AcceleratorConfig(**{**CONFIG.to_dict(), "kv_cache_blocks": 3})
+    wants = [("K" if rng.random() < 0.6 else "V", int(rng.integers(0, 6))) for _ in range(40)]
+    expected = golden.kv_cache(wants, cfg)
+    assert any(fetched for _, fetched in expected[10:]) and any(not fetched for _, fetched in expected)
+    dut = BlockCache(cfg)
+
+    async def testbench(ctx):
+        got = []
+        for kind_name, block in wants:
+            kind = WANT_K if kind_name == "K" else WANT_V
+            ctx.set(dut.block, block)
+            ctx.set(dut.kind, kind)
+            fetched = []
+            if not ctx.get(dut.hit):
+                if not ctx.get(dut.present):
+                    ctx.set(dut.evict, 1)
+                    await ctx.tick()
+                    ctx.set(dut.evict, 0)
+                    while not ctx.get(dut.victim_valid):
+                        await ctx.tick()
+                    slot = ctx.get(dut.victim)
+                    ctx.set(dut.install, 1)
+                    await ctx.tick()
+                    ctx.set(dut.install, 0)
+                slot = ctx.get(dut.slot) if ctx.get(dut.present) else slot
+                kinds = [kind] + ([WANT_V] if kind == WANT_K and not (ctx.get(dut.v_valid) >> slot) & 1 else [])
+                for k in kinds:
+                    ctx.set(dut.fill, 1)
+                    ctx.set(dut.fill_slot, slot)
+                    ctx.set(dut.fill_kind, k)
+                    await ctx.tick()
+                    ctx.set(dut.fill, 0)
+                fetched = ["K" if k == WANT_K else "V" for k in kinds]
+            assert ctx.get(dut.hit)
+            got.append((ctx.get(dut.slot), fetched))
+            ctx.set(dut.touch, 1)
+            ctx.set(dut.touch_slot, ctx.get(dut.slot))
+            await ctx.tick()
+            ctx.set(dut.touch, 0)
+        assert got == expected
 
     run(dut, testbench)

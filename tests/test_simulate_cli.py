@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 
 from paro.flows.cli import main
+from paro.sw import golden
 from paro.sw.plan import load_plan
+from paro.sw.program import engine_program
 
 
 @pytest.fixture(scope="module")
 def tiny_plan(tmp_path_factory):
     path = tmp_path_factory.mktemp("plans") / "tiny.npz"
     assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "3",
-                 "-o", str(path)]) == 0
+                 "--kv-cache-blocks", "3", "-o", str(path)]) == 0
     return path
 
 
@@ -174,9 +176,14 @@ def test_simulate_success_report(tiny_plan, tmp_path, capsys, verilator):
         (bitmap == 8).sum(), (bitmap == 4).sum(), (bitmap == 0).sum())
     assert counters["stall_cycles"] == result["cycles"] - counters["array_beats"]
     assert result["dense_counters"]["KEPT8"] == bitmap.size and result["config"] == config.to_dict()
-    # Memory traffic: Q once per query block, K and V once per kept key block column; dense reads all three.
+    # Memory traffic through the 3-slot K/V cache: Q once per query block, K and V whenever the cache misses
+    # (golden.fetcher); the dense run cycles through 6 blocks a row with 3 slots (LRU thrashes: every K and V
+    # want misses), so it reads far more than Q, K and V once.
     tokens_bytes = bitmap.shape[0] * config.block_size * config.head_dim
-    kept_columns = np.count_nonzero(bitmap.any(axis=0))
-    assert result["bytes_read"] == tokens_bytes + 2 * kept_columns * config.block_size * config.head_dim
-    assert result["dense_int8_bytes_read"] == 3 * tokens_bytes and result["bytes_written"] == 2 * tokens_bytes
+    registers = engine_program(plan, 1).registers
+    footprint = sum(rows * config.head_dim for _, rows in golden.fetcher(bitmap, registers, config))
+    dense = sum(rows * config.head_dim for _, rows in golden.fetcher(np.full_like(bitmap, 8), registers, config))
+    assert config.kv_cache_blocks == 3 and result["bytes_read"] == footprint
+    assert result["dense_int8_bytes_read"] == dense > 3 * tokens_bytes
+    assert result["bytes_written"] == 2 * tokens_bytes
     assert f"head 1 ({plan.orders[1]}) on verilator: bit_exact True, {result['cycles']} cycles" in capsys.readouterr().out

@@ -50,12 +50,14 @@ def _add_config_args(parser):
 def _add_kept_keys_arg(parser):
     parser.add_argument("--max-kept-keys", type=int, default=None,
                         help="keys one query-block row may keep: the score buffer's size (default: max_seq_len)")
+    parser.add_argument("--kv-cache-blocks", type=int, default=None,
+                        help="slots of the engine's K/V block cache, one key block each (default: max_blocks)")
 
 
 def _config(args):
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size, head_dim=args.head_dim,
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
-                             max_kept_keys=args.max_kept_keys)
+                             max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks)
 
 
 def cmd_generate(args):
@@ -110,7 +112,8 @@ def cmd_calibrate(args):
     max_seq_len = max(64, 1 << (workload.layout.padded(args.block_size) - 1).bit_length())
     config = AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
                                head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
-                               max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys)
+                               max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
+                               kv_cache_blocks=args.kv_cache_blocks)
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits)
     save_plan(plan, args.output)
     if args.report:
