@@ -2,7 +2,7 @@
 twice (QK^T, then softmax and PV) and hands each block to the output stage.
 
 Golden twin: :func:`paro.sw.golden.engine_controller` (the tiles it issues, in order, with their
-descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i``:
+descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from ``row_first`` to ``row_end - 1``:
 
 * ``LOAD_Q``: wants query block ``i`` on chip (``want``, served by the :class:`~.fetcher.Fetcher`); when it
   is there, resets the row maxima and sums, latches ``cq_i`` and starts the scheduler's walk of row ``i``.
@@ -46,7 +46,7 @@ class EngineController(ConfiguredComponent):
         scores = data.ArrayLayout(signed(SCORE_WIDTH), lanes)
         super().__init__(config, {
             "start": In(1), "clear": Out(1), "busy": Out(1), "done": Out(1),
-            "n_blocks": In(range(nb + 1)), "n_tokens": In(range(tokens + 1)),
+            "n_tokens": In(range(tokens + 1)), "row_first": In(range(nb)), "row_end": In(range(nb + 1)),
             "kept": In(stream.Signature(kept_layout(nb))),
             "sched_start": Out(1), "sched_row": Out(range(nb)), "sched_count": Out(1),
             **{f"{t}_addr": Out(range(nb)) for t in ("cq", "ck", "cv8", "cv4")},
@@ -83,7 +83,7 @@ class EngineController(ConfiguredComponent):
         keys_per_tile = Signal(range(lanes + 1))
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
         m.d.comb += [self.busy.eq(busy), self.z.eq(z), self.sched_row.eq(query_block),
-                     self.out_last_block.eq(query_block == self.n_blocks - 1),
+                     self.out_last_block.eq(query_block == self.row_end - 1),
                      keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room)]
         cmd, tile = self.cmd, self.tile
 
@@ -108,7 +108,7 @@ class EngineController(ConfiguredComponent):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [busy.eq(1), self.done.eq(0), query_block.eq(0)]
+                    m.d.sync += [busy.eq(1), self.done.eq(0), query_block.eq(self.row_first)]
                     m.d.comb += self.clear.eq(1)
                     m.next = "LOAD_Q"
             with m.State("LOAD_Q"):
@@ -210,7 +210,7 @@ class EngineController(ConfiguredComponent):
             with m.State("OUT"):
                 with m.If(self.out_idle):
                     m.d.sync += query_block.eq(query_block + 1)
-                    with m.If(query_block == self.n_blocks - 1):
+                    with m.If(query_block == self.row_end - 1):
                         m.d.sync += [busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
                     with m.Else():

@@ -147,14 +147,15 @@ class AttentionEngine(EngineBlock):
         m.d.comb += [
             self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
             # register file <-> controller, scheduler
-            ctrl.start.eq(regs.start), ctrl.n_blocks.eq(regs.n_blocks), ctrl.n_tokens.eq(regs.n_tokens),
+            ctrl.start.eq(regs.start), ctrl.n_tokens.eq(regs.n_tokens),
+            ctrl.row_first.eq(regs.row_first), ctrl.row_end.eq(regs.row_first + regs.row_count),
             regs.busy.eq(ctrl.busy), regs.done.eq(ctrl.done), regs.clear.eq(ctrl.clear), regs.beat.eq(feed.beat),
             regs.kept8.eq(sched.kept8), regs.kept4.eq(sched.kept4), regs.skipped.eq(sched.skipped),
             sched.wr_en.eq(regs.bitmap_we), sched.wr_addr.eq(regs.bitmap_addr), sched.wr_data.eq(regs.bitmap_data),
             sched.n_blocks.eq(regs.n_blocks), sched.clear.eq(ctrl.clear), sched.start.eq(ctrl.sched_start),
             sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
             # memory: fetches into the buffers, output codes out, byte counters
-            fetch.start.eq(ctrl.clear), fetch.n_blocks.eq(regs.n_blocks), fetch.q_addr.eq(regs.q_addr), fetch.k_addr.eq(regs.k_addr),
+            fetch.start.eq(ctrl.clear), fetch.row_end.eq(regs.row_first + regs.row_count), fetch.q_addr.eq(regs.q_addr), fetch.k_addr.eq(regs.k_addr),
             fetch.v_addr.eq(regs.v_addr),
             k_wr.en.eq(fetch.k_we), k_wr.addr.eq(fetch.wr_addr), k_wr.data.eq(fetch.wr_data),
             v_wr.en.eq(fetch.v_we), v_wr.addr.eq(fetch.wr_addr), v_wr.data.eq(fetch.wr_data),

@@ -13,8 +13,8 @@ free slot, else ``kv_cache_blocks`` cycles); one cycle to issue ``req`` (to
 with ``wr_addr``, ``wr_data``); ``ready`` in the cycle after the last row. K and V rows go to
 ``slot * B + row``; Q rows to half ``block % 2`` of the two-block Q buffer (``(block % 2) * B + row``).
 
-Prefetch (background fetches): serving query block ``i``'s Q arms a prefetch of query block ``i + 1`` (the
-other Q half, not in use); fetching a K block arms a prefetch of the same block's V into its slot (pass B
+Prefetch (background fetches): serving query block ``i``'s Q arms a prefetch of query block ``i + 1`` if it is
+below ``row_end`` (the other Q half, not in use); fetching a K block arms a prefetch of the same block's V into its slot (pass B
 will want it). The V prefetch goes before any other fetch, so the cache sees the same sequence of fills for
 any memory timing; the Q prefetch goes after a waiting want.
 """
@@ -36,7 +36,7 @@ __all__ = ["Fetcher"]
 class Fetcher(EngineBlock):
     def __init__(self, config):
         super().__init__(config, {
-            "start": In(1), "n_blocks": In(range(config.max_blocks + 1)),
+            "start": In(1), "row_end": In(range(config.max_blocks + 1)),
             **{f"{t}_addr": In(AXI_ADDRESS_BITS) for t in "qkv"},
             "want": In(stream.Signature(want_layout(config))), "slot": Out(range(config.kv_cache_blocks)),
             "req": Out(stream.Signature(read_request_layout(config))),
@@ -73,7 +73,7 @@ class Fetcher(EngineBlock):
             want_miss.eq(self.want.valid & ~want_hit), self.want.ready.eq(want_hit),
             cache.touch.eq(want_hit & (want.kind != WANT_Q)), cache.touch_slot.eq(cache.slot),
         ]
-        with m.If(want_hit & (want.kind == WANT_Q) & (want.block + 1 < self.n_blocks)):
+        with m.If(want_hit & (want.kind == WANT_Q) & (want.block + 1 < self.row_end)):
             m.d.sync += [pending_q.eq(1), prefetch_q.kind.eq(WANT_Q), prefetch_q.block.eq(want.block + 1)]
 
         with m.FSM():

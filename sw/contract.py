@@ -20,6 +20,8 @@ register         address access width    legal values (checked before a run)
 ``K_ADDR``       0x06    w      32       byte address of K (smoothed)
 ``V_ADDR``       0x07    w      32       byte address of V
 ``O_ADDR``       0x08    w      32       byte address of the output codes (must not overlap Q, K or V)
+``ROW_FIRST``    0x09    w      cfg      first query block to compute, ``ROW_FIRST + ROW_COUNT <= N_BLOCKS``
+``ROW_COUNT``    0x0A    w      cfg      query blocks to compute (only their codes are written), ``>= 1``
 ``STATUS``       0x10    r      2        bit 0 busy, bit 1 done
 ``CYCLES``       0x11    r      32       busy cycles of the last start
 ``ARRAY_BEATS``  0x12    r      32       input beats the array took
@@ -77,8 +79,9 @@ AXIL_ADDRESS_BITS = ADDRESS_BITS + 2
 RESP_OKAY, RESP_SLVERR = 0, 2
 #: Smallest score shift the scaling unit supports (keeps the scaled score within SCORE_WIDTH bits).
 MIN_SCORE_SHIFT = 12
-#: Largest sequence the engine is built for while it holds the whole bitmap on chip.
-MAX_ENGINE_SEQ_LEN = 4096
+#: Largest sequence the engine is built for while it holds the whole bitmap on chip (512 x 512 blocks of 64
+#: tokens: 1 Mbit).
+MAX_ENGINE_SEQ_LEN = 32768
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,13 +95,15 @@ class Register:
     def width(self, config):
         """Bits the hardware keeps."""
         return {"START": 1, "N_TOKENS": config.max_seq_len.bit_length(),
-                "N_BLOCKS": config.max_blocks.bit_length(), "SCORE_SHIFT": 6, "FINAL_SHIFT": 7,
+                "N_BLOCKS": config.max_blocks.bit_length(), "ROW_FIRST": config.max_blocks.bit_length(),
+                "ROW_COUNT": config.max_blocks.bit_length(), "SCORE_SHIFT": 6, "FINAL_SHIFT": 7,
                 "STATUS": 2}.get(self.name, DATA_BITS)
 
     def legal(self, config):
         """Inclusive ``(low, high)`` of the values a program may write."""
         return {"START": (0, 1), "N_TOKENS": (1, config.max_blocks * config.block_size),
-                "N_BLOCKS": (1, config.max_blocks), "SCORE_SHIFT": (MIN_SCORE_SHIFT, 63),
+                "N_BLOCKS": (1, config.max_blocks), "ROW_FIRST": (0, config.max_blocks - 1),
+                "ROW_COUNT": (1, config.max_blocks), "SCORE_SHIFT": (MIN_SCORE_SHIFT, 63),
                 "FINAL_SHIFT": (1, 127)}.get(self.name, (0, (1 << DATA_BITS) - 1))
 
 
@@ -128,6 +133,8 @@ REGISTERS = {r.name: r for r in (
     Register("K_ADDR", 0x06, "w", "byte address of K in memory"),
     Register("V_ADDR", 0x07, "w", "byte address of V in memory"),
     Register("O_ADDR", 0x08, "w", "byte address of the output codes in memory"),
+    Register("ROW_FIRST", 0x09, "w", "first query block to compute"),
+    Register("ROW_COUNT", 0x0A, "w", "query blocks to compute"),
     Register("STATUS", 0x10, "r", "bit 0 busy, bit 1 done"),
     Register("CYCLES", 0x11, "r", "busy cycles of the last start"),
     Register("ARRAY_BEATS", 0x12, "r", "input beats the array took"),
@@ -139,7 +146,8 @@ REGISTERS = {r.name: r for r in (
     Register("BYTES_WRITTEN", 0x18, "r", "bytes written to memory"),
 )}
 #: Registers a program writes before START, in the order it writes them.
-PROGRAM_REGISTERS = ("N_TOKENS", "N_BLOCKS", "SCORE_SHIFT", "FINAL_SHIFT", "Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR")
+PROGRAM_REGISTERS = ("N_TOKENS", "N_BLOCKS", "SCORE_SHIFT", "FINAL_SHIFT", "Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR",
+                     "ROW_FIRST", "ROW_COUNT")
 #: The memory regions, by their address registers.
 ADDRESS_REGISTERS = ("Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR")
 #: Read-only counters, read after done.
@@ -269,6 +277,9 @@ def check_program(config, prog):
     if not (blocks - 1) * B < tokens <= blocks * B:
         raise ParoError(f"register N_TOKENS = {tokens} does not fall in the last of N_BLOCKS = {blocks} blocks "
                         f"of {B} tokens")
+    first, count = int(prog.registers["ROW_FIRST"]), int(prog.registers["ROW_COUNT"])
+    if first + count > blocks:
+        raise ParoError(f"registers ROW_FIRST = {first} and ROW_COUNT = {count} reach past N_BLOCKS = {blocks}")
     check_memory_map(config, {name: int(prog.registers[name]) for name in ADDRESS_REGISTERS}, blocks)
     for name in TABLES:
         values = np.asarray(prog.tables.get(name, ()))

@@ -374,10 +374,13 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
             "acc": acc, "r": r, "codes": codes, "pre_shift": config.output_pre_shift, "final_shift": final}
 
 
-def attention_head(head, bitmap, config):
-    """Output codes (padded tokens, d) of one head and its output exponent (dequantise: codes * 2**-exp)."""
-    bitmap = np.asarray(bitmap)
-    codes = np.concatenate([attention_block_row(i, head, bitmap[i], config) for i in range(bitmap.shape[0])])
+def attention_head(head, bitmap, config, rows=None):
+    """Output codes (padded tokens, d) of one head and its output exponent (dequantise: codes * 2**-exp).
+    ``rows`` (a range of query blocks, default all) limits the work: other query blocks' codes are 0."""
+    bitmap, B = np.asarray(bitmap), config.block_size
+    codes = np.zeros((bitmap.shape[0] * B, config.head_dim), dtype=np.int64)
+    for i in range(bitmap.shape[0]) if rows is None else rows:
+        codes[i * B:(i + 1) * B] = attention_block_row(i, head, bitmap[i], config)
     return codes, head.out_exp(config)
 
 
@@ -550,15 +553,16 @@ def kv_cache(wants, config):
 
 
 def fetcher(bitmap, registers, config):
-    """The read requests ``(address, rows)`` the engine makes for a head: per query block ``i`` its ``B``
-    query rows, and the K and V rows the block cache (:func:`kv_cache`) fetches for the row's wants (pass A:
-    K of each kept block, pass B: V of each). Listed in want order; the hardware's prefetch of the next query
+    """The read requests ``(address, rows)`` the engine makes for a head: per query block ``i`` (from
+    ``ROW_FIRST``, ``ROW_COUNT`` of them; default all) its ``B`` query rows, and the K and V rows the block cache
+    (:func:`kv_cache`) fetches for the row's wants (pass A: K of each kept block, pass B: V of each). Listed in want order; the hardware's prefetch of the next query
     block interleaves the Q requests differently, the multiset is the specification."""
     B, d = config.block_size, config.head_dim
-    wants, rows = [], []
-    for i, row in enumerate(np.asarray(bitmap)):
-        kept = [int(j) for j in np.flatnonzero(row)]
-        rows.append(i)
+    first = registers.get("ROW_FIRST", 0)
+    rows = range(first, first + registers.get("ROW_COUNT", len(bitmap) - first))
+    wants = []
+    for i in rows:
+        kept = [int(j) for j in np.flatnonzero(np.asarray(bitmap)[i])]
         wants += [("K", j) for j in kept] + [("V", j) for j in kept]
     base = {"K": registers["K_ADDR"], "V": registers["V_ADDR"]}
     requests = [(registers["Q_ADDR"] + i * B * d, B) for i in rows]

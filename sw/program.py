@@ -33,8 +33,9 @@ def plan_workload(plan):
     return make_workload(qkv=path, layout=TokenLayout(**source["layout"]))
 
 
-def engine_program(plan, head_index, bitmap=None, workload=None):
-    """The engine program of head ``head_index`` (optionally with a replacement ``bitmap``)."""
+def engine_program(plan, head_index, bitmap=None, workload=None, rows=None):
+    """The engine program of head ``head_index`` (optionally with a replacement ``bitmap``), computing the
+    query blocks ``rows`` (a range; default all; the golden codes of the others are 0)."""
     if not 0 <= head_index < plan.heads:
         raise ParoError(f"head {head_index} out of range: the plan has {plan.heads} heads")
     config = plan.config
@@ -44,11 +45,16 @@ def engine_program(plan, head_index, bitmap=None, workload=None):
     qp, kp, vp = (permute_tokens(x, plan.layout, order, axis=0) for x in (q, k, v))
     head, _ = quantize_head(qp, kp, vp, config.block_size, scales=plan.scales(head_index))
     bitmap = plan.bitmap[head_index] if bitmap is None else np.asarray(bitmap, dtype=np.uint8)
-    codes, out_exp = golden.attention_head(head, bitmap, config)
+    rows = range(bitmap.shape[0]) if rows is None else rows
+    if not rows or rows.start < 0 or rows.stop > bitmap.shape[0] or rows.step != 1:
+        raise ParoError(f"query-block rows {rows.start}..{rows.stop - 1} are not within the head's "
+                        f"{bitmap.shape[0]} query blocks")
+    codes, out_exp = golden.attention_head(head, bitmap, config, rows=rows)
     cq, ck, score_shift = head.score_multipliers(config)
     cv, ev = head.value_multipliers(config)
     registers = {**memory_map(plan.config, bitmap.shape[0]),
                  "N_TOKENS": head.n_tokens, "N_BLOCKS": bitmap.shape[0], "SCORE_SHIFT": int(score_shift),
-                 "FINAL_SHIFT": int(golden.output_final_shift(ev, out_exp, config))}
+                 "FINAL_SHIFT": int(golden.output_final_shift(ev, out_exp, config)),
+                 "ROW_FIRST": rows.start, "ROW_COUNT": len(rows)}
     tables = {"CQ": cq, "CK": ck, "CV8": cv[8], "CV4": cv[4]}
     return EngineProgram(registers, tables, bitmap, head.q8, head.k8, head.v8, codes, out_exp)

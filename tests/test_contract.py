@@ -22,7 +22,7 @@ def _program(n_blocks=5, **registers):
     bitmap[:, 0] = 4
     bitmap[np.arange(n_blocks), np.arange(n_blocks)] = 8                 # at most 2 kept blocks (32 keys) a row
     values = {**memory_map(CONFIG, n_blocks), "N_TOKENS": tokens - 3, "N_BLOCKS": n_blocks, "SCORE_SHIFT": 20,
-              "FINAL_SHIFT": 30, **registers}
+              "FINAL_SHIFT": 30, "ROW_FIRST": 0, "ROW_COUNT": n_blocks, **registers}
     tables = {name: rng.integers(1, 1 << 15, n_blocks) for name in ("CQ", "CK", "CV8", "CV4")}
     arrays = [rng.integers(-128, 128, (tokens, CONFIG.head_dim)) for _ in range(3)]
     return EngineProgram(values, tables, bitmap, *arrays, np.zeros((tokens, CONFIG.head_dim), dtype=np.int64), 9)
@@ -38,11 +38,12 @@ def test_memory_map_places_aligned_disjoint_regions():
 
 
 @pytest.mark.parametrize("registers,message", [
+    ({"ROW_FIRST": 3, "ROW_COUNT": 3}, "registers ROW_FIRST = 3 and ROW_COUNT = 3 reach past N_BLOCKS = 5"),
     ({"K_ADDR": 0x3010}, "register K_ADDR = 0x3010 is not a multiple of 4096 bytes; align the region to 4096"),
     ({"O_ADDR": 0xFFFFF000}, "register O_ADDR = 0xfffff000: the region's 5120 bytes run past the 32-bit address space"),
     ({"O_ADDR": 0x2000}, "the output region [0x2000, 0x3400) overlaps K_ADDR's [0x2000, 0x2a00); move O_ADDR"),
 ])
-def test_bad_memory_map_is_one_line(registers, message):
+def test_bad_registers_are_one_line(registers, message):
     with pytest.raises(ParoError) as info:
         check_program(CONFIG, _program(**registers))
     assert str(info.value) == message

@@ -92,3 +92,26 @@ def test_yosys_reads_generated_verilog(tmp_path):
     proc = subprocess.run([yosys, "-q", "-p", "read_verilog paro.v; hierarchy -check -top paro; stat"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_zero_memory_initialisers_are_dropped_and_others_kept():
+    """Zero-filling ``initial`` blocks go (the design never reads a word before writing it); an initial block
+    with any non-zero word stays."""
+    from amaranth import Module
+    from amaranth.back import verilog
+    from amaranth.lib.memory import Memory
+
+    from paro.hw.emit import _drop_zero_initialisers
+
+    m = Module()
+    m.submodules.zeros = zeros = Memory(shape=8, depth=4, init=[])
+    m.submodules.lut = lut = Memory(shape=8, depth=4, init=[0, 5, 0, 7])
+    ports = []
+    for mem in (zeros, lut):
+        read = mem.read_port()
+        ports += [read.addr, read.data]
+    text = verilog.convert(m, ports=ports, emit_src=False)
+    assert text.count("initial begin") >= 2
+    kept = _drop_zero_initialisers(text)
+    assert "zeros[0] = " not in kept and "lut[1] = 8'h05;" in kept
+    assert kept.count("initial begin") == text.count("initial begin") - 1

@@ -61,9 +61,9 @@ def test_plan_the_engine_does_not_support(tmp_path, capsys):
 
 def test_plan_too_long_for_the_engine(tiny_plan, tmp_path, capsys):
     long_plan, report = tmp_path / "long.npz", tmp_path / "sim.json"
-    _rewrite_config(tiny_plan, long_plan, max_seq_len=32768)
+    _rewrite_config(tiny_plan, long_plan, max_seq_len=65536)
     assert main(["simulate", "--plan", str(long_plan), "--report", str(report)]) == 2
-    assert "max_seq_len 32768 is too large to build, use <= 4096" in _error_line(capsys)
+    assert "max_seq_len 65536 is too large to build, use <= 32768" in _error_line(capsys)
     assert not report.exists()
 
 
@@ -71,6 +71,13 @@ def test_head_out_of_range(tiny_plan, tmp_path, capsys):
     report = tmp_path / "sim.json"
     assert main(["simulate", "--plan", str(tiny_plan), "--head", "9", "--report", str(report)]) == 2
     assert "head 9 out of range: the plan has 4 heads" in _error_line(capsys)
+    assert not report.exists()
+
+
+def test_rows_beyond_the_head(tiny_plan, tmp_path, capsys):
+    report = tmp_path / "sim.json"
+    assert main(["simulate", "--plan", str(tiny_plan), "--rows", "5:9", "--report", str(report)]) == 2
+    assert "query-block rows 5..8 are not within the head's 6 query blocks" in _error_line(capsys)
     assert not report.exists()
 
 
@@ -167,15 +174,17 @@ def test_simulate_success_report(tiny_plan, tmp_path, capsys, verilator):
     peak = config.rows * config.cols
     assert result["ideal_cycles"] == (bitmap == 8).sum() * macs // peak + (bitmap == 4).sum() * macs // (2 * peak)
     assert result["dense_int8_ideal_cycles"] == bitmap.size * macs // peak
-    assert result["bit_exact"] is True and result["head"] == 1 and result["order"] == plan.orders[1]
+    [entry] = result["per_head"]
+    assert result["bit_exact"] is True and result["heads"] == [1] and entry["head"] == 1
+    assert entry["order"] == plan.orders[1] and entry["cycles"] == result["cycles"]
     assert result["ideal_cycles"] < result["cycles"] < result["dense_int8_cycles"]
     assert result["utilization"] == pytest.approx(result["ideal_cycles"] / result["cycles"])
     assert result["speedup_vs_dense_int8"] == pytest.approx(result["dense_int8_cycles"] / result["cycles"])
-    counters = result["counters"]
+    counters = entry["counters"]
     assert (counters["blocks_8bit"], counters["blocks_4bit"], counters["blocks_skipped"]) == (
         (bitmap == 8).sum(), (bitmap == 4).sum(), (bitmap == 0).sum())
     assert counters["stall_cycles"] == result["cycles"] - counters["array_beats"]
-    assert result["dense_counters"]["KEPT8"] == bitmap.size and result["config"] == config.to_dict()
+    assert entry["dense_counters"]["KEPT8"] == bitmap.size and result["config"] == config.to_dict()
     # Memory traffic through the 3-slot K/V cache: Q once per query block, K and V whenever the cache misses
     # (golden.fetcher); the dense run cycles through 6 blocks a row with 3 slots (LRU thrashes: every K and V
     # want misses), so it reads far more than Q, K and V once.
@@ -186,4 +195,26 @@ def test_simulate_success_report(tiny_plan, tmp_path, capsys, verilator):
     assert config.kv_cache_blocks == 3 and result["bytes_read"] == footprint
     assert result["dense_int8_bytes_read"] == dense > 3 * tokens_bytes
     assert result["bytes_written"] == 2 * tokens_bytes
-    assert f"head 1 ({plan.orders[1]}) on verilator: bit_exact True, {result['cycles']} cycles" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"head 1 ({plan.orders[1]}): bit_exact True, {result['cycles']} cycles" in out
+    assert "1 head(s), query blocks 0..5 on verilator (cocotb mode): bit_exact True" in out
+
+
+@pytest.mark.xdist_group("engine-tiny-verilator")
+def test_simulate_heads_and_rows(tiny_plan, tmp_path, verilator):
+    """Two heads, query blocks 2..4 only: each head's codes of those blocks bit-exact, counters and ideal
+    cycles of those rows, totals the sums of the heads."""
+    report = tmp_path / "sim.json"
+    assert main(["simulate", "--plan", str(tiny_plan), "--heads", "0,2", "--rows", "2:5", "--report", str(report)]) == 0
+    result = json.loads(report.read_text())
+    plan = load_plan(tiny_plan)
+    config, B, d = plan.config, plan.config.block_size, plan.config.head_dim
+    assert result["heads"] == [0, 2] and result["query_blocks"] == [2, 4] and result["bit_exact"] is True
+    for entry, head in zip(result["per_head"], (0, 2)):
+        rows = plan.bitmap[head][2:5]
+        assert entry["head"] == head and entry["bytes_written"] == 3 * B * d * 2
+        assert (entry["counters"]["blocks_8bit"], entry["counters"]["blocks_4bit"]) == ((rows == 8).sum(), (rows == 4).sum())
+        macs = 2 * B * B * d
+        assert entry["ideal_cycles"] == ((rows == 8).sum() * macs // 16 + (rows == 4).sum() * macs // 32)
+    for key in ("cycles", "ideal_cycles", "bytes_read", "dense_int8_cycles"):
+        assert result[key] == sum(entry[key] for entry in result["per_head"])

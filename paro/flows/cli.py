@@ -150,13 +150,38 @@ def cmd_synth(args):
 
 
 def _print_simulation(result):
-    c = result["counters"]
-    print(f"head {result['head']} ({result['order']}) on {result['simulator']}: bit_exact {result['bit_exact']}, "
-          f"{result['cycles']} cycles, ideal {result['ideal_cycles']} (utilization {result['utilization']:.3f}), "
-          f"dense INT8 {result['dense_int8_cycles']} cycles ({result['speedup_vs_dense_int8']:.2f}x); "
-          f"bytes read {result['bytes_read']} ({result['bytes_read_vs_dense']:.2f}x dense); "
-          f"blocks 8-bit {c['blocks_8bit']}, 4-bit {c['blocks_4bit']}, skipped {c['blocks_skipped']}, "
-          f"stall cycles {c['stall_cycles']}")
+    for entry in result["per_head"]:
+        c = entry["counters"]
+        print(f"head {entry['head']} ({entry['order']}): bit_exact {entry['bit_exact']}, {entry['cycles']} cycles, "
+              f"ideal {entry['ideal_cycles']} (utilization {entry['utilization']:.3f}), dense INT8 "
+              f"{entry['dense_int8_cycles']} cycles ({entry['speedup_vs_dense_int8']:.2f}x); bytes read "
+              f"{entry['bytes_read']} ({entry['bytes_read_vs_dense']:.2f}x dense); blocks 8-bit {c['blocks_8bit']}, "
+              f"4-bit {c['blocks_4bit']}, skipped {c['blocks_skipped']}, stall cycles {c['stall_cycles']}")
+    first, last = result["query_blocks"]
+    print(f"{len(result['heads'])} head(s), query blocks {first}..{last} on {result['simulator']} "
+          f"({result['mode']} mode): bit_exact {result['bit_exact']}, {result['cycles']} cycles, utilization "
+          f"{result['utilization']:.3f}, {result['speedup_vs_dense_int8']:.2f}x fewer cycles than dense INT8, "
+          f"bytes read {result['bytes_read_vs_dense']:.2f}x dense")
+
+
+def _heads(text):
+    if text == "all":
+        return "all"
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--heads must be 'all' or a comma-separated list like 0,3, got {text!r}")
+
+
+def _rows(text):
+    try:
+        first, stop = (int(x) for x in text.split(":"))
+    except ValueError:
+        first = stop = None
+    if first is None or not 0 <= first < stop:
+        raise argparse.ArgumentTypeError(f"--rows must be FIRST:STOP query blocks with 0 <= FIRST < STOP "
+                                         f"(like 10:14), got {text!r}")
+    return range(first, stop)
 
 
 def cmd_simulate(args):
@@ -164,7 +189,8 @@ def cmd_simulate(args):
         raise ParoError(f"--gap must be in [0, 1), got {args.gap}")
     if args.read_latency < 0:
         raise ParoError(f"--read-latency must be >= 0 cycles, got {args.read_latency}")
-    result = simulate(args.plan, simulator=args.simulator, head=args.head, report=args.report,
+    heads = args.heads if args.heads is not None else [args.head]
+    result = simulate(args.plan, simulator=args.simulator, heads=heads, rows=args.rows, report=args.report,
                       build_dir=args.build_dir, gap=args.gap, read_latency=args.read_latency, fast=args.fast)
     _print_simulation(result)
     if args.report:
@@ -188,7 +214,7 @@ def cmd_demo(args):
     print("2/3 generate: engine Verilog")
     write_verilog(config, out / "engine.v", top="engine")
     print(f"3/3 simulate: head 1 on {args.simulator}, plus the dense INT8 baseline")
-    result = simulate(out / "plan.npz", simulator=args.simulator, head=1, report=out / "simulation.json",
+    result = simulate(out / "plan.npz", simulator=args.simulator, heads=[1], report=out / "simulation.json",
                       build_dir=args.build_dir)
     _print_simulation(result)
     print(f"wrote {out}/plan.npz, calibration.json, engine.v, simulation.json")
@@ -249,6 +275,9 @@ def build_parser():
     sim.add_argument("--plan", required=True, help="BlockPlan file (.npz) from paro calibrate")
     sim.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
     sim.add_argument("--head", type=int, default=0, help="head of the plan to run (default 0)")
+    sim.add_argument("--heads", type=_heads, default=None, help="heads to run: 'all' or a list like 0,3 (a layer)")
+    sim.add_argument("--rows", type=_rows, default=None,
+                     help="query blocks to compute, FIRST:STOP (like 10:14; default all)")
     sim.add_argument("--report", help="JSON report to write")
     sim.add_argument("--gap", type=float, default=0.0,
                      help="memory model: probability that a bus channel pauses in a cycle (default 0: one beat "

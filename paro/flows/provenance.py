@@ -9,16 +9,17 @@ __all__ = ["git_commit", "provenance", "progress"]
 
 
 def git_commit():
-    """The commit of the running code (with ``-dirty`` when the tree has changes): from the git checkout this
-    package runs from, or ``"paro <version> (installed)"`` for an installed wheel."""
+    """The commit of the running code (with ``-dirty`` when tracked files outside ``results/`` have changes)
+    from the git checkout this package runs from, or ``"paro <version> (installed)"`` for an installed wheel."""
     repo = Path(__file__).resolve().parent.parent.parent
     if not (repo / ".git").exists():
         return f"paro {version('paro')} (installed)"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        # Changes under results/ are what benches write, not code: they do not make the tree dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")

@@ -115,10 +115,25 @@ def _failure(where, status, program, detail):
     return ParoError(f"the engine on {where} {what}: program {program}, {detail}")
 
 
-def simulate(plan_path, simulator="verilator", head=0, report=None, gap=0.0, build_dir=None, read_latency=0,
-             fast=False):
-    """Simulate one head of a plan plus its dense INT8 baseline; write ``report`` (JSON); return the dict.
-    ``fast`` uses the fast run mode (Verilator, C++ harness) instead of the cocotb bench."""
+def _summary(config, prog, counters):
+    """Cycles, ideal cycles and bytes of one run (ideal over the query blocks the program computes)."""
+    first, count = int(prog.registers["ROW_FIRST"]), int(prog.registers["ROW_COUNT"])
+    return {"cycles": counters["CYCLES"], "ideal_cycles": ideal_cycles(config, prog.bitmap[first:first + count]),
+            "bytes_read": counters["BYTES_READ"], "bytes_written": counters["BYTES_WRITTEN"]}
+
+
+def _ratios(entry):
+    """Utilization, speedup and traffic ratio of a result entry with plan and dense sums."""
+    return {"utilization": entry["ideal_cycles"] / entry["cycles"],
+            "speedup_vs_dense_int8": entry["dense_int8_cycles"] / entry["cycles"],
+            "bytes_read_vs_dense": entry["bytes_read"] / entry["dense_int8_bytes_read"]}
+
+
+def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=None, gap=0.0, build_dir=None,
+             read_latency=0, fast=False):
+    """Simulate heads of a plan (``rows``: a range of query blocks, default all) plus their dense INT8
+    baselines; write ``report`` (JSON: totals at the top, ``per_head`` entries); return the dict. ``fast``
+    uses the fast run mode (Verilator, C++ harness) instead of the cocotb bench."""
     if simulator not in SIMULATORS:
         raise ParoError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     problem = simulator_problem(simulator)
@@ -127,53 +142,68 @@ def simulate(plan_path, simulator="verilator", head=0, report=None, gap=0.0, bui
     plan = load_plan(plan_path)
     config = plan.config
     check_engine_config(config)
+    heads = list(range(plan.heads)) if heads == "all" else list(heads)
+    for head in heads:
+        if not 0 <= head < plan.heads:
+            raise ParoError(f"head {head} out of range: the plan has {plan.heads} heads")
     workload = plan_workload(plan)
-    progress(f"golden model: head {head} and its dense INT8 baseline")
-    prog = engine_program(plan, head, workload=workload)
-    dense = engine_program(plan, head, bitmap=np.full_like(plan.bitmap[head], 8), workload=workload)
     # The dense run keeps every key: a build whose score buffer is smaller runs it with a full-size score
     # buffer (nothing else differs, so the cycles are those of the same array and datapath).
-    dense_config = config if config.max_kept_keys >= dense.q8.shape[0] else dataclasses.replace(config, max_kept_keys=None)
-    for name, c, p in (("plan", config, prog), ("dense INT8 baseline", dense_config, dense)):
-        try:
-            check_program(c, p)
-        except ParoError as error:
-            raise ParoError(f"head {head} ({name}) cannot run on the engine built for this plan: {error}") from None
-    progress(f"{simulator}: build the engine and run both programs "
-             f"(~{(ideal_cycles(config, prog.bitmap) + ideal_cycles(config, dense.bitmap)) / 1e6:.1f}M ideal cycles)")
+    tokens = plan.bitmap.shape[1] * config.block_size
+    dense_config = config if config.max_kept_keys >= tokens else dataclasses.replace(config, max_kept_keys=None)
+    programs, dense_programs = [], []
+    for n, head in enumerate(heads, 1):
+        progress(f"golden model {n}/{len(heads)}: head {head} and its dense INT8 baseline")
+        programs.append(engine_program(plan, head, workload=workload, rows=rows))
+        dense_programs.append(engine_program(plan, head, bitmap=np.full_like(plan.bitmap[head], 8),
+                                             workload=workload, rows=rows))
+        for name, c, p in (("plan", config, programs[-1]), ("dense INT8 baseline", dense_config, dense_programs[-1])):
+            try:
+                check_program(c, p)
+            except ParoError as error:
+                raise ParoError(f"head {head} ({name}) cannot run on the engine built for this plan: {error}") from None
+    first, count = int(programs[0].registers["ROW_FIRST"]), int(programs[0].registers["ROW_COUNT"])
+    ideal_total = sum(ideal_cycles(config, p.bitmap[first:first + count]) for p in programs + dense_programs)
+    progress(f"{simulator}{' fast mode' if fast else ''}: {len(heads)} head(s), query blocks {first}..{first + count - 1}, "
+             f"plan and dense INT8 (~{ideal_total / 1e6:.1f}M ideal cycles)")
     start = time.monotonic()
     stats, options = [], dict(gap=gap, build_dir=build_dir, read_latency=read_latency, fast=fast)
     if dense_config == config:
-        counters, dense_counters = run_programs(config, [prog, dense], simulator, stats=stats, **options)
+        both = run_programs(config, programs + dense_programs, simulator, stats=stats, **options)
+        counters, dense_counters = both[:len(heads)], both[len(heads):]
     else:
-        [counters] = run_programs(config, [prog], simulator, stats=stats, **options)
-        [dense_counters] = run_programs(dense_config, [dense], simulator, tag="engine-dense", stats=stats, **options)
-    ideal = ideal_cycles(config, prog.bitmap)
+        counters = run_programs(config, programs, simulator, stats=stats, **options)
+        dense_counters = run_programs(dense_config, dense_programs, simulator, tag="engine-dense", stats=stats,
+                                      **options)
+    per_head = []
+    for head, prog, dense, c, dc in zip(heads, programs, dense_programs, counters, dense_counters):
+        plan_run, dense_run = _summary(config, prog, c), _summary(config, dense, dc)
+        entry = {"head": head, "order": plan.orders[head], "bit_exact": True, **plan_run,
+                 "dense_int8_cycles": dense_run["cycles"], "dense_int8_ideal_cycles": dense_run["ideal_cycles"],
+                 "dense_int8_bytes_read": dense_run["bytes_read"],
+                 "counters": {"blocks_8bit": c["KEPT8"], "blocks_4bit": c["KEPT4"], "blocks_skipped": c["SKIPPED"],
+                              "busy_cycles": c["CYCLES"], "array_beats": c["ARRAY_BEATS"],
+                              "stall_cycles": c["STALL_CYCLES"]},
+                 "dense_counters": dc}
+        per_head.append({**entry, **_ratios(entry)})
+    keys = ("cycles", "ideal_cycles", "bytes_read", "bytes_written", "dense_int8_cycles", "dense_int8_ideal_cycles",
+            "dense_int8_bytes_read")
+    total = {key: sum(entry[key] for entry in per_head) for key in keys}
     result = {
-        "benchmark": "simulate", **provenance(), "plan": str(plan_path), "head": head,
-        "simulator": simulator, "mode": "fast" if fast else "cocotb", "config": config.to_dict(),
-        "order": plan.orders[head],
-        "bit_exact": True,
-        "cycles": counters["CYCLES"], "ideal_cycles": ideal, "utilization": ideal / counters["CYCLES"],
-        "dense_int8_cycles": dense_counters["CYCLES"],
-        "dense_int8_ideal_cycles": ideal_cycles(config, dense.bitmap),
-        "speedup_vs_dense_int8": dense_counters["CYCLES"] / counters["CYCLES"],
-        "bytes_read": counters["BYTES_READ"], "dense_int8_bytes_read": dense_counters["BYTES_READ"],
-        "bytes_read_vs_dense": counters["BYTES_READ"] / dense_counters["BYTES_READ"],
-        "bytes_written": counters["BYTES_WRITTEN"],
-        "counters": {"blocks_8bit": counters["KEPT8"], "blocks_4bit": counters["KEPT4"],
-                     "blocks_skipped": counters["SKIPPED"], "busy_cycles": counters["CYCLES"],
-                     "array_beats": counters["ARRAY_BEATS"], "stall_cycles": counters["STALL_CYCLES"]},
-        "dense_counters": dense_counters, "dense_int8_max_kept_keys": dense_config.max_kept_keys,
-        "memory": {"model": "C++ AXI4 RAM (fast mode)" if fast else "cocotbext-axi AxiRam", "pause_probability": gap, "read_latency_cycles": read_latency,
-                   "axi_data_bits": config.axi_data_bits},
-        "units": {"cycles": "engine clock cycles from start to done (first read to last write response)",
-                  "bytes_read": "bytes the engine's AXI4 master read (Q, kept K/V blocks once each)",
+        "benchmark": "simulate", **provenance(), "plan": str(plan_path), "heads": heads,
+        "query_blocks": [first, first + count - 1], "simulator": simulator, "mode": "fast" if fast else "cocotb",
+        "config": config.to_dict(), "bit_exact": True, **total, **_ratios(total),
+        "dense_int8_max_kept_keys": dense_config.max_kept_keys,
+        "memory": {"model": "C++ AXI4 RAM (fast mode)" if fast else "cocotbext-axi AxiRam",
+                   "pause_probability": gap, "read_latency_cycles": read_latency,
+                   "axi_data_bits": config.axi_data_bits, "kv_cache_blocks": config.kv_cache_blocks},
+        "units": {"cycles": "engine clock cycles from start to done (first read to last write response), summed "
+                            "over the heads",
+                  "bytes_read": "bytes the engine's AXI4 master read (Q, and K/V blocks on cache misses)",
                   "ideal_cycles": "kept-block MACs / (R*C*products per PE per cycle in each block's mode)",
                   "stall_cycles": "busy cycles in which the array took no input beat"},
-        "seconds": round(time.monotonic() - start, 1),
+        "per_head": per_head, "simulation_speed": stats, "seconds": round(time.monotonic() - start, 1),
     }
-    result["simulation_speed"] = stats
     if report:
         atomic_write(report, json.dumps(result, indent=2) + "\n")
     return result
