@@ -7,13 +7,13 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
 * ``LOAD_Q``: wants query block ``i`` on chip (``want``, served by the :class:`~.fetcher.Fetcher`); when it
   is there, resets the row maxima and sums, latches ``cq_i`` and starts the scheduler's walk of row ``i``.
 * ``A_NEXT`` / ``A_TILES``: per kept block (from the scheduler; taken once the fetcher has its K rows on
-  chip), ``(B/R) x (B/(C*ppc))`` QK^T tiles of
-  ``head_dim`` beats, one beat per cycle while the feed advances; each tile's first beat pushes its
-  descriptor (and waits for room in the tile queue). ``A_WAIT``: until the feed and the tile queue are empty.
-* ``B_NEXT``: the next kept block (taken once its V rows are on chip); per query group ``B_PRESCAN`` reads the block's ``B`` stored scores of
-  the group's lanes (one key per cycle, after the feed has emptied) for each lane's segment maximum,
-  ``B_ZCALC`` (one cycle) registers the segment shifts ``z``, and ``B_TILES`` issues ``d/R`` PV tiles of ``B``
-  beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
+  chip), ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one beat per cycle while the feed
+  advances; each tile's first beat pushes its descriptor (and waits for room in the tile queue).
+  ``A_WAIT``: until the feed and the tile queue are empty.
+* ``B_NEXT``: the next kept block (taken once its V rows are on chip); per query group ``B_PRESCAN`` reads
+  the block's ``B`` stored scores of the group's lanes (one key per cycle, after the feed has emptied) for
+  each lane's segment maximum, ``B_ZCALC`` (one cycle) registers the segment shifts ``z``, and ``B_TILES``
+  issues ``d/R`` PV tiles of ``B`` beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
 * ``OUT``: starts the output stage and waits until it is idle; then the next query block, or ``IDLE`` with
   ``done`` after the last.
 
@@ -55,7 +55,8 @@ class EngineController(ConfiguredComponent):
             "want": Out(stream.Signature(want_layout(config))), "slot": In(range(config.kv_cache_blocks)),
             "q_addr": Out(data.ArrayLayout(range(2 * B), R)),
             "k_addr": Out(data.ArrayLayout(range(config.kv_cache_blocks * B), lanes)),
-            "v_addr": Out(range(config.kv_cache_blocks * B)), "s_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), lanes)),
+            "v_addr": Out(range(config.kv_cache_blocks * B)),
+            "s_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), lanes)),
             "scores": In(scores), "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "z": Out(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
@@ -103,7 +104,8 @@ class EngineController(ConfiguredComponent):
 
         def score_addresses(key):
             for n in range(lanes):
-                m.d.comb += self.s_addr[n].eq((query_group * keys_per_tile + n) * cfg.max_kept_keys + kept_index * B + key)
+                m.d.comb += self.s_addr[n].eq((query_group * keys_per_tile + n) * cfg.max_kept_keys
+                                              + kept_index * B + key)
 
         with m.FSM():
             with m.State("IDLE"):

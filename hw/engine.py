@@ -52,8 +52,9 @@ Dataflow per query block i (two-pass softmax that stores S)
 
 Why store S rather than recompute it: recomputing costs a second QK^T pass, 50% more array cycles (pass A
 and pass B have equal MACs), which caps utilization at 2/3; storing costs a buffer of
-``block_size x max_kept_keys`` scores of 48 bits (``config.max_kept_keys``, checked against every plan). Online (single-pass)
-softmax would need rescaling of the running output, which changes the integers the golden model defines.
+``block_size x max_kept_keys`` scores of 48 bits (``config.max_kept_keys``, checked against every plan).
+Online (single-pass) softmax would need rescaling of the running output, which changes the integers the
+golden model defines.
 
 Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline; it waits for the
 prescans (``B`` cycles per ``head_dim/R`` tiles), the pass switches (pipeline drain, ``~R + C + 2C``
@@ -155,7 +156,8 @@ class AttentionEngine(EngineBlock):
             sched.n_blocks.eq(regs.n_blocks), sched.clear.eq(ctrl.clear), sched.start.eq(ctrl.sched_start),
             sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
             # memory: fetches into the buffers, output codes out, byte counters
-            fetch.start.eq(ctrl.clear), fetch.row_end.eq(regs.row_first + regs.row_count), fetch.q_addr.eq(regs.q_addr), fetch.k_addr.eq(regs.k_addr),
+            fetch.start.eq(ctrl.clear), fetch.row_end.eq(regs.row_first + regs.row_count),
+            fetch.q_addr.eq(regs.q_addr), fetch.k_addr.eq(regs.k_addr),
             fetch.v_addr.eq(regs.v_addr),
             k_wr.en.eq(fetch.k_we), k_wr.addr.eq(fetch.wr_addr), k_wr.data.eq(fetch.wr_data),
             v_wr.en.eq(fetch.v_we), v_wr.addr.eq(fetch.wr_addr), v_wr.data.eq(fetch.wr_data),

@@ -14,9 +14,9 @@ with ``wr_addr``, ``wr_data``); ``ready`` in the cycle after the last row. K and
 ``slot * B + row``; Q rows to half ``block % 2`` of the two-block Q buffer (``(block % 2) * B + row``).
 
 Prefetch (background fetches): serving query block ``i``'s Q arms a prefetch of query block ``i + 1`` if it is
-below ``row_end`` (the other Q half, not in use); fetching a K block arms a prefetch of the same block's V into its slot (pass B
-will want it). The V prefetch goes before any other fetch, so the cache sees the same sequence of fills for
-any memory timing; the Q prefetch goes after a waiting want.
+below ``row_end`` (the other Q half, not in use); fetching a K block arms a prefetch of the same block's V into
+its slot (pass B will want it). The V prefetch goes before any other fetch, so the cache sees the same sequence
+of fills for any memory timing; the Q prefetch goes after a waiting want.
 """
 
 from amaranth import Module, Mux, Signal
@@ -95,7 +95,8 @@ class Fetcher(EngineBlock):
             with m.State("EVICT"):
                 with m.If(cache.victim_valid):
                     m.d.comb += cache.install.eq(1)
-                    m.d.sync += [current.kind.eq(want.kind), current.block.eq(want.block), current.slot.eq(cache.victim)]
+                    m.d.sync += [current.kind.eq(want.kind), current.block.eq(want.block),
+                                 current.slot.eq(cache.victim)]
                     m.next = "REQUEST"
             with m.State("REQUEST"):
                 m.d.comb += self.req.valid.eq(1)

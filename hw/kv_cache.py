@@ -6,8 +6,9 @@ Golden twin: :func:`paro.sw.golden.kv_cache` (the slot and the fetches of every 
 A slot holds one key block: its K rows at ``slot * B`` of the K buffer, its V rows at the same place of the V
 buffer, each with its own valid bit. Lookups are combinational: for ``block`` and ``kind`` (``WANT_K`` or
 ``WANT_V``), ``hit`` says the rows are there, ``present`` that the block has a slot (``slot``) even if this
-kind is not there yet; ``v_valid`` has a bit per slot whose V rows are there. ``touch`` (one cycle, with ``slot``) marks the slot used now: every served want
-touches its slot, so the use order is the want order.
+kind is not there yet; ``v_valid`` has a bit per slot whose V rows are there. ``touch`` (one cycle, with
+``touch_slot``) marks the slot used now: every served want touches its slot, so the use order is the want
+order.
 
 Eviction: ``evict`` (one cycle) starts the search for a slot for a block that has none: the lowest free slot
 in the next cycle if one is free, else, after a scan of one slot per cycle (``kv_cache_blocks`` cycles), the

@@ -53,7 +53,8 @@ def compare(config, prog, codes, counters):
                                        f"{got[dim:dim + R].tolist()}, golden {want[dim:dim + R].tolist()}")
     bitmap = np.asarray(prog.bitmap)[first:first + count]
     expected = {name: int((bitmap == bits).sum()) for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("SKIPPED", 0))}
-    expected["BYTES_READ"] = sum(rows * config.head_dim for _, rows in golden.fetcher(prog.bitmap, prog.registers, config))
+    requests = golden.fetcher(prog.bitmap, prog.registers, config)
+    expected["BYTES_READ"] = sum(rows * config.head_dim for _, rows in requests)
     expected["BYTES_WRITTEN"] = region_bytes(config, "O_ADDR", count)
     for name, value in expected.items():
         if counters[name] != value:

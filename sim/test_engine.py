@@ -5,9 +5,10 @@ bench puts Q, K and V into a cocotbext-axi ``AxiRam`` on the engine's AXI4 maste
 loads the program through the AXI4-Lite control port (``AxiLiteMaster``) exactly as
 :func:`paro.sw.contract.program_writes` lists, starts the engine and waits for ``done``. Every channel of both
 buses pauses at random with probability ``$PARO_GAP`` (valid gaps from the masters, back-pressure from the
-slaves), and each read burst waits ``$PARO_READ_LATENCY`` cycles (default 0) before its first beat. Then it reads the output codes from the RAM and compares every one with the program's golden codes,
-and compares the byte counters with the golden fetcher's reads and the output region's size. Every AXI4-Lite
-response must be ``OKAY``.
+slaves), and each read burst waits ``$PARO_READ_LATENCY`` cycles (default 0) before its first beat. Then it
+reads the output codes from the RAM and compares every one with the program's golden codes, and the byte
+counters with the golden fetcher's reads and the output region's size. Every AXI4-Lite response must be
+``OKAY``.
 
 Each program's outcome goes to the JSON file at the same position in ``$PARO_OUTCOMES``, so the caller can
 say what happened: ``{"status": "ok", "counters": {...}}``, ``{"status": "mismatch", "detail": ...}`` (the

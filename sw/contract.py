@@ -59,7 +59,8 @@ from paro.errors import ParoError
 from paro.files import atomic_write_bytes, read_npz
 
 __all__ = ["Register", "Table", "REGISTERS", "TABLES", "BITMAP", "PROGRAM_REGISTERS", "COUNTERS",
-           "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR", "MIN_SCORE_SHIFT", "EngineProgram", "check_engine_config",
+           "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
+           "MIN_SCORE_SHIFT", "EngineProgram", "check_engine_config",
            "engine_buffers", "check_kept_keys", "check_memory_map", "memory_map", "region_bytes",
            "ADDRESS_REGISTERS", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES",

@@ -555,8 +555,9 @@ def kv_cache(wants, config):
 def fetcher(bitmap, registers, config):
     """The read requests ``(address, rows)`` the engine makes for a head: per query block ``i`` (from
     ``ROW_FIRST``, ``ROW_COUNT`` of them; default all) its ``B`` query rows, and the K and V rows the block cache
-    (:func:`kv_cache`) fetches for the row's wants (pass A: K of each kept block, pass B: V of each). Listed in want order; the hardware's prefetch of the next query
-    block interleaves the Q requests differently, the multiset is the specification."""
+    (:func:`kv_cache`) fetches for the row's wants (pass A: K of each kept block, pass B: V of each). Listed in
+    want order; the hardware's prefetch of the next query block interleaves the Q requests differently, the
+    multiset is the specification."""
     B, d = config.block_size, config.head_dim
     first = registers.get("ROW_FIRST", 0)
     rows = range(first, first + registers.get("ROW_COUNT", len(bitmap) - first))

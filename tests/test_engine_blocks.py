@@ -714,7 +714,8 @@ def test_fetcher_requests_only_what_is_not_on_chip(slots):
                 ctx.set(dut.row.payload, [n - 8] * cfg.head_dim)
                 ctx.set(dut.row.valid, 1)
                 assert ctx.get(dut.row.ready)
-                assert [ctx.get(getattr(dut, f"{t}_we")) for t in "qkv"] == [kind == WANT_Q, kind == WANT_K, kind == WANT_V]
+                enables = [ctx.get(getattr(dut, f"{t}_we")) for t in "qkv"]
+                assert enables == [kind == WANT_Q, kind == WANT_K, kind == WANT_V]
                 first = ctx.get(dut.wr_addr) if first is None else first
                 assert ctx.get(dut.wr_addr) == first + n and first % B == 0
                 await ctx.tick()

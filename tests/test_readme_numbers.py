@@ -39,7 +39,14 @@ def _reorder(r):
 def _engine(r):
     assert r["bit_exact"] is True
     return (f"bit-exact; {r['cycles']:,} cycles, utilization {r['utilization']:.3f}; "
-            f"{r['speedup_vs_dense_int8']:.2f}x fewer cycles than dense INT8 ({r['dense_int8_cycles']:,})")
+            f"{r['speedup_vs_dense_int8']:.2f}x fewer cycles than dense INT8 ({r['dense_int8_cycles']:,}); "
+            f"bytes read {r['bytes_read']:,} ({r['bytes_read_vs_dense']:.2f}x dense)")
+
+
+def _speed(r):
+    fast, cocotb = r["modes"]["fast"], r["modes"]["cocotb"]
+    return (f"fast mode {fast['cycles_per_second']:,.0f} cycles/s, {r['fast_vs_cocotb']:.0f}x the cocotb bench "
+            f"({cocotb['cycles_per_second']:,.0f} cycles/s)")
 
 
 def _ecp5(r):
@@ -50,6 +57,7 @@ def _ecp5(r):
 
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _reorder), ("engine_small_head1.json", _engine),
+         ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("synth_ecp5_4x4.json", _ecp5)]
 
 

@@ -213,7 +213,8 @@ def test_simulate_heads_and_rows(tiny_plan, tmp_path, verilator):
     for entry, head in zip(result["per_head"], (0, 2)):
         rows = plan.bitmap[head][2:5]
         assert entry["head"] == head and entry["bytes_written"] == 3 * B * d * 2
-        assert (entry["counters"]["blocks_8bit"], entry["counters"]["blocks_4bit"]) == ((rows == 8).sum(), (rows == 4).sum())
+        counters = entry["counters"]
+        assert (counters["blocks_8bit"], counters["blocks_4bit"]) == ((rows == 8).sum(), (rows == 4).sum())
         macs = 2 * B * B * d
         assert entry["ideal_cycles"] == ((rows == 8).sum() * macs // 16 + (rows == 4).sum() * macs // 32)
     for key in ("cycles", "ideal_cycles", "bytes_read", "dense_int8_cycles"):

@@ -164,7 +164,8 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
                 raise ParoError(f"head {head} ({name}) cannot run on the engine built for this plan: {error}") from None
     first, count = int(programs[0].registers["ROW_FIRST"]), int(programs[0].registers["ROW_COUNT"])
     ideal_total = sum(ideal_cycles(config, p.bitmap[first:first + count]) for p in programs + dense_programs)
-    progress(f"{simulator}{' fast mode' if fast else ''}: {len(heads)} head(s), query blocks {first}..{first + count - 1}, "
+    progress(f"{simulator}{' fast mode' if fast else ''}: {len(heads)} head(s), "
+             f"query blocks {first}..{first + count - 1}, "
              f"plan and dense INT8 (~{ideal_total / 1e6:.1f}M ideal cycles)")
     start = time.monotonic()
     stats, options = [], dict(gap=gap, build_dir=build_dir, read_latency=read_latency, fast=fast)
