@@ -87,10 +87,11 @@ def emit_verilog(config, top="array", name="paro"):
     return header + text
 
 
-def write_verilog(config, path, top="array", name="paro"):
-    """Write the Verilog of ``top`` to ``path`` and its params to ``path`` with ``.params.json``."""
+def write_verilog(config, path, top="array", name="paro", text=None):
+    """Write the Verilog of ``top`` to ``path`` and its params to ``path`` with ``.params.json``; ``text`` is
+    the Verilog when the caller has already emitted it."""
     path = Path(path)
-    text = emit_verilog(config, top, name)
+    text = emit_verilog(config, top, name) if text is None else text
     params_path = path.with_suffix(".params.json")
     atomic_write(params_path, json.dumps(params(config, top), indent=2, sort_keys=True) + "\n")
     atomic_write(path, text)

@@ -8,9 +8,7 @@ after ``read_latency``), and cocotbext-axi's protocol checks. Use it for long he
 protocol coverage.
 """
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,12 +17,10 @@ from importlib import resources
 from pathlib import Path
 
 from paro.errors import ParoError
-from paro.files import build_root
-from paro.hw.emit import emit_verilog, write_verilog
 from paro.sw.contract import COUNTERS, REGISTERS, program_writes, region_bytes
 
 from .engine_check import Mismatch, compare, decode_codes, memory_image, memory_size
-from .runner import simulator_problem, verilator_env
+from .runner import bench_folder, emit_source, simulator_problem, verilator_env
 
 __all__ = ["build_fast", "run_fast"]
 
@@ -34,13 +30,9 @@ def build_fast(config, build_dir=None):
     problem = simulator_problem("verilator")
     if problem:
         raise ParoError(problem)
-    digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:8]
-    folder = build_root(build_dir) / "sim" / f"engine_{config.rows}x{config.cols}_fast_{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    source, harness, binary = folder / "paro.v", folder / "fast_engine.cpp", folder / "obj" / "paro_fast"
-    text = emit_verilog(config, "engine")
-    if not source.exists() or source.read_text() != text:
-        write_verilog(config, source, top="engine")
+    folder = bench_folder(config, "engine", "verilator", "fast", build_dir)
+    source = emit_source(config, "engine", folder)
+    harness, binary = folder / "fast_engine.cpp", folder / "obj" / "paro_fast"
     cpp = resources.files("paro.sim").joinpath("fast_engine.cpp").read_bytes()
     if not harness.exists() or harness.read_bytes() != cpp:
         harness.write_bytes(cpp)
@@ -101,5 +93,4 @@ def run_fast(config, programs, build_dir=None, read_latency=0, cycle_limits=None
             results.append((counters, {"run_cycles": cycles, "wall_seconds": seconds,
                                        "process_seconds": round(time.monotonic() - start, 3),
                                        "cycles_per_second": cycles / seconds if seconds > 0 else None}))
-    shutil.rmtree(tmp, ignore_errors=True)
     return results

@@ -28,7 +28,8 @@ from paro.errors import ParoError
 from paro.files import build_root
 from paro.hw.emit import emit_verilog, write_verilog
 
-__all__ = ["SIMULATORS", "INSTALL_HINTS", "BenchFailure", "simulator_problem", "run_bench", "verilator_env"]
+__all__ = ["SIMULATORS", "INSTALL_HINTS", "BenchFailure", "simulator_problem", "run_bench", "verilator_env",
+           "bench_folder", "emit_source"]
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -101,9 +102,22 @@ def simulator_problem(simulator):
     return None
 
 
-def _build_dir(config, top, simulator, tag, root=None):
+def bench_folder(config, top, simulator, tag, root=None):
+    """The build folder of one design, config, simulator and tag, under the build root ``root``."""
     digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:8]
-    return build_root(root) / "sim" / f"{top}_{config.rows}x{config.cols}_{simulator}_{tag}_{digest}"
+    folder = build_root(root) / "sim" / f"{top}_{config.rows}x{config.cols}_{simulator}_{tag}_{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def emit_source(config, top, folder):
+    """Write ``folder/paro.v`` (and its params) only when the Verilog changed: an unchanged file keeps its
+    date, so a later build in the same folder skips Verilator's C++ rebuild. Returns the path."""
+    source = folder / "paro.v"
+    text = emit_verilog(config, top)
+    if not source.exists() or source.read_text() != text:
+        write_verilog(config, source, top=top, text=text)
+    return source
 
 
 def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, extra_env=None, waves=None,
@@ -126,13 +140,8 @@ def run_bench(config, top, test_module, simulator, *, seed=1, testcase=None, ext
         raise ParoError(problem)
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
-    build_dir = _build_dir(config, top, simulator, tag, build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    # Rewrite the Verilog only when it changed: an unchanged file keeps its date, so a later bench of the same
-    # design in the same folder skips Verilator's C++ rebuild (Verilator and make see nothing new).
-    source = build_dir / "paro.v"
-    if not source.exists() or source.read_text() != emit_verilog(config, top):
-        write_verilog(config, source, top=top)
+    build_dir = bench_folder(config, top, simulator, tag, build_dir)
+    source = emit_source(config, top, build_dir)
 
     saved = {key: os.environ.get(key) for key in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")}
     os.environ.update(verilator_env() if simulator == "verilator" else {})

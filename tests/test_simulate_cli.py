@@ -208,7 +208,7 @@ def test_simulate_heads_and_rows(tiny_plan, tmp_path, verilator):
     assert main(["simulate", "--plan", str(tiny_plan), "--heads", "0,2", "--rows", "2:5", "--report", str(report)]) == 0
     result = json.loads(report.read_text())
     plan = load_plan(tiny_plan)
-    config, B, d = plan.config, plan.config.block_size, plan.config.head_dim
+    B, d = plan.config.block_size, plan.config.head_dim
     assert result["heads"] == [0, 2] and result["query_blocks"] == [2, 4] and result["bit_exact"] is True
     for entry, head in zip(result["per_head"], (0, 2)):
         rows = plan.bitmap[head][2:5]

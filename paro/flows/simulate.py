@@ -46,7 +46,8 @@ def ideal_cycles(config, bitmap):
 def cycle_limit(config, prog, read_latency=0):
     """A generous bound on a program's cycles (4x ideal plus per-token and per-burst overheads): a hang, not
     a slow run."""
-    fetches = 3 * prog.q8.shape[0] // config.block_size          # at most Q, K and V of every block once
+    # At most each query block's Q, and K and V of every kept block of every row (a cache miss each).
+    fetches = prog.q8.shape[0] // config.block_size + 2 * int(np.count_nonzero(prog.bitmap))
     bursts = -(-config.block_size * config.head_dim * 8 // config.axi_data_bits // MAX_BURST_BEATS)
     return 4 * ideal_cycles(config, prog.bitmap) + 200 * prog.q8.shape[0] + 10_000 + 4 * fetches * bursts * read_latency
 
