@@ -1,24 +1,26 @@
-"""Engine controller: the finite-state machine that loads a head, walks every query block's kept key blocks
-twice (QK^T, then softmax and PV) and hands each block to the output stage.
+"""Engine controller: the FSM that runs one head per ``start`` (from the :class:`~.sequencer.LayerSequencer`),
+walking every query block's kept key blocks twice (QK^T, then softmax and PV), then the output stage.
 
 Golden twin: :func:`paro.sw.golden.engine_controller` (the tiles it issues, in order, with their
 descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from ``row_first`` to ``row_end - 1``:
 
-* ``LOAD_Q``: wants query block ``i`` on chip (``want``, served by the :class:`~.fetcher.Fetcher`); when it
-  is there, resets the row maxima and sums, latches ``cq_i`` and starts the scheduler's walk of row ``i``.
+* ``LOAD_Q``: wants query block ``i`` (Q rows, bitmap row) from the :class:`~.fetcher.Fetcher`; then resets the
+  row maxima, latches ``cq_i`` and starts the scheduler's walk of row ``i``.
 * ``A_NEXT`` / ``A_TILES``: per kept block (from the scheduler; taken once the fetcher has its K rows on
   chip), ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one beat per cycle while the feed
-  advances; each tile's first beat pushes its descriptor (and waits for room in the tile queue).
-  ``A_WAIT``: until the feed and the tile queue are empty.
+  advances; each tile's first beat pushes its descriptor (and waits for room in the tile queue). ``A_WAIT``:
+  until the feed and the tile queue are empty.
 * ``B_NEXT``: the next kept block (taken once its V rows are on chip); per query group ``B_PRESCAN`` reads
   the block's ``B`` stored scores of the group's lanes (one key per cycle, after the feed has emptied) for
   each lane's segment maximum, ``B_ZCALC`` (one cycle) registers the segment shifts ``z``, and ``B_TILES``
   issues ``d/R`` PV tiles of ``B`` beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
-* ``OUT``: starts the output stage and waits until it is idle; then the next query block, or ``IDLE`` with
-  ``done`` after the last.
+* Output: ``B_WAIT`` starts the output stage (``out_start``) and goes on to the next query block: output
+  and write-back run beside its ``LOAD_Q`` and pass A. ``A_WAIT`` waits for them (``out_idle``) before pass
+  B overwrites the row sums (``reset_sums``) and accumulators they read. After the last block ``OUT`` waits
+  for the write-back, then ``IDLE`` with ``done``.
 
 All buffer read addresses come from here (synchronous reads, enabled by the feed's ``advance``); K and V rows
-are read from the cache slot the fetcher gave with the block (``slot``).
+come from the cache slot the fetcher gave with the block (``slot``).
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -45,7 +47,7 @@ class EngineController(ConfiguredComponent):
         lanes = 2 * C
         scores = data.ArrayLayout(signed(SCORE_WIDTH), lanes)
         super().__init__(config, {
-            "start": In(1), "clear": Out(1), "busy": Out(1), "done": Out(1),
+            "start": In(1), "busy": Out(1), "done": Out(1),
             "n_tokens": In(range(tokens + 1)), "row_first": In(range(nb)), "row_end": In(range(nb + 1)),
             "kept": In(stream.Signature(kept_layout(nb))),
             "sched_start": Out(1), "sched_row": Out(range(nb)), "sched_count": Out(1),
@@ -60,10 +62,10 @@ class EngineController(ConfiguredComponent):
             "scores": In(scores), "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "z": Out(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
-            "reset_rows": Out(1),
+            "reset_max": Out(1), "reset_sums": Out(1),
             "tile": Out(tile_layout(config)), "tile_push": Out(1), "tile_room": In(1), "tiles_empty": In(1),
             "acc_pending": In(1),
-            "out_start": Out(1), "out_last_block": Out(1), "out_idle": In(1),
+            "out_start": Out(1), "out_idle": In(1),
         })
 
     def elaborate(self, platform):
@@ -84,10 +86,8 @@ class EngineController(ConfiguredComponent):
         keys_per_tile = Signal(range(lanes + 1))
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
         m.d.comb += [self.busy.eq(busy), self.z.eq(z), self.sched_row.eq(query_block),
-                     self.out_last_block.eq(query_block == self.row_end - 1),
                      keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room)]
         cmd, tile = self.cmd, self.tile
-
         m.submodules.segment_shift = segment_shift = SegmentShift(cfg)
         for n in range(lanes):
             m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, four_bit, query_group)),
@@ -111,13 +111,12 @@ class EngineController(ConfiguredComponent):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), self.done.eq(0), query_block.eq(self.row_first)]
-                    m.d.comb += self.clear.eq(1)
                     m.next = "LOAD_Q"
             with m.State("LOAD_Q"):
                 m.d.comb += [self.want.valid.eq(1), self.want.payload.kind.eq(WANT_Q),
                              self.want.payload.block.eq(query_block), self.cq_addr.eq(query_block)]
                 with m.If(self.want.ready):
-                    m.d.comb += [self.reset_rows.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
+                    m.d.comb += [self.reset_max.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
                     m.d.sync += [kept_index.eq(0), self.cq.eq(self.cq_data)]
                     m.next = "A_NEXT"
             with m.State("A_NEXT"):
@@ -150,8 +149,9 @@ class EngineController(ConfiguredComponent):
                                 m.d.sync += kept_index.eq(kept_index + 1)
                                 m.next = "A_NEXT"
             with m.State("A_WAIT"):
-                with m.If(~self.feed_busy & self.tiles_empty):
-                    m.d.comb += self.sched_start.eq(1)
+                # Pass B overwrites the row sums and accumulators the previous block's output stage reads.
+                with m.If(~self.feed_busy & self.tiles_empty & self.out_idle):
+                    m.d.comb += [self.sched_start.eq(1), self.reset_sums.eq(1)]
                     m.d.sync += kept_index.eq(0)
                     m.next = "B_NEXT"
             with m.State("B_NEXT"):
@@ -208,13 +208,13 @@ class EngineController(ConfiguredComponent):
             with m.State("B_WAIT"):
                 with m.If(~self.feed_busy & self.tiles_empty & ~self.acc_pending):
                     m.d.comb += self.out_start.eq(1)
-                    m.next = "OUT"
+                    with m.If(query_block == self.row_end - 1):
+                        m.next = "OUT"
+                    with m.Else():                       # the output stage runs beside the next pass A
+                        m.d.sync += query_block.eq(query_block + 1)
+                        m.next = "LOAD_Q"
             with m.State("OUT"):
                 with m.If(self.out_idle):
-                    m.d.sync += query_block.eq(query_block + 1)
-                    with m.If(query_block == self.row_end - 1):
-                        m.d.sync += [busy.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "LOAD_Q"
+                    m.d.sync += [busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
         return m

@@ -1,19 +1,23 @@
-"""Attention engine: one head of block-sparse, mixed-precision attention driven by a BlockPlan.
+"""Attention engine: a layer of heads of block-sparse, mixed-precision attention, each driven by its plan.
 
-Golden twin: :func:`paro.sw.golden.attention_head` (every integer, per query block
-:func:`paro.sw.golden.attention_block_row`). This file only wires the blocks; each block's file states
+Golden twin: :func:`paro.sw.golden.attention_head` per head (every integer, per query block
+:func:`paro.sw.golden.attention_block_row`), :func:`paro.sw.golden.layer_sequencer` for the order of heads. This file only wires the blocks; each block's file states
 its own cycle behaviour and has its own golden twin and unit test:
 
 ====================================== ==================================================================
 block                                  does
 ====================================== ==================================================================
 :class:`~.axi_lite.AxiLiteSlave`       AXI4-Lite control port onto the register bus
-:class:`~.registers.RegisterFile`      register bus, control registers, per-block tables, counters
-:class:`~.fetcher.Fetcher`             Q, K and V rows into the buffers (kept blocks only, cache misses only)
+:class:`~.registers.RegisterFile`      register bus, control registers, status, total and per-head counters
+:class:`~.sequencer.LayerSequencer`    one start: checks every descriptor, then runs the heads in turn
+:class:`~.descriptor.DescriptorUnit`   the current head's descriptor, and its checks
+:class:`~.block_table.BlockTable`      the current head's per-block multipliers (read from memory)
+:class:`~.fetcher.Fetcher`             descriptors, tables, bitmap rows, Q, K, V into the buffers (kept
+                                       blocks only, cache misses only)
 :class:`~.mem_reader.MemoryReader`     AXI4 read bursts to token rows
 :class:`~.mem_writer.MemoryWriter`     output codes to AXI4 write bursts
 :class:`~.controller.EngineController` the FSM: loads, walks kept blocks, issues tiles, prescans
-:class:`~.scheduler.BlockScheduler`    bitmap memory; emits a query row's kept key blocks
+:class:`~.scheduler.BlockScheduler`    two bitmap rows on chip; emits a query row's kept key blocks
 :class:`~.operand_feed.OperandFeed`    issue stage: array operands (with K reduction and P lanes), row sums
 :class:`~.array.SystolicArray`         the PE array: one tile ``C = A B^T`` at a time
 :class:`~.tile_queue.TileQueue`        descriptors of tiles in flight, matched to drained beats
@@ -25,14 +29,16 @@ block                                  does
 Interfaces
 ----------
 * ``m_axi``: AXI4 master (:func:`~.axi4.axi4_signature`, ``config.axi_data_bits`` data; Verilog
-  ``m_axi__araddr`` and so on). Reads Q, K and V (``int8 [tokens, head_dim]`` at ``Q_ADDR``, ``K_ADDR``,
-  ``V_ADDR``) and writes the output codes (``int16 [tokens, head_dim]`` at ``O_ADDR``); layout and burst
-  rules in :mod:`paro.sw.contract`. Only the K and V blocks the bitmap keeps are read, and only when the
-  K/V block cache (``kv_cache_blocks`` slots, :class:`~.kv_cache.BlockCache`) does not hold them.
+  ``m_axi__araddr`` and so on). Reads the descriptor list, and per head its block table, its bitmap rows
+  (one per query block, with its Q rows), Q, K and V (``int8 [tokens, head_dim]``); writes the output codes
+  (``int16 [tokens, head_dim]`` at ``O_ADDR``); layout and burst rules in :mod:`paro.sw.contract`. Only
+  the K and V blocks the bitmap keeps are read, and only when the K/V block cache (``kv_cache_blocks``
+  slots, :class:`~.kv_cache.BlockCache`) does not hold them.
 * Control: the AXI4-Lite slave ``axil`` (:data:`~.axi_lite.AxiLiteSignature`; Verilog ``axil__awaddr`` and
-  so on; map and access rules in :mod:`paro.sw.contract`). Write the scalar registers (addresses included),
-  the per-block multiplier tables and the bitmap, then write 1 to ``START``; ``done`` rises when the last
-  output burst has been answered. Status and counters (bytes read and written included) are readable.
+  so on; map and access rules in :mod:`paro.sw.contract`). Write ``DESC_ADDR`` and ``N_HEADS``, then 1 to
+  ``START``; ``done`` rises when the last head's last output burst has been answered, or when a descriptor
+  was refused (``STATUS`` error, ``ERROR``; then nothing was written). Totals and per-head counters are
+  readable. Nothing on chip grows with the square of the sequence.
 
 Dataflow per query block i (two-pass softmax that stores S)
 -----------------------------------------------------------
@@ -50,20 +56,20 @@ Dataflow per query block i (two-pass softmax that stores S)
 3. **Output**: per query, ``r = floor(2**recip_bits / l)`` and the codes
    ``clip(round(round(A / 2**pre) * r / 2**final_shift))`` go to memory at ``O_ADDR``.
 
-Why store S rather than recompute it: recomputing costs a second QK^T pass, 50% more array cycles (pass A
-and pass B have equal MACs), which caps utilization at 2/3; storing costs a buffer of
-``block_size x max_kept_keys`` scores of 48 bits (``config.max_kept_keys``, checked against every plan).
-Online (single-pass) softmax would need rescaling of the running output, which changes the integers the
-golden model defines.
+S is stored, not recomputed (a second QK^T pass caps utilization at 2/3) and not online (rescaling changes the
+golden integers): a buffer of ``block_size x max_kept_keys`` 48-bit scores (``docs/architecture.md``).
 
 Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline; it waits for the
 prescans (``B`` cycles per ``head_dim/R`` tiles), the pass switches (pipeline drain, ``~R + C + 2C``
 cycles), the fetches (the first query block's Q rows, and a kept key block's K rows on a cache miss in pass A
 or its V rows on a miss in pass B: ``B * head_dim * 8 / axi_data_bits`` beats each, plus memory latency; the
-next Q block and a fetched block's V are prefetched) and the output stage
-(``B * head_dim / R`` beats per query block, written back before the next query block starts).
-Overlapped: the prefetches with compute; not yet: cache-miss fetches and the output stage. ``paro simulate``
-measures it.
+next Q block and a fetched block's V are prefetched), the output stage (``B * head_dim / R`` beats per query
+block) only where pass A of the next block is shorter than it, and per head the descriptor and table reads
+(a few hundred cycles). Overlapped: the prefetches (next Q block and its bitmap
+row, a fetched block's V) with compute, and each query block's output stage and write-back with the next
+block's Q load and pass A (pass B waits for them: it overwrites the row sums and accumulators they read);
+not overlapped: cache-miss K fetches, the last block's output, and the descriptor check pass (``N_HEADS``
+descriptor reads before the first head). ``paro simulate`` measures it.
 """
 
 from amaranth import Module, signed
@@ -78,8 +84,10 @@ from .accumulator import OutputAccumulator
 from .array import SystolicArray
 from .axi4 import axi4_signature, connect_members
 from .axi_lite import AxiLiteSignature, AxiLiteSlave
+from .block_table import BlockTable
 from .component import EngineBlock
 from .controller import EngineController
+from .descriptor import DescriptorUnit
 from .fetcher import Fetcher
 from .mem_reader import MemoryReader
 from .mem_writer import MemoryWriter
@@ -88,6 +96,7 @@ from .output_stage import OutputStage
 from .registers import RegisterFile
 from .scheduler import BlockScheduler
 from .score_unit import ScoreUnit
+from .sequencer import LayerSequencer
 from .tile_queue import TileQueue
 
 __all__ = ["AttentionEngine"]
@@ -104,19 +113,16 @@ class AttentionEngine(EngineBlock):
         m = Module()
         cfg = self._config
         R, lanes = cfg.rows, 2 * cfg.cols
-        m.submodules.control = control = AxiLiteSlave()
-        m.submodules.registers = regs = RegisterFile(cfg)
-        m.submodules.controller = ctrl = EngineController(cfg)
-        m.submodules.scheduler = sched = BlockScheduler(cfg)
-        m.submodules.feed = feed = OperandFeed(cfg)
-        m.submodules.array = array = SystolicArray(cfg)
-        m.submodules.tiles = tiles = TileQueue(cfg)
-        m.submodules.score_unit = score = ScoreUnit(cfg)
-        m.submodules.accumulator = acc = OutputAccumulator(cfg)
-        m.submodules.output_stage = out = OutputStage(cfg)
-        m.submodules.fetcher = fetch = Fetcher(cfg)
-        m.submodules.reader = reader = MemoryReader(cfg)
-        m.submodules.writer = writer = MemoryWriter(cfg)
+        blocks = {"control": AxiLiteSlave(), **{name: block(cfg) for name, block in (
+            ("registers", RegisterFile), ("controller", EngineController), ("scheduler", BlockScheduler),
+            ("feed", OperandFeed), ("array", SystolicArray), ("tiles", TileQueue), ("score_unit", ScoreUnit),
+            ("accumulator", OutputAccumulator), ("output_stage", OutputStage), ("fetcher", Fetcher),
+            ("reader", MemoryReader), ("writer", MemoryWriter), ("sequencer", LayerSequencer),
+            ("descriptor", DescriptorUnit), ("block_table", BlockTable))}}
+        for name, block in blocks.items():
+            m.submodules[name] = block
+        (control, regs, ctrl, sched, feed, array, tiles, score, acc, out, fetch, reader, writer, seq, desc,
+         table) = blocks.values()
 
         # Buffers (sizes from the contract): K and V (the cache's slots), Q (two query blocks), scores
         # (B x max_kept_keys).
@@ -145,48 +151,63 @@ class AttentionEngine(EngineBlock):
         wiring.connect(m, reader.row, fetch.row)
         connect_members(m, self.m_axi, reader.axi)
         connect_members(m, self.m_axi, writer.axi)
+        wiring.connect(m, seq.meta, fetch.meta)
+        row_end = desc.row_first + desc.row_count
         m.d.comb += [
-            self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
-            # register file <-> controller, scheduler
-            ctrl.start.eq(regs.start), ctrl.n_tokens.eq(regs.n_tokens),
-            ctrl.row_first.eq(regs.row_first), ctrl.row_end.eq(regs.row_first + regs.row_count),
-            regs.busy.eq(ctrl.busy), regs.done.eq(ctrl.done), regs.clear.eq(ctrl.clear), regs.beat.eq(feed.beat),
-            regs.kept8.eq(sched.kept8), regs.kept4.eq(sched.kept4), regs.skipped.eq(sched.skipped),
-            sched.wr_en.eq(regs.bitmap_we), sched.wr_addr.eq(regs.bitmap_addr), sched.wr_data.eq(regs.bitmap_data),
-            sched.n_blocks.eq(regs.n_blocks), sched.clear.eq(ctrl.clear), sched.start.eq(ctrl.sched_start),
+            self.busy.eq(seq.busy), self.done.eq(seq.done),
+            # register file <-> sequencer, descriptor unit
+            seq.start.eq(regs.start), seq.n_heads.eq(regs.n_heads), seq.list_error.eq(desc.list_error),
+            seq.desc_error.eq(desc.error), seq.head_busy.eq(ctrl.busy),
+            desc.desc_addr.eq(regs.desc_addr), desc.n_heads.eq(regs.n_heads),
+            *(getattr(regs, name).eq(getattr(seq, name)) for name in (
+                "busy", "done", "error", "error_code", "error_head", "heads_done", "clear", "head", "head_start",
+                "head_active", "head_store")),
+            regs.beat.eq(feed.beat), regs.kept8.eq(sched.kept8), regs.kept4.eq(sched.kept4),
+            regs.skipped.eq(sched.skipped),
+            # the current head's descriptor -> controller, scheduler
+            ctrl.start.eq(seq.run), ctrl.n_tokens.eq(desc.n_tokens), ctrl.row_first.eq(desc.row_first),
+            ctrl.row_end.eq(row_end),
+            sched.wr_en.eq(fetch.bitmap_we), sched.wr_addr.eq(fetch.wr_addr), sched.wr_data.eq(fetch.wr_data),
+            sched.n_blocks.eq(desc.n_blocks), sched.start.eq(ctrl.sched_start),
             sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
-            # memory: fetches into the buffers, output codes out, byte counters
-            fetch.start.eq(ctrl.clear), fetch.row_end.eq(regs.row_first + regs.row_count),
-            fetch.q_addr.eq(regs.q_addr), fetch.k_addr.eq(regs.k_addr),
-            fetch.v_addr.eq(regs.v_addr),
-            k_wr.en.eq(fetch.k_we), k_wr.addr.eq(fetch.wr_addr), k_wr.data.eq(fetch.wr_data),
-            v_wr.en.eq(fetch.v_we), v_wr.addr.eq(fetch.wr_addr), v_wr.data.eq(fetch.wr_data),
-            q_wr.en.eq(fetch.q_we), q_wr.addr.eq(fetch.wr_addr), q_wr.data.eq(fetch.wr_data),
+            # memory: fetches into the buffers and tables, output codes out, byte counters
+            fetch.start.eq(seq.head_start), fetch.row_end.eq(row_end),
+            fetch.q_addr.eq(desc.q_addr), fetch.k_addr.eq(desc.k_addr), fetch.v_addr.eq(desc.v_addr),
+            fetch.bitmap_addr.eq(desc.bitmap_addr), fetch.table_addr.eq(desc.table_addr),
+            fetch.desc_addr.eq(regs.desc_addr), fetch.bitmap_lines.eq(desc.bitmap_lines),
+            fetch.table_lines.eq(desc.table_lines),
             writer.start.eq(ctrl.out_start),
-            writer.addr.eq(regs.o_addr + ctrl.sched_row * (cfg.block_size * cfg.head_dim * OUTPUT_CODE_BYTES)),
+            writer.addr.eq(desc.o_addr + ctrl.sched_row * (cfg.block_size * cfg.head_dim * OUTPUT_CODE_BYTES)),
             regs.read_beat.eq(reader.beat), regs.write_beat.eq(writer.beat),
             # issue side
             feed.cmd.eq(ctrl.cmd), feed.fire.eq(ctrl.fire), ctrl.advance.eq(feed.advance),
             ctrl.feed_busy.eq(feed.busy), feed.row_max.eq(score.row_max), feed.z.eq(ctrl.z),
-            feed.reset_sums.eq(ctrl.reset_rows), ctrl.row_max.eq(score.row_max),
+            feed.reset_sums.eq(ctrl.reset_sums), ctrl.row_max.eq(score.row_max),
             v_rd.addr.eq(ctrl.v_addr), v_rd.en.eq(feed.advance), feed.v_row.eq(v_rd.data),
             ctrl.tile_room.eq(tiles.room), ctrl.tiles_empty.eq(tiles.empty),
             tiles.push.eq(ctrl.tile), tiles.push_en.eq(ctrl.tile_push),
             # drain side
             score.valid.eq(tiles.qk_valid), score.column.eq(tiles.column),
             score.tile.eq(tiles.tile), score.beat.eq(tiles.beat), score.cq.eq(ctrl.cq),
-            score.score_shift.eq(regs.score_shift), score.n_tokens.eq(regs.n_tokens), score.reset.eq(ctrl.reset_rows),
+            score.score_shift.eq(desc.score_shift), score.n_tokens.eq(desc.n_tokens), score.reset.eq(ctrl.reset_max),
             acc.valid.eq(tiles.pv_valid), acc.column.eq(tiles.column), acc.tile.eq(tiles.tile),
             acc.beat.eq(tiles.beat), ctrl.acc_pending.eq(acc.pending),
             # output
-            out.start.eq(ctrl.out_start), out.last_block.eq(ctrl.out_last_block),
+            out.start.eq(ctrl.out_start),
             ctrl.out_idle.eq(out.idle & writer.idle),
-            out.final_shift.eq(regs.final_shift), out.row_sum.eq(feed.row_sum),
+            out.final_shift.eq(desc.final_shift), out.row_sum.eq(feed.row_sum),
             acc.rd_addr.eq(out.rd_addr), acc.rd_en.eq(out.rd_en), out.rd_data.eq(acc.rd_data),
         ]
+        # Every fetched line goes to one buffer (its write enable), at the fetcher's address.
+        for enable, (en, addr, line) in ((fetch.desc_we, (desc.we, desc.addr, desc.data)),
+                                         (fetch.table_we, (table.we, table.addr, table.data)),
+                                         (fetch.k_we, (k_wr.en, k_wr.addr, k_wr.data)),
+                                         (fetch.v_we, (v_wr.en, v_wr.addr, v_wr.data)),
+                                         (fetch.q_we, (q_wr.en, q_wr.addr, q_wr.data))):
+            m.d.comb += [en.eq(enable), addr.eq(fetch.wr_addr), line.eq(fetch.wr_data)]
         for t in ("cq", "ck", "cv8", "cv4"):
-            m.d.comb += [getattr(regs, f"{t}_addr").eq(getattr(ctrl, f"{t}_addr")),
-                         getattr(ctrl, f"{t}_data").eq(getattr(regs, f"{t}_data"))]
+            m.d.comb += [getattr(table, f"{t}_addr").eq(getattr(ctrl, f"{t}_addr")),
+                         getattr(ctrl, f"{t}_data").eq(getattr(table, f"{t}_data"))]
         for r in range(R):
             m.d.comb += [q_rd[r].addr.eq(ctrl.q_addr[r]), q_rd[r].en.eq(feed.advance), feed.q_rows[r].eq(q_rd[r].data),
                          s_wr[r].addr.eq(score.wr_addr[r]), s_wr[r].data.eq(score.wr_data[r]),

@@ -24,25 +24,27 @@ from amaranth.lib.wiring import In, Out
 
 from .component import EngineBlock
 
-__all__ = ["BlockCache", "want_layout", "WANT_Q", "WANT_K", "WANT_V"]
+__all__ = ["BlockCache", "want_layout", "WANT_Q", "WANT_K", "WANT_V", "WANT_DESC", "WANT_TABLE"]
 
-#: What the controller wants on chip: the Q rows of a query block, or the K or V rows of a key block.
-WANT_Q, WANT_K, WANT_V = 0, 1, 2
+#: What the engine wants on chip: the Q rows (and bitmap row) of a query block, the K or V rows of a key
+#: block (the controller's wants), a head's descriptor or its block table (the layer sequencer's).
+WANT_Q, WANT_K, WANT_V, WANT_DESC, WANT_TABLE = 0, 1, 2, 3, 4
 
 
 def want_layout(config):
-    return data.StructLayout({"kind": 2, "block": range(config.max_blocks)})
+    """A want: its kind and the block (or, for a descriptor, the head) it names."""
+    return data.StructLayout({"kind": 3, "block": range(max(config.max_blocks, config.max_heads))})
 
 
 class BlockCache(EngineBlock):
     def __init__(self, config):
         slots = config.kv_cache_blocks
         super().__init__(config, {
-            "start": In(1), "block": In(range(config.max_blocks)), "kind": In(2),
+            "start": In(1), "block": In(range(config.max_blocks)), "kind": In(3),
             "hit": Out(1), "present": Out(1), "slot": Out(range(slots)), "v_valid": Out(slots),
             "touch": In(1), "touch_slot": In(range(slots)),
             "evict": In(1), "victim_valid": Out(1), "victim": Out(range(slots)), "install": In(1),
-            "fill": In(1), "fill_slot": In(range(slots)), "fill_kind": In(2),
+            "fill": In(1), "fill_slot": In(range(slots)), "fill_kind": In(3),
         })
 
     def elaborate(self, platform):

@@ -16,18 +16,25 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from paro.sw.contract import AXI_ADDRESS_BITS, BURST_BOUNDARY, MAX_BURST_BEATS
+from paro.sw.contract import AXI_ADDRESS_BITS, BURST_BOUNDARY, MAX_BURST_BEATS, descriptor_lines, engine_buffers
 
 from .axi4 import BURST_INCR, axi4_read_signature
 from .component import EngineBlock
 from .operand_feed import row_layout
 
-__all__ = ["MemoryReader", "read_request_layout"]
+__all__ = ["MemoryReader", "read_request_layout", "max_request_rows"]
+
+
+def max_request_rows(config):
+    """Most lines one request reads: a block's token rows, a bitmap row, the block table or a descriptor."""
+    buffers = engine_buffers(config)
+    return max(config.block_size, buffers["bitmap_rows"]["entries"] // 2, buffers["block_table"]["entries"],
+               descriptor_lines(config))
 
 
 def read_request_layout(config):
-    """A read request: ``rows`` consecutive token rows (``head_dim`` bytes each) from byte address ``addr``."""
-    return data.StructLayout({"addr": AXI_ADDRESS_BITS, "rows": range(config.block_size + 1)})
+    """A read request: ``rows`` consecutive lines (``head_dim`` bytes each) from byte address ``addr``."""
+    return data.StructLayout({"addr": AXI_ADDRESS_BITS, "rows": range(max_request_rows(config) + 1)})
 
 
 class MemoryReader(EngineBlock):
@@ -45,8 +52,9 @@ class MemoryReader(EngineBlock):
         beat_bytes, per_row = width // 8, row_bits // width
         longest = min(MAX_BURST_BEATS * beat_bytes, BURST_BOUNDARY)
         busy = Signal()
-        address, to_request = Signal(AXI_ADDRESS_BITS), Signal(range(cfg.block_size * cfg.head_dim + 1))
-        rows_left, count = Signal(range(cfg.block_size + 1)), Signal(range(per_row))
+        most = max_request_rows(cfg)
+        address, to_request = Signal(AXI_ADDRESS_BITS), Signal(range(most * cfg.head_dim + 1))
+        rows_left, count = Signal(range(most + 1)), Signal(range(per_row))
         shift, out_row = Signal(row_bits), Signal(row_bits)
         size = Signal(range(longest + 1))
         room = Signal(range(longest + 1))

@@ -6,8 +6,8 @@ Golden twin: :func:`paro.sw.golden.output_stage` (``r = floor(2**recip_bits / l)
 ``start`` (one cycle, after a query block's pass B has drained) begins the block: the stage then reads the
 accumulator memory one word per cycle (query-major, ``d/R`` words per query, ``B * d/R`` in all) through a
 one-stage pipeline and emits one ``o`` beat per word: ``R`` codes. Back-pressure on ``o`` holds the pipeline
-(nothing is lost or repeated). ``last`` is set on the final beat of the head (the last word of the block
-when ``last_block``). ``idle`` is high when the block's last beat has left (and before the first start).
+(nothing is lost or repeated). ``idle`` is high when the block's last beat has left (and before the first
+start). The stage reads ``row_sum`` while it runs: the engine keeps the row sums until it is idle.
 The reciprocal is a combinational divider: one per engine, used once per beat.
 """
 
@@ -22,16 +22,15 @@ __all__ = ["OutputStage", "o_layout"]
 
 
 def o_layout(config):
-    """One output beat: ``rows`` codes of ``out_bits`` (one query, ``rows`` head dimensions); ``last`` ends
-    the head."""
-    return data.StructLayout({"o": data.ArrayLayout(signed(config.out_bits), config.rows), "last": 1})
+    """One output beat: ``rows`` codes of ``out_bits`` (one query, ``rows`` head dimensions)."""
+    return data.StructLayout({"o": data.ArrayLayout(signed(config.out_bits), config.rows)})
 
 
 class OutputStage(ConfiguredComponent):
     def __init__(self, config):
         B, groups = config.block_size, config.head_dim // config.rows
         super().__init__(config, {
-            "start": In(1), "last_block": In(1), "final_shift": In(7), "idle": Out(1),
+            "start": In(1), "final_shift": In(7), "idle": Out(1),
             "row_sum": In(data.ArrayLayout(unsigned(config.row_sum_width), B)),
             "rd_addr": Out(range(B * groups)), "rd_en": Out(1), "rd_data": In(accumulator_layout(config)),
             "o": Out(stream.Signature(o_layout(config))),
@@ -43,7 +42,7 @@ class OutputStage(ConfiguredComponent):
         B, R, groups = cfg.block_size, cfg.rows, cfg.head_dim // cfg.rows
         query = Signal(range(B + 1), init=B)           # B: no block in progress
         group = Signal(range(groups + 1))
-        staged = Signal(data.StructLayout({"valid": 1, "query": range(B), "last": 1}))
+        staged = Signal(data.StructLayout({"valid": 1, "query": range(B)}))
         advance, fire = Signal(), Signal()
         m.d.comb += [advance.eq(~staged.valid | self.o.ready), fire.eq(advance & (query < B)),
                      self.rd_en.eq(advance), self.rd_addr.eq(query * groups + group),
@@ -51,9 +50,7 @@ class OutputStage(ConfiguredComponent):
         with m.If(advance):
             m.d.sync += staged.valid.eq(fire)
         with m.If(fire):
-            m.d.sync += [staged.query.eq(query),
-                         staged.last.eq((query == B - 1) & (group == groups - 1) & self.last_block),
-                         group.eq(group + 1)]
+            m.d.sync += [staged.query.eq(query), group.eq(group + 1)]
             with m.If(group == groups - 1):
                 m.d.sync += [group.eq(0), query.eq(query + 1)]
         with m.If(self.start):
@@ -74,5 +71,5 @@ class OutputStage(ConfiguredComponent):
                 code.eq((scaled + ((Const(1, 64) << self.final_shift) >> 1)) >> self.final_shift),
                 self.o.payload.o[r].eq(Mux(code >= limit, limit - 1, Mux(code < -limit, -limit, code))),
             ]
-        m.d.comb += [self.o.valid.eq(staged.valid), self.o.payload.last.eq(staged.last)]
+        m.d.comb += self.o.valid.eq(staged.valid)
         return m

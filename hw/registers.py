@@ -1,18 +1,19 @@
-"""Register file of the attention engine: the register bus, the control registers, the per-block tables, the
-bitmap's write port and the status counters, all as :mod:`paro.sw.contract` defines them.
+"""Register file of the attention engine: the register bus, the control registers, the status, the totals and
+the per-head counters, all as :mod:`paro.sw.contract` defines them.
 
-Golden twin: :func:`paro.sw.golden.register_file` (the registers and tables after a sequence of bus writes,
-each value kept to its contract width).
+Golden twin: :func:`paro.sw.golden.register_file` (the control registers after a sequence of bus writes, each
+value kept to its contract width).
 
 Bus (:data:`CSRBus`, seen from the master): a write (``we``) takes effect at the clock edge; a read is
-combinational (``rdata`` follows ``addr`` in the same cycle). Region 0 holds the scalar registers; writing 1
-to ``START`` raises ``start`` for that cycle. A write to a table region writes the table entry at the
-address's offset; a write to the bitmap region drives ``bitmap_we``/``bitmap_addr``/``bitmap_data`` (the
-bitmap lives in the block scheduler). Tables are read asynchronously (``*_addr`` to ``*_data``, same cycle).
+combinational (``rdata`` follows ``addr`` in the same cycle). Writing 1 to ``START`` raises ``start`` for
+that cycle. Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * 8 + n``).
 
-Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``, ``BYTES_READ`` and
+Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``, ``KEPT8``,
+``KEPT4`` and ``SKIPPED`` cycles with the scheduler's ``kept8``/``kept4``/``skipped``, ``BYTES_READ`` and
 ``BYTES_WRITTEN`` add ``axi_data_bits / 8`` for each ``read_beat`` and ``write_beat``; ``clear`` (the
-controller accepting a start) zeroes them. ``STALL_CYCLES`` reads ``CYCLES - ARRAY_BEATS``.
+sequencer accepting a start) zeroes them. ``STALL_CYCLES`` reads ``CYCLES - ARRAY_BEATS``. A second set
+counts the same events while ``head_active``, zeroed by ``head_start``; ``head_store`` (one cycle) writes it,
+``STALL_CYCLES`` included, to the per-head memory at ``head`` (``max_heads x 8`` words).
 """
 
 from amaranth import Cat, Module, Signal
@@ -20,63 +21,78 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from paro.sw.contract import ADDRESS_BITS, BITMAP, DATA_BITS, OFFSET_BITS, PROGRAM_REGISTERS, REGISTERS, TABLES
+from paro.sw.contract import (ADDRESS_BITS, CONTROL_REGISTERS, COUNTERS, DATA_BITS, HEAD_COUNTERS_REGION,
+                              OFFSET_BITS, REGISTERS, STATUS_BITS)
 
 from .component import ConfiguredComponent
+from .descriptor import ERROR_BITS
 
 __all__ = ["CSRBus", "RegisterFile"]
 
 #: The register bus, from the master's side.
 CSRBus = wiring.Signature({"we": Out(1), "addr": Out(ADDRESS_BITS), "wdata": Out(DATA_BITS), "rdata": In(DATA_BITS)})
+#: Counters that count events (STALL_CYCLES is derived), with the event's port name.
+_EVENTS = {"CYCLES": None, "ARRAY_BEATS": "beat", "KEPT8": "kept8", "KEPT4": "kept4", "SKIPPED": "skipped",
+           "BYTES_READ": "read_beat", "BYTES_WRITTEN": "write_beat"}
 
 
 class RegisterFile(ConfiguredComponent):
     def __init__(self, config):
-        nb = config.max_blocks
+        heads = config.max_heads
         ports = {"bus": In(CSRBus), "start": Out(1),
-                 "bitmap_we": Out(1), "bitmap_addr": Out(range(nb * nb)), "bitmap_data": Out(BITMAP.entry_bits),
-                 "busy": In(1), "done": In(1), "beat": In(1), "clear": In(1),
-                 "kept8": In(32), "kept4": In(32), "skipped": In(32), "read_beat": In(1), "write_beat": In(1)}
-        for name in PROGRAM_REGISTERS:
-            ports[name.lower()] = Out(REGISTERS[name].width(config))
-        for name, table in TABLES.items():
-            ports[f"{name.lower()}_addr"] = In(range(nb))
-            ports[f"{name.lower()}_data"] = Out(table.entry_bits)
+                 **{name.lower(): Out(REGISTERS[name].width(config)) for name in CONTROL_REGISTERS},
+                 "busy": In(1), "done": In(1), "error": In(1), "error_code": In(ERROR_BITS),
+                 "error_head": In(range(heads)), "heads_done": In(range(heads + 1)), "clear": In(1),
+                 "head": In(range(heads)), "head_start": In(1), "head_active": In(1), "head_store": In(1),
+                 **{port: In(1) for port in _EVENTS.values() if port}}
         super().__init__(config, ports)
 
     def elaborate(self, platform):
         m = Module()
-        bus = self.bus
-        region, offset = bus.addr[OFFSET_BITS:], bus.addr[:OFFSET_BITS]
-        for name, table in TABLES.items():
-            m.submodules[f"{name.lower()}_table"] = mem = Memory(shape=table.entry_bits,
-                                                                 depth=table.entries(self._config), init=[])
-            write, read = mem.write_port(), mem.read_port(domain="comb")
-            m.d.comb += [write.addr.eq(offset), write.data.eq(bus.wdata), write.en.eq(bus.we & (region == table.region)),
-                         read.addr.eq(getattr(self, f"{name.lower()}_addr")),
-                         getattr(self, f"{name.lower()}_data").eq(read.data)]
-        m.d.comb += [self.bitmap_we.eq(bus.we & (region == BITMAP.region)), self.bitmap_addr.eq(offset),
-                     self.bitmap_data.eq(bus.wdata),
-                     self.start.eq(bus.we & (bus.addr == REGISTERS["START"].address) & bus.wdata[0])]
+        cfg, bus = self._config, self.bus
+        beat_bytes = cfg.axi_data_bits // 8
+        m.d.comb += self.start.eq(bus.we & (bus.addr == REGISTERS["START"].address) & bus.wdata[0])
         with m.If(bus.we):
             with m.Switch(bus.addr):
-                for name in PROGRAM_REGISTERS:
+                for name in CONTROL_REGISTERS:
                     with m.Case(REGISTERS[name].address):
                         m.d.sync += getattr(self, name.lower()).eq(bus.wdata)
 
-        cycles, beats, read, written = Signal(32), Signal(32), Signal(32), Signal(32)
-        beat_bytes = self._config.axi_data_bits // 8
-        for counter, event, step in ((cycles, self.busy, 1), (beats, self.beat, 1), (read, self.read_beat, beat_bytes),
-                                     (written, self.write_beat, beat_bytes)):
+        total = {name: Signal(DATA_BITS, name=f"total_{name.lower()}") for name in _EVENTS}
+        head = {name: Signal(DATA_BITS, name=f"head_{name.lower()}") for name in _EVENTS}
+        for name, port in _EVENTS.items():
+            step = beat_bytes if name.startswith("BYTES") else 1
+            event = getattr(self, port) if port else self.busy
             with m.If(event):
-                m.d.sync += counter.eq(counter + step)
+                m.d.sync += total[name].eq(total[name] + step)
+            with m.If(event & self.head_active):
+                m.d.sync += head[name].eq(head[name] + step)
         with m.If(self.clear):
-            m.d.sync += [cycles.eq(0), beats.eq(0), read.eq(0), written.eq(0)]
-        readable = {"STATUS": Cat(self.busy, self.done), "CYCLES": cycles, "ARRAY_BEATS": beats,
-                    "STALL_CYCLES": cycles - beats, "KEPT8": self.kept8, "KEPT4": self.kept4, "SKIPPED": self.skipped,
-                    "BYTES_READ": read, "BYTES_WRITTEN": written}
-        with m.Switch(bus.addr):
-            for name, value in readable.items():
-                with m.Case(REGISTERS[name].address):
-                    m.d.comb += bus.rdata.eq(value)
+            m.d.sync += [counter.eq(0) for counter in total.values()]
+        with m.If(self.head_start):
+            m.d.sync += [counter.eq(0) for counter in head.values()]
+
+        def with_stall(values):
+            return {**values, "STALL_CYCLES": values["CYCLES"] - values["ARRAY_BEATS"]}
+
+        m.submodules.head_counters = store = Memory(shape=len(COUNTERS) * DATA_BITS, depth=cfg.max_heads, init=[])
+        write, read = store.write_port(), store.read_port(domain="comb")
+        per_head = with_stall(head)
+        m.d.comb += [write.en.eq(self.head_store), write.addr.eq(self.head),
+                     write.data.eq(Cat(*(per_head[name][:DATA_BITS] for name in COUNTERS)))]
+
+        region, offset = bus.addr[OFFSET_BITS:], bus.addr[:OFFSET_BITS]
+        index = (len(COUNTERS) - 1).bit_length()
+        m.d.comb += read.addr.eq(offset[index:])
+        status = {"busy": self.busy, "done": self.done, "error": self.error}
+        readable = {"STATUS": Cat(*(status[bit] for bit in STATUS_BITS)),
+                    "ERROR": self.error_code | (self.error_head << 8),
+                    "HEADS_DONE": self.heads_done, **{name: v[:DATA_BITS] for name, v in with_stall(total).items()}}
+        with m.If((region == HEAD_COUNTERS_REGION) & (offset[index:] < cfg.max_heads)):
+            m.d.comb += bus.rdata.eq(read.data.word_select(offset[:index], DATA_BITS))
+        with m.Else():
+            with m.Switch(bus.addr):
+                for name, value in readable.items():
+                    with m.Case(REGISTERS[name].address):
+                        m.d.comb += bus.rdata.eq(value)
         return m

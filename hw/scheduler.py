@@ -3,11 +3,14 @@
 Golden twin: the kept list of :func:`sw.golden.attention_block_row` (``(j, bits)`` for ``bitmap[i, j] > 0``,
 in increasing ``j``).
 
-The bitmap of one head lives in an on-chip memory (``max_blocks x max_blocks`` entries, 4 bits each),
-written through ``wr_*``. A ``start`` pulse with ``row`` begins a walk: every cycle the scheduler reads one
-entry (asynchronous read) and, for a kept block, loads it into its output register ``o`` (a ``lib.stream``
-with ``j``, ``bits`` and ``end``); skipped (0-bit) blocks cost one cycle each and are never emitted, so they
-are never fetched or computed. After the last column it emits one ``end`` beat. The walk runs ahead of the
+Only two bitmap rows are on chip: a memory of two halves of ``ceil(max_blocks / head_dim)`` lines (one byte
+per block, as in memory), which the fetcher fills with the row of query block ``i`` in half ``i % 2``
+(``wr_en``, ``wr_addr``, ``wr_data``, a line at a time) together with its Q rows. A ``start`` pulse with
+``row`` begins a walk of half ``row % 2``: every cycle the scheduler reads one entry (asynchronous read, a
+byte of a line) and, for a kept block, loads it into its output register ``o`` (a ``lib.stream`` with
+``j``, ``bits`` and ``end``); skipped (0-bit) blocks cost one cycle each and are never emitted, so they are
+never fetched or computed. An entry of 4 is a 4-bit block; any other non-zero entry runs at 8 bits (the
+contract allows only the configuration's bitwidths, and :func:`paro.sw.contract.check_layer` refuses others). After the last column it emits one ``end`` beat. The walk runs ahead of the
 consumer by one kept block (the output register), so while the engine computes block ``j`` the scheduler
 already scans past the zeros to the next kept block: skipping costs no array cycle unless a whole run of
 zeros is longer than a block's compute time.
@@ -15,16 +18,18 @@ zeros is longer than a block's compute time.
 Kept blocks come out in column order; the PE mode follows each block's bitwidth and mode changes cost no
 cycle in the array, so no regrouping by bitwidth is needed.
 
-Counters (for the pass that has ``count`` set at ``start``; ``clear`` zeroes them): ``kept8``, ``kept4``,
-``skipped`` blocks.
+Counting (for the pass that has ``count`` set at ``start``): ``kept8``, ``kept4`` and ``skipped`` are
+high for one cycle per block of each kind the walk passes (the register file counts them).
 """
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .component import ConfiguredComponent
+from paro.sw.contract import engine_buffers
+
+from .component import EngineBlock
 
 
 __all__ = ["BlockScheduler", "kept_layout"]
@@ -34,21 +39,23 @@ def kept_layout(max_blocks):
     return data.StructLayout({"j": range(max_blocks), "bits": 4, "end": 1})
 
 
-class BlockScheduler(ConfiguredComponent):
+class BlockScheduler(EngineBlock):
     def __init__(self, config):
-        nb = config.max_blocks
+        nb, lines = config.max_blocks, engine_buffers(config)["bitmap_rows"]["entries"]
         super().__init__(config, {
-            "wr_en": In(1), "wr_addr": In(range(nb * nb)), "wr_data": In(4),
+            "wr_en": In(1), "wr_addr": In(range(lines)), "wr_data": In(8 * config.head_dim),
             "n_blocks": In(range(nb + 1)),
-            "start": In(1), "row": In(range(nb)), "count": In(1), "clear": In(1),
+            "start": In(1), "row": In(range(nb)), "count": In(1),
             "o": Out(stream.Signature(kept_layout(nb))),
-            "kept8": Out(32), "kept4": Out(32), "skipped": Out(32),
+            "kept8": Out(1), "kept4": Out(1), "skipped": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        nb = self._config.max_blocks
-        m.submodules.bitmap = bitmap = Memory(shape=4, depth=nb * nb, init=[])
+        cfg = self._config
+        nb, d = cfg.max_blocks, cfg.head_dim
+        half_lines = engine_buffers(cfg)["bitmap_rows"]["entries"] // 2
+        m.submodules.bitmap = bitmap = Memory(shape=8 * d, depth=2 * half_lines, init=[])
         wr = bitmap.write_port()
         rd = bitmap.read_port(domain="comb")
         m.d.comb += [wr.en.eq(self.wr_en), wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data)]
@@ -56,28 +63,25 @@ class BlockScheduler(ConfiguredComponent):
         walking = Signal()
         counting = Signal()
         col = Signal(range(nb + 1))
-        row = Signal(range(nb))
-        m.d.comb += rd.addr.eq(row * nb + col)
+        half = Signal()
+        entry = Signal(8)
+        log2_d = d.bit_length() - 1
+        m.d.comb += [rd.addr.eq(half * half_lines + (col >> log2_d)), entry.eq(rd.data.word_select(col[:log2_d], 8))]
         free = ~self.o.valid | self.o.ready
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(self.clear):
-            m.d.sync += [self.kept8.eq(0), self.kept4.eq(0), self.skipped.eq(0)]
         with m.If(self.start):
-            m.d.sync += [walking.eq(1), col.eq(0), row.eq(self.row), counting.eq(self.count),
+            m.d.sync += [walking.eq(1), col.eq(0), half.eq(self.row[0]), counting.eq(self.count),
                          self.o.valid.eq(0)]
         with m.Elif(walking & free):
             with m.If(col == self.n_blocks):
                 m.d.sync += [walking.eq(0), self.o.valid.eq(1), self.o.payload.end.eq(1)]
             with m.Else():
                 m.d.sync += col.eq(col + 1)
-                with m.If(rd.data != 0):
+                four = entry == 4
+                with m.If(entry != 0):
                     m.d.sync += [self.o.valid.eq(1), self.o.payload.end.eq(0),
-                                 self.o.payload.j.eq(col), self.o.payload.bits.eq(rd.data)]
-                    with m.If(counting & (rd.data == 8)):
-                        m.d.sync += self.kept8.eq(self.kept8 + 1)
-                    with m.If(counting & (rd.data == 4)):
-                        m.d.sync += self.kept4.eq(self.kept4 + 1)
-                with m.Elif(counting):
-                    m.d.sync += self.skipped.eq(self.skipped + 1)
+                                 self.o.payload.j.eq(col), self.o.payload.bits.eq(Mux(four, 4, 8))]
+                m.d.comb += [self.kept8.eq(counting & (entry != 0) & ~four), self.kept4.eq(counting & four),
+                             self.skipped.eq(counting & (entry == 0))]
         return m

@@ -114,6 +114,9 @@ class AcceleratorConfig:
         Data width of the engine's AXI4 memory master; a power of two in [32, 1024]. The engine needs
         ``16 * rows <= axi_data_bits <= 8 * head_dim`` (an output beat fits a data beat, a data beat fits a
         token row).
+    max_heads
+        Heads one engine start may run (descriptors in the list, ``N_HEADS``); in [1, 4096]. The engine keeps
+        each head's counters on chip (``max_heads x 8`` words), readable after the run.
     """
     rows: int = 4
     cols: int = 4
@@ -128,6 +131,7 @@ class AcceleratorConfig:
     exp_bits: int = 15
     out_bits: int = 16
     axi_data_bits: int = 128
+    max_heads: int = 64
 
     def __post_init__(self):
         def check_int(name, value):
@@ -190,6 +194,11 @@ class AcceleratorConfig:
             if not 1 <= slots <= self.max_blocks:
                 raise ParoError(f"kv_cache_blocks must be in [1, max_blocks {self.max_blocks}], got {slots}")
             object.__setattr__(self, "kv_cache_blocks", slots)
+
+        heads = check_int("max_heads", self.max_heads)
+        if not 1 <= heads <= 4096:
+            raise ParoError(f"max_heads must be in [1, 4096], got {heads}")
+        object.__setattr__(self, "max_heads", heads)
 
         needed = min_acc_width(self.depth)
         if self.acc_width is None:

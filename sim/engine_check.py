@@ -1,37 +1,46 @@
-"""What both engine run modes share: the memory image of a program, and the check of a run's output codes
-and counters against the program (golden codes) and the golden fetcher (bytes read). No cocotb here: the
-fast mode (:mod:`paro.sim.fast`) uses it outside a simulator."""
+"""What both engine run modes share: the memory image of a layer, the registers read after a run, and the
+check of a run's output codes and counters against the layer (golden codes), the golden fetcher (bytes read)
+and the golden sequencer (what a refused descriptor must leave behind). No cocotb here: the fast mode
+(:mod:`paro.sim.fast`) uses it outside a simulator."""
 
 import numpy as np
 
 from paro.sw import golden
-from paro.sw.contract import ADDRESS_REGISTERS, region_bytes
+from paro.sw.contract import (COUNTERS, ERRORS, REGISTERS, STATUS_BITS, head_counter_address, layer_memory,
+                              region_bytes)
 
-__all__ = ["Mismatch", "memory_image", "memory_size", "decode_codes", "compare"]
+__all__ = ["Mismatch", "memory_image", "memory_size", "decode_codes", "readout", "split_readout", "output_regions",
+           "compare"]
 
 
 class Mismatch(Exception):
-    """The engine's output differs from the golden codes (``status``: ``mismatch`` or ``timeout``)."""
+    """The engine's output differs from the golden codes (``status``: ``mismatch``, ``timeout`` or ``error``:
+    the engine refused a descriptor it should have taken)."""
 
     def __init__(self, status, detail):
         super().__init__(detail)
         self.status, self.detail = status, detail
 
 
-def memory_size(config, programs):
-    """Bytes of a memory (a power of two) that holds every region of every program."""
-    top = max(int(p.registers[name]) + region_bytes(config, name, int(p.registers["N_BLOCKS"]))
-              for p in programs for name in ADDRESS_REGISTERS)
+def output_regions(config, layer):
+    """Per head ``(address, bytes)`` of its output region."""
+    return [(int(p.descriptor["O_ADDR"]), region_bytes(config, "O_ADDR", int(p.descriptor["N_BLOCKS"])))
+            for p in layer.heads]
+
+
+def memory_size(config, layers):
+    """Bytes of a memory (a power of two) that holds every segment and output region of every layer."""
+    top = max(address + len(data) for layer in layers for address, data in layer_memory(config, layer))
+    top = max([top] + [address + size for layer in layers for address, size in output_regions(config, layer)])
     return 1 << (top - 1).bit_length()
 
 
-def memory_image(config, prog, size):
-    """``size`` bytes: Q, K and V of ``prog`` at their addresses, zeros elsewhere (the output region too)."""
+def memory_image(config, layer, size):
+    """``size`` bytes: the layer's descriptors, Q, K, V, bitmap rows and tables at their addresses, zeros
+    elsewhere (the output regions too)."""
     image = bytearray(size)
-    for name, array in (("Q_ADDR", prog.q8), ("K_ADDR", prog.k8), ("V_ADDR", prog.v8)):
-        data = np.asarray(array, dtype=np.int8).tobytes()
-        base = int(prog.registers[name])
-        image[base:base + len(data)] = data
+    for address, data in layer_memory(config, layer):
+        image[address:address + len(data)] = data
     return image
 
 
@@ -40,22 +49,65 @@ def decode_codes(config, data):
     return np.frombuffer(bytes(data), dtype="<i2").astype(np.int64).reshape(-1, config.head_dim)
 
 
-def compare(config, prog, codes, counters):
-    """Raise :class:`Mismatch` at the first output code (of the query blocks the program computes) or counter
-    that differs from the program's."""
-    R, B = config.rows, config.block_size
-    first, count = int(prog.registers["ROW_FIRST"]), int(prog.registers["ROW_COUNT"])
-    computed = slice(first * B, (first + count) * B)           # the query blocks the program computes
-    for query, (got, want) in enumerate(zip(codes, np.asarray(prog.codes))):
-        if computed.start <= query < computed.stop and not np.array_equal(got, want):
-            dim = int(np.flatnonzero(got != want)[0]) // R * R
-            raise Mismatch("mismatch", f"output query {query}, head dims {dim}..{dim + R - 1}: got "
-                                       f"{got[dim:dim + R].tolist()}, golden {want[dim:dim + R].tolist()}")
-    bitmap = np.asarray(prog.bitmap)[first:first + count]
-    expected = {name: int((bitmap == bits).sum()) for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("SKIPPED", 0))}
-    requests = golden.fetcher(prog.bitmap, prog.registers, config)
-    expected["BYTES_READ"] = sum(rows * config.head_dim for _, rows in requests)
-    expected["BYTES_WRITTEN"] = region_bytes(config, "O_ADDR", count)
-    for name, value in expected.items():
-        if counters[name] != value:
-            raise Mismatch("mismatch", f"counter {name} = {counters[name]}, expected {value}")
+def readout(n_heads):
+    """The registers read after a run: ``[(key, word address)]``: the status registers, the totals and, per
+    head, its counters (keys ``"<head>.<COUNTER>"``)."""
+    names = ["STATUS", "ERROR", "HEADS_DONE", *COUNTERS]
+    return ([(name, REGISTERS[name].address) for name in names]
+            + [(f"{head}.{name}", head_counter_address(head, name)) for head in range(n_heads) for name in COUNTERS])
+
+
+def split_readout(values, n_heads):
+    """``(totals, per_head)`` from the values of :func:`readout` (``per_head``: a dict of counters a head)."""
+    totals = {name: values[name] for name in ["STATUS", "ERROR", "HEADS_DONE", *COUNTERS]}
+    return totals, [{name: values[f"{head}.{name}"] for name in COUNTERS} for head in range(n_heads)]
+
+
+def _status(totals):
+    return {bit: bool(totals["STATUS"] >> n & 1) for n, bit in enumerate(STATUS_BITS)}
+
+
+def compare(config, layer, codes, totals, per_head, expect_error=None):
+    """Raise :class:`Mismatch` at the first output code (of the query blocks each head computes) or counter
+    that differs from the layer's. With ``expect_error`` = ``(code, head)`` the engine must have refused that
+    descriptor and written nothing (every output region still zero)."""
+    status = _status(totals)
+    if expect_error is not None:
+        code, head = expect_error
+        want = code | head << 8
+        if not status["error"] or totals["ERROR"] != want:
+            raise Mismatch("mismatch", f"expected the engine to refuse head {head} with code {code} "
+                                       f"({ERRORS[code]}); STATUS {totals['STATUS']:#x}, ERROR {totals['ERROR']:#x}")
+        if totals["BYTES_WRITTEN"] or totals["HEADS_DONE"] or any(np.any(c) for c in codes):
+            raise Mismatch("mismatch", f"the refused layer wrote {totals['BYTES_WRITTEN']} bytes "
+                                       f"({totals['HEADS_DONE']} heads done); nothing may be written")
+        return
+    if status["error"]:
+        code, head = totals["ERROR"] & 0xFF, totals["ERROR"] >> 8
+        raise Mismatch("error", f"the engine refused head {head}'s descriptor: code {code} "
+                                f"({ERRORS.get(code, 'unknown')})")
+    if totals["HEADS_DONE"] != len(layer.heads):
+        raise Mismatch("mismatch", f"HEADS_DONE = {totals['HEADS_DONE']}, expected {len(layer.heads)}")
+    B, R = config.block_size, config.rows
+    total_reads, reads = golden.layer_reads(layer, config)
+    sums = {name: 0 for name in ("KEPT8", "KEPT4", "SKIPPED", "BYTES_WRITTEN")}
+    for head, (prog, got_codes, counters) in enumerate(zip(layer.heads, codes, per_head)):
+        rows = prog.rows
+        computed = range(rows.start * B, rows.stop * B)
+        for query, (got, want) in enumerate(zip(got_codes, np.asarray(prog.codes))):
+            if query in computed and not np.array_equal(got, want):
+                dim = int(np.flatnonzero(got != want)[0]) // R * R
+                raise Mismatch("mismatch", f"head {head}, output query {query}, head dims {dim}..{dim + R - 1}: "
+                                           f"got {got[dim:dim + R].tolist()}, golden {want[dim:dim + R].tolist()}")
+        bitmap = np.asarray(prog.bitmap)[rows.start:rows.stop]
+        expected = {name: int((bitmap == bits).sum()) for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("SKIPPED", 0))}
+        expected["BYTES_READ"] = reads[head]
+        expected["BYTES_WRITTEN"] = region_bytes(config, "O_ADDR", len(rows))
+        for name, value in expected.items():
+            if counters[name] != value:
+                raise Mismatch("mismatch", f"head {head}: counter {name} = {counters[name]}, expected {value}")
+        for name in sums:
+            sums[name] += expected[name]
+    for name, value in {**sums, "BYTES_READ": total_reads}.items():
+        if totals[name] != value:
+            raise Mismatch("mismatch", f"total counter {name} = {totals[name]}, expected {value}")

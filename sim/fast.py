@@ -17,9 +17,10 @@ from importlib import resources
 from pathlib import Path
 
 from paro.errors import ParoError
-from paro.sw.contract import COUNTERS, REGISTERS, program_writes, region_bytes
+from paro.sw.contract import REGISTERS, layer_writes
 
-from .engine_check import Mismatch, compare, decode_codes, memory_image, memory_size
+from .engine_check import (Mismatch, compare, decode_codes, memory_image, memory_size, output_regions, readout,
+                           split_readout)
 from .runner import bench_folder, emit_source, simulator_problem, verilator_env
 
 __all__ = ["build_fast", "run_fast"]
@@ -52,45 +53,48 @@ def build_fast(config, build_dir=None):
     return binary
 
 
-def run_fast(config, programs, build_dir=None, read_latency=0, cycle_limits=None):
-    """Run engine programs in the fast mode; return per program ``(counters, stats)`` where ``stats`` holds
-    ``run_cycles``, ``wall_seconds`` and ``cycles_per_second``. Raises :class:`Mismatch` (``status``
-    ``mismatch`` or ``timeout``, with ``program``) at the first program that fails."""
+def run_fast(config, layers, build_dir=None, read_latency=0, cycle_limits=None, expect_errors=None):
+    """Run engine layers (:class:`paro.sw.contract.EngineLayer`, one start each) in the fast mode; return per
+    layer ``(totals, per_head, stats)`` where ``stats`` holds ``run_cycles``, ``wall_seconds`` and
+    ``cycles_per_second``. ``expect_errors`` (per layer ``None`` or ``(code, head)``) names a descriptor the
+    engine must refuse. Raises :class:`Mismatch` (``status`` ``mismatch``, ``timeout`` or ``error``, with
+    ``program`` = the layer's index) at the first layer that fails."""
     binary = build_fast(config, build_dir)
     results = []
+    expect_errors = expect_errors or [None] * len(layers)
     with tempfile.TemporaryDirectory() as tmp:
-        size = memory_size(config, programs)
-        for n, prog in enumerate(programs):
-            image, output = Path(tmp) / f"memory{n}.bin", Path(tmp) / f"output{n}.bin"
-            image.write_bytes(memory_image(config, prog, size))
-            blocks = int(prog.registers["N_BLOCKS"])
-            out_base, out_bytes = int(prog.registers["O_ADDR"]), region_bytes(config, "O_ADDR", blocks)
-            limit = (cycle_limits or [10**12] * len(programs))[n]
+        size = memory_size(config, layers)
+        for n, layer in enumerate(layers):
+            image = Path(tmp) / f"memory{n}.bin"
+            image.write_bytes(memory_image(config, layer, size))
+            outputs = [Path(tmp) / f"output{n}_{head}.bin" for head in range(len(layer.heads))]
+            limit = (cycle_limits or [10**12] * len(layers))[n]
             lines = [f"memory {image} {size}", f"latency {read_latency}", f"limit {limit}"]
-            lines += [f"write {address} {value & 0xFFFFFFFF}" for address, value in program_writes(config, prog)]
+            lines += [f"write {address} {value & 0xFFFFFFFF}" for address, value in layer_writes(layer)]
             lines += [f"write {REGISTERS['START'].address} 1"]
-            lines += [f"read {name} {REGISTERS[name].address}" for name in COUNTERS]
-            lines += [f"dump {out_base} {out_bytes} {output}"]
+            lines += [f"read {key} {address}" for key, address in readout(len(layer.heads))]
+            lines += [f"dump {address} {nbytes} {path}"
+                      for (address, nbytes), path in zip(output_regions(config, layer), outputs)]
             job = Path(tmp) / f"job{n}.txt"
             job.write_text("\n".join(lines) + "\n")
             start = time.monotonic()
             run = subprocess.run([str(binary), str(job)], capture_output=True, text=True)
             if run.returncode != 0:
-                raise ParoError(f"the fast engine model failed on program {n} (exit {run.returncode}): "
+                raise ParoError(f"the fast engine model failed on layer {n} (exit {run.returncode}): "
                                 f"{run.stderr.strip()[-500:]}")
             values = dict(line.split(" ", 1) for line in run.stdout.splitlines() if " " in line)
-            if values.get("status") != "ok":
-                error = Mismatch("timeout", f"engine not done after {limit} cycles")
-                error.program = n
-                raise error
-            counters = {name: int(values[name]) for name in COUNTERS}
             try:
-                compare(config, prog, decode_codes(config, output.read_bytes()), counters)
+                if values.get("status") != "ok":
+                    raise Mismatch("timeout", f"engine not done after {limit} cycles")
+                totals, per_head = split_readout({key: int(values[key]) for key, _ in readout(len(layer.heads))},
+                                                 len(layer.heads))
+                compare(config, layer, [decode_codes(config, path.read_bytes()) for path in outputs], totals,
+                        per_head, expect_errors[n])
             except Mismatch as error:
                 error.program = n
                 raise
             cycles, seconds = int(values["run_cycles"]), float(values["wall_seconds"])
-            results.append((counters, {"run_cycles": cycles, "wall_seconds": seconds,
-                                       "process_seconds": round(time.monotonic() - start, 3),
-                                       "cycles_per_second": cycles / seconds if seconds > 0 else None}))
+            results.append((totals, per_head, {
+                "run_cycles": cycles, "wall_seconds": seconds, "process_seconds": round(time.monotonic() - start, 3),
+                "cycles_per_second": cycles / seconds if seconds > 0 else None}))
     return results

@@ -1,19 +1,21 @@
-"""cocotb bench of the attention engine (``hw/engine.py``) on whole heads, bit for bit against ``sw.golden``.
+"""cocotb bench of the attention engine (``hw/engine.py``) on whole layers, bit for bit against ``sw.golden``.
 
-Programs come as files (:func:`paro.sw.contract.save_program`) named in ``$PARO_PROGRAMS``; for each, the
-bench puts Q, K and V into a cocotbext-axi ``AxiRam`` on the engine's AXI4 master at the program's addresses,
-loads the program through the AXI4-Lite control port (``AxiLiteMaster``) exactly as
-:func:`paro.sw.contract.program_writes` lists, starts the engine and waits for ``done``. Every channel of both
-buses pauses at random with probability ``$PARO_GAP`` (valid gaps from the masters, back-pressure from the
-slaves), and each read burst waits ``$PARO_READ_LATENCY`` cycles (default 0) before its first beat. Then it
-reads the output codes from the RAM and compares every one with the program's golden codes, and the byte
-counters with the golden fetcher's reads and the output region's size. Every AXI4-Lite response must be
-``OKAY``.
+Layers come as files (:func:`paro.sw.contract.save_layer`) named in ``$PARO_LAYERS``; for each, the bench
+puts the layer's memory (:func:`paro.sw.contract.layer_memory`: descriptors, Q, K, V, bitmap rows, block
+tables) into a cocotbext-axi ``AxiRam`` on the engine's AXI4 master, writes ``DESC_ADDR`` and ``N_HEADS``
+through the AXI4-Lite control port (``AxiLiteMaster``), starts the engine (one start for the whole layer)
+and waits for ``done``. Every channel of both buses pauses at random with probability ``$PARO_GAP`` (valid
+gaps from the masters, back-pressure from the slaves), and each read burst waits ``$PARO_READ_LATENCY``
+cycles (default 0) before its first beat. Then it reads the status, the totals and every head's counters,
+reads each head's output codes from the RAM and compares every one with the golden codes, and the counters
+with the golden fetcher's reads and the output regions' sizes (:func:`paro.sim.engine_check.compare`). A
+layer listed in ``$PARO_EXPECT_ERRORS`` (JSON: per layer ``null`` or ``[code, head]``) must instead be
+refused with that code, leaving every output region untouched. Every AXI4-Lite response must be ``OKAY``.
 
-Each program's outcome goes to the JSON file at the same position in ``$PARO_OUTCOMES``, so the caller can
-say what happened: ``{"status": "ok", "counters": {...}}``, ``{"status": "mismatch", "detail": ...}`` (the
-first differing beat) or ``{"status": "timeout", "detail": ...}`` (no ``done`` within the program's limit
-from ``$PARO_CYCLE_LIMITS``).
+Each layer's outcome goes to the JSON file at the same position in ``$PARO_OUTCOMES``, so the caller can say
+what happened: ``{"status": "ok", "totals": {...}, "per_head": [...]}``, ``{"status": "mismatch", "detail":
+...}`` (the first differing beat or counter), ``{"status": "error", ...}`` (a descriptor refused) or
+``{"status": "timeout", "detail": ...}`` (no ``done`` within the layer's limit from ``$PARO_CYCLE_LIMITS``).
 """
 
 import json
@@ -23,9 +25,10 @@ import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiResp
 
-from paro.sim.engine_check import Mismatch, compare, decode_codes, memory_image, memory_size
+from paro.sim.engine_check import (Mismatch, compare, decode_codes, memory_image, memory_size, output_regions,
+                                   readout, split_readout)
 from paro.sim.streams import CLOCK_NS, bench_config, bench_rng, reset, start_clock
-from paro.sw.contract import COUNTERS, DATA_BITS, REGISTERS, load_program, program_writes, region_bytes
+from paro.sw.contract import DATA_BITS, REGISTERS, layer_writes, load_layer
 
 
 def pause_randomly(rng, gap, *sides):
@@ -74,11 +77,11 @@ async def csr_read(master, address):
     return int.from_bytes(response.data, "little")
 
 
-async def run_head(dut, master, ram, config, prog, cycle_limit):
-    """Put Q/K/V in memory, program (through ``master``), start, wait for done; return (codes, counters)."""
-    registers, blocks = prog.registers, int(prog.registers["N_BLOCKS"])
-    ram.write(0, bytes(memory_image(config, prog, ram.size)))
-    for address, value in program_writes(config, prog):
+async def run_layer(dut, master, ram, config, layer, cycle_limit):
+    """Put the layer in memory, program (through ``master``), start, wait for done; return
+    ``(codes per head, totals, per_head counters)``."""
+    ram.write(0, bytes(memory_image(config, layer, ram.size)))
+    for address, value in layer_writes(layer):
         await csr_write(master, address, value)
     await csr_write(master, REGISTERS["START"].address, 1)
     try:
@@ -86,35 +89,37 @@ async def run_head(dut, master, ram, config, prog, cycle_limit):
     except SimTimeoutError:
         raise Mismatch("timeout", f"engine not done after {cycle_limit} cycles") from None
     await RisingEdge(dut.clk)
-    counters = {name: await csr_read(master, REGISTERS[name].address) for name in COUNTERS}
-    codes = decode_codes(config, ram.read(registers["O_ADDR"], region_bytes(config, "O_ADDR", blocks)))
-    return codes, counters
+    values = {key: await csr_read(master, address) for key, address in readout(len(layer.heads))}
+    totals, per_head = split_readout(values, len(layer.heads))
+    codes = [decode_codes(config, ram.read(address, nbytes)) for address, nbytes in output_regions(config, layer)]
+    return codes, totals, per_head
 
 
 @cocotb.test()
-async def engine_heads_bit_exact(dut):
-    """Every program in $PARO_PROGRAMS: a whole head, output codes equal to the golden model's."""
+async def engine_layers_bit_exact(dut):
+    """Every layer in $PARO_LAYERS, one start each: output codes equal to the golden model's."""
     config = bench_config()
-    rng = bench_rng("engine_heads_bit_exact")
+    rng = bench_rng("engine_layers_bit_exact")
     gap = float(os.environ.get("PARO_GAP", "0.2"))
-    paths = os.environ["PARO_PROGRAMS"].split(os.pathsep)
+    paths = os.environ["PARO_LAYERS"].split(os.pathsep)
     outcomes = os.environ["PARO_OUTCOMES"].split(os.pathsep)
     limits = [int(x) for x in os.environ["PARO_CYCLE_LIMITS"].split(os.pathsep)]
-    programs = [load_program(path) for path in paths]
+    expect_errors = json.loads(os.environ.get("PARO_EXPECT_ERRORS", "null")) or [None] * len(paths)
+    layers = [load_layer(path, check=expected is None) for path, expected in zip(paths, expect_errors)]
     await start_clock(dut)
     master = control_port(dut, rng, gap)
-    ram = memory(dut, rng, gap, memory_size(config, [p for _, p in programs]),
+    ram = memory(dut, rng, gap, memory_size(config, [layer for _, layer in layers]),
                  int(os.environ.get("PARO_READ_LATENCY", "0")))
-    for n, ((program_config, prog), outcome, limit) in enumerate(zip(programs, outcomes, limits)):
-        assert program_config == config, f"program {n} was written for another configuration"
+    for n, ((layer_config, layer), outcome, limit, expected) in enumerate(zip(layers, outcomes, limits, expect_errors)):
+        assert layer_config == config, f"layer {n} was written for another configuration"
         await reset(dut)
         try:
-            codes, counters = await run_head(dut, master, ram, config, prog, limit)
-            compare(config, prog, codes, counters)
+            codes, totals, per_head = await run_layer(dut, master, ram, config, layer, limit)
+            compare(config, layer, codes, totals, per_head, expected)
         except Mismatch as error:
             with open(outcome, "w") as f:
                 json.dump({"status": error.status, "program": n, "detail": error.detail}, f)
-            raise AssertionError(f"program {n}: {error.detail}") from None
-        cocotb.log.info("program %d: %s", n, counters)
+            raise AssertionError(f"layer {n}: {error.detail}") from None
+        cocotb.log.info("layer %d: %s", n, totals)
         with open(outcome, "w") as f:
-            json.dump({"status": "ok", "program": n, "counters": counters}, f)
+            json.dump({"status": "ok", "program": n, "totals": totals, "per_head": per_head}, f)

@@ -1,51 +1,67 @@
-"""The attention engine's register and memory contract: the one owner of the register map, every register's
-width and legal range, the table layouts, the program file format and the checks.
+"""The attention engine's register and memory contract: the one owner of the register map, the descriptor
+layout, every field's width and legal range, the memory layout of a layer, the layer file format and the
+checks.
 
-The hardware register file (:mod:`paro.hw.registers`), the program builder (:mod:`paro.sw.program`), the
-cocotb bench (:mod:`paro.sim.test_engine`) and ``paro simulate`` all import this module; none of them
-restates an address, a width or a range.
+The hardware (:mod:`paro.hw.registers`, :mod:`paro.hw.descriptor`, :mod:`paro.hw.block_table`,
+:mod:`paro.hw.scheduler`), the layer builder (:mod:`paro.sw.program`), the benches and ``paro simulate`` all
+import this module; none of them restates an address, a width, a range or a layout.
 
-Bus: word addresses of ``ADDRESS_BITS`` bits, 32-bit data. An address is ``region << OFFSET_BITS | offset``:
-region 0 holds the scalar registers, the other regions one table each.
+One start runs a **layer**: ``N_HEADS`` descriptors at ``DESC_ADDR`` in memory, one per head. The engine
+first reads and checks every descriptor (nothing is computed or written if one is bad: ``STATUS`` error,
+``ERROR`` = code | head << 8), then runs the heads in order.
 
-================ ======= ====== ======== =====================================================================
-register         address access width    legal values (checked before a run)
-================ ======= ====== ======== =====================================================================
-``START``        0x00    w      1        write 1: load the registers' values and start the head
-``N_TOKENS``     0x01    w      cfg      real tokens, ``(N_BLOCKS - 1) * B < N_TOKENS <= N_BLOCKS * B``
-``N_BLOCKS``     0x02    w      cfg      query (= key) blocks of the head, ``[1, max_blocks]``
-``SCORE_SHIFT``  0x03    w      6        ``[MIN_SCORE_SHIFT, 63]``: right shift of the score scaling
-``FINAL_SHIFT``  0x04    w      7        ``[1, 127]``: right shift of the output stage
-``Q_ADDR``       0x05    w      32       byte address of Q in memory, a multiple of ``REGION_ALIGN``
-``K_ADDR``       0x06    w      32       byte address of K (smoothed)
-``V_ADDR``       0x07    w      32       byte address of V
-``O_ADDR``       0x08    w      32       byte address of the output codes (must not overlap Q, K or V)
-``ROW_FIRST``    0x09    w      cfg      first query block to compute, ``ROW_FIRST + ROW_COUNT <= N_BLOCKS``
-``ROW_COUNT``    0x0A    w      cfg      query blocks to compute (only their codes are written), ``>= 1``
-``STATUS``       0x10    r      2        bit 0 busy, bit 1 done
-``CYCLES``       0x11    r      32       busy cycles of the last start
-``ARRAY_BEATS``  0x12    r      32       input beats the array took
-``STALL_CYCLES`` 0x13    r      32       ``CYCLES - ARRAY_BEATS``
-``KEPT8``        0x14    r      32       8-bit blocks computed (pass A)
-``KEPT4``        0x15    r      32       4-bit blocks computed (pass A)
-``SKIPPED``      0x16    r      32       0-bit blocks skipped (pass A)
-``BYTES_READ``   0x17    r      32       bytes the AXI4 master read (Q, kept K/V blocks)
-``BYTES_WRITTEN``0x18    r      32       bytes the AXI4 master wrote (output codes)
-================ ======= ====== ======== =====================================================================
+Registers (AXI4-Lite, byte address = word address x 4, 32-bit data; only aligned full-word accesses act,
+others answer ``SLVERR``; reads of unmapped words return 0):
 
-Memory (the engine's AXI4 master, ``AXI_ADDRESS_BITS`` byte addresses, ``config.axi_data_bits`` data): Q, K
-and V are ``int8 [N_BLOCKS * B, head_dim]`` row-major at ``Q_ADDR``, ``K_ADDR`` and ``V_ADDR``; the output
-codes are ``int16 [N_BLOCKS * B, head_dim]`` little-endian at ``O_ADDR``. Reads and writes are INCR bursts
-of at most ``MAX_BURST_BEATS`` beats that never cross a ``BURST_BOUNDARY``.
+================ ======= ====== =====================================================================
+register         address access legal values / meaning
+================ ======= ====== =====================================================================
+``START``        0x00    w      write 1: run the layer
+``DESC_ADDR``    0x01    w      byte address of the descriptor list, a multiple of ``REGION_ALIGN``
+``N_HEADS``      0x02    w      descriptors in the list, ``[1, max_heads]``
+``STATUS``       0x10    r      bit 0 busy, bit 1 done, bit 2 error (a descriptor was refused)
+``CYCLES``       0x11    r      busy cycles of the last start (descriptor checks included)
+``ARRAY_BEATS``  0x12    r      input beats the array took
+``STALL_CYCLES`` 0x13    r      ``CYCLES - ARRAY_BEATS``
+``KEPT8``        0x14    r      8-bit blocks computed (pass A)
+``KEPT4``        0x15    r      4-bit blocks computed (pass A)
+``SKIPPED``      0x16    r      0-bit blocks skipped (pass A)
+``BYTES_READ``   0x17    r      bytes the AXI4 master read (descriptors, tables, bitmap rows, Q, K, V)
+``BYTES_WRITTEN``0x18    r      bytes the AXI4 master wrote (output codes)
+``ERROR``        0x19    r      bits 0-7 the first refused descriptor's :data:`ERRORS` code, bits 8-31 its head
+``HEADS_DONE``   0x1A    r      heads finished in the last start
+================ ======= ====== =====================================================================
 
-AXI4-Lite control port (the engine's register slave): byte address = word address x 4
-(``AXIL_ADDRESS_BITS`` bits), 32-bit data. Only aligned, full-word accesses act (``wstrb = 0b1111``); any
-other answers ``SLVERR`` and neither writes nor reads a register. Reads of unmapped words return 0.
+Per-head counters, region 1 (``HEAD_COUNTERS``): word ``head * 8 + n`` holds counter ``COUNTERS[n]`` of that
+head (from reading its descriptor to its last output write; ``STALL_CYCLES`` included), written when the
+head finishes.
 
-Tables (one entry per block, ``max_blocks`` deep, 16-bit entries, values in ``[1, 2**15 - 1]``): ``CQ`` (query
-block score multipliers) at region 1, ``CK`` (key block) at 2, ``CV8`` and ``CV4`` (value multipliers of 8-
-and 4-bit blocks) at 3 and 4. ``BITMAP`` at region 8: entry ``i * max_blocks + j`` holds the bitwidth of block
-``(i, j)`` (4 bits, a value of ``config.bitwidths``).
+Descriptor (``DESCRIPTOR_WORDS`` little-endian 32-bit words; list entry ``h`` at ``DESC_ADDR + h *
+descriptor_stride``): word ``n`` is ``DESCRIPTOR[n]``; words 12-15 are reserved (write 0).
+
+================ ==== =========================================================================================
+field            word legal values (checked by the engine before any head runs, and by :func:`check_layer`)
+================ ==== =========================================================================================
+``Q_ADDR``       0    byte address of Q, ``int8 [N_BLOCKS * B, head_dim]`` row-major
+``K_ADDR``       1    byte address of K (smoothed), same layout
+``V_ADDR``       2    byte address of V, same layout
+``O_ADDR``       3    byte address of the output codes, ``int16 [N_BLOCKS * B, head_dim]`` little-endian
+``BITMAP_ADDR``  4    byte address of the bitmap: row ``i`` at ``+ i * bitmap_stride``, byte ``j`` = bits of
+                      block ``(i, j)`` (a value of ``config.bitwidths``); rows padded to whole lines
+``TABLE_ADDR``   5    byte address of the block table: block ``j``'s record at ``+ 8 j``, four ``uint16``
+                      ``CQ, CK, CV8, CV4`` (:data:`TABLE_FIELDS`), each in ``[1, 2**15 - 1]``
+``N_TOKENS``     6    real tokens, ``(N_BLOCKS - 1) * B < N_TOKENS <= N_BLOCKS * B``
+``N_BLOCKS``     7    query (= key) blocks of the head, ``[1, max_blocks]``
+``SCORE_SHIFT``  8    ``[MIN_SCORE_SHIFT, 63]``: right shift of the score scaling
+``FINAL_SHIFT``  9    ``[1, 127]``: right shift of the output stage
+``ROW_FIRST``    10   first query block to compute, ``ROW_FIRST + ROW_COUNT <= N_BLOCKS``
+``ROW_COUNT``    11   query blocks to compute (only their codes are written), ``>= 1``
+================ ==== =========================================================================================
+
+Every address is a multiple of ``REGION_ALIGN``; every region lies in the ``AXI_ADDRESS_BITS`` address space;
+the output region overlaps none of the head's inputs nor the descriptor list. Memory is read and written in
+INCR bursts of at most ``MAX_BURST_BEATS`` beats that never cross a ``BURST_BOUNDARY``, in whole **lines**
+(``head_dim`` bytes, the width of one token row).
 """
 
 import dataclasses
@@ -58,13 +74,16 @@ from paro.config import SCORE_WIDTH, AcceleratorConfig
 from paro.errors import ParoError
 from paro.files import atomic_write_bytes, read_npz
 
-__all__ = ["Register", "Table", "REGISTERS", "TABLES", "BITMAP", "PROGRAM_REGISTERS", "COUNTERS",
+__all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "CONTROL_REGISTERS", "COUNTERS",
+           "HEAD_COUNTERS_REGION", "FIELDS", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
-           "MIN_SCORE_SHIFT", "EngineProgram", "check_engine_config",
-           "engine_buffers", "check_kept_keys", "check_memory_map", "memory_map", "region_bytes",
-           "ADDRESS_REGISTERS", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
-           "OUTPUT_CODE_BYTES",
-           "check_program", "program_writes", "save_program", "load_program"]
+           "MIN_SCORE_SHIFT", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
+           "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
+           "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "check_kept_keys",
+           "descriptor_stride", "descriptor_lines", "bitmap_stride", "region_bytes", "memory_map",
+           "layer_memory_map", "descriptor_words", "list_problem", "descriptor_problem", "head_counter_address",
+           "table_bytes", "layer_memory", "layer_writes", "check_program", "check_layer",
+           "save_layer", "load_layer"]
 
 ADDRESS_BITS = 24
 OFFSET_BITS = 20
@@ -80,14 +99,11 @@ AXIL_ADDRESS_BITS = ADDRESS_BITS + 2
 RESP_OKAY, RESP_SLVERR = 0, 2
 #: Smallest score shift the scaling unit supports (keeps the scaled score within SCORE_WIDTH bits).
 MIN_SCORE_SHIFT = 12
-#: Largest sequence the engine is built for while it holds the whole bitmap on chip (512 x 512 blocks of 64
-#: tokens: 1 Mbit).
-MAX_ENGINE_SEQ_LEN = 32768
 
 
 @dataclasses.dataclass(frozen=True)
 class Register:
-    """One scalar register: ``access`` is ``"w"`` (control, written before a start) or ``"r"`` (status)."""
+    """One AXI4-Lite register: ``access`` is ``"w"`` (control, written before a start) or ``"r"`` (status)."""
     name: str
     address: int
     access: str
@@ -95,48 +111,18 @@ class Register:
 
     def width(self, config):
         """Bits the hardware keeps."""
-        return {"START": 1, "N_TOKENS": config.max_seq_len.bit_length(),
-                "N_BLOCKS": config.max_blocks.bit_length(), "ROW_FIRST": config.max_blocks.bit_length(),
-                "ROW_COUNT": config.max_blocks.bit_length(), "SCORE_SHIFT": 6, "FINAL_SHIFT": 7,
-                "STATUS": 2}.get(self.name, DATA_BITS)
+        return {"START": 1, "STATUS": len(STATUS_BITS)}.get(self.name, DATA_BITS)
 
     def legal(self, config):
         """Inclusive ``(low, high)`` of the values a program may write."""
-        return {"START": (0, 1), "N_TOKENS": (1, config.max_blocks * config.block_size),
-                "N_BLOCKS": (1, config.max_blocks), "ROW_FIRST": (0, config.max_blocks - 1),
-                "ROW_COUNT": (1, config.max_blocks), "SCORE_SHIFT": (MIN_SCORE_SHIFT, 63),
-                "FINAL_SHIFT": (1, 127)}.get(self.name, (0, (1 << DATA_BITS) - 1))
-
-
-@dataclasses.dataclass(frozen=True)
-class Table:
-    """A per-block table (``entries(config)`` deep) or the bitmap, in its own address region."""
-    name: str
-    region: int
-    entry_bits: int
-    doc: str
-
-    @property
-    def base(self):
-        return self.region << OFFSET_BITS
-
-    def entries(self, config):
-        return config.max_blocks * config.max_blocks if self.name == "BITMAP" else config.max_blocks
+        return {"START": (0, 1), "N_HEADS": (1, config.max_heads)}.get(self.name, (0, (1 << DATA_BITS) - 1))
 
 
 REGISTERS = {r.name: r for r in (
-    Register("START", 0x00, "w", "write 1 to start the head"),
-    Register("N_TOKENS", 0x01, "w", "real tokens of the head (the rest of the last block is padding)"),
-    Register("N_BLOCKS", 0x02, "w", "query (= key) blocks of the head"),
-    Register("SCORE_SHIFT", 0x03, "w", "right shift of the score scaling unit"),
-    Register("FINAL_SHIFT", 0x04, "w", "right shift of the output stage"),
-    Register("Q_ADDR", 0x05, "w", "byte address of Q in memory"),
-    Register("K_ADDR", 0x06, "w", "byte address of K in memory"),
-    Register("V_ADDR", 0x07, "w", "byte address of V in memory"),
-    Register("O_ADDR", 0x08, "w", "byte address of the output codes in memory"),
-    Register("ROW_FIRST", 0x09, "w", "first query block to compute"),
-    Register("ROW_COUNT", 0x0A, "w", "query blocks to compute"),
-    Register("STATUS", 0x10, "r", "bit 0 busy, bit 1 done"),
+    Register("START", 0x00, "w", "write 1 to run the layer"),
+    Register("DESC_ADDR", 0x01, "w", "byte address of the descriptor list"),
+    Register("N_HEADS", 0x02, "w", "descriptors in the list"),
+    Register("STATUS", 0x10, "r", "bit 0 busy, bit 1 done, bit 2 error"),
     Register("CYCLES", 0x11, "r", "busy cycles of the last start"),
     Register("ARRAY_BEATS", 0x12, "r", "input beats the array took"),
     Register("STALL_CYCLES", 0x13, "r", "busy cycles in which the array took no beat"),
@@ -145,52 +131,130 @@ REGISTERS = {r.name: r for r in (
     Register("SKIPPED", 0x16, "r", "0-bit blocks skipped"),
     Register("BYTES_READ", 0x17, "r", "bytes read from memory"),
     Register("BYTES_WRITTEN", 0x18, "r", "bytes written to memory"),
+    Register("ERROR", 0x19, "r", "code | head << 8 of the first refused descriptor"),
+    Register("HEADS_DONE", 0x1A, "r", "heads finished in the last start"),
 )}
-#: Registers a program writes before START, in the order it writes them.
-PROGRAM_REGISTERS = ("N_TOKENS", "N_BLOCKS", "SCORE_SHIFT", "FINAL_SHIFT", "Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR",
-                     "ROW_FIRST", "ROW_COUNT")
-#: The memory regions, by their address registers.
-ADDRESS_REGISTERS = ("Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR")
-#: Read-only counters, read after done.
+#: Registers written before START, in the order they are written.
+CONTROL_REGISTERS = ("DESC_ADDR", "N_HEADS")
+#: Counters (totals in registers, per head in region HEAD_COUNTERS_REGION), read after done.
 COUNTERS = ("CYCLES", "ARRAY_BEATS", "STALL_CYCLES", "KEPT8", "KEPT4", "SKIPPED", "BYTES_READ", "BYTES_WRITTEN")
+HEAD_COUNTERS_REGION = 1
+#: STATUS bits, low to high.
+STATUS_BITS = ("busy", "done", "error")
 
-TABLES = {t.name: t for t in (
-    Table("CQ", 1, 16, "score multiplier of each query block"),
-    Table("CK", 2, 16, "score multiplier of each key block"),
-    Table("CV8", 3, 16, "value multiplier of each key block at 8 bits"),
-    Table("CV4", 4, 16, "value multiplier of each key block at 4 bits"),
-)}
-BITMAP = Table("BITMAP", 8, 4, "bitwidth of block (i, j) at entry i * max_blocks + j")
+
+def head_counter_address(head, name):
+    """Word address of counter ``name`` of ``head`` (region ``HEAD_COUNTERS_REGION``)."""
+    return (HEAD_COUNTERS_REGION << OFFSET_BITS) | head * len(COUNTERS) | COUNTERS.index(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One word of a head's descriptor."""
+    name: str
+    word: int
+    doc: str
+
+    def width(self, config):
+        """Bits the hardware keeps after the descriptor passed its checks."""
+        return {"N_TOKENS": config.max_seq_len.bit_length(), "N_BLOCKS": config.max_blocks.bit_length(),
+                "ROW_FIRST": config.max_blocks.bit_length(), "ROW_COUNT": config.max_blocks.bit_length(),
+                "SCORE_SHIFT": 6, "FINAL_SHIFT": 7}.get(self.name, DATA_BITS)
+
+
+DESCRIPTOR = tuple(Field(name, word, doc) for word, (name, doc) in enumerate((
+    ("Q_ADDR", "byte address of Q"), ("K_ADDR", "byte address of K"), ("V_ADDR", "byte address of V"),
+    ("O_ADDR", "byte address of the output codes"), ("BITMAP_ADDR", "byte address of the bitmap rows"),
+    ("TABLE_ADDR", "byte address of the block table"), ("N_TOKENS", "real tokens of the head"),
+    ("N_BLOCKS", "query (= key) blocks of the head"), ("SCORE_SHIFT", "right shift of the score scaling"),
+    ("FINAL_SHIFT", "right shift of the output stage"), ("ROW_FIRST", "first query block to compute"),
+    ("ROW_COUNT", "query blocks to compute"))))
+FIELDS = {f.name: f for f in DESCRIPTOR}
+DESCRIPTOR_WORDS = 16
+ADDRESS_FIELDS = ("Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR", "BITMAP_ADDR", "TABLE_ADDR")
+#: The block table's record: four 16-bit entries per key block, in this order.
+TABLE_FIELDS = ("CQ", "CK", "CV8", "CV4")
+TABLE_RECORD_BYTES = 2 * len(TABLE_FIELDS)
 #: Table entries are integer mantissas of 15 bits (``sw.golden.int_multipliers``), never 0.
 TABLE_RANGE = (1, (1 << 15) - 1)
 
+#: Codes of a refused descriptor (``ERROR`` bits 0-7), in the order the engine checks them; 0 is none.
+ERRORS = {1: "LIST", 2: "N_BLOCKS", 3: "N_TOKENS", 4: "ROWS", 5: "SCORE_SHIFT", 6: "FINAL_SHIFT",
+          7: "ALIGN", 8: "SPACE", 9: "OVERLAP"}
+
+
+def _lines(config, nbytes):
+    return -(-nbytes // config.head_dim)
+
+
+def descriptor_lines(config):
+    """Lines (``head_dim`` bytes) of one descriptor."""
+    return _lines(config, 4 * DESCRIPTOR_WORDS)
+
+
+def descriptor_stride(config):
+    """Bytes from one descriptor of the list to the next: the descriptor in whole lines."""
+    return descriptor_lines(config) * config.head_dim
+
+
+def bitmap_stride(config, n_blocks):
+    """Bytes from one bitmap row to the next: ``n_blocks`` bytes in whole lines."""
+    return _lines(config, n_blocks) * config.head_dim
+
+
+def table_bytes(config, n_blocks):
+    """Bytes of a head's block table: ``n_blocks`` records in whole lines."""
+    return _lines(config, TABLE_RECORD_BYTES * n_blocks) * config.head_dim
+
 
 def region_bytes(config, name, n_blocks):
-    """Bytes of the memory region at address register ``name`` for a head of ``n_blocks`` blocks."""
+    """Bytes of the memory region at address field ``name`` for a head of ``n_blocks`` blocks."""
+    if name == "BITMAP_ADDR":
+        return n_blocks * bitmap_stride(config, n_blocks)
+    if name == "TABLE_ADDR":
+        return table_bytes(config, n_blocks)
     per_value = OUTPUT_CODE_BYTES if name == "O_ADDR" else 1
     return n_blocks * config.block_size * config.head_dim * per_value
 
 
+def _align(value):
+    return -(-value // REGION_ALIGN) * REGION_ALIGN
+
+
 def memory_map(config, n_blocks, base=REGION_ALIGN):
-    """Default addresses: Q, K, V and O one after the other from ``base``, each on a ``REGION_ALIGN`` boundary."""
+    """Default addresses of one head's regions, one after the other from ``base``, each on a
+    ``REGION_ALIGN`` boundary."""
     addresses = {}
-    for name in ADDRESS_REGISTERS:
+    for name in ADDRESS_FIELDS:
         addresses[name] = base
-        base += -(-region_bytes(config, name, n_blocks) // REGION_ALIGN) * REGION_ALIGN
+        base += _align(region_bytes(config, name, n_blocks))
     return addresses
+
+
+def layer_memory_map(config, blocks_per_head, base=REGION_ALIGN):
+    """Default layout of a layer: ``(DESC_ADDR, [per head addresses])``: the descriptor list at ``base``,
+    then each head's regions."""
+    desc_addr = base
+    base += _align(len(blocks_per_head) * descriptor_stride(config))
+    heads = []
+    for n_blocks in blocks_per_head:
+        heads.append(memory_map(config, n_blocks, base))
+        base = heads[-1]["TABLE_ADDR"] + _align(region_bytes(config, "TABLE_ADDR", n_blocks))
+    return desc_addr, heads
 
 
 def engine_buffers(config):
     """Every on-chip buffer of the engine: name -> ``{"entries", "width", "bits"}`` (the hardware sizes its
     memories from this; the params JSON reports it)."""
-    B, d, R = config.block_size, config.head_dim, config.rows
+    B, d, R, line = config.block_size, config.head_dim, config.rows, 8 * config.head_dim
     sizes = {
-        "k_buffer": (config.kv_cache_blocks * B, 8 * d), "v_buffer": (config.kv_cache_blocks * B, 8 * d),
-        "q_buffer": (2 * B, 8 * d),
+        "k_buffer": (config.kv_cache_blocks * B, line), "v_buffer": (config.kv_cache_blocks * B, line),
+        "q_buffer": (2 * B, line),
         "score_buffer": (B * config.max_kept_keys, SCORE_WIDTH),
         "output_accumulator": (B * (d // R), R * config.acc_out_width),
-        "bitmap": (BITMAP.entries(config), BITMAP.entry_bits),
-        **{f"table_{name.lower()}": (table.entries(config), table.entry_bits) for name, table in TABLES.items()},
+        "bitmap_rows": (2 * _lines(config, config.max_blocks), line),
+        "block_table": (_lines(config, TABLE_RECORD_BYTES * config.max_blocks), line),
+        "head_counters": (config.max_heads, len(COUNTERS) * DATA_BITS),
     }
     return {name: {"entries": entries, "width": width, "bits": entries * width}
             for name, (entries, width) in sizes.items()}
@@ -205,30 +269,72 @@ def check_engine_config(config):
         raise ParoError(f"axi_data_bits {config.axi_data_bits} must be in [16 x rows, 8 x head_dim] = "
                         f"[{16 * config.rows}, {8 * config.head_dim}] (an output beat fits a data beat, a data "
                         f"beat fits a token row)")
-    if config.max_seq_len > MAX_ENGINE_SEQ_LEN:
-        raise ParoError(f"the engine holds the whole bitmap on chip (max_blocks^2 entries); max_seq_len "
-                        f"{config.max_seq_len} is too large to build, use <= {MAX_ENGINE_SEQ_LEN}")
 
 
-def check_memory_map(config, addresses, n_blocks):
-    """Raise a one-line :class:`ParoError` for a misaligned region, one past the address space, or an output
-    region that overlaps an input."""
-    spans = {}
-    for name in ADDRESS_REGISTERS:
-        base, size = addresses[name], region_bytes(config, name, n_blocks)
-        if base % REGION_ALIGN:
-            raise ParoError(f"register {name} = {base:#x} is not a multiple of {REGION_ALIGN} bytes; align the "
-                            f"region to {REGION_ALIGN}")
-        if base + size > 1 << AXI_ADDRESS_BITS:
-            raise ParoError(f"register {name} = {base:#x}: the region's {size} bytes run past the "
-                            f"{AXI_ADDRESS_BITS}-bit address space")
-        spans[name] = (base, base + size)
-    out_low, out_high = spans["O_ADDR"]
-    for name in ("Q_ADDR", "K_ADDR", "V_ADDR"):
-        low, high = spans[name]
+def descriptor_words(config, fields):
+    """The ``DESCRIPTOR_WORDS`` words of a descriptor with ``fields`` (name -> value; reserved words 0)."""
+    return [int(fields[f.name]) & 0xFFFFFFFF for f in DESCRIPTOR] + [0] * (DESCRIPTOR_WORDS - len(DESCRIPTOR))
+
+
+def _range_message(what, value, low, high, config):
+    hint = ""
+    if what == "N_BLOCKS" and value > high:
+        hint = (f" (this engine: max_seq_len {config.max_seq_len} / block_size {config.block_size}); build "
+                f"and calibrate with --max-seq-len >= {value * config.block_size}")
+    return f"{what} = {value} is outside [{low}, {high}]{hint}"
+
+
+def list_problem(config, desc_addr, n_heads):
+    """``(1, message)`` if the descriptor list itself is illegal (``N_HEADS`` out of range, ``DESC_ADDR`` not
+    aligned, the list past the address space), else ``(0, None)``. The engine checks it before reading any
+    descriptor."""
+    if not 1 <= n_heads <= config.max_heads:
+        return 1, f"N_HEADS = {n_heads} is outside [1, {config.max_heads}] (max_heads of this build)"
+    if desc_addr % REGION_ALIGN or desc_addr + n_heads * descriptor_stride(config) > 1 << AXI_ADDRESS_BITS:
+        return 1, (f"DESC_ADDR = {desc_addr:#x}: the descriptor list must start on a multiple of {REGION_ALIGN} "
+                   f"bytes and end within the {AXI_ADDRESS_BITS}-bit address space")
+    return 0, None
+
+
+def descriptor_problem(config, fields, desc_addr, n_heads):
+    """The first rule (in the engine's order) that a descriptor in a list of ``n_heads`` at ``desc_addr``
+    breaks: ``(code, message)`` with a code of :data:`ERRORS`, or ``(0, None)``. ``fields`` maps every
+    :data:`DESCRIPTOR` name to its 32-bit word. The engine checks exactly these rules, in this order
+    (:func:`list_problem` first, then :class:`paro.hw.descriptor.DescriptorUnit`)."""
+    code, message = list_problem(config, desc_addr, n_heads)
+    if code:
+        return code, message
+    B, space = config.block_size, 1 << AXI_ADDRESS_BITS
+    list_end = desc_addr + n_heads * descriptor_stride(config)
+    blocks, tokens = fields["N_BLOCKS"], fields["N_TOKENS"]
+    if not 1 <= blocks <= config.max_blocks:
+        return 2, _range_message("N_BLOCKS", blocks, 1, config.max_blocks, config)
+    if not (blocks - 1) * B < tokens <= blocks * B:
+        return 3, (f"N_TOKENS = {tokens} does not fall in the last of N_BLOCKS = {blocks} blocks of {B} tokens"
+                   + (" (a head with zero tokens)" if tokens == 0 else ""))
+    first, count = fields["ROW_FIRST"], fields["ROW_COUNT"]
+    if count < 1 or first + count > blocks:
+        return 4, f"ROW_FIRST = {first} and ROW_COUNT = {count} do not select rows within N_BLOCKS = {blocks}"
+    if not MIN_SCORE_SHIFT <= fields["SCORE_SHIFT"] <= 63:
+        return 5, _range_message("SCORE_SHIFT", fields["SCORE_SHIFT"], MIN_SCORE_SHIFT, 63, config)
+    if not 1 <= fields["FINAL_SHIFT"] <= 127:
+        return 6, _range_message("FINAL_SHIFT", fields["FINAL_SHIFT"], 1, 127, config)
+    for name in ADDRESS_FIELDS:
+        if fields[name] % REGION_ALIGN:
+            return 7, (f"{name} = {fields[name]:#x} is not a multiple of {REGION_ALIGN} bytes; align the region "
+                       f"to {REGION_ALIGN}")
+    spans = {name: (fields[name], fields[name] + region_bytes(config, name, blocks)) for name in ADDRESS_FIELDS}
+    for name, (low, high) in spans.items():
+        if high > space:
+            return 8, (f"{name} = {low:#x}: the region's {high - low} bytes run past the {AXI_ADDRESS_BITS}-bit "
+                       f"address space")
+    out_low, out_high = spans.pop("O_ADDR")
+    spans["DESC_ADDR"] = (desc_addr, list_end)
+    for name, (low, high) in spans.items():
         if low < out_high and out_low < high:
-            raise ParoError(f"the output region [{out_low:#x}, {out_high:#x}) overlaps {name}'s "
-                            f"[{low:#x}, {high:#x}); move O_ADDR")
+            return 9, (f"the output region [{out_low:#x}, {out_high:#x}) overlaps {name}'s [{low:#x}, {high:#x}); "
+                       f"move O_ADDR")
+    return 0, None
 
 
 def check_kept_keys(config, bitmap):
@@ -246,8 +352,8 @@ def check_kept_keys(config, bitmap):
 @dataclasses.dataclass
 class EngineProgram:
     """What software hands the engine for one head, and the output codes that must come back."""
-    registers: dict          # PROGRAM_REGISTERS -> int
-    tables: dict             # TABLES names -> int array, one entry per block
+    descriptor: dict         # DESCRIPTOR names -> int
+    tables: dict             # TABLE_FIELDS names -> int array, one entry per block
     bitmap: np.ndarray       # uint8 [n_blocks, n_blocks]
     q8: np.ndarray           # int64 [n_blocks * block_size, head_dim]
     k8: np.ndarray
@@ -255,40 +361,38 @@ class EngineProgram:
     codes: np.ndarray        # expected output codes [n_blocks * block_size, head_dim]
     out_exp: int             # dequantise: codes * 2**-out_exp
 
-
-def _range_error(what, value, low, high, config):
-    hint = ""
-    if what == "register N_BLOCKS" and value > high:
-        hint = (f" (this engine: max_seq_len {config.max_seq_len} / block_size {config.block_size}); build "
-                f"and calibrate with --max-seq-len >= {value * config.block_size}")
-    return ParoError(f"{what} = {value} is outside [{low}, {high}]{hint}")
+    @property
+    def rows(self):
+        """The query blocks the descriptor computes."""
+        first = int(self.descriptor["ROW_FIRST"])
+        return range(first, first + int(self.descriptor["ROW_COUNT"]))
 
 
-def check_program(config, prog):
-    """Raise a one-line :class:`ParoError` naming the first register, table or array of ``prog`` that this
-    engine build cannot take."""
-    # N_BLOCKS first: a plan longer than the build fails there, with the fix in the message.
-    for name in ("N_BLOCKS",) + tuple(n for n in PROGRAM_REGISTERS if n != "N_BLOCKS"):
-        if name not in prog.registers:
-            raise ParoError(f"program has no register {name}")
-        value, (low, high) = int(prog.registers[name]), REGISTERS[name].legal(config)
-        if not low <= value <= high:
-            raise _range_error(f"register {name}", value, low, high, config)
-    blocks, tokens, B = int(prog.registers["N_BLOCKS"]), int(prog.registers["N_TOKENS"]), config.block_size
-    if not (blocks - 1) * B < tokens <= blocks * B:
-        raise ParoError(f"register N_TOKENS = {tokens} does not fall in the last of N_BLOCKS = {blocks} blocks "
-                        f"of {B} tokens")
-    first, count = int(prog.registers["ROW_FIRST"]), int(prog.registers["ROW_COUNT"])
-    if first + count > blocks:
-        raise ParoError(f"registers ROW_FIRST = {first} and ROW_COUNT = {count} reach past N_BLOCKS = {blocks}")
-    check_memory_map(config, {name: int(prog.registers[name]) for name in ADDRESS_REGISTERS}, blocks)
-    for name in TABLES:
+@dataclasses.dataclass
+class EngineLayer:
+    """One engine start: the descriptor list's address and the heads, in list order."""
+    desc_addr: int
+    heads: list              # EngineProgram per head
+
+
+def check_program(config, prog, desc_addr, n_heads):
+    """Raise a one-line :class:`ParoError` naming the first descriptor field, table or array of ``prog`` (in a
+    list of ``n_heads`` at ``desc_addr``) that this engine build cannot take."""
+    missing = [f.name for f in DESCRIPTOR if f.name not in prog.descriptor]
+    if missing:
+        raise ParoError(f"descriptor has no field {missing[0]}")
+    code, message = descriptor_problem(config, {name: int(v) for name, v in prog.descriptor.items()},
+                                       desc_addr, n_heads)
+    if code:
+        raise ParoError(f"descriptor {message}")
+    blocks, B = int(prog.descriptor["N_BLOCKS"]), config.block_size
+    for name in TABLE_FIELDS:
         values = np.asarray(prog.tables.get(name, ()))
         if values.shape != (blocks,):
             raise ParoError(f"table {name} must have {blocks} entries (N_BLOCKS), got shape {values.shape}")
         if values.min() < TABLE_RANGE[0] or values.max() > TABLE_RANGE[1]:
             bad = int(values[(values < TABLE_RANGE[0]) | (values > TABLE_RANGE[1])][0])
-            raise _range_error(f"table {name} entry", bad, *TABLE_RANGE, config)
+            raise ParoError(f"table {name} entry = {bad} is outside [{TABLE_RANGE[0]}, {TABLE_RANGE[1]}]")
     bitmap = np.asarray(prog.bitmap)
     if bitmap.shape != (blocks, blocks):
         raise ParoError(f"bitmap must be {blocks} x {blocks} (N_BLOCKS), got shape {bitmap.shape}")
@@ -308,43 +412,96 @@ def check_program(config, prog):
                             f"[{array.min()}, {array.max()}]")
 
 
-def program_writes(config, prog):
-    """The bus writes ``(address, value)`` that load ``prog``: registers, tables, bitmap (START not included)."""
-    writes = [(REGISTERS[name].address, int(prog.registers[name])) for name in PROGRAM_REGISTERS]
-    for name, table in TABLES.items():
-        writes += [(table.base + index, int(value)) for index, value in enumerate(prog.tables[name])]
-    bitmap = np.asarray(prog.bitmap)
-    writes += [(BITMAP.base + i * config.max_blocks + j, int(bitmap[i, j]))
-               for i in range(bitmap.shape[0]) for j in range(bitmap.shape[1])]
-    return writes
+def _spans(config, prog):
+    blocks = int(prog.descriptor["N_BLOCKS"])
+    return {name: (int(prog.descriptor[name]), int(prog.descriptor[name]) + region_bytes(config, name, blocks))
+            for name in ADDRESS_FIELDS}
 
 
-PROGRAM_FORMAT = "paro-engine-program"
-PROGRAM_VERSION = 2          # 2: memory addresses (Q_ADDR, K_ADDR, V_ADDR, O_ADDR)
+def check_layer(config, layer):
+    """Raise a one-line :class:`ParoError` for the first head whose descriptor, tables or arrays this build
+    cannot take (the engine's own checks and more), or an output region that overlaps any region of another
+    head."""
+    n_heads = len(layer.heads)
+    if not 1 <= n_heads <= config.max_heads:
+        raise ParoError(f"a layer of {n_heads} heads does not fit one start: N_HEADS must be in "
+                        f"[1, {config.max_heads}] (build with --max-heads >= {max(n_heads, 1)})")
+    code, message = list_problem(config, layer.desc_addr, n_heads)
+    if code:
+        raise ParoError(message)
+    for head, prog in enumerate(layer.heads):
+        try:
+            check_program(config, prog, layer.desc_addr, n_heads)
+        except ParoError as error:
+            raise ParoError(f"head {head}: {error}") from None
+    spans = [_spans(config, prog) for prog in layer.heads]
+    for head, own in enumerate(spans):
+        out_low, out_high = own["O_ADDR"]
+        for other, regions in enumerate(spans):
+            for name, (low, high) in regions.items():
+                if other != head and low < out_high and out_low < high:
+                    raise ParoError(f"head {head}: the output region [{out_low:#x}, {out_high:#x}) overlaps head "
+                                    f"{other}'s {name} region [{low:#x}, {high:#x}); move O_ADDR")
 
 
-def save_program(config, prog, path):
-    """Check ``prog`` against ``config`` and write it atomically: an ``.npz`` with a JSON header (format,
-    version, config, registers, out_exp) and the arrays; no pickles."""
-    check_program(config, prog)
-    header = {"format": PROGRAM_FORMAT, "version": PROGRAM_VERSION, "config": config.to_dict(),
-              "registers": {name: int(prog.registers[name]) for name in PROGRAM_REGISTERS},
-              "out_exp": int(prog.out_exp)}
+def layer_writes(layer):
+    """The AXI4-Lite word writes ``(address, value)`` that set up ``layer`` (START not included)."""
+    return [(REGISTERS["DESC_ADDR"].address, layer.desc_addr), (REGISTERS["N_HEADS"].address, len(layer.heads))]
+
+
+def layer_memory(config, layer):
+    """What memory holds before the start: ``[(address, bytes)]`` with the descriptor list and, per head, Q, K,
+    V, the bitmap rows and the block table (output regions are left as they are)."""
+    stride, segments = descriptor_stride(config), []
+    for head, prog in enumerate(layer.heads):
+        words = np.asarray(descriptor_words(config, prog.descriptor), dtype="<u4").tobytes()
+        segments.append((layer.desc_addr + head * stride, words + bytes(stride - len(words))))
+        d = prog.descriptor
+        blocks = int(d["N_BLOCKS"])
+        for name, array in (("Q_ADDR", prog.q8), ("K_ADDR", prog.k8), ("V_ADDR", prog.v8)):
+            segments.append((int(d[name]), np.asarray(array, dtype=np.int8).tobytes()))
+        rows = np.zeros((blocks, bitmap_stride(config, blocks)), dtype=np.uint8)
+        rows[:, :blocks] = prog.bitmap
+        segments.append((int(d["BITMAP_ADDR"]), rows.tobytes()))
+        table = np.stack([np.asarray(prog.tables[name]) for name in TABLE_FIELDS], axis=1).astype("<u2").tobytes()
+        segments.append((int(d["TABLE_ADDR"]), table + bytes(table_bytes(config, blocks) - len(table))))
+    return segments
+
+
+LAYER_FORMAT = "paro-engine-layer"
+LAYER_VERSION = 3          # 3: a layer of heads, descriptors, bitmap and tables in memory
+
+
+def save_layer(config, layer, path, check=True):
+    """Check ``layer`` against ``config`` and write it atomically: an ``.npz`` with a JSON header (format,
+    version, config, descriptor list address, per head its descriptor and out_exp) and the arrays (``h<n>_``
+    prefixed); no pickles. ``check=False`` writes a layer the engine must refuse (benches of its checks)."""
+    if check:
+        check_layer(config, layer)
+    header = {"format": LAYER_FORMAT, "version": LAYER_VERSION, "config": config.to_dict(),
+              "desc_addr": int(layer.desc_addr),
+              "heads": [{"descriptor": {f.name: int(p.descriptor[f.name]) for f in DESCRIPTOR},
+                         "out_exp": int(p.out_exp)} for p in layer.heads]}
+    arrays = {}
+    for n, prog in enumerate(layer.heads):
+        arrays.update({f"h{n}_q8": np.asarray(prog.q8, dtype=np.int8), f"h{n}_k8": np.asarray(prog.k8, dtype=np.int8),
+                       f"h{n}_v8": np.asarray(prog.v8, dtype=np.int8),
+                       f"h{n}_bitmap": np.asarray(prog.bitmap, dtype=np.uint8),
+                       f"h{n}_codes": np.asarray(prog.codes, dtype=np.int32),
+                       **{f"h{n}_table_{name}": np.asarray(prog.tables[name], dtype=np.int64)
+                          for name in TABLE_FIELDS}})
     buffer = io.BytesIO()
-    np.savez(buffer, header=np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8),
-             q8=np.asarray(prog.q8, dtype=np.int8), k8=np.asarray(prog.k8, dtype=np.int8),
-             v8=np.asarray(prog.v8, dtype=np.int8), bitmap=np.asarray(prog.bitmap, dtype=np.uint8),
-             codes=np.asarray(prog.codes, dtype=np.int32),
-             **{f"table_{name}": np.asarray(prog.tables[name], dtype=np.int64) for name in TABLES})
+    np.savez(buffer, header=np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8), **arrays)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_program(path):
-    """Read a program file: ``(config, EngineProgram)``, validated; a defect is one line naming the field."""
-    arrays = read_npz(path, "engine program", "write it with paro.sw.contract.save_program")
+def load_layer(path, check=True):
+    """Read a layer file: ``(config, EngineLayer)``, validated (unless ``check=False``: a layer the engine must
+    refuse); a defect is one line naming the field."""
+    arrays = read_npz(path, "engine layer", "write it with paro.sw.contract.save_layer")
 
     def bad(field, why):
-        return ParoError(f"engine program {str(path)!r}: field {field!r} {why}")
+        return ParoError(f"engine layer {str(path)!r}: field {field!r} {why}")
 
     try:
         header = json.loads(arrays.pop("header").astype(np.uint8).tobytes().decode())
@@ -352,25 +509,32 @@ def load_program(path):
         raise bad("header", "is missing") from None
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
         raise bad("header", "is not UTF-8 JSON") from None
-    if not isinstance(header, dict) or header.get("format") != PROGRAM_FORMAT:
-        raise bad("header.format", f"must be {PROGRAM_FORMAT!r}")
-    if header.get("version") != PROGRAM_VERSION:
-        raise bad("header.version", f"must be {PROGRAM_VERSION}, got {header.get('version')!r}")
+    if not isinstance(header, dict) or header.get("format") != LAYER_FORMAT:
+        raise bad("header.format", f"must be {LAYER_FORMAT!r}")
+    if header.get("version") != LAYER_VERSION:
+        raise bad("header.version", f"must be {LAYER_VERSION}, got {header.get('version')!r}")
     try:
         config = AcceleratorConfig.from_dict(header["config"])
-        registers = {name: int(header["registers"][name]) for name in PROGRAM_REGISTERS}
-        out_exp = int(header["out_exp"])
+        desc_addr = int(header["desc_addr"])
+        heads = [({f.name: int(h["descriptor"][f.name]) for f in DESCRIPTOR}, int(h["out_exp"]))
+                 for h in header["heads"]]
     except (KeyError, TypeError, ValueError, ParoError) as error:
         raise bad("header", f"is incomplete or invalid ({type(error).__name__}: {error})") from None
-    names = ["q8", "k8", "v8", "bitmap", "codes"] + [f"table_{name}" for name in TABLES]
-    missing = [name for name in names if name not in arrays]
-    if missing:
-        raise bad(missing[0], "is missing")
-    prog = EngineProgram(registers, {name: arrays[f"table_{name}"].astype(np.int64) for name in TABLES},
-                         arrays["bitmap"].astype(np.uint8), *(arrays[n].astype(np.int64) for n in ("q8", "k8", "v8")),
-                         arrays["codes"].astype(np.int64), out_exp)
+    programs = []
+    for n, (descriptor, out_exp) in enumerate(heads):
+        names = [f"h{n}_{a}" for a in ("q8", "k8", "v8", "bitmap", "codes")]
+        names += [f"h{n}_table_{name}" for name in TABLE_FIELDS]
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise bad(missing[0], "is missing")
+        programs.append(EngineProgram(
+            descriptor, {name: arrays[f"h{n}_table_{name}"].astype(np.int64) for name in TABLE_FIELDS},
+            arrays[f"h{n}_bitmap"].astype(np.uint8),
+            *(arrays[f"h{n}_{a}"].astype(np.int64) for a in ("q8", "k8", "v8", "codes")), out_exp))
+    layer = EngineLayer(desc_addr, programs)
     try:
-        check_program(config, prog)
+        if check:
+            check_layer(config, layer)
     except ParoError as error:
-        raise ParoError(f"engine program {str(path)!r}: {error}") from None
-    return config, prog
+        raise ParoError(f"engine layer {str(path)!r}: {error}") from None
+    return config, layer

@@ -18,8 +18,9 @@ import numpy as np
 from paro.config import PEMode
 from paro.errors import ParoError
 
-from .contract import (BITMAP, BURST_BOUNDARY, DATA_BITS, MAX_BURST_BEATS, OFFSET_BITS, OUTPUT_CODE_BYTES,
-                       PROGRAM_REGISTERS, REGISTERS, RESP_OKAY, RESP_SLVERR, TABLES, region_bytes)
+from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
+                       RESP_OKAY, RESP_SLVERR, TABLE_FIELDS, TABLE_RECORD_BYTES, bitmap_stride, descriptor_lines,
+                       descriptor_problem, descriptor_stride, list_problem, region_bytes)
 
 __all__ = [
     "wrap", "operand_range", "check_operand", "pack_operand_b", "unpack_operand_b",
@@ -30,7 +31,8 @@ __all__ = [
     "reciprocal", "output_codes", "attention_block_row", "attention_head",
     "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
-    "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer",
+    "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
+    "layer_sequencer", "layer_reads",
 ]
 
 
@@ -404,20 +406,45 @@ def axi_lite_slave(transactions):
 
 
 def register_file(writes, config):
-    """Registers and tables after bus writes ``(address, data)``: ``{register: value}`` (each kept to its
-    contract width), ``{table: {entry: value}}`` and the bitmap entries ``{entry: value}``."""
-    registers, tables, bitmap = {}, {name: {} for name in TABLES}, {}
+    """The control registers after bus writes ``(address, data)``: ``{register: value}``, each kept to its
+    contract width (a later write wins)."""
+    registers = {}
     for address, value in writes:
-        region, offset = address >> OFFSET_BITS, address & ((1 << OFFSET_BITS) - 1)
-        for name in PROGRAM_REGISTERS:
+        for name in CONTROL_REGISTERS:
             if address == REGISTERS[name].address:
                 registers[name] = value & ((1 << REGISTERS[name].width(config)) - 1)
-        for name, table in TABLES.items():
-            if region == table.region:
-                tables[name][offset] = value & ((1 << table.entry_bits) - 1)
-        if region == BITMAP.region:
-            bitmap[offset] = value & ((1 << BITMAP.entry_bits) - 1)
-    return registers, tables, bitmap
+    return registers
+
+
+def descriptor_check(config, fields, desc_addr, n_heads):
+    """The error code the engine gives a descriptor (0: none): the first rule of
+    :func:`paro.sw.contract.descriptor_problem` it breaks."""
+    return descriptor_problem(config, fields, desc_addr, n_heads)[0]
+
+
+def block_table(table, block):
+    """Block ``block``'s record from a head's block table bytes: ``{CQ, CK, CV8, CV4}``."""
+    record = np.frombuffer(bytes(table[block * TABLE_RECORD_BYTES:(block + 1) * TABLE_RECORD_BYTES]), dtype="<u2")
+    return {name: int(value) for name, value in zip(TABLE_FIELDS, record)}
+
+
+def layer_sequencer(config, descriptors, desc_addr, n_heads):
+    """What the engine does for a start with ``n_heads`` descriptors (``descriptors``, field dicts in list
+    order) at ``desc_addr``: ``("error", 1, 0)`` at once if the list is illegal; else ``("check", h)`` (read
+    and check descriptor ``h``) for each head until ``("error", code, h)`` at the first refused one
+    (:func:`descriptor_check`), or, when all pass, per head ``("descriptor", h)``, ``("table", h)``,
+    ``("run", h)``. Nothing is run unless every descriptor passes."""
+    if list_problem(config, desc_addr, n_heads)[0]:
+        return [("error", 1, 0)]
+    events = []
+    for head, fields in enumerate(descriptors[:n_heads]):
+        events.append(("check", head))
+        code = descriptor_check(config, fields, desc_addr, n_heads)
+        if code:
+            return events + [("error", code, head)]
+    for head in range(n_heads):
+        events += [("descriptor", head), ("table", head), ("run", head)]
+    return events
 
 
 def engine_controller(bitmap, config):
@@ -552,27 +579,42 @@ def kv_cache(wants, config):
     return decisions
 
 
-def fetcher(bitmap, registers, config):
-    """The read requests ``(address, rows)`` the engine makes for a head: per query block ``i`` (from
-    ``ROW_FIRST``, ``ROW_COUNT`` of them; default all) its ``B`` query rows, and the K and V rows the block cache
-    (:func:`kv_cache`) fetches for the row's wants (pass A: K of each kept block, pass B: V of each). Listed in
-    want order; the hardware's prefetch of the next query block interleaves the Q requests differently, the
-    multiset is the specification."""
+def fetcher(bitmap, descriptor, config, desc_address):
+    """The read requests ``(address, lines)`` (lines of ``head_dim`` bytes) the engine makes for a head whose
+    descriptor is at ``desc_address``: the descriptor and the block table, then per query block ``i``
+    (``ROW_FIRST``, ``ROW_COUNT`` of them) its ``B`` query rows and bitmap row ``i``, and the K and V rows the
+    block cache (:func:`kv_cache`) fetches for the row's wants (pass A: K of each kept block, pass B: V of
+    each). Listed in want order; the hardware's prefetch of the next query block interleaves the Q and
+    bitmap requests differently, the multiset is the specification."""
     B, d = config.block_size, config.head_dim
-    first = registers.get("ROW_FIRST", 0)
-    rows = range(first, first + registers.get("ROW_COUNT", len(bitmap) - first))
+    blocks = int(descriptor["N_BLOCKS"])
+    first = int(descriptor["ROW_FIRST"])
+    rows = range(first, first + int(descriptor["ROW_COUNT"]))
+    stride = bitmap_stride(config, blocks)
+    requests = [(desc_address, descriptor_lines(config)),
+                (int(descriptor["TABLE_ADDR"]), region_bytes(config, "TABLE_ADDR", blocks) // d)]
     wants = []
     for i in rows:
+        requests += [(int(descriptor["Q_ADDR"]) + i * B * d, B), (int(descriptor["BITMAP_ADDR"]) + i * stride, stride // d)]
         kept = [int(j) for j in np.flatnonzero(np.asarray(bitmap)[i])]
         wants += [("K", j) for j in kept] + [("V", j) for j in kept]
-    base = {"K": registers["K_ADDR"], "V": registers["V_ADDR"]}
-    requests = [(registers["Q_ADDR"] + i * B * d, B) for i in rows]
+    base = {"K": int(descriptor["K_ADDR"]), "V": int(descriptor["V_ADDR"])}
     for (kind, block), (_, fetched) in zip(wants, kv_cache(wants, config)):
         requests += [(base[k] + block * B * d, B) for k in fetched]
     return requests
 
 
-def memory_writer(codes, registers, config):
+def layer_reads(layer, config):
+    """Bytes the engine reads for a layer that passes its checks: every descriptor once in the check pass,
+    then each head's :func:`fetcher` requests. Returns ``(total, per_head)``."""
+    stride = descriptor_stride(config)
+    per_head = [sum(lines * config.head_dim for _, lines in
+                    fetcher(prog.bitmap, prog.descriptor, config, layer.desc_addr + head * stride))
+                for head, prog in enumerate(layer.heads)]
+    return len(layer.heads) * descriptor_lines(config) * config.head_dim + sum(per_head), per_head
+
+
+def memory_writer(codes, descriptor, config):
     """The output codes' memory writes: ``(bursts, image)`` with the AXI4 write bursts ``(address, beats)`` in
     order (per query block, its ``B x head_dim`` codes) and the bytes written (``int16`` little-endian,
     row-major at ``O_ADDR``)."""
@@ -580,7 +622,7 @@ def memory_writer(codes, registers, config):
     per_block = config.block_size * config.head_dim * OUTPUT_CODE_BYTES
     bursts = []
     for i in range(codes.shape[0] // config.block_size):
-        bursts += axi_bursts(registers["O_ADDR"] + i * per_block, per_block, config)
+        bursts += axi_bursts(descriptor["O_ADDR"] + i * per_block, per_block, config)
     image = codes.astype("<i2").tobytes()
     assert len(image) == region_bytes(config, "O_ADDR", codes.shape[0] // config.block_size)
     return bursts, image

@@ -1,10 +1,11 @@
-"""The program builder: what software hands the attention engine for one head of a plan.
+"""The program builder: what software hands the attention engine for one head, or a layer of heads, of a plan.
 
 :func:`engine_program` rebuilds the head's Q/K/V from the plan's source (built-in workload or Q/K/V file,
 whose SHA-256 must still match the one the plan recorded), applies the head's token order and the plan's
-scales, and fills an :class:`~paro.sw.contract.EngineProgram`: the registers and tables the contract
+scales, and fills an :class:`~paro.sw.contract.EngineProgram`: the descriptor and block table the contract
 defines, the bitmap, the INT8 token rows and the golden model's output codes
-(:func:`paro.sw.golden.attention_head`).
+(:func:`paro.sw.golden.attention_head`). :func:`engine_layer` puts heads into one
+:class:`~paro.sw.contract.EngineLayer` (one engine start) with the contract's default memory layout.
 """
 
 import numpy as np
@@ -12,12 +13,12 @@ import numpy as np
 from paro.errors import ParoError
 
 from . import golden
-from .contract import EngineProgram, memory_map
+from .contract import EngineLayer, EngineProgram, layer_memory_map, memory_map
 from .quant import quantize_head
 from .reorder import TokenLayout, permute_tokens
 from .workloads import file_sha256, make_workload
 
-__all__ = ["engine_program", "plan_workload"]
+__all__ = ["engine_program", "engine_layer", "plan_workload"]
 
 
 def plan_workload(plan):
@@ -33,9 +34,10 @@ def plan_workload(plan):
     return make_workload(qkv=path, layout=TokenLayout(**source["layout"]))
 
 
-def engine_program(plan, head_index, bitmap=None, workload=None, rows=None):
+def engine_program(plan, head_index, bitmap=None, workload=None, rows=None, addresses=None):
     """The engine program of head ``head_index`` (optionally with a replacement ``bitmap``), computing the
-    query blocks ``rows`` (a range; default all; the golden codes of the others are 0)."""
+    query blocks ``rows`` (a range; default all; the golden codes of the others are 0), its regions at
+    ``addresses`` (default: :func:`~paro.sw.contract.memory_map`)."""
     if not 0 <= head_index < plan.heads:
         raise ParoError(f"head {head_index} out of range: the plan has {plan.heads} heads")
     config = plan.config
@@ -52,9 +54,21 @@ def engine_program(plan, head_index, bitmap=None, workload=None, rows=None):
     codes, out_exp = golden.attention_head(head, bitmap, config, rows=rows)
     cq, ck, score_shift = head.score_multipliers(config)
     cv, ev = head.value_multipliers(config)
-    registers = {**memory_map(plan.config, bitmap.shape[0]),
-                 "N_TOKENS": head.n_tokens, "N_BLOCKS": bitmap.shape[0], "SCORE_SHIFT": int(score_shift),
-                 "FINAL_SHIFT": int(golden.output_final_shift(ev, out_exp, config)),
-                 "ROW_FIRST": rows.start, "ROW_COUNT": len(rows)}
+    descriptor = {**(addresses or memory_map(plan.config, bitmap.shape[0])),
+                  "N_TOKENS": head.n_tokens, "N_BLOCKS": bitmap.shape[0], "SCORE_SHIFT": int(score_shift),
+                  "FINAL_SHIFT": int(golden.output_final_shift(ev, out_exp, config)),
+                  "ROW_FIRST": rows.start, "ROW_COUNT": len(rows)}
     tables = {"CQ": cq, "CK": ck, "CV8": cv[8], "CV4": cv[4]}
-    return EngineProgram(registers, tables, bitmap, head.q8, head.k8, head.v8, codes, out_exp)
+    return EngineProgram(descriptor, tables, bitmap, head.q8, head.k8, head.v8, codes, out_exp)
+
+
+def engine_layer(plan, heads, workload=None, rows=None, dense=False):
+    """One engine start for ``heads`` of the plan (each computing the query blocks ``rows``); ``dense`` runs
+    every block at 8 bits, none skipped (the dense INT8 baseline)."""
+    workload = workload or plan_workload(plan)
+    blocks = plan.bitmap.shape[1]
+    desc_addr, maps = layer_memory_map(plan.config, [blocks] * len(heads))
+    programs = [engine_program(plan, head, bitmap=np.full((blocks, blocks), 8, dtype=np.uint8) if dense else None,
+                               workload=workload, rows=rows, addresses=addresses)
+                for head, addresses in zip(heads, maps)]
+    return EngineLayer(desc_addr, programs)

@@ -1,5 +1,6 @@
-"""The attention engine's cocotb bench (``sim/test_engine.py``) on whole heads of real plans, bit for bit
-against ``sw.golden``: mixed 0/4/8-bit, dense 8-bit, one kept block per row, and a ``small`` head."""
+"""The attention engine's cocotb bench (``sim/test_engine.py``) on whole layers of real plans, bit for bit
+against ``sw.golden``: mixed 0/4/8-bit, dense 8-bit and one-kept-block heads in one start, the engine's own
+refusal of bad descriptors, and a ``small`` head in the fast mode."""
 
 import json
 
@@ -8,9 +9,10 @@ import pytest
 
 from paro.errors import ParoError
 from paro.flows.cli import main
-from paro.flows.simulate import run_programs
+from paro.flows.simulate import run_layers
+from paro.sw.contract import EngineLayer, layer_memory_map
 from paro.sw.plan import load_plan
-from paro.sw.program import engine_program, plan_workload
+from paro.sw.program import engine_layer, engine_program, plan_workload
 
 
 def _tiny_plan(tmp_path):
@@ -26,23 +28,33 @@ def _tiny_plan(tmp_path):
 TINY_VERILATOR = pytest.mark.xdist_group("engine-tiny-verilator")
 
 
-@TINY_VERILATOR
-def test_engine_tiny_heads(simulator, tmp_path):
-    """Whole tiny heads from a real plan: mixed, all-8-bit dense, one kept block per row, every bitwidth."""
-    plan = _tiny_plan(tmp_path)
+def _tiny_layer(plan, bitmaps):
+    """One start of the tiny plan's heads 0.. with the given bitmaps (``None``: the plan's)."""
     workload = plan_workload(plan)
+    desc_addr, maps = layer_memory_map(plan.config, [plan.bitmap.shape[1]] * len(bitmaps))
+    return EngineLayer(desc_addr, [engine_program(plan, head, bitmap=bitmap, workload=workload, addresses=addresses)
+                                   for head, (bitmap, addresses) in enumerate(zip(bitmaps, maps))])
+
+
+@TINY_VERILATOR
+def test_engine_tiny_layer_and_refused_descriptors(simulator, tmp_path):
+    """Four tiny heads in one start (mixed, all-8-bit dense, one kept block per row, every bitwidth), each
+    head's counters read back after it; then two layers the engine itself must refuse, nothing written: a
+    descriptor with zero tokens (head 1) and a misaligned K address (head 0)."""
+    plan = _tiny_plan(tmp_path)
     nb = plan.bitmap.shape[1]
-    mixed = engine_program(plan, 1, workload=workload)
-    assert {0, 4, 8} <= set(np.unique(mixed.bitmap).tolist()), "the mixed plan must use every bitwidth"
     one_block = np.zeros((nb, nb), dtype=np.uint8)
     one_block[np.arange(nb), (np.arange(nb) + 1) % nb] = np.where(np.arange(nb) % 2, 4, 8)
-    programs = [mixed,
-                engine_program(plan, 0, bitmap=np.full((nb, nb), 8, dtype=np.uint8), workload=workload),
-                engine_program(plan, 2, bitmap=one_block, workload=workload),
-                engine_program(plan, 3, workload=workload)]
-    counters = run_programs(plan.config, programs, simulator)
-    assert counters[1]["KEPT8"] == nb * nb and counters[1]["SKIPPED"] == 0
-    assert counters[2]["KEPT8"] + counters[2]["KEPT4"] == nb
+    layer = _tiny_layer(plan, [None, np.full((nb, nb), 8, dtype=np.uint8), one_block, None])
+    assert {0, 4, 8} <= set(np.unique(layer.heads[0].bitmap).tolist()), "the mixed plan must use every bitwidth"
+    zero_tokens, misaligned = _tiny_layer(plan, [None, None]), _tiny_layer(plan, [None])
+    zero_tokens.heads[1].descriptor["N_TOKENS"] = 0
+    misaligned.heads[0].descriptor["K_ADDR"] += 64
+    [(totals, per_head), _, _] = run_layers(plan.config, [layer, zero_tokens, misaligned], simulator,
+                                            expect_errors=[None, (3, 1), (7, 0)])
+    assert totals["HEADS_DONE"] == 4 and per_head[1]["KEPT8"] == nb * nb and per_head[1]["SKIPPED"] == 0
+    assert per_head[2]["KEPT8"] + per_head[2]["KEPT4"] == nb
+    assert totals["CYCLES"] > sum(h["CYCLES"] for h in per_head)           # the check pass is in the total
 
 
 def test_engine_small_head_fast_mode(verilator, tmp_path):
@@ -56,32 +68,34 @@ def test_engine_small_head_fast_mode(verilator, tmp_path):
     plan = load_plan(path)
     assert plan.config.max_kept_keys == 512 < plan.bitmap.shape[1] * plan.config.block_size
     assert plan.config.kv_cache_blocks == 8 < plan.bitmap.shape[1]
-    prog = engine_program(plan, 1)           # a temporal head, reordered HWF
+    layer = engine_layer(plan, [1])          # a temporal head, reordered HWF
     stats = []
-    (counters,) = run_programs(plan.config, [prog], verilator, gap=0, tag="small", fast=True, stats=stats)
+    [(totals, [counters])] = run_layers(plan.config, [layer], verilator, gap=0, tag="small", fast=True, stats=stats)
     assert counters["KEPT4"] > 0 and counters["KEPT8"] > 0
-    assert counters["CYCLES"] > 1_600_000 and abs(stats[0]["run_cycles"] - counters["CYCLES"]) <= 4
+    assert counters["CYCLES"] > 1_600_000 and abs(stats[0]["run_cycles"] - totals["CYCLES"]) <= 4
     assert stats[0]["cycles_per_second"] > 0
+    prog = layer.heads[0]
     prog.codes = prog.codes.copy()
     prog.codes[-1, -1] += 1
     with pytest.raises(ParoError) as error:
-        run_programs(plan.config, [prog], verilator, gap=0, tag="small", fast=True)
+        run_layers(plan.config, [layer], verilator, gap=0, tag="small", fast=True)
     last = prog.codes.shape[0] - 1
     assert str(error.value).startswith("the engine on verilator (fast mode) did not match the golden model: "
-                                       f"program 0, output query {last}, head dims 60..63: got [")
+                                       f"layer 0, head 0, output query {last}, head dims 60..63: got [")
 
 
 @TINY_VERILATOR
 def test_engine_mismatch_is_reported(verilator, tmp_path):
     """A single wrong expected code makes the run fail: bit-exactness is checked, not assumed."""
     plan = _tiny_plan(tmp_path)
-    prog = engine_program(plan, 0)
+    layer = engine_layer(plan, [0])
+    prog = layer.heads[0]
     prog.codes = prog.codes.copy()
     prog.codes[5, 3] += 1
     with pytest.raises(ParoError) as error:
-        run_programs(plan.config, [prog], verilator)
+        run_layers(plan.config, [layer], verilator)
     message = str(error.value)
-    assert message.startswith("the engine on verilator did not match the golden model: program 0, "
+    assert message.startswith("the engine on verilator did not match the golden model: layer 0, head 0, "
                               f"output query 5, head dims 0..{plan.config.rows - 1}: got [")
     got, golden = (json.loads(part.split("]")[0] + "]") for part in message.split(": got ")[1].split(", golden "))
     assert golden[3] == got[3] + 1 and golden[:3] == got[:3]

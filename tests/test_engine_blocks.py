@@ -11,9 +11,11 @@ from amaranth.sim import Simulator
 from paro.config import AcceleratorConfig, PEMode
 from paro.hw.accumulator import OutputAccumulator, accumulator_layout
 from paro.hw.axi_lite import AxiLiteSlave
+from paro.hw.block_table import BlockTable
 from paro.hw.controller import EngineController
+from paro.hw.descriptor import CHECK_LATENCY, DescriptorUnit
 from paro.hw.fetcher import Fetcher
-from paro.hw.kv_cache import WANT_K, WANT_Q, WANT_V, BlockCache
+from paro.hw.kv_cache import WANT_DESC, WANT_K, WANT_Q, WANT_TABLE, WANT_V, BlockCache
 from paro.hw.k_reduce import KReduction
 from paro.hw.mem_reader import MemoryReader
 from paro.hw.mem_writer import MemoryWriter
@@ -24,9 +26,12 @@ from paro.hw.registers import RegisterFile
 from paro.hw.scheduler import BlockScheduler
 from paro.hw.score_unit import LOWEST_SCORE, ScoreUnit
 from paro.hw.segment_shift import SegmentShift
+from paro.hw.sequencer import LayerSequencer
 from paro.hw.tile_queue import TileQueue
 from paro.sw import golden
-from paro.sw.contract import BITMAP, COUNTERS, PROGRAM_REGISTERS, REGISTERS, RESP_OKAY, RESP_SLVERR, TABLES
+from paro.sw.contract import (CONTROL_REGISTERS, DESCRIPTOR, REGISTERS, RESP_OKAY, RESP_SLVERR, TABLE_FIELDS,
+                              bitmap_stride, descriptor_lines, descriptor_stride, descriptor_words, engine_buffers,
+                              head_counter_address, layer_memory_map, list_problem, table_bytes)
 
 SEED = 20261128
 CONFIG = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=128, max_kept_keys=48,
@@ -97,32 +102,25 @@ def test_segment_shift_including_empty_segments():
 
 
 def test_register_file_writes_reads_and_counters():
+    """Control registers like the twin; totals and per-head counters count the same events (per head only
+    while a head is active) and per-head values are stored at the head's index; status and error read back."""
     rng = np.random.default_rng(SEED)
     dut = RegisterFile(CONFIG)
-    nb = CONFIG.max_blocks
-    writes = [(REGISTERS[name].address, int(rng.integers(0, 1 << 32))) for name in PROGRAM_REGISTERS]
-    writes += [(table.base + e, int(rng.integers(0, 1 << 20))) for table in TABLES.values() for e in range(nb)]
-    writes += [(BITMAP.base + int(e), int(rng.integers(0, 16))) for e in rng.choice(nb * nb, 10, replace=False)]
-    writes += [(REGISTERS["N_BLOCKS"].address, 5)]                      # a later write wins
-    registers, tables, bitmap = golden.register_file(writes, CONFIG)
+    writes = [(REGISTERS[name].address, int(rng.integers(0, 1 << 32))) for name in CONTROL_REGISTERS]
+    writes += [(REGISTERS["N_HEADS"].address, 5), (REGISTERS["CYCLES"].address, 99)]   # a later write wins
+    registers = golden.register_file(writes, CONFIG)
+    events = ("beat", "kept8", "kept4", "skipped", "read_beat", "write_beat")
+    beat_bytes = CONFIG.axi_data_bits // 8
 
     async def testbench(ctx):
-        seen_bitmap = {}
         for address, value in writes:
             ctx.set(dut.bus.we, 1)
             ctx.set(dut.bus.addr, address)
             ctx.set(dut.bus.wdata, value)
             assert ctx.get(dut.start) == 0
-            if ctx.get(dut.bitmap_we):
-                seen_bitmap[ctx.get(dut.bitmap_addr)] = ctx.get(dut.bitmap_data)
             await ctx.tick()
         ctx.set(dut.bus.we, 0)
-        assert {name: ctx.get(getattr(dut, name.lower())) for name in PROGRAM_REGISTERS} == registers
-        assert seen_bitmap == bitmap
-        for name in TABLES:
-            for entry, value in tables[name].items():
-                ctx.set(getattr(dut, f"{name.lower()}_addr"), entry)
-                assert ctx.get(getattr(dut, f"{name.lower()}_data")) == value, (name, entry)
+        assert {name: ctx.get(getattr(dut, name.lower())) for name in CONTROL_REGISTERS} == registers
         ctx.set(dut.bus.addr, REGISTERS["START"].address)
         ctx.set(dut.bus.wdata, 1)
         ctx.set(dut.bus.we, 1)
@@ -132,25 +130,55 @@ def test_register_file_writes_reads_and_counters():
         ctx.set(dut.bus.we, 0)
         ctx.set(dut.clear, 0)
         ctx.set(dut.busy, 1)
-        pattern, reads, wbeats = rng.random((3, 50)) < 0.7
-        for beat, read, write in zip(pattern, reads, wbeats):
-            ctx.set(dut.beat, bool(beat))
-            ctx.set(dut.read_beat, bool(read))
-            ctx.set(dut.write_beat, bool(write))
+        totals = dict.fromkeys(("CYCLES",) + events, 0)
+        stored = {}
+        for head in (2, 0):                          # two heads, stored at their indices, with idle cycles between
+            ctx.set(dut.head, head)
+            ctx.set(dut.head_start, 1)
             await ctx.tick()
-        for name in ("busy", "beat", "read_beat", "write_beat"):
-            ctx.set(getattr(dut, name), 0)
-        for name, value in (("kept8", 7), ("kept4", 9), ("skipped", 11), ("done", 1)):
-            ctx.set(getattr(dut, name), value)
-        beat_bytes = CONFIG.axi_data_bits // 8
-        expected = {"CYCLES": 50, "ARRAY_BEATS": int(pattern.sum()), "STALL_CYCLES": 50 - int(pattern.sum()),
-                    "KEPT8": 7, "KEPT4": 9, "SKIPPED": 11, "BYTES_READ": beat_bytes * int(reads.sum()),
-                    "BYTES_WRITTEN": beat_bytes * int(wbeats.sum())}
-        for name in COUNTERS:
+            ctx.set(dut.head_start, 0)
+            ctx.set(dut.head_active, 1)
+            counts = dict.fromkeys(("CYCLES",) + events, 0)
+            for _ in range(40):
+                pattern = {name: bool(rng.random() < 0.6) for name in events}
+                for name, value in pattern.items():
+                    ctx.set(getattr(dut, name), value)
+                    counts[name] += value
+                counts["CYCLES"] += 1
+                await ctx.tick()
+            for name in events:
+                ctx.set(getattr(dut, name), 0)
+            ctx.set(dut.head_active, 0)
+            ctx.set(dut.head_store, 1)
+            await ctx.tick()
+            ctx.set(dut.head_store, 0)
+            stored[head] = counts
+            for name in totals:
+                totals[name] += counts[name]
+            totals["CYCLES"] += 2                   # busy in the head_start and head_store cycles too
+        ctx.set(dut.busy, 0)
+        ctx.set(dut.done, 1)
+        ctx.set(dut.error, 1)
+        ctx.set(dut.error_code, 7)
+        ctx.set(dut.error_head, 3)
+        ctx.set(dut.heads_done, 2)
+
+        def as_counters(c):
+            return {"CYCLES": c["CYCLES"], "ARRAY_BEATS": c["beat"], "STALL_CYCLES": c["CYCLES"] - c["beat"],
+                    "KEPT8": c["kept8"], "KEPT4": c["kept4"], "SKIPPED": c["skipped"],
+                    "BYTES_READ": beat_bytes * c["read_beat"], "BYTES_WRITTEN": beat_bytes * c["write_beat"]}
+        for name, value in as_counters(totals).items():
             ctx.set(dut.bus.addr, REGISTERS[name].address)
-            assert ctx.get(dut.bus.rdata) == expected[name], name
-        ctx.set(dut.bus.addr, REGISTERS["STATUS"].address)
-        assert ctx.get(dut.bus.rdata) == 0b10
+            assert ctx.get(dut.bus.rdata) == value, name
+        for head, counts in stored.items():
+            for name, value in as_counters(counts).items():
+                ctx.set(dut.bus.addr, head_counter_address(head, name))
+                assert ctx.get(dut.bus.rdata) == value, (head, name)
+        for name, value in (("STATUS", 0b110), ("ERROR", 7 | 3 << 8), ("HEADS_DONE", 2)):
+            ctx.set(dut.bus.addr, REGISTERS[name].address)
+            assert ctx.get(dut.bus.rdata) == value, name
+        ctx.set(dut.bus.addr, head_counter_address(CONFIG.max_heads - 1, "CYCLES") + 8)   # past the last head
+        assert ctx.get(dut.bus.rdata) == 0
 
     run(dut, testbench)
 
@@ -307,7 +335,6 @@ def test_output_stage_codes_with_back_pressure():
         for q in range(B):
             ctx.set(stage.row_sum[q], int(row_sum[q]))
         ctx.set(stage.final_shift, final_shift)
-        ctx.set(stage.last_block, 1)
         ctx.set(stage.start, 1)
         await ctx.tick()
         ctx.set(stage.start, 0)
@@ -317,12 +344,11 @@ def test_output_stage_codes_with_back_pressure():
             ctx.set(stage.o.ready, ready)
             if ready and ctx.get(stage.o.valid):
                 beat = ctx.get(stage.o.payload)
-                got.append(([beat.o[r] for r in range(R)], beat.last))
+                got.append([beat.o[r] for r in range(R)])
             await ctx.tick()
             if ctx.get(stage.idle):
                 break
-        expected = [(codes[q, g * R:(g + 1) * R].tolist(), int(q == B - 1 and g == groups - 1))
-                    for q in range(B) for g in range(groups)]
+        expected = [codes[q, g * R:(g + 1) * R].tolist() for q in range(B) for g in range(groups)]
         assert got == expected
 
     run(m, testbench)
@@ -342,23 +368,28 @@ def test_engine_controller_issues_the_golden_tile_order(first):
     m.submodules.sched = sched = BlockScheduler(CONFIG)
     wiring.connect(m, sched.o, ctrl.kept)
     m.d.comb += [sched.start.eq(ctrl.sched_start), sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
-                 sched.clear.eq(ctrl.clear), sched.n_blocks.eq(nb), ctrl.row_first.eq(first), ctrl.row_end.eq(nb),
+                 sched.n_blocks.eq(nb), ctrl.row_first.eq(first), ctrl.row_end.eq(nb),
                  ctrl.n_tokens.eq(nb * CONFIG.block_size), ctrl.advance.eq(1), ctrl.tile_room.eq(1),
-                 ctrl.tiles_empty.eq(1), ctrl.out_idle.eq(1), ctrl.want.ready.eq(1)]
+                 ctrl.tiles_empty.eq(1), ctrl.out_idle.eq(1)]
+    half_lines = engine_buffers(CONFIG)["bitmap_rows"]["entries"] // 2
 
     async def testbench(ctx):
-        for i in range(nb):
-            for j in range(nb):
-                ctx.set(sched.wr_en, 1)
-                ctx.set(sched.wr_addr, i * CONFIG.max_blocks + j)
-                ctx.set(sched.wr_data, int(bitmap[i, j]))
-                await ctx.tick()
-        ctx.set(sched.wr_en, 0)
         ctx.set(ctrl.start, 1)
         await ctx.tick()
         ctx.set(ctrl.start, 0)
-        got = []
+        got, counted, loaded = [], {"kept8": 0, "kept4": 0, "skipped": 0}, set()
         for _ in range(200_000):
+            # The fetcher's part: a wanted query block's bitmap row goes into half i % 2 before it is ready.
+            want = ctx.get(ctrl.want.payload)
+            wants_row = ctx.get(ctrl.want.valid) and want.kind == WANT_Q and want.block not in loaded
+            ctx.set(ctrl.want.ready, not wants_row)
+            ctx.set(sched.wr_en, wants_row)
+            if wants_row:
+                ctx.set(sched.wr_addr, (want.block % 2) * half_lines)
+                ctx.set(sched.wr_data, int.from_bytes(bytes(bitmap[want.block].tolist()), "little"))
+                loaded.add(want.block)
+            for name in counted:
+                counted[name] += ctx.get(getattr(sched, name))
             if ctx.get(ctrl.tile_push):
                 tile = ctx.get(ctrl.tile)
                 entry = {"pass_b": tile.pass_b, "query_block": ctx.get(ctrl.sched_row), "key_block": tile.key_block,
@@ -371,7 +402,8 @@ def test_engine_controller_issues_the_golden_tile_order(first):
         assert got == expected
         assert ctx.get(ctrl.done) == 1 and ctx.get(ctrl.busy) == 0
         computed = bitmap[first:]
-        assert ctx.get(sched.kept8) == (computed == 8).sum() and ctx.get(sched.skipped) == (computed == 0).sum()
+        assert counted == {"kept8": (computed == 8).sum(), "kept4": (computed == 4).sum(),
+                           "skipped": (computed == 0).sum()}
 
     run(m, testbench)
 
@@ -645,7 +677,7 @@ def test_memory_writer_writes_codes_in_bursts_like_its_twin():
             ctx.set(dut.start, 0)
             beats = [codes[block * B + q, g * R:(g + 1) * R] for q in range(B) for g in range(d // R)]
             for beat in beats:
-                ctx.set(dut.o.payload, {"o": [int(x) for x in beat], "last": 0})
+                ctx.set(dut.o.payload, {"o": [int(x) for x in beat]})
                 ctx.set(dut.o.valid, 1)
                 while not ctx.get(dut.o.ready):
                     await ctx.tick()
@@ -668,32 +700,39 @@ def test_memory_writer_writes_codes_in_bursts_like_its_twin():
 
 @pytest.mark.parametrize("slots", [None, 2])
 def test_fetcher_requests_only_what_is_not_on_chip(slots):
-    """The controller's wants of a head (Q per row, K and V of each kept block per pass) are served with
-    exactly the golden fetcher's requests (prefetches included), every row lands in its buffer at a block
-    boundary, and ``want`` is answered only once the rows are on chip; with 2 cache slots blocks are evicted
-    and fetched again."""
+    """A head's wants (the sequencer's descriptor and table; the controller's Q per row, K and V of each kept
+    block per pass) are served with exactly the golden fetcher's requests (prefetches included), every line
+    lands in its buffer (a Q block's bitmap row in the same half), and ``want`` is answered only once the
+    rows are on chip; with 2 cache slots blocks are evicted and fetched again."""
     rng = np.random.default_rng(SEED)
     cfg = AcceleratorConfig(**{**CONFIG.to_dict(), "kv_cache_blocks": slots})
-    B, nb = cfg.block_size, 4
+    B, d, nb = cfg.block_size, cfg.head_dim, 4
     bitmap = rng.choice([0, 4, 8], (nb, nb))
     bitmap[np.arange(nb), np.arange(nb)] = 8
-    registers = {"Q_ADDR": 0x1000, "K_ADDR": 0x4000, "V_ADDR": 0x8000}
-    expected = golden.fetcher(bitmap, registers, cfg)
+    bases = {"desc": 0x1000, "table": 0x2000, "bitmap": 0x3000, "q": 0x4000, "k": 0x8000, "v": 0xC000}
+    descriptor = {"TABLE_ADDR": bases["table"], "BITMAP_ADDR": bases["bitmap"], "Q_ADDR": bases["q"],
+                  "K_ADDR": bases["k"], "V_ADDR": bases["v"], "N_BLOCKS": nb, "ROW_FIRST": 0, "ROW_COUNT": nb}
+    head = 1
+    expected = golden.fetcher(bitmap, descriptor, cfg, bases["desc"] + head * descriptor_stride(cfg))
     wants = []
     for i, row in enumerate(bitmap):
         wants.append((WANT_Q, i))
         wants += [(WANT_K, int(j)) for j in np.flatnonzero(row)] + [(WANT_V, int(j)) for j in np.flatnonzero(row)]
     dut = Fetcher(cfg)
+    half_lines = engine_buffers(cfg)["bitmap_rows"]["entries"] // 2
+    sizes = {"desc": descriptor_stride(cfg), "table": 0x1000, "bitmap": bitmap_stride(cfg, nb), "q": B * d,
+             "k": B * d, "v": B * d}
 
     def decode(address):
-        """(kind, block) of a request address."""
-        for kind, name in ((WANT_V, "V_ADDR"), (WANT_K, "K_ADDR"), (WANT_Q, "Q_ADDR")):
-            if address >= registers[name]:
-                return kind, (address - registers[name]) // (B * cfg.head_dim)
+        """(buffer, block) of a request address."""
+        name = max((n for n in bases if address >= bases[n]), key=lambda n: bases[n])
+        return name, (address - bases[name]) // sizes[name]
 
     async def testbench(ctx):
-        for name in ("q", "k", "v"):
-            ctx.set(getattr(dut, f"{name}_addr"), registers[f"{name.upper()}_ADDR"])
+        for name in bases:
+            ctx.set(getattr(dut, f"{name}_addr"), bases[name])
+        ctx.set(dut.bitmap_lines, bitmap_stride(cfg, nb) // d)
+        ctx.set(dut.table_lines, table_bytes(cfg, nb) // d)
         ctx.set(dut.row_end, nb)
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -701,48 +740,55 @@ def test_fetcher_requests_only_what_is_not_on_chip(slots):
         requests, landed = [], {}
 
         async def serve_request():
-            address = ctx.get(dut.req.payload.addr)
-            requests.append((address, ctx.get(dut.req.payload.rows)))
-            kind, block = decode(address)
+            address, lines = ctx.get(dut.req.payload.addr), ctx.get(dut.req.payload.rows)
+            requests.append((address, lines))
+            name, block = decode(address)
             ctx.set(dut.req.ready, 1)
             await ctx.tick()
             ctx.set(dut.req.ready, 0)
             first = None
-            for n in range(B):
+            for n in range(lines):
                 while rng.random() < 0.3:
                     await ctx.tick()
                 ctx.set(dut.row.payload, [n - 8] * cfg.head_dim)
                 ctx.set(dut.row.valid, 1)
                 assert ctx.get(dut.row.ready)
-                enables = [ctx.get(getattr(dut, f"{t}_we")) for t in "qkv"]
-                assert enables == [kind == WANT_Q, kind == WANT_K, kind == WANT_V]
+                assert [ctx.get(getattr(dut, f"{t}_we")) for t in bases] == [t == name for t in bases]
                 first = ctx.get(dut.wr_addr) if first is None else first
-                assert ctx.get(dut.wr_addr) == first + n and first % B == 0
+                assert ctx.get(dut.wr_addr) == first + n
                 await ctx.tick()
                 ctx.set(dut.row.valid, 0)
-            landed[kind, block] = first // B
+            landed[name, block] = first
 
-        for kind, block in wants:
-            ctx.set(dut.want.payload, {"kind": kind, "block": block})
-            ctx.set(dut.want.valid, 1)
-            while not ctx.get(dut.want.ready):
+        async def want(port, kind, block):
+            ctx.set(port.payload, {"kind": kind, "block": block})
+            ctx.set(port.valid, 1)
+            while not ctx.get(port.ready):
                 if ctx.get(dut.req.valid):
                     await serve_request()
                 else:
                     await ctx.tick()
-            if kind == WANT_Q:
-                assert landed[kind, block] == block % 2
-            else:
-                assert landed[kind, block] == ctx.get(dut.slot)      # the rows are in the slot it names
+            slot = ctx.get(dut.slot)
             await ctx.tick()
-            ctx.set(dut.want.valid, 0)
+            ctx.set(port.valid, 0)
+            return slot
+
+        await want(dut.meta, WANT_DESC, head)
+        await want(dut.meta, WANT_TABLE, 0)
+        assert landed["desc", head] == 0 and landed["table", 0] == 0
+        for kind, block in wants:
+            slot = await want(dut.want, kind, block)
+            if kind == WANT_Q:
+                assert landed["q", block] == (block % 2) * B and landed["bitmap", block] == (block % 2) * half_lines
+            else:
+                assert landed["k" if kind == WANT_K else "v", block] == slot * B   # in the slot it names
             for _ in range(int(rng.integers(0, 3))):               # the array computes; prefetches run
                 if ctx.get(dut.req.valid):
                     await serve_request()
                 await ctx.tick()
         assert sorted(requests) == sorted(expected) and len(requests) == len(expected)
         if slots == 2:
-            assert len(expected) > nb + 2 * len(np.flatnonzero(bitmap.any(axis=0)))   # something was refetched
+            assert len(expected) > 2 * nb + 2 + 2 * len(np.flatnonzero(bitmap.any(axis=0)))   # refetches
 
     run(dut, testbench)
 
@@ -791,5 +837,141 @@ def test_block_cache_places_and_evicts_like_its_twin():
             await ctx.tick()
             ctx.set(dut.touch, 0)
         assert got == expected
+
+    run(dut, testbench)
+
+
+#: Descriptor tests: heads of 20 blocks, whose output region (20 KiB) can run past the address space.
+DESC_CONFIG = AcceleratorConfig(**{**CONFIG.to_dict(), "max_seq_len": 512})
+DESC_BLOCKS = 20
+
+
+def _descriptor_cases(cfg, rng):
+    """A legal descriptor of a 20-block head, then per rule (in order) one that breaks it, then wide values."""
+    desc_addr, [addresses] = layer_memory_map(cfg, [DESC_BLOCKS])
+    base = {**addresses, "N_TOKENS": DESC_BLOCKS * cfg.block_size - 3, "N_BLOCKS": DESC_BLOCKS, "SCORE_SHIFT": 20,
+            "FINAL_SHIFT": 30, "ROW_FIRST": 1, "ROW_COUNT": DESC_BLOCKS - 1}
+    broken = {
+        2: {"N_BLOCKS": 0}, 3: {"N_TOKENS": 0}, 4: {"ROW_FIRST": 2, "ROW_COUNT": DESC_BLOCKS - 1},
+        5: {"SCORE_SHIFT": 11},
+        6: {"FINAL_SHIFT": 128}, 7: {"TABLE_ADDR": base["TABLE_ADDR"] + 64}, 8: {"O_ADDR": (1 << 32) - 4096},
+        9: {"O_ADDR": base["V_ADDR"]},
+    }
+    cases = [(0, base)] + [(code, {**base, **change}) for code, change in broken.items()]
+    cases += [(None, {**base, "N_BLOCKS": int(rng.integers(1, 1 << 32))}),          # wide values, never truncated
+              (None, {**base, "N_TOKENS": (1 << 32) - 1}), (None, {**base, "O_ADDR": desc_addr})]
+    return desc_addr, cases
+
+
+def test_descriptor_unit_checks_like_its_twin():
+    """Each rule broken in turn (and wide values that a truncating datapath would take): the unit's code equals
+    golden.descriptor_check after CHECK_LATENCY cycles; fields and line counts of a legal descriptor read back;
+    list_error follows the list rule."""
+    rng = np.random.default_rng(SEED)
+    cfg = DESC_CONFIG
+    dut = DescriptorUnit(cfg)
+    desc_addr, cases = _descriptor_cases(cfg, rng)
+    d = cfg.head_dim
+
+    async def testbench(ctx):
+        for n_heads, address in ((1, desc_addr), (0, desc_addr), (cfg.max_heads + 1, desc_addr),
+                                 (2, desc_addr + 64), (cfg.max_heads, desc_addr)):
+            ctx.set(dut.desc_addr, address)
+            ctx.set(dut.n_heads, n_heads)
+            assert ctx.get(dut.list_error) == (list_problem(cfg, address, n_heads)[0] == 1), (n_heads, address)
+        ctx.set(dut.desc_addr, desc_addr)
+        ctx.set(dut.n_heads, 1)
+        for code, fields in cases:
+            line_bytes = np.asarray(descriptor_words(cfg, fields), dtype="<u4").tobytes()
+            for line in range(descriptor_lines(cfg)):
+                ctx.set(dut.we, 1)
+                ctx.set(dut.addr, line)
+                ctx.set(dut.data, int.from_bytes(line_bytes[line * d:(line + 1) * d], "little"))
+                await ctx.tick()
+            ctx.set(dut.we, 0)
+            for _ in range(CHECK_LATENCY):
+                await ctx.tick()
+            want = golden.descriptor_check(cfg, fields, desc_addr, 1)
+            assert code is None or want == code, (code, want)
+            assert ctx.get(dut.error) == want, fields
+            if want == 0:
+                assert all(ctx.get(getattr(dut, f.name.lower())) == fields[f.name] for f in DESCRIPTOR)
+                assert ctx.get(dut.bitmap_lines) == bitmap_stride(cfg, DESC_BLOCKS) // d
+                assert ctx.get(dut.table_lines) == table_bytes(cfg, DESC_BLOCKS) // d
+
+    run(dut, testbench)
+
+
+def test_block_table_reads_records_like_its_twin():
+    rng = np.random.default_rng(SEED)
+    dut = BlockTable(CONFIG)
+    nb, d = CONFIG.max_blocks, CONFIG.head_dim
+    records = rng.integers(1, 1 << 15, (nb, len(TABLE_FIELDS)))
+    table = records.astype("<u2").tobytes()
+    table += bytes(table_bytes(CONFIG, nb) - len(table))
+
+    async def testbench(ctx):
+        for line in range(len(table) // d):
+            ctx.set(dut.we, 1)
+            ctx.set(dut.addr, line)
+            ctx.set(dut.data, int.from_bytes(table[line * d:(line + 1) * d], "little"))
+            await ctx.tick()
+        ctx.set(dut.we, 0)
+        for block in rng.permutation(nb):
+            want = golden.block_table(table, int(block))
+            for name in TABLE_FIELDS:
+                ctx.set(getattr(dut, f"{name.lower()}_addr"), int(block))
+                assert ctx.get(getattr(dut, f"{name.lower()}_data")) == want[name], (block, name)
+
+    run(dut, testbench)
+
+
+@pytest.mark.parametrize("bad", [None, (2, 3), "list"], ids=["all-pass", "head2-refused", "list-refused"])
+def test_layer_sequencer_orders_checks_and_heads_like_its_twin(bad):
+    """Meta wants served after random delays, descriptor codes from golden.descriptor_check, a controller busy
+    for a while per head: the events equal golden.layer_sequencer's, and nothing runs after a refusal."""
+    rng = np.random.default_rng(SEED)
+    dut = LayerSequencer(DESC_CONFIG)
+    n_heads = 4
+    desc_addr, cases = _descriptor_cases(DESC_CONFIG, rng)
+    descriptors = [dict(cases[0][1]) for _ in range(n_heads)]
+    if isinstance(bad, tuple):
+        code, head = bad
+        descriptors[head] = dict(cases[code - 1][1])
+    list_heads = 0 if bad == "list" else n_heads
+    expected = golden.layer_sequencer(DESC_CONFIG, descriptors, desc_addr, list_heads)
+
+    async def testbench(ctx):
+        ctx.set(dut.n_heads, list_heads)
+        ctx.set(dut.list_error, list_problem(DESC_CONFIG, desc_addr, list_heads)[0] == 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        events, running, busy_left = [], False, 0
+        for _ in range(5_000):
+            if ctx.get(dut.done):
+                break
+            ctx.set(dut.head_busy, busy_left > 0)
+            busy_left = max(0, busy_left - 1)
+            served = ctx.get(dut.meta.valid) and rng.random() < 0.4
+            ctx.set(dut.meta.ready, served)
+            if served:
+                kind, block = ctx.get(dut.meta.payload.kind), ctx.get(dut.meta.payload.block)
+                if kind == WANT_DESC:
+                    events.append(("descriptor" if running else "check", block))
+                    ctx.set(dut.desc_error, golden.descriptor_check(DESC_CONFIG, descriptors[block], desc_addr, n_heads))
+                else:
+                    events.append(("table", ctx.get(dut.head)))
+            if ctx.get(dut.head_start):
+                running = True
+            if ctx.get(dut.run):
+                events.append(("run", ctx.get(dut.head)))
+                busy_left = int(rng.integers(1, 20))
+            await ctx.tick()
+        assert ctx.get(dut.done) and not ctx.get(dut.busy)
+        if ctx.get(dut.error):
+            events.append(("error", ctx.get(dut.error_code), ctx.get(dut.error_head)))
+        assert events == expected
+        assert ctx.get(dut.heads_done) == sum(1 for e in expected if e[0] == "run")
 
     run(dut, testbench)

@@ -31,16 +31,22 @@ def test_generate_writes_verilog_with_config_header(tmp_path, capsys):
 
 
 def test_engine_params_report_every_buffer_in_bits():
-    """The engine's params JSON lists its memories; the score buffer follows max_kept_keys, not the sequence."""
+    """The engine's params JSON lists its memories; the score buffer follows max_kept_keys, not the sequence,
+    and nothing grows with the square of the sequence (the bitmap lives in memory: two rows on chip)."""
     config = AcceleratorConfig(rows=4, cols=4, block_size=64, head_dim=64, max_seq_len=4096, max_kept_keys=1024)
     buffers = params(config, "engine")["buffers"]
     assert buffers["score_buffer"] == {"entries": 64 * 1024, "width": 48, "bits": 64 * 1024 * 48}
     assert buffers["k_buffer"]["bits"] == buffers["v_buffer"]["bits"] == 4096 * 64 * 8
     assert buffers["q_buffer"]["bits"] == 2 * 64 * 64 * 8                # two query blocks (prefetch)
-    assert buffers["bitmap"]["bits"] == 64 * 64 * 4
+    assert buffers["bitmap_rows"]["bits"] == 2 * 64 * 8                  # two rows of 64 one-byte entries
+    assert buffers["block_table"]["bits"] == 64 * 4 * 16                 # CQ, CK, CV8, CV4 per block
+    assert buffers["head_counters"]["bits"] == config.max_heads * 8 * 32
     assert buffers["output_accumulator"]["bits"] == 64 * 64 * config.acc_out_width
     assert buffers["total_bits"] == sum(b["bits"] for name, b in buffers.items() if name != "total_bits")
     assert "buffers" not in params(config, "array")
+    longest = AcceleratorConfig(rows=4, cols=4, max_seq_len=1 << 20, max_kept_keys=8192, kv_cache_blocks=64)
+    long_buffers = params(longest, "engine")["buffers"]
+    assert long_buffers["bitmap_rows"]["bits"] == 2 * (1 << 20) // 64 * 8 and long_buffers["total_bits"] < 64 << 20
 
 
 @pytest.mark.parametrize("argv,message", [

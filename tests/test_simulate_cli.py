@@ -8,7 +8,7 @@ import pytest
 from paro.flows.cli import main
 from paro.sw import golden
 from paro.sw.plan import load_plan
-from paro.sw.program import engine_program
+from paro.sw.program import engine_layer
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +59,12 @@ def test_plan_the_engine_does_not_support(tmp_path, capsys):
     assert not report.exists()
 
 
-def test_plan_too_long_for_the_engine(tiny_plan, tmp_path, capsys):
-    long_plan, report = tmp_path / "long.npz", tmp_path / "sim.json"
-    _rewrite_config(tiny_plan, long_plan, max_seq_len=65536)
-    assert main(["simulate", "--plan", str(long_plan), "--report", str(report)]) == 2
-    assert "max_seq_len 65536 is too large to build, use <= 32768" in _error_line(capsys)
+def test_more_heads_than_one_start_runs(tiny_plan, tmp_path, capsys):
+    few, report = tmp_path / "few.npz", tmp_path / "sim.json"
+    _rewrite_config(tiny_plan, few, max_heads=2)
+    assert main(["simulate", "--plan", str(few), "--heads", "all", "--report", str(report)]) == 2
+    assert ("plan cannot run on the engine built for this plan: a layer of 4 heads does not fit one start: "
+            "N_HEADS must be in [1, 2] (build with --max-heads >= 4)") in _error_line(capsys)
     assert not report.exists()
 
 
@@ -82,12 +83,12 @@ def test_rows_beyond_the_head(tiny_plan, tmp_path, capsys):
 
 
 def test_plan_longer_than_the_engine_build(tiny_plan, tmp_path, capsys):
-    """The N_BLOCKS register is checked against the build before anything runs (it used to drop high bits)."""
+    """The descriptor's N_BLOCKS is checked against the build before anything runs (it used to drop high bits)."""
     short, report = tmp_path / "short.npz", tmp_path / "sim.json"
     _rewrite_config(tiny_plan, short, max_seq_len=64, max_kept_keys=64)   # tiny needs 6 blocks of 16: 96 > 64
     assert main(["simulate", "--plan", str(short), "--report", str(report)]) == 2
     line = _error_line(capsys)
-    assert "register N_BLOCKS = 6 is outside [1, 4] (this engine: max_seq_len 64 / block_size 16)" in line
+    assert "head 0: descriptor N_BLOCKS = 6 is outside [1, 4] (this engine: max_seq_len 64 / block_size 16)" in line
     assert "--max-seq-len >= 96" in line
     assert not report.exists()
 
@@ -99,7 +100,7 @@ def test_row_beyond_the_score_buffer(tiny_plan, tmp_path, capsys):
     kept = np.count_nonzero(load_plan(tiny_plan).bitmap[0], axis=1)
     row = int(np.flatnonzero(kept > 2)[0])
     assert main(["simulate", "--plan", str(small), "--report", str(report)]) == 2
-    assert (f"head 0 (plan) cannot run on the engine built for this plan: bitmap row {row} keeps {kept[row]} "
+    assert (f"plan cannot run on the engine built for this plan: head 0: bitmap row {row} keeps {kept[row]} "
             f"blocks ({16 * kept[row]} keys), more than the score buffer holds (max_kept_keys 32); build with "
             f"--max-kept-keys >= {16 * kept.max()}") in _error_line(capsys)
     assert not report.exists()
@@ -176,34 +177,34 @@ def test_simulate_success_report(tiny_plan, tmp_path, capsys, verilator):
     assert result["dense_int8_ideal_cycles"] == bitmap.size * macs // peak
     [entry] = result["per_head"]
     assert result["bit_exact"] is True and result["heads"] == [1] and entry["head"] == 1
-    assert entry["order"] == plan.orders[1] and entry["cycles"] == result["cycles"]
-    assert result["ideal_cycles"] < result["cycles"] < result["dense_int8_cycles"]
+    assert entry["order"] == plan.orders[1] and entry["cycles"] < result["cycles"]     # + the descriptor check
+    assert result["ideal_cycles"] < entry["cycles"] < result["dense_int8_cycles"]
     assert result["utilization"] == pytest.approx(result["ideal_cycles"] / result["cycles"])
     assert result["speedup_vs_dense_int8"] == pytest.approx(result["dense_int8_cycles"] / result["cycles"])
     counters = entry["counters"]
     assert (counters["blocks_8bit"], counters["blocks_4bit"], counters["blocks_skipped"]) == (
         (bitmap == 8).sum(), (bitmap == 4).sum(), (bitmap == 0).sum())
-    assert counters["stall_cycles"] == result["cycles"] - counters["array_beats"]
+    assert counters["stall_cycles"] == entry["cycles"] - counters["array_beats"]
     assert entry["dense_counters"]["KEPT8"] == bitmap.size and result["config"] == config.to_dict()
-    # Memory traffic through the 3-slot K/V cache: Q once per query block, K and V whenever the cache misses
-    # (golden.fetcher); the dense run cycles through 6 blocks a row with 3 slots (LRU thrashes: every K and V
-    # want misses), so it reads far more than Q, K and V once.
+    # Memory traffic through the 3-slot K/V cache: the descriptor (twice: check pass and run) and block table,
+    # Q and the bitmap row once per query block, K and V whenever the cache misses (golden.fetcher); the dense
+    # run cycles through 6 blocks a row with 3 slots (LRU thrashes: every K and V want misses), so it reads
+    # far more than Q, K and V once.
     tokens_bytes = bitmap.shape[0] * config.block_size * config.head_dim
-    registers = engine_program(plan, 1).registers
-    footprint = sum(rows * config.head_dim for _, rows in golden.fetcher(bitmap, registers, config))
-    dense = sum(rows * config.head_dim for _, rows in golden.fetcher(np.full_like(bitmap, 8), registers, config))
-    assert config.kv_cache_blocks == 3 and result["bytes_read"] == footprint
+    footprint, [head_footprint] = golden.layer_reads(engine_layer(plan, [1]), config)
+    dense, _ = golden.layer_reads(engine_layer(plan, [1], dense=True), config)
+    assert config.kv_cache_blocks == 3 and result["bytes_read"] == footprint and entry["bytes_read"] == head_footprint
     assert result["dense_int8_bytes_read"] == dense > 3 * tokens_bytes
     assert result["bytes_written"] == 2 * tokens_bytes
     out = capsys.readouterr().out
-    assert f"head 1 ({plan.orders[1]}): bit_exact True, {result['cycles']} cycles" in out
-    assert "1 head(s), query blocks 0..5 on verilator (cocotb mode): bit_exact True" in out
+    assert f"head 1 ({plan.orders[1]}): bit_exact True, {entry['cycles']} cycles" in out
+    assert "1 head(s) in one start, query blocks 0..5 on verilator (cocotb mode): bit_exact True" in out
 
 
 @pytest.mark.xdist_group("engine-tiny-verilator")
 def test_simulate_heads_and_rows(tiny_plan, tmp_path, verilator):
-    """Two heads, query blocks 2..4 only: each head's codes of those blocks bit-exact, counters and ideal
-    cycles of those rows, totals the sums of the heads."""
+    """Two heads in one start, query blocks 2..4 only: each head's codes of those blocks bit-exact, counters
+    and ideal cycles of those rows; the layer's totals cover both heads and the descriptor checks."""
     report = tmp_path / "sim.json"
     assert main(["simulate", "--plan", str(tiny_plan), "--heads", "0,2", "--rows", "2:5", "--report", str(report)]) == 0
     result = json.loads(report.read_text())
@@ -217,5 +218,22 @@ def test_simulate_heads_and_rows(tiny_plan, tmp_path, verilator):
         assert (counters["blocks_8bit"], counters["blocks_4bit"]) == ((rows == 8).sum(), (rows == 4).sum())
         macs = 2 * B * B * d
         assert entry["ideal_cycles"] == ((rows == 8).sum() * macs // 16 + (rows == 4).sum() * macs // 32)
-    for key in ("cycles", "ideal_cycles", "bytes_read", "dense_int8_cycles"):
+    for key in ("ideal_cycles", "dense_int8_ideal_cycles"):
         assert result[key] == sum(entry[key] for entry in result["per_head"])
+    for key in ("cycles", "bytes_read", "dense_int8_cycles", "dense_int8_bytes_read"):
+        assert result[key] > sum(entry[key] for entry in result["per_head"])
+    assert result["bytes_read"] == golden.layer_reads(engine_layer(plan, [0, 2], rows=range(2, 5)), plan.config)[0]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["simulate", "--plan", "p.npz", "--rows", "5"], "paro: error: argument --rows: --rows must be FIRST:STOP"),
+    (["calibrate", "--grid", "1,2", "-o", "x.npz"], "paro: error: argument --grid: --grid must be F,H,W"),
+    (["simulate", "--plan", "p.npz", "--gap", "lots"], "paro: error: argument --gap: invalid float value: 'lots'"),
+    (["bogus"], "paro: error: argument command: invalid choice: 'bogus'"),
+])
+def test_malformed_command_line_is_one_line(tmp_path, capsys, argv, message):
+    """argparse's usage block is not printed: one line naming the argument and where help is, exit 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "--help`)" in err
+    assert list(tmp_path.iterdir()) == []

@@ -13,9 +13,9 @@ from ..errors import ParoError
 from ..files import atomic_write, save_figure
 from ..sim.runner import run_bench
 from ..sw.plan import load_plan
-from ..sw.program import engine_program
+from ..sw.program import engine_layer
 from .provenance import progress, provenance
-from .simulate import run_programs
+from .simulate import run_layers
 
 __all__ = ["bench_array", "bench_engine_speed", "ARRAY_BENCH_SIZES"]
 
@@ -123,14 +123,14 @@ def bench_engine_speed(plan_path, output, head=1, build_dir=None):
     one invocation, memory at one beat per cycle; writes ``output`` (JSON) and a PNG beside it."""
     output = Path(output)
     plan = load_plan(plan_path)
-    prog = engine_program(plan, head)
+    layer = engine_layer(plan, [head])
     modes = {}
     for mode in ("cocotb", "fast"):
         progress(f"engine speed bench: head {head} in the {mode} mode on verilator")
         stats = []
-        (counters,) = run_programs(plan.config, [prog], "verilator", gap=0, tag="speed", build_dir=build_dir,
+        [(totals, _)] = run_layers(plan.config, [layer], "verilator", gap=0, tag="speed", build_dir=build_dir,
                                    fast=mode == "fast", stats=stats)
-        modes[mode] = {**stats[0], "engine_cycles": counters["CYCLES"], "bit_exact": True}
+        modes[mode] = {**stats[0], "engine_cycles": totals["CYCLES"], "bit_exact": True}
     result = {
         "benchmark": "engine_simulation_speed", **provenance(), "plan": str(plan_path), "head": head,
         "config": plan.config.to_dict(), "simulator": "verilator", "modes": modes,

@@ -52,12 +52,16 @@ def _add_kept_keys_arg(parser):
                         help="keys one query-block row may keep: the score buffer's size (default: max_seq_len)")
     parser.add_argument("--kv-cache-blocks", type=int, default=None,
                         help="slots of the engine's K/V block cache, one key block each (default: max_blocks)")
+    parser.add_argument("--max-heads", type=int, default=AcceleratorConfig.max_heads,
+                        help="heads one engine start runs at most (descriptors in its list; calibrate raises it "
+                             "to the workload's heads)")
 
 
 def _config(args):
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size, head_dim=args.head_dim,
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
-                             max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks)
+                             max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
+                             max_heads=args.max_heads)
 
 
 def cmd_generate(args):
@@ -113,7 +117,7 @@ def cmd_calibrate(args):
     config = AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
                                head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
                                max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
-                               kv_cache_blocks=args.kv_cache_blocks)
+                               kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads))
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits)
     save_plan(plan, args.output)
     if args.report:
@@ -158,7 +162,7 @@ def _print_simulation(result):
               f"{entry['bytes_read']} ({entry['bytes_read_vs_dense']:.2f}x dense); blocks 8-bit {c['blocks_8bit']}, "
               f"4-bit {c['blocks_4bit']}, skipped {c['blocks_skipped']}, stall cycles {c['stall_cycles']}")
     first, last = result["query_blocks"]
-    print(f"{len(result['heads'])} head(s), query blocks {first}..{last} on {result['simulator']} "
+    print(f"{len(result['heads'])} head(s) in one start, query blocks {first}..{last} on {result['simulator']} "
           f"({result['mode']} mode): bit_exact {result['bit_exact']}, {result['cycles']} cycles, utilization "
           f"{result['utilization']:.3f}, {result['speedup_vs_dense_int8']:.2f}x fewer cycles than dense INT8, "
           f"bytes read {result['bytes_read_vs_dense']:.2f}x dense")
@@ -229,8 +233,20 @@ def _add_build_dir_arg(parser):
 FILE_OUTPUTS = ("output", "report")
 
 
+class _UsageError(Exception):
+    """A malformed command line, raised by :class:`_Parser` instead of argparse's usage block and exit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``paro: error: <what>`` (and where to look), exit status 2 from
+    :func:`main`; sub-commands use the same class."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="paro", description="Accelerator generator for video-generation attention")
+    parser = _Parser(prog="paro", description="Accelerator generator for video-generation attention")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="emit Verilog (and a params JSON beside it)")
@@ -308,7 +324,11 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as error:
+        print(f"paro: error: {error}", file=sys.stderr)
+        return 2
     try:
         if args.command not in ("plot", "demo"):
             for name in FILE_OUTPUTS:

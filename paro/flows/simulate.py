@@ -1,8 +1,8 @@
-"""``paro simulate``: run a BlockPlan head on the attention engine RTL and check it against the golden model.
+"""``paro simulate``: run heads of a BlockPlan on the attention engine RTL and check them against the golden model.
 
-One invocation builds the engine for the plan's configuration, runs the plan's head (its bitmap) and the
-same head as a dense INT8 baseline (every block 8-bit, none skipped, same array) through the same build,
-with Q/K/V in an AXI4 memory model (``gap``: the probability that any bus channel pauses in a cycle; 0 is
+One invocation builds the engine for the plan's configuration, runs the chosen heads (their bitmaps) as one
+layer (one engine start, descriptors in memory) and the same heads as a dense INT8 baseline layer (every
+block 8-bit, none skipped, same array) through the same build, with everything in an AXI4 memory model (``gap``: the probability that any bus channel pauses in a cycle; 0 is
 one beat per cycle), compares every output code with :mod:`paro.sw.golden` and reports cycles, ideal
 cycles, bytes read and counters.
 
@@ -28,12 +28,12 @@ from ..sim.engine_check import Mismatch
 from ..sim.fast import run_fast
 from ..sim.runner import SIMULATORS, BenchFailure, run_bench, simulator_problem
 from ..sim.streams import CLOCK_NS
-from ..sw.contract import MAX_BURST_BEATS, check_engine_config, check_program, save_program
+from ..sw.contract import MAX_BURST_BEATS, check_engine_config, check_layer, save_layer
 from ..sw.plan import load_plan
-from ..sw.program import engine_program, plan_workload
+from ..sw.program import engine_layer, plan_workload
 from .provenance import progress, provenance
 
-__all__ = ["simulate", "ideal_cycles", "run_programs"]
+__all__ = ["simulate", "ideal_cycles", "run_layers"]
 
 
 def ideal_cycles(config, bitmap):
@@ -43,51 +43,61 @@ def ideal_cycles(config, bitmap):
     return int(sum(per_block // peak[int(b)] for b in np.asarray(bitmap).ravel() if b))
 
 
-def cycle_limit(config, prog, read_latency=0):
-    """A generous bound on a program's cycles (4x ideal plus per-token and per-burst overheads): a hang, not
-    a slow run."""
-    # At most each query block's Q, and K and V of every kept block of every row (a cache miss each).
-    fetches = prog.q8.shape[0] // config.block_size + 2 * int(np.count_nonzero(prog.bitmap))
+def cycle_limit(config, layer, read_latency=0):
+    """A generous bound on a layer's cycles (per head 4x ideal plus per-token and per-burst overheads): a
+    hang, not a slow run."""
+    limit = 10_000
     bursts = -(-config.block_size * config.head_dim * 8 // config.axi_data_bits // MAX_BURST_BEATS)
-    return 4 * ideal_cycles(config, prog.bitmap) + 200 * prog.q8.shape[0] + 10_000 + 4 * fetches * bursts * read_latency
+    for prog in layer.heads:
+        # At most each query block's Q and bitmap row, and K and V of every kept block of every row.
+        fetches = 2 * prog.q8.shape[0] // config.block_size + 2 * int(np.count_nonzero(prog.bitmap))
+        limit += (4 * ideal_cycles(config, prog.bitmap) + 200 * prog.q8.shape[0] + 1000
+                  + 4 * fetches * bursts * read_latency)
+    return limit
 
 
-def run_programs(config, programs, simulator, seed=20261125, gap=0.2, tag="engine", build_dir=None, read_latency=0,
-                 fast=False, stats=None):
-    """Run engine programs (:class:`paro.sw.contract.EngineProgram`) in one build; return their counters.
+def run_layers(config, layers, simulator, seed=20261125, gap=0.2, tag="engine", build_dir=None, read_latency=0,
+               fast=False, stats=None, expect_errors=None):
+    """Run engine layers (:class:`paro.sw.contract.EngineLayer`, one start each) in one build; return per
+    layer ``(totals, per_head)`` counters.
 
     ``fast`` runs them in the fast mode (:mod:`paro.sim.fast`, Verilator only, no bus pauses) instead of the
-    cocotb bench. ``stats`` (a list) receives the simulation speed: one entry per program in the fast mode,
-    one for the whole cocotb run (``run_cycles``, ``wall_seconds``, ``cycles_per_second``). Every program is checked
-    against the contract first. Raises :class:`ParoError` saying what failed: the build (from the runner), a
-    program that did not finish, or the first output that differs from the golden model.
+    cocotb bench. ``stats`` (a list) receives the simulation speed: one entry per layer in the fast mode, one
+    for the whole cocotb run (``run_cycles``, ``wall_seconds``, ``cycles_per_second``). Every layer is checked
+    against the contract first, except those ``expect_errors`` (per layer ``None`` or ``(code, head)``) says
+    the engine must refuse. Raises :class:`ParoError` saying what failed: the build (from the runner), a
+    layer that did not finish, or the first output that differs from the golden model.
     """
-    for n, prog in enumerate(programs):
-        try:
-            check_program(config, prog)
-        except ParoError as error:
-            raise ParoError(f"program {n} cannot run on this engine: {error}") from None
-    limits = [cycle_limit(config, p, read_latency) for p in programs]
+    expect_errors = expect_errors or [None] * len(layers)
+    for n, (layer, expected) in enumerate(zip(layers, expect_errors)):
+        if expected is None:
+            try:
+                check_layer(config, layer)
+            except ParoError as error:
+                raise ParoError(f"layer {n} cannot run on this engine: {error}") from None
+    limits = [cycle_limit(config, layer, read_latency) for layer in layers]
     if fast:
         if simulator != "verilator":
             raise ParoError(f"the fast mode runs on Verilator only, not {simulator}; drop --fast or use verilator")
         if gap:
             raise ParoError("the fast mode's memory never pauses; drop --gap, or run without --fast")
         try:
-            results = run_fast(config, programs, build_dir=build_dir, read_latency=read_latency, cycle_limits=limits)
+            results = run_fast(config, layers, build_dir=build_dir, read_latency=read_latency, cycle_limits=limits,
+                               expect_errors=expect_errors)
         except Mismatch as error:
             raise _failure(simulator + " (fast mode)", error.status, error.program, error.detail) from None
         if stats is not None:
-            stats.extend(s for _, s in results)
-        return [counters for counters, _ in results]
+            stats.extend(s for _, _, s in results)
+        return [(totals, per_head) for totals, per_head, _ in results]
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(tmp) / f"program{n}.npz" for n in range(len(programs))]
-        outcomes = [Path(tmp) / f"outcome{n}.json" for n in range(len(programs))]
-        for path, prog in zip(paths, programs):
-            save_program(config, prog, path)
-        env = {"PARO_PROGRAMS": os.pathsep.join(map(str, paths)),
+        paths = [Path(tmp) / f"layer{n}.npz" for n in range(len(layers))]
+        outcomes = [Path(tmp) / f"outcome{n}.json" for n in range(len(layers))]
+        for path, layer, expected in zip(paths, layers, expect_errors):
+            save_layer(config, layer, path, check=expected is None)
+        env = {"PARO_LAYERS": os.pathsep.join(map(str, paths)),
                "PARO_OUTCOMES": os.pathsep.join(map(str, outcomes)),
                "PARO_CYCLE_LIMITS": os.pathsep.join(map(str, limits)),
+               "PARO_EXPECT_ERRORS": json.dumps([list(e) if e else None for e in expect_errors]),
                "PARO_GAP": str(gap), "PARO_READ_LATENCY": str(read_latency)}
         try:
             results = run_bench(config, "engine", "paro.sim.test_engine", simulator, seed=seed, tag=tag,
@@ -100,7 +110,7 @@ def run_programs(config, programs, simulator, seed=20261125, gap=0.2, tag="engin
             raise _failure(simulator, failed[0]["status"], failed[0]["program"], failed[0]["detail"]) from None
         if stats is not None:
             stats.append(_cocotb_speed(results))
-        return [json.loads(o.read_text())["counters"] for o in outcomes]
+        return [(o["totals"], o["per_head"]) for o in (json.loads(path.read_text()) for path in outcomes)]
 
 
 def _cocotb_speed(results_xml):
@@ -111,15 +121,16 @@ def _cocotb_speed(results_xml):
     return {"run_cycles": int(cycles), "wall_seconds": seconds, "cycles_per_second": cycles / seconds}
 
 
-def _failure(where, status, program, detail):
-    what = "did not match the golden model" if status == "mismatch" else "did not finish"
-    return ParoError(f"the engine on {where} {what}: program {program}, {detail}")
+def _failure(where, status, layer, detail):
+    what = {"mismatch": "did not match the golden model", "error": "refused a layer it should have run"}.get(
+        status, "did not finish")
+    return ParoError(f"the engine on {where} {what}: layer {layer}, {detail}")
 
 
 def _summary(config, prog, counters):
-    """Cycles, ideal cycles and bytes of one run (ideal over the query blocks the program computes)."""
-    first, count = int(prog.registers["ROW_FIRST"]), int(prog.registers["ROW_COUNT"])
-    return {"cycles": counters["CYCLES"], "ideal_cycles": ideal_cycles(config, prog.bitmap[first:first + count]),
+    """Cycles, ideal cycles and bytes of one head (ideal over the query blocks it computes)."""
+    rows = prog.rows
+    return {"cycles": counters["CYCLES"], "ideal_cycles": ideal_cycles(config, prog.bitmap[rows.start:rows.stop]),
             "bytes_read": counters["BYTES_READ"], "bytes_written": counters["BYTES_WRITTEN"]}
 
 
@@ -152,33 +163,30 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
     # buffer (nothing else differs, so the cycles are those of the same array and datapath).
     tokens = plan.bitmap.shape[1] * config.block_size
     dense_config = config if config.max_kept_keys >= tokens else dataclasses.replace(config, max_kept_keys=None)
-    programs, dense_programs = [], []
-    for n, head in enumerate(heads, 1):
-        progress(f"golden model {n}/{len(heads)}: head {head} and its dense INT8 baseline")
-        programs.append(engine_program(plan, head, workload=workload, rows=rows))
-        dense_programs.append(engine_program(plan, head, bitmap=np.full_like(plan.bitmap[head], 8),
-                                             workload=workload, rows=rows))
-        for name, c, p in (("plan", config, programs[-1]), ("dense INT8 baseline", dense_config, dense_programs[-1])):
-            try:
-                check_program(c, p)
-            except ParoError as error:
-                raise ParoError(f"head {head} ({name}) cannot run on the engine built for this plan: {error}") from None
-    first, count = int(programs[0].registers["ROW_FIRST"]), int(programs[0].registers["ROW_COUNT"])
-    ideal_total = sum(ideal_cycles(config, p.bitmap[first:first + count]) for p in programs + dense_programs)
-    progress(f"{simulator}{' fast mode' if fast else ''}: {len(heads)} head(s), "
+    progress(f"golden model: {len(heads)} head(s) and their dense INT8 baselines")
+    layer = engine_layer(plan, heads, workload=workload, rows=rows)
+    dense_layer = engine_layer(plan, heads, workload=workload, rows=rows, dense=True)
+    for name, c, candidate in (("plan", config, layer), ("dense INT8 baseline", dense_config, dense_layer)):
+        try:
+            check_layer(c, candidate)
+        except ParoError as error:
+            raise ParoError(f"{name} cannot run on the engine built for this plan: {error}") from None
+    first, count = layer.heads[0].rows.start, len(layer.heads[0].rows)
+    ideal_total = sum(ideal_cycles(config, p.bitmap[first:first + count]) for p in layer.heads + dense_layer.heads)
+    progress(f"{simulator}{' fast mode' if fast else ''}: {len(heads)} head(s) in one start, "
              f"query blocks {first}..{first + count - 1}, "
              f"plan and dense INT8 (~{ideal_total / 1e6:.1f}M ideal cycles)")
     start = time.monotonic()
     stats, options = [], dict(gap=gap, build_dir=build_dir, read_latency=read_latency, fast=fast)
     if dense_config == config:
-        both = run_programs(config, programs + dense_programs, simulator, stats=stats, **options)
-        counters, dense_counters = both[:len(heads)], both[len(heads):]
+        (totals, counters), (dense_totals, dense_counters) = run_layers(config, [layer, dense_layer], simulator,
+                                                                        stats=stats, **options)
     else:
-        counters = run_programs(config, programs, simulator, stats=stats, **options)
-        dense_counters = run_programs(dense_config, dense_programs, simulator, tag="engine-dense", stats=stats,
-                                      **options)
+        [(totals, counters)] = run_layers(config, [layer], simulator, stats=stats, **options)
+        [(dense_totals, dense_counters)] = run_layers(dense_config, [dense_layer], simulator, tag="engine-dense",
+                                                      stats=stats, **options)
     per_head = []
-    for head, prog, dense, c, dc in zip(heads, programs, dense_programs, counters, dense_counters):
+    for head, prog, dense, c, dc in zip(heads, layer.heads, dense_layer.heads, counters, dense_counters):
         plan_run, dense_run = _summary(config, prog, c), _summary(config, dense, dc)
         entry = {"head": head, "order": plan.orders[head], "bit_exact": True, **plan_run,
                  "dense_int8_cycles": dense_run["cycles"], "dense_int8_ideal_cycles": dense_run["ideal_cycles"],
@@ -188,9 +196,12 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
                               "stall_cycles": c["STALL_CYCLES"]},
                  "dense_counters": dc}
         per_head.append({**entry, **_ratios(entry)})
-    keys = ("cycles", "ideal_cycles", "bytes_read", "bytes_written", "dense_int8_cycles", "dense_int8_ideal_cycles",
-            "dense_int8_bytes_read")
-    total = {key: sum(entry[key] for entry in per_head) for key in keys}
+    # Totals of the whole start (the layer's registers: descriptor checks and per-head setup included).
+    total = {"cycles": totals["CYCLES"], "ideal_cycles": sum(e["ideal_cycles"] for e in per_head),
+             "bytes_read": totals["BYTES_READ"], "bytes_written": totals["BYTES_WRITTEN"],
+             "dense_int8_cycles": dense_totals["CYCLES"],
+             "dense_int8_ideal_cycles": sum(e["dense_int8_ideal_cycles"] for e in per_head),
+             "dense_int8_bytes_read": dense_totals["BYTES_READ"], "heads_done": totals["HEADS_DONE"]}
     result = {
         "benchmark": "simulate", **provenance(), "plan": str(plan_path), "heads": heads,
         "query_blocks": [first, first + count - 1], "simulator": simulator, "mode": "fast" if fast else "cocotb",
@@ -199,9 +210,11 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
         "memory": {"model": "C++ AXI4 RAM (fast mode)" if fast else "cocotbext-axi AxiRam",
                    "pause_probability": gap, "read_latency_cycles": read_latency,
                    "axi_data_bits": config.axi_data_bits, "kv_cache_blocks": config.kv_cache_blocks},
-        "units": {"cycles": "engine clock cycles from start to done (first read to last write response), summed "
-                            "over the heads",
-                  "bytes_read": "bytes the engine's AXI4 master read (Q, and K/V blocks on cache misses)",
+        "units": {"cycles": "engine clock cycles from START to done for the whole layer (one start: descriptor "
+                            "checks, then every head); per head, from reading its descriptor to its last write "
+                            "response",
+                  "bytes_read": "bytes the engine's AXI4 master read (descriptors, block tables, bitmap rows, Q, "
+                                "and K/V blocks on cache misses)",
                   "ideal_cycles": "kept-block MACs / (R*C*products per PE per cycle in each block's mode)",
                   "stall_cycles": "busy cycles in which the array took no input beat"},
         "per_head": per_head, "simulation_speed": stats, "seconds": round(time.monotonic() - start, 1),

@@ -1,0 +1,49 @@
+"""Block table: the per-block score and value multipliers of the head being run, read from memory once per head.
+
+Golden twin: :func:`paro.sw.golden.block_table` (block ``j``'s record ``{CQ, CK, CV8, CV4}`` from the table's
+bytes; layout in :mod:`paro.sw.contract`: four little-endian ``uint16`` per block, ``head_dim / 8`` blocks a
+line).
+
+The fetcher writes the table's lines (``we``, ``addr`` = line index, ``data``; at the clock edge) into a
+memory of ``ceil(8 * max_blocks / head_dim)`` lines. Four combinational read ports give ``cq_data``,
+``ck_data``, ``cv8_data`` and ``cv4_data`` of the blocks at ``cq_addr`` (a query block), ``ck_addr``,
+``cv8_addr`` and ``cv4_addr`` (key blocks) in the same cycle.
+"""
+
+from amaranth import Module
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from paro.sw.contract import TABLE_FIELDS, TABLE_RECORD_BYTES, engine_buffers
+
+from .component import EngineBlock
+
+__all__ = ["BlockTable"]
+
+
+class BlockTable(EngineBlock):
+    def __init__(self, config):
+        lines = engine_buffers(config)["block_table"]["entries"]
+        super().__init__(config, {
+            "we": In(1), "addr": In(range(max(lines, 2))), "data": In(8 * config.head_dim),
+            **{f"{t.lower()}_addr": In(range(config.max_blocks)) for t in TABLE_FIELDS},
+            **{f"{t.lower()}_data": Out(16) for t in TABLE_FIELDS},
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        per_line = cfg.head_dim // TABLE_RECORD_BYTES             # records per line, a power of two >= 1
+        shift = per_line.bit_length() - 1
+        m.submodules.lines = lines = Memory(shape=8 * cfg.head_dim,
+                                            depth=engine_buffers(cfg)["block_table"]["entries"], init=[])
+        write = lines.write_port()
+        m.d.comb += [write.en.eq(self.we), write.addr.eq(self.addr), write.data.eq(self.data)]
+        for field, name in enumerate(TABLE_FIELDS):
+            read = lines.read_port(domain="comb")
+            block = getattr(self, f"{name.lower()}_addr")
+            record = block[:shift] if shift else 0
+            m.d.comb += [read.addr.eq(block >> shift),
+                         getattr(self, f"{name.lower()}_data").eq(
+                             read.data.word_select(record * len(TABLE_FIELDS) + field, 16))]
+        return m
