@@ -6,21 +6,21 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
 
 * ``LOAD_Q``: wants query block ``i`` (Q rows, bitmap row) from the :class:`~.fetcher.Fetcher`; then resets the
   row maxima, latches ``cq_i`` and starts the scheduler's walk of row ``i``.
-* ``A_NEXT`` / ``A_TILES``: per kept block (from the scheduler; taken once the fetcher has its K rows on
-  chip), ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one beat per cycle while the feed
-  advances; each tile's first beat pushes its descriptor (and waits for room in the tile queue). ``A_WAIT``:
-  until the feed and the tile queue are empty.
-* ``B_NEXT``: the next kept block (taken once its V rows are on chip); per query group ``B_PRESCAN`` reads
-  the block's ``B`` stored scores of the group's lanes (one key per cycle, after the feed has emptied) for
-  each lane's segment maximum, ``B_ZCALC`` (one cycle) registers the segment shifts ``z``, and ``B_TILES``
-  issues ``d/R`` PV tiles of ``B`` beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
+* ``A_NEXT`` / ``A_TILES``: per kept block (taken from the scheduler once its K rows are on chip),
+  ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one a cycle while the feed advances; a tile's
+  first beat pushes its descriptor (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty.
+* ``B_NEXT``: the next kept block (once its V rows are on chip); per query group ``B_PRESCAN`` reads the
+  block's ``B`` stored scores of the group's lanes (a key a cycle, once the feed is empty) for each lane's
+  segment maximum, ``B_ZCALC`` registers the shifts ``z``, ``B_TILES`` issues ``d/R`` PV tiles of ``B``
+  beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
 * Output: ``B_WAIT`` starts the output stage (``out_start``) and goes on to the next query block: output
   and write-back run beside its ``LOAD_Q`` and pass A. ``A_WAIT`` waits for them (``out_idle``) before pass
   B overwrites the row sums (``reset_sums``) and accumulators they read. After the last block ``OUT`` waits
   for the write-back, then ``IDLE`` with ``done``.
 
-All buffer read addresses come from here (synchronous reads, enabled by the feed's ``advance``); K and V rows
-come from the cache slot the fetcher gave with the block (``slot``).
+While a block computes, ``hint`` names the scheduler's next kept block (K in pass A, V in pass B) so the
+fetcher can bring it early. All buffer read addresses come from here (synchronous reads, enabled by the
+feed's ``advance``); K and V rows come from the cache slot the fetcher gave with the block (``slot``).
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -52,9 +52,9 @@ class EngineController(ConfiguredComponent):
             "kept": In(stream.Signature(kept_layout(nb))),
             "sched_start": Out(1), "sched_row": Out(range(nb)), "sched_count": Out(1),
             **{f"{t}_addr": Out(range(nb)) for t in ("cq", "ck", "cv8", "cv4")},
-            **{f"{t}_data": In(16) for t in ("cq", "ck", "cv8", "cv4")},
-            "cq": Out(16),
+            **{f"{t}_data": In(16) for t in ("cq", "ck", "cv8", "cv4")}, "cq": Out(16),
             "want": Out(stream.Signature(want_layout(config))), "slot": In(range(config.kv_cache_blocks)),
+            "hint": Out(want_layout(config)), "hint_valid": Out(1),
             "q_addr": Out(data.ArrayLayout(range(2 * B), R)),
             "k_addr": Out(data.ArrayLayout(range(config.kv_cache_blocks * B), lanes)),
             "v_addr": Out(range(config.kv_cache_blocks * B)),
@@ -62,19 +62,16 @@ class EngineController(ConfiguredComponent):
             "scores": In(scores), "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "z": Out(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
-            "reset_max": Out(1), "reset_sums": Out(1),
+            "reset_max": Out(1), "reset_sums": Out(1), "acc_pending": In(1),
             "tile": Out(tile_layout(config)), "tile_push": Out(1), "tile_room": In(1), "tiles_empty": In(1),
-            "acc_pending": In(1),
             "out_start": Out(1), "out_idle": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, C, B, d = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim
-        lanes = 2 * C
-        busy = Signal()
-        query_block = Signal(range(cfg.max_blocks + 1))
+        R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, 2 * cfg.cols
+        busy, pass_b, query_block = Signal(), Signal(), Signal(range(cfg.max_blocks + 1))
         key_block, kept_index = Signal(range(cfg.max_blocks)), Signal(range(cfg.max_kept_blocks + 1))
         key_slot = Signal(range(cfg.kv_cache_blocks))          # the block's slot in the K/V buffers
         four_bit, ck, cv = Signal(), Signal(20), Signal(16)
@@ -86,7 +83,10 @@ class EngineController(ConfiguredComponent):
         keys_per_tile = Signal(range(lanes + 1))
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
         m.d.comb += [self.busy.eq(busy), self.z.eq(z), self.sched_row.eq(query_block),
-                     keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room)]
+                     keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room),
+                     # the scheduler's next kept block while this one computes: the fetcher may fetch it early
+                     self.hint_valid.eq(busy & self.kept.valid & ~self.kept.payload.end & ~self.want.valid),
+                     self.hint.kind.eq(Mux(pass_b, WANT_V, WANT_K)), self.hint.block.eq(self.kept.payload.j)]
         cmd, tile = self.cmd, self.tile
         m.submodules.segment_shift = segment_shift = SegmentShift(cfg)
         for n in range(lanes):
@@ -117,7 +117,7 @@ class EngineController(ConfiguredComponent):
                              self.want.payload.block.eq(query_block), self.cq_addr.eq(query_block)]
                 with m.If(self.want.ready):
                     m.d.comb += [self.reset_max.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
-                    m.d.sync += [kept_index.eq(0), self.cq.eq(self.cq_data)]
+                    m.d.sync += [kept_index.eq(0), self.cq.eq(self.cq_data), pass_b.eq(0)]
                     m.next = "A_NEXT"
             with m.State("A_NEXT"):
                 fetched = want_kept_block(WANT_K)
@@ -152,7 +152,7 @@ class EngineController(ConfiguredComponent):
                 # Pass B overwrites the row sums and accumulators the previous block's output stage reads.
                 with m.If(~self.feed_busy & self.tiles_empty & self.out_idle):
                     m.d.comb += [self.sched_start.eq(1), self.reset_sums.eq(1)]
-                    m.d.sync += kept_index.eq(0)
+                    m.d.sync += [kept_index.eq(0), pass_b.eq(1)]
                     m.next = "B_NEXT"
             with m.State("B_NEXT"):
                 fetched = want_kept_block(WANT_V)

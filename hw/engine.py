@@ -1,8 +1,9 @@
 """Attention engine: a layer of heads of block-sparse, mixed-precision attention, each driven by its plan.
 
 Golden twin: :func:`paro.sw.golden.attention_head` per head (every integer, per query block
-:func:`paro.sw.golden.attention_block_row`), :func:`paro.sw.golden.layer_sequencer` for the order of heads. This file only wires the blocks; each block's file states
-its own cycle behaviour and has its own golden twin and unit test:
+:func:`paro.sw.golden.attention_block_row`), :func:`paro.sw.golden.layer_sequencer` for the order of heads.
+This file only wires the blocks; each block's file states its cycle behaviour and has its golden twin and
+unit test:
 
 ====================================== ==================================================================
 block                                  does
@@ -146,7 +147,7 @@ class AttentionEngine(EngineBlock):
         wiring.connect(m, array.c, tiles.c)
         wiring.connect(m, out.o, writer.o)
         wiring.connect(m, ctrl.want, fetch.want)
-        m.d.comb += ctrl.slot.eq(fetch.slot)
+        m.d.comb += [ctrl.slot.eq(fetch.slot), fetch.hint.eq(ctrl.hint), fetch.hint_valid.eq(ctrl.hint_valid)]
         wiring.connect(m, fetch.req, reader.req)
         wiring.connect(m, reader.row, fetch.row)
         connect_members(m, self.m_axi, reader.axi)

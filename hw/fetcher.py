@@ -21,8 +21,13 @@ row``), then the bitmap row's ``bitmap_lines`` lines to the same half of the bit
 
 Prefetch (background fetches): serving query block ``i``'s Q arms a prefetch of query block ``i + 1`` (Q and
 bitmap row) if it is below ``row_end`` (the other halves, not in use); fetching a K block arms a prefetch of
-the same block's V into its slot (pass B will want it). The V prefetch goes before any other fetch, so the
-cache sees the same sequence of fills for any memory timing; the Q prefetch goes after a waiting want.
+the same block's V into its slot (pass B will want it); and the controller's ``hint`` (the scheduler's next
+kept block, K in pass A, V in pass B, while the current block computes) is fetched when it is not on chip,
+so a miss overlaps compute (K/V double-buffering through the cache; only with two slots or more, where LRU
+never takes the slot of the block being computed, the most recently wanted). Order in ``IDLE``: the V
+prefetch, a waiting want, a meta want, the Q prefetch, the hint. A hinted block is fetched in the order
+the controller will want it, after the current block's want touched its slot, so the cache makes the same
+decisions as for the wants alone: :func:`paro.sw.golden.kv_cache` still predicts every fetch.
 ``start`` (a new head) empties the cache and forgets both Q halves.
 """
 
@@ -60,6 +65,7 @@ class Fetcher(EngineBlock):
             "bitmap_lines": In(range(lines + 1)),
             "table_lines": In(range(engine_buffers(config)["block_table"]["entries"] + 1)),
             "want": In(stream.Signature(want_layout(config))), "slot": Out(range(config.kv_cache_blocks)),
+            "hint": In(want_layout(config)), "hint_valid": In(1),
             "meta": In(stream.Signature(want_layout(config))),
             "req": Out(stream.Signature(read_request_layout(config))),
             "row": In(stream.Signature(row_layout(config))),
@@ -96,22 +102,31 @@ class Fetcher(EngineBlock):
                                             self.q_addr + (current.block << _log2(B * d)))),
                              lines.eq(Mux(current.part, self.bitmap_lines, B))]
             with m.Case(WANT_K, WANT_V):
-                m.d.comb += [address.eq(Mux(kind == WANT_K, self.k_addr, self.v_addr) + (current.block << _log2(B * d))),
-                             lines.eq(B)]
+                base = Mux(kind == WANT_K, self.k_addr, self.v_addr)
+                m.d.comb += [address.eq(base + (current.block << _log2(B * d))), lines.eq(B)]
             with m.Case(WANT_DESC):
                 m.d.comb += [address.eq(self.desc_addr + (current.block << _log2(descriptor_stride(cfg)))),
                              lines.eq(descriptor_lines(cfg))]
             with m.Case(WANT_TABLE):
                 m.d.comb += [address.eq(self.table_addr), lines.eq(self.table_lines)]
-        want_hit, want_miss = Signal(), Signal()
+        # The cache looks up the block being installed (EVICT), else the want, else the hint.
+        want_hit, want_miss, evicting, hint_miss = Signal(), Signal(), Signal(), Signal()
+        lookup = Signal(want_layout(cfg))
+        with m.If(evicting):
+            m.d.comb += [lookup.kind.eq(current.kind), lookup.block.eq(current.block)]
+        with m.Else():
+            m.d.comb += lookup.eq(Mux(self.want.valid, want, self.hint))
         m.d.comb += [
-            cache.start.eq(self.start), cache.block.eq(want.block), cache.kind.eq(want.kind),
+            cache.start.eq(self.start), cache.block.eq(lookup.block), cache.kind.eq(lookup.kind),
             self.slot.eq(cache.slot),
             self.req.payload.addr.eq(address), self.req.payload.rows.eq(lines),
             self.wr_addr.eq(Mux(kind == WANT_Q, Mux(current.part, current.block[0] * half_lines, current.block[0] * B),
                                 Mux((kind == WANT_K) | (kind == WANT_V), current.slot * B, 0)) + row_index),
             self.wr_data.eq(self.row.payload),
-            want_hit.eq(self.want.valid & Mux(want.kind == WANT_Q, q_on_chip(want.block), cache.hit)),
+            want_hit.eq(self.want.valid & ~evicting & Mux(want.kind == WANT_Q, q_on_chip(want.block), cache.hit)),
+            # A hinted block is fetched early only with two slots or more: LRU then never takes the slot of the
+            # block being computed (the most recently wanted).
+            hint_miss.eq(self.hint_valid & ~self.want.valid & ~cache.hit & (cfg.kv_cache_blocks > 1)),
             want_miss.eq(self.want.valid & ~want_hit), self.want.ready.eq(want_hit),
             cache.touch.eq(want_hit & (want.kind != WANT_Q)), cache.touch_slot.eq(cache.slot),
             self.meta.ready.eq(self.meta.valid & meta_done),
@@ -134,6 +149,7 @@ class Fetcher(EngineBlock):
                     m.next = "REQUEST"
                 with m.Elif(want_miss):
                     m.d.comb += cache.evict.eq(1)
+                    m.d.sync += [current.kind.eq(want.kind), current.block.eq(want.block), current.part.eq(0)]
                     m.next = "EVICT"
                 with m.Elif(self.meta.valid & ~meta_done):
                     m.d.sync += [current.kind.eq(self.meta.payload.kind), current.block.eq(self.meta.payload.block),
@@ -143,11 +159,19 @@ class Fetcher(EngineBlock):
                     m.d.sync += [current.eq(prefetch_q), pending_q.eq(0)]
                     with m.If(~q_on_chip(prefetch_q.block)):
                         m.next = "REQUEST"
+                with m.Elif(hint_miss):
+                    m.d.sync += [current.kind.eq(self.hint.kind), current.block.eq(self.hint.block),
+                                 current.slot.eq(cache.slot), current.part.eq(0)]
+                    with m.If(cache.present):
+                        m.next = "REQUEST"
+                    with m.Else():
+                        m.d.comb += cache.evict.eq(1)
+                        m.next = "EVICT"
             with m.State("EVICT"):
+                m.d.comb += evicting.eq(1)
                 with m.If(cache.victim_valid):
                     m.d.comb += cache.install.eq(1)
-                    m.d.sync += [current.kind.eq(want.kind), current.block.eq(want.block),
-                                 current.slot.eq(cache.victim), current.part.eq(0)]
+                    m.d.sync += current.slot.eq(cache.victim)
                     m.next = "REQUEST"
             with m.State("REQUEST"):
                 m.d.comb += self.req.valid.eq(1)

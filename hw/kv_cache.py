@@ -14,8 +14,9 @@ Eviction: ``evict`` (one cycle) starts the search for a slot for a block that ha
 in the next cycle if one is free, else, after a scan of one slot per cycle (``kv_cache_blocks`` cycles), the
 least recently touched. ``victim_valid`` is high for one cycle with ``victim``; ``install`` (one cycle, with
 ``victim``) then gives the slot to ``block`` with neither kind valid. ``fill`` (one cycle, with ``slot``
-and ``kind``) marks a kind's rows as arrived. ``start`` empties every slot. The engine only evicts while the
-controller waits for a want, when no slot is being read.
+and ``kind``) marks a kind's rows as arrived. ``start`` empties every slot. The engine evicts while the
+controller waits for a want, or for the next kept block while the current one computes (never the current
+block's slot: it is the most recently touched, and there are at least two slots).
 """
 
 from amaranth import Module, Mux, Signal

@@ -7,13 +7,13 @@ Only two bitmap rows are on chip: a memory of two halves of ``ceil(max_blocks / 
 per block, as in memory), which the fetcher fills with the row of query block ``i`` in half ``i % 2``
 (``wr_en``, ``wr_addr``, ``wr_data``, a line at a time) together with its Q rows. A ``start`` pulse with
 ``row`` begins a walk of half ``row % 2``: every cycle the scheduler reads one entry (asynchronous read, a
-byte of a line) and, for a kept block, loads it into its output register ``o`` (a ``lib.stream`` with
-``j``, ``bits`` and ``end``); skipped (0-bit) blocks cost one cycle each and are never emitted, so they are
-never fetched or computed. An entry of 4 is a 4-bit block; any other non-zero entry runs at 8 bits (the
-contract allows only the configuration's bitwidths, and :func:`paro.sw.contract.check_layer` refuses others). After the last column it emits one ``end`` beat. The walk runs ahead of the
-consumer by one kept block (the output register), so while the engine computes block ``j`` the scheduler
-already scans past the zeros to the next kept block: skipping costs no array cycle unless a whole run of
-zeros is longer than a block's compute time.
+byte of a line) and, for a kept block, loads it into its output register ``o`` (a ``lib.stream`` with ``j``,
+``bits`` and ``end``); skipped (0-bit) blocks cost one cycle each and are never emitted, so they are never
+fetched or computed. An entry of 4 is a 4-bit block; any other non-zero entry runs at 8 bits (the contract
+allows only the configuration's bitwidths, and :func:`paro.sw.contract.check_layer` refuses others). After the
+last column it emits one ``end`` beat. The walk runs ahead of the consumer by one kept block (the output
+register), so while the engine computes block ``j`` the scheduler already scans past the zeros to the next
+kept block: skipping costs no array cycle unless a whole run of zeros is longer than a block's compute time.
 
 Kept blocks come out in column order; the PE mode follows each block's bitwidth and mode changes cost no
 cycle in the array, so no regrouping by bitwidth is needed.

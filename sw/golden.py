@@ -595,7 +595,8 @@ def fetcher(bitmap, descriptor, config, desc_address):
                 (int(descriptor["TABLE_ADDR"]), region_bytes(config, "TABLE_ADDR", blocks) // d)]
     wants = []
     for i in rows:
-        requests += [(int(descriptor["Q_ADDR"]) + i * B * d, B), (int(descriptor["BITMAP_ADDR"]) + i * stride, stride // d)]
+        requests += [(int(descriptor["Q_ADDR"]) + i * B * d, B),
+                     (int(descriptor["BITMAP_ADDR"]) + i * stride, stride // d)]
         kept = [int(j) for j in np.flatnonzero(np.asarray(bitmap)[i])]
         wants += [("K", j) for j in kept] + [("V", j) for j in kept]
     base = {"K": int(descriptor["K_ADDR"]), "V": int(descriptor["V_ADDR"])}

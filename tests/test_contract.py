@@ -41,7 +41,8 @@ def test_layer_memory_map_places_aligned_disjoint_regions():
     layer = _layer(3)
     check_layer(CONFIG, layer)
     spans = [(layer.desc_addr, layer.desc_addr + 3 * descriptor_stride(CONFIG))]
-    spans += [(p.descriptor[n], p.descriptor[n] + region_bytes(CONFIG, n, 5)) for p in layer.heads for n in ADDRESS_FIELDS]
+    spans += [(p.descriptor[n], p.descriptor[n] + region_bytes(CONFIG, n, 5))
+              for p in layer.heads for n in ADDRESS_FIELDS]
     spans.sort()
     assert all(low % REGION_ALIGN == 0 for low, _ in spans)
     assert all(high <= next_low for (_, high), (next_low, _) in zip(spans, spans[1:]))
@@ -64,7 +65,8 @@ def test_layer_memory_map_places_aligned_disjoint_regions():
                       "(a head with zero tokens)"),
     ({"ROW_FIRST": 3, "ROW_COUNT": 3}, "head 1: descriptor ROW_FIRST = 3 and ROW_COUNT = 3 do not select rows within "
                                        "N_BLOCKS = 5"),
-    ({"K_ADDR": 0x3010}, "head 1: descriptor K_ADDR = 0x3010 is not a multiple of 4096 bytes; align the region to 4096"),
+    ({"K_ADDR": 0x3010}, "head 1: descriptor K_ADDR = 0x3010 is not a multiple of 4096 bytes; align the region "
+                         "to 4096"),
     ({"O_ADDR": 0xFFFFF000}, "head 1: descriptor O_ADDR = 0xfffff000: the region's 5120 bytes run past the 32-bit "
                              "address space"),
 ])

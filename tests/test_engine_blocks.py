@@ -701,9 +701,10 @@ def test_memory_writer_writes_codes_in_bursts_like_its_twin():
 @pytest.mark.parametrize("slots", [None, 2])
 def test_fetcher_requests_only_what_is_not_on_chip(slots):
     """A head's wants (the sequencer's descriptor and table; the controller's Q per row, K and V of each kept
-    block per pass) are served with exactly the golden fetcher's requests (prefetches included), every line
-    lands in its buffer (a Q block's bitmap row in the same half), and ``want`` is answered only once the
-    rows are on chip; with 2 cache slots blocks are evicted and fetched again."""
+    block per pass, with the next block of the pass hinted while one computes) are served with exactly the
+    golden fetcher's requests (prefetches included), every line lands in its buffer (a Q block's bitmap row
+    in the same half), and ``want`` is answered only once the rows are on chip; with 2 cache slots blocks are
+    evicted and fetched again, early when hinted."""
     rng = np.random.default_rng(SEED)
     cfg = AcceleratorConfig(**{**CONFIG.to_dict(), "kv_cache_blocks": slots})
     B, d, nb = cfg.block_size, cfg.head_dim, 4
@@ -759,6 +760,7 @@ def test_fetcher_requests_only_what_is_not_on_chip(slots):
                 await ctx.tick()
                 ctx.set(dut.row.valid, 0)
             landed[name, block] = first
+            return name, block
 
         async def want(port, kind, block):
             ctx.set(port.payload, {"kind": kind, "block": block})
@@ -776,19 +778,26 @@ def test_fetcher_requests_only_what_is_not_on_chip(slots):
         await want(dut.meta, WANT_DESC, head)
         await want(dut.meta, WANT_TABLE, 0)
         assert landed["desc", head] == 0 and landed["table", 0] == 0
-        for kind, block in wants:
+        early, names = 0, {WANT_K: "k", WANT_V: "v"}
+        for n, (kind, block) in enumerate(wants):
             slot = await want(dut.want, kind, block)
             if kind == WANT_Q:
                 assert landed["q", block] == (block % 2) * B and landed["bitmap", block] == (block % 2) * half_lines
             else:
-                assert landed["k" if kind == WANT_K else "v", block] == slot * B   # in the slot it names
-            for _ in range(int(rng.integers(0, 3))):               # the array computes; prefetches run
+                assert landed[names[kind], block] == slot * B           # in the slot it names
+            following = wants[n + 1] if n + 1 < len(wants) else (None, None)
+            if kind != WANT_Q and following[0] == kind:             # the controller hints the pass's next block
+                ctx.set(dut.hint, {"kind": following[0], "block": following[1]})
+                ctx.set(dut.hint_valid, 1)
+            for _ in range(int(rng.integers(0, 3 * B))):           # the array computes; prefetches run
                 if ctx.get(dut.req.valid):
-                    await serve_request()
+                    early += await serve_request() == (names.get(following[0]), following[1])
                 await ctx.tick()
+            ctx.set(dut.hint_valid, 0)
         assert sorted(requests) == sorted(expected) and len(requests) == len(expected)
         if slots == 2:
             assert len(expected) > 2 * nb + 2 + 2 * len(np.flatnonzero(bitmap.any(axis=0)))   # refetches
+            assert early > 0                                        # hinted blocks fetched before their want
 
     run(dut, testbench)
 
@@ -959,7 +968,8 @@ def test_layer_sequencer_orders_checks_and_heads_like_its_twin(bad):
                 kind, block = ctx.get(dut.meta.payload.kind), ctx.get(dut.meta.payload.block)
                 if kind == WANT_DESC:
                     events.append(("descriptor" if running else "check", block))
-                    ctx.set(dut.desc_error, golden.descriptor_check(DESC_CONFIG, descriptors[block], desc_addr, n_heads))
+                    code = golden.descriptor_check(DESC_CONFIG, descriptors[block], desc_addr, n_heads)
+                    ctx.set(dut.desc_error, code)
                 else:
                     events.append(("table", ctx.get(dut.head)))
             if ctx.get(dut.head_start):

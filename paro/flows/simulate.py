@@ -1,10 +1,10 @@
 """``paro simulate``: run heads of a BlockPlan on the attention engine RTL and check them against the golden model.
 
 One invocation builds the engine for the plan's configuration, runs the chosen heads (their bitmaps) as one
-layer (one engine start, descriptors in memory) and the same heads as a dense INT8 baseline layer (every
-block 8-bit, none skipped, same array) through the same build, with everything in an AXI4 memory model (``gap``: the probability that any bus channel pauses in a cycle; 0 is
-one beat per cycle), compares every output code with :mod:`paro.sw.golden` and reports cycles, ideal
-cycles, bytes read and counters.
+layer (one engine start, descriptors in memory) and the same heads as a dense INT8 baseline layer (every block
+8-bit, none skipped, same array) through the same build, with everything in an AXI4 memory model (``gap``: the
+probability that any bus channel pauses in a cycle; 0 is one beat per cycle), compares every output code with
+:mod:`paro.sw.golden` and reports cycles, ideal cycles, bytes read and counters.
 
 Failures are reported as what they are: a plan or program the engine cannot take (one line naming the
 register or field, before anything is built), a simulator build failure, a run that did not finish, or an
