@@ -57,6 +57,7 @@ def _ecp5(r):
 
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _reorder), ("engine_small_head1.json", _engine),
+         ("engine_small_layer.json", _engine),
          ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("engine_cogvideox_head1_rows100-103.json", _engine),
          ("synth_ecp5_4x4.json", _ecp5)]
