@@ -39,17 +39,16 @@ from paro.sw.contract import AXI_ADDRESS_BITS, descriptor_lines, descriptor_stri
 
 from .component import EngineBlock
 from .kv_cache import WANT_DESC, WANT_K, WANT_Q, WANT_TABLE, WANT_V, BlockCache, want_layout
-from .mem_reader import read_request_layout
+from .mem_reader import max_request_rows, read_request_layout
 from .operand_feed import row_layout
 
 __all__ = ["Fetcher", "write_lines"]
 
 
 def write_lines(config):
-    """Largest write index the fetcher drives (K/V slots' rows, bitmap halves, table or descriptor lines)."""
-    buffers = engine_buffers(config)
-    return max(config.kv_cache_blocks * config.block_size, buffers["bitmap_rows"]["entries"],
-               buffers["block_table"]["entries"], descriptor_lines(config))
+    """Write addresses the fetcher drives: a K/V slot's rows, both bitmap halves, or a request's lines."""
+    return max(config.kv_cache_blocks * config.block_size, engine_buffers(config)["bitmap_rows"]["entries"],
+               max_request_rows(config))
 
 
 def _log2(value):
@@ -91,10 +90,10 @@ class Fetcher(EngineBlock):
             return Mux(block[0], q_tag[1], q_tag[0]) == block
 
         # The fetch in progress (from a want, a meta want or a prefetch): its address, lines and line count.
-        current, row_index = Signal(layout), Signal(range(write_lines(cfg)))
+        current, row_index = Signal(layout), Signal(range(max_request_rows(cfg)))
         bitmap_part = (current.kind == WANT_Q) & current.part
         kind = current.kind
-        address, lines = Signal(AXI_ADDRESS_BITS), Signal(range(write_lines(cfg) + 1))
+        address, lines = Signal(AXI_ADDRESS_BITS), Signal(range(max_request_rows(cfg) + 1))
         with m.Switch(kind):
             with m.Case(WANT_Q):
                 m.d.comb += [address.eq(Mux(current.part,

@@ -27,7 +27,7 @@ from amaranth import Module, Signal
 from amaranth.lib import stream
 from amaranth.lib.wiring import In, Out
 
-from paro.sw.contract import DATA_BITS, ERRORS
+from paro.sw.contract import DATA_BITS
 
 from .component import EngineBlock
 from .descriptor import CHECK_LATENCY, ERROR_BITS
@@ -51,7 +51,6 @@ class LayerSequencer(EngineBlock):
 
     def elaborate(self, platform):
         m = Module()
-        assert max(ERRORS) < 1 << ERROR_BITS
         wait = Signal(range(CHECK_LATENCY + 1))
         last = self.head == self.n_heads - 1
         with m.FSM():

@@ -49,17 +49,20 @@ def decode_codes(config, data):
     return np.frombuffer(bytes(data), dtype="<i2").astype(np.int64).reshape(-1, config.head_dim)
 
 
+#: Registers read after a run besides the per-head counters: status, then the totals.
+_TOTALS = ("STATUS", "ERROR", "HEADS_DONE", *COUNTERS)
+
+
 def readout(n_heads):
     """The registers read after a run: ``[(key, word address)]``: the status registers, the totals and, per
     head, its counters (keys ``"<head>.<COUNTER>"``)."""
-    names = ["STATUS", "ERROR", "HEADS_DONE", *COUNTERS]
-    return ([(name, REGISTERS[name].address) for name in names]
+    return ([(name, REGISTERS[name].address) for name in _TOTALS]
             + [(f"{head}.{name}", head_counter_address(head, name)) for head in range(n_heads) for name in COUNTERS])
 
 
 def split_readout(values, n_heads):
     """``(totals, per_head)`` from the values of :func:`readout` (``per_head``: a dict of counters a head)."""
-    totals = {name: values[name] for name in ["STATUS", "ERROR", "HEADS_DONE", *COUNTERS]}
+    totals = {name: values[name] for name in _TOTALS}
     return totals, [{name: values[f"{head}.{name}"] for name in COUNTERS} for head in range(n_heads)]
 
 

@@ -72,7 +72,8 @@ def run_fast(config, layers, build_dir=None, read_latency=0, cycle_limits=None, 
             lines = [f"memory {image} {size}", f"latency {read_latency}", f"limit {limit}"]
             lines += [f"write {address} {value & 0xFFFFFFFF}" for address, value in layer_writes(layer)]
             lines += [f"write {REGISTERS['START'].address} 1"]
-            lines += [f"read {key} {address}" for key, address in readout(len(layer.heads))]
+            registers = readout(len(layer.heads))
+            lines += [f"read {key} {address}" for key, address in registers]
             lines += [f"dump {address} {nbytes} {path}"
                       for (address, nbytes), path in zip(output_regions(config, layer), outputs)]
             job = Path(tmp) / f"job{n}.txt"
@@ -86,8 +87,7 @@ def run_fast(config, layers, build_dir=None, read_latency=0, cycle_limits=None, 
             try:
                 if values.get("status") != "ok":
                     raise Mismatch("timeout", f"engine not done after {limit} cycles")
-                totals, per_head = split_readout({key: int(values[key]) for key, _ in readout(len(layer.heads))},
-                                                 len(layer.heads))
+                totals, per_head = split_readout({key: int(values[key]) for key, _ in registers}, len(layer.heads))
                 compare(config, layer, [decode_codes(config, path.read_bytes()) for path in outputs], totals,
                         per_head, expect_errors[n])
             except Mismatch as error:

@@ -75,7 +75,7 @@ from paro.errors import ParoError
 from paro.files import atomic_write_bytes, read_npz
 
 __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "CONTROL_REGISTERS", "COUNTERS",
-           "HEAD_COUNTERS_REGION", "FIELDS", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
+           "HEAD_COUNTERS_REGION", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
            "MIN_SCORE_SHIFT", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
@@ -112,10 +112,6 @@ class Register:
     def width(self, config):
         """Bits the hardware keeps."""
         return {"START": 1, "STATUS": len(STATUS_BITS)}.get(self.name, DATA_BITS)
-
-    def legal(self, config):
-        """Inclusive ``(low, high)`` of the values a program may write."""
-        return {"START": (0, 1), "N_HEADS": (1, config.max_heads)}.get(self.name, (0, (1 << DATA_BITS) - 1))
 
 
 REGISTERS = {r.name: r for r in (
@@ -169,7 +165,6 @@ DESCRIPTOR = tuple(Field(name, word, doc) for word, (name, doc) in enumerate((
     ("N_BLOCKS", "query (= key) blocks of the head"), ("SCORE_SHIFT", "right shift of the score scaling"),
     ("FINAL_SHIFT", "right shift of the output stage"), ("ROW_FIRST", "first query block to compute"),
     ("ROW_COUNT", "query blocks to compute"))))
-FIELDS = {f.name: f for f in DESCRIPTOR}
 DESCRIPTOR_WORDS = 16
 ADDRESS_FIELDS = ("Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR", "BITMAP_ADDR", "TABLE_ADDR")
 #: The block table's record: four 16-bit entries per key block, in this order.
@@ -271,7 +266,7 @@ def check_engine_config(config):
                         f"beat fits a token row)")
 
 
-def descriptor_words(config, fields):
+def descriptor_words(fields):
     """The ``DESCRIPTOR_WORDS`` words of a descriptor with ``fields`` (name -> value; reserved words 0)."""
     return [int(fields[f.name]) & 0xFFFFFFFF for f in DESCRIPTOR] + [0] * (DESCRIPTOR_WORDS - len(DESCRIPTOR))
 
@@ -454,7 +449,7 @@ def layer_memory(config, layer):
     V, the bitmap rows and the block table (output regions are left as they are)."""
     stride, segments = descriptor_stride(config), []
     for head, prog in enumerate(layer.heads):
-        words = np.asarray(descriptor_words(config, prog.descriptor), dtype="<u4").tobytes()
+        words = np.asarray(descriptor_words(prog.descriptor), dtype="<u4").tobytes()
         segments.append((layer.desc_addr + head * stride, words + bytes(stride - len(words))))
         d = prog.descriptor
         blocks = int(d["N_BLOCKS"])

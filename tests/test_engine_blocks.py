@@ -891,7 +891,7 @@ def test_descriptor_unit_checks_like_its_twin():
         ctx.set(dut.desc_addr, desc_addr)
         ctx.set(dut.n_heads, 1)
         for code, fields in cases:
-            line_bytes = np.asarray(descriptor_words(cfg, fields), dtype="<u4").tobytes()
+            line_bytes = np.asarray(descriptor_words(fields), dtype="<u4").tobytes()
             for line in range(descriptor_lines(cfg)):
                 ctx.set(dut.we, 1)
                 ctx.set(dut.addr, line)
