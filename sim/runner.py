@@ -110,11 +110,12 @@ def bench_folder(config, top, simulator, tag, root=None):
     return folder
 
 
-def emit_source(config, top, folder):
+def emit_source(config, top, folder, reset=True):
     """Write ``folder/paro.v`` (and its params) only when the Verilog changed: an unchanged file keeps its
-    date, so a later build in the same folder skips Verilator's C++ rebuild. Returns the path."""
+    date, so a later build in the same folder skips Verilator's C++ rebuild. ``reset`` as in
+    :func:`paro.hw.emit.emit_verilog`. Returns the path."""
     source = folder / "paro.v"
-    text = emit_verilog(config, top)
+    text = emit_verilog(config, top, reset=reset)
     if not source.exists() or source.read_text() != text:
         write_verilog(config, source, top=top, text=text)
     return source
