@@ -4,24 +4,24 @@ Golden twin: :func:`sw.golden.array_tile` (values) and :func:`sw.golden.array_dr
 
 Both uses of attention map onto the same tile product:
 
-* ``S = Q K^T``: ``A = Q`` (R queries x d), ``B = K`` (C keys in INT8, 2C keys packed in INT4).
+* ``S = Q K^T``: ``A = Q`` (R queries x d), ``B = K`` (C keys in INT8, 2C keys packed in INT4, 4C in INT2).
 * ``O^T = V^T P^T``: ``A = V^T`` (R head-dim rows x block keys), ``B = P`` (C queries in INT8, 2C queries
-  packed as UINT4), so the 8-bit operand is always ``A`` and the operand whose precision follows the output
-  block's bitwidth is always ``B``.
+  packed as UINT4, 4C as UINT2), so the 8-bit operand is always ``A`` and the operand whose precision follows
+  the output block's bitwidth is always ``B``.
 
-Dataflow: output-stationary. Each PE owns one (two in the 4-bit modes) output elements, ``A`` rows flow right
-and ``B`` columns flow down; the depth K of the tile is the number of beats. Output-stationary is chosen
-because the accumulators never move during a tile (no partial-sum traffic) and a tile of depth K keeps
-every PE busy for K cycles; the results leave through shadow registers, so draining tile n overlaps computing
-tile n+1.
+Dataflow: output-stationary. Each PE owns one (two in the 4-bit modes, four in the 2-bit modes) output
+elements, ``A`` rows flow right and ``B`` columns flow down; the depth K of the tile is the number of beats.
+Output-stationary is chosen because the accumulators never move during a tile (no partial-sum traffic) and a
+tile of depth K keeps every PE busy for K cycles; the results leave through shadow registers, so draining tile
+n overlaps computing tile n+1.
 
 Streams (all ``lib.stream``, valid/ready):
 
 * ``a``: one beat per k: column ``A[:, k]`` (R signed bytes), the tile's ``mode`` and ``last`` (the tile's
   final k). ``b``: one beat per k: ``B`` column k packed as C operand words (``sw.golden.pack_operand_b``).
   The two inputs are joined: a beat is taken when both are valid.
-* ``c``: one beat per output column ``n`` of the tile (C beats in INT8, 2C in the 4-bit modes): the R
-  accumulator values of ``C[:, n]``; ``last`` marks the tile's final beat.
+* ``c``: one beat per output column ``n`` of the tile (C beats in INT8, 2C in the 4-bit, 4C in the 2-bit
+  modes): the R accumulator values of ``C[:, n]``; ``last`` marks the tile's final beat.
 
 Cycle behaviour:
 
@@ -39,7 +39,8 @@ Cycle behaviour:
   100%; a single tile costs ``K + (R + C - 1) + beats`` cycles from first input to last output.
 """
 
-from amaranth import Array, Module, Mux, Signal, signed
+from amaranth import Array, Module, Signal, signed
+from amaranth.utils import exact_log2
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -140,23 +141,29 @@ class SystolicArray(ConfiguredComponent):
 
         # Drain: after the corner PE (the last to finish) latched its sums, emit one column per beat.
         corner = pes[rows - 1][cols - 1]
+        lanes = self._config.pe_accumulators
         draining = Signal()
         drain_mode = Signal(PEMode)
-        beat = Signal(range(2 * cols))
+        beat = Signal(range(lanes * cols))
         last_beat = Signal()
         with m.If(take & self.a.payload.last):
             m.d.sync += in_flight.eq(1)
         with m.If(corner.ctl.valid & corner.ctl.last):
             m.d.sync += [draining.eq(1), drain_mode.eq(corner.ctl.mode), beat.eq(0)]
 
-        # Shadow index of beat n: column n (INT8, accumulator 0) or column n // 2, accumulator n % 2.
-        shadow = Signal(range(2 * cols))
-        m.d.comb += [
-            shadow.eq(Mux(drain_mode == PEMode.INT8, beat << 1, beat)),
-            last_beat.eq(Mux(drain_mode == PEMode.INT8, beat == cols - 1, beat == 2 * cols - 1)),
-        ]
+        # Shadow index of beat n in a mode of p products per cycle: column n // p, accumulator n % p
+        # (``lanes`` accumulators per PE, all powers of two).
+        shadow = Signal(range(lanes * cols))
+        with m.Switch(drain_mode):
+            for mode in self._config.modes:
+                per = mode.products_per_cycle
+                with m.Case(mode):
+                    m.d.comb += [
+                        shadow.eq(((beat >> exact_log2(per)) * lanes) | (beat & (per - 1))),
+                        last_beat.eq(beat == per * cols - 1),
+                    ]
         for i in range(rows):
-            flat = Array(pes[i][j].result[k] for j in range(cols) for k in range(2))
+            flat = Array(pes[i][j].result[k] for j in range(cols) for k in range(lanes))
             m.d.comb += self.c.payload.c[i].eq(flat[shadow])
         m.d.comb += [
             self.c.valid.eq(draining),

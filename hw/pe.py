@@ -2,15 +2,23 @@
 
 Golden twin: :func:`sw.golden.pe_products` and :func:`sw.golden.pe_step`.
 
-Datapath: one signed 8 x 8 multiplier built from two signed 8 x 5 sub-multipliers over the two nibbles of
-the operand word ``b``. The mode (:class:`paro.config.PEMode`) arrives with each beat and is chosen by the
-scheduler from the *output* block's planned bitwidth, not from the operand types:
+Datapath: one signed 8 x 8 multiplier built from sub-multipliers over slices of the operand word ``b``. The
+mode (:class:`paro.config.PEMode`) arrives with each beat and is chosen by the scheduler from the *output*
+block's planned bitwidth, not from the operand types:
 
-* ``INT8``  — the nibble products combine into one 8 x 8 product: ``acc0 += a * b`` (1 product/cycle).
+* ``INT8``  — the sub-products combine into one 8 x 8 product: ``acc0 += a * b`` (1 product/cycle).
 * ``INT4``  — ``acc0 += a * b.int4[0]``, ``acc1 += a * b.int4[1]`` (2 products/cycle, signed K).
 * ``UINT4`` — ``acc0 += a * b.uint4[0]``, ``acc1 += a * b.uint4[1]`` (2 products/cycle, P >= 0).
+* ``INT2``  — ``acc_k += a * b.int2[k]`` for k in 0..3 (4 products/cycle, signed K).
+* ``UINT2`` — ``acc_k += a * b.uint2[k]`` for k in 0..3 (4 products/cycle, P >= 0).
 
-A 2-bit mode (four 8 x 2 products) would split each nibble once more in the same way.
+Without 2-bit blocks in the config there are two signed 8 x 5 sub-multipliers, one per nibble of ``b``
+(zero- or sign-extended by mode), and two accumulators. With 2-bit blocks each nibble's sub-multiplier is
+split once more into two signed 8 x 3 sub-multipliers, one per 2-bit slice ("crumb") of ``b``, and there are
+four accumulators: a crumb is sign-extended where it is the top of a signed value (crumb 3 in INT8, crumbs 1
+and 3 in INT4, every crumb in INT2) and zero-extended otherwise; a nibble's product is
+``(crumb_hi << 2) + crumb_lo`` and the 8 x 8 product ``(nibble_hi << 4) + nibble_lo``. The same adders serve
+every mode, which only selects what each accumulator adds.
 
 Cycle behaviour (every register advances only while ``en`` is high; ``en`` low freezes the PE):
 
@@ -40,11 +48,13 @@ from .component import ConfiguredComponent
 __all__ = ["OperandB", "PEControl", "ProcessingElement"]
 
 
-#: The 8-bit ``b`` operand word, read as one signed byte or as two packed nibbles.
+#: The 8-bit ``b`` operand word, read as one signed byte, two packed nibbles or four packed crumbs.
 OperandB = data.UnionLayout({
     "int8":  signed(8),
     "int4":  data.ArrayLayout(signed(4), 2),
     "uint4": data.ArrayLayout(unsigned(4), 2),
+    "int2":  data.ArrayLayout(signed(2), 4),
+    "uint2": data.ArrayLayout(unsigned(2), 4),
 })
 
 #: Control that travels with the ``a`` operand: one beat of a tile.
@@ -61,8 +71,8 @@ class ProcessingElement(ConfiguredComponent):
     Parameters
     ----------
     config : AcceleratorConfig
-        Supplies ``acc_width`` and the supported modes (a config without 4-bit blocks builds an INT8-only
-        PE, the baseline of the area comparison).
+        Supplies ``acc_width`` and the supported modes (a config without 4-bit or 2-bit blocks builds an
+        INT8-only PE, the baseline of the area comparison); ``pe_accumulators`` results.
     """
 
     def __init__(self, config):
@@ -75,45 +85,19 @@ class ProcessingElement(ConfiguredComponent):
             "a_out":   Out(signed(8)),
             "b_out":   Out(OperandB),
             "ctl_out": Out(PEControl),
-            "result":  Out(data.ArrayLayout(acc, 2)),
+            "result":  Out(data.ArrayLayout(acc, config.pe_accumulators)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        width = self._config.acc_width
-        mixed = PEMode.INT4 in self._config.modes
-
-        acc = [Signal(signed(width), name=f"acc{k}") for k in range(2)]
+        width, lanes = self._config.acc_width, self._config.pe_accumulators
+        acc = [Signal(signed(width), name=f"acc{k}") for k in range(lanes)]
         fresh = Signal(init=1)
+        products = self._crumb_products(m) if PEMode.INT2 in self._config.modes else self._nibble_products(m)
 
-        # Sub-multiplier operands: each nibble extended to a signed 5-bit value per mode.
-        lo = Signal(signed(5))
-        hi = Signal(signed(5))
-        if mixed:
-            m.d.comb += [
-                lo.eq(Mux(self.ctl.mode == PEMode.INT4, self.b.int4[0], self.b.uint4[0])),
-                hi.eq(Mux(self.ctl.mode == PEMode.UINT4, self.b.uint4[1], self.b.int4[1])),
-            ]
-        else:
-            m.d.comb += [lo.eq(self.b.uint4[0]), hi.eq(self.b.int4[1])]
-
-        prod_lo = Signal(signed(13))
-        prod_hi = Signal(signed(13))
-        m.d.comb += [prod_lo.eq(self.a * lo), prod_hi.eq(self.a * hi)]
-
-        # Products into the two accumulators: INT8 combines the nibble products, the 4-bit modes don't.
-        p = [Signal(signed(17), name=f"p{k}") for k in range(2)]
-        if mixed:
-            m.d.comb += [
-                p[0].eq(Mux(self.ctl.mode == PEMode.INT8, (prod_hi << 4) + prod_lo, prod_lo)),
-                p[1].eq(Mux(self.ctl.mode == PEMode.INT8, 0, prod_hi)),
-            ]
-        else:
-            m.d.comb += [p[0].eq((prod_hi << 4) + prod_lo), p[1].eq(0)]
-
-        total = [Signal(signed(width), name=f"total{k}") for k in range(2)]
-        for k in range(2):
-            m.d.comb += total[k].eq(Mux(fresh, 0, acc[k]) + p[k])
+        total = [Signal(signed(width), name=f"total{k}") for k in range(lanes)]
+        for k in range(lanes):
+            m.d.comb += total[k].eq(Mux(fresh, 0, acc[k]) + products[k])
 
         with m.If(self.en):
             m.d.sync += [
@@ -122,8 +106,51 @@ class ProcessingElement(ConfiguredComponent):
                 self.ctl_out.eq(self.ctl),
             ]
             with m.If(self.ctl.valid):
-                m.d.sync += [acc[k].eq(total[k]) for k in range(2)]
+                m.d.sync += [acc[k].eq(total[k]) for k in range(lanes)]
                 m.d.sync += fresh.eq(self.ctl.last)
                 with m.If(self.ctl.last):
-                    m.d.sync += [self.result[k].eq(total[k]) for k in range(2)]
+                    m.d.sync += [self.result[k].eq(total[k]) for k in range(lanes)]
         return m
+
+    def _nibble_products(self, m):
+        """Two 8 x 5 sub-multipliers, one per nibble: the products of accumulators 0 and 1."""
+        mode = self.ctl.mode
+        lo, hi = Signal(signed(5)), Signal(signed(5))
+        prod_lo, prod_hi = Signal(signed(13)), Signal(signed(13))
+        m.d.comb += [prod_lo.eq(self.a * lo), prod_hi.eq(self.a * hi)]
+        p = [Signal(signed(17), name=f"p{k}") for k in range(2)]
+        if PEMode.INT4 in self._config.modes:
+            m.d.comb += [
+                lo.eq(Mux(mode == PEMode.INT4, self.b.int4[0], self.b.uint4[0])),
+                hi.eq(Mux(mode == PEMode.UINT4, self.b.uint4[1], self.b.int4[1])),
+                p[0].eq(Mux(mode == PEMode.INT8, (prod_hi << 4) + prod_lo, prod_lo)),
+                p[1].eq(Mux(mode == PEMode.INT8, 0, prod_hi)),
+            ]
+        else:   # INT8 only: one plain 8 x 8 multiplier, the baseline of the area comparison
+            m.d.comb += [lo.eq(self.b.uint4[0]), hi.eq(self.b.int4[1]), p[0].eq((prod_hi << 4) + prod_lo), p[1].eq(0)]
+        return p
+
+    def _crumb_products(self, m):
+        """Four 8 x 3 sub-multipliers, one per crumb: the products of accumulators 0..3."""
+        mode = self.ctl.mode
+        two_bit = (mode == PEMode.INT2) | (mode == PEMode.UINT2)
+        four_bit = (mode == PEMode.INT4) | (mode == PEMode.UINT4)
+        top_signed = [mode == PEMode.INT2, (mode == PEMode.INT4) | (mode == PEMode.INT2), mode == PEMode.INT2,
+                      (mode != PEMode.UINT4) & (mode != PEMode.UINT2)]
+        crumb = []
+        for k in range(4):
+            ext = Signal(signed(3), name=f"crumb{k}")
+            m.d.comb += ext.eq(Mux(top_signed[k], self.b.int2[k], self.b.uint2[k]))
+            prod = Signal(signed(11), name=f"prod{k}")
+            m.d.comb += prod.eq(self.a * ext)
+            crumb.append(prod)
+        nibble = [Signal(signed(13), name=f"nibble{k}") for k in range(2)]
+        m.d.comb += [nibble[k].eq((crumb[2 * k + 1] << 2) + crumb[2 * k]) for k in range(2)]
+        p = [Signal(signed(17), name=f"p{k}") for k in range(4)]
+        m.d.comb += [
+            p[0].eq(Mux(two_bit, crumb[0], Mux(four_bit, nibble[0], (nibble[1] << 4) + nibble[0]))),
+            p[1].eq(Mux(two_bit, crumb[1], Mux(four_bit, nibble[1], 0))),
+            p[2].eq(Mux(two_bit, crumb[2], 0)),
+            p[3].eq(Mux(two_bit, crumb[3], 0)),
+        ]
+        return p

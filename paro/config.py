@@ -17,9 +17,7 @@ __all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "SCORE_WIDTH", 
 
 
 #: Attention-map block bitwidths the PE array implements. 0 means "skipped, never fetched".
-SUPPORTED_BITWIDTHS = (0, 4, 8)
-#: Bitwidths of the paper's PE that are planned but not built yet (four 8x2 products per cycle).
-PLANNED_BITWIDTHS = (2,)
+SUPPORTED_BITWIDTHS = (0, 2, 4, 8)
 
 #: Largest array side the generator accepts; beyond this the emitted design (one module per PE, no
 #: deduplication in Amaranth) is too large to simulate or synthesise in reasonable time.
@@ -40,16 +38,31 @@ class PEMode(enum.IntEnum):
       reduced to 4 bits).
     * ``UINT4``: ``b`` packs two unsigned 4-bit values; two products per cycle (PV of 4-bit blocks, P
       quantised to 4 bits, P >= 0).
+    * ``INT2``: ``b`` packs four signed 2-bit values; four products per cycle (QK^T of 2-bit blocks, K
+      reduced to 2 bits).
+    * ``UINT2``: ``b`` packs four unsigned 2-bit values; four products per cycle (PV of 2-bit blocks, P
+      quantised to 2 bits).
 
-    A plain :class:`enum.IntEnum` (the numpy side needs no Amaranth); as a hardware field it is 2 bits wide.
+    A plain :class:`enum.IntEnum` (the numpy side needs no Amaranth); as a hardware field it is 3 bits wide.
     """
     INT8 = 0
     INT4 = 1
     UINT4 = 2
+    INT2 = 3
+    UINT2 = 4
+
+    @property
+    def bits(self):
+        """Width of one ``b`` value in this mode."""
+        return {PEMode.INT8: 8, PEMode.INT4: 4, PEMode.UINT4: 4, PEMode.INT2: 2, PEMode.UINT2: 2}[self]
+
+    @property
+    def signed(self):
+        return self in (PEMode.INT8, PEMode.INT4, PEMode.INT2)
 
     @property
     def products_per_cycle(self):
-        return 1 if self is PEMode.INT8 else 2
+        return 8 // self.bits
 
     @classmethod
     def for_block(cls, bits, use):
@@ -60,8 +73,10 @@ class PEMode(enum.IntEnum):
             return cls.INT8
         if bits == 4:
             return cls.INT4 if use == "qk" else cls.UINT4
+        if bits == 2:
+            return cls.INT2 if use == "qk" else cls.UINT2
         raise ParoError(f"no PE mode for a {bits}-bit block; 0-bit blocks are skipped and never reach the PE, "
-                        f"computed bitwidths are 4 and 8")
+                        f"computed bitwidths are 2, 4 and 8")
 
 
 def _is_pow2(value):
@@ -73,8 +88,8 @@ def min_acc_width(depth):
 
     The extreme product is ``-128 x -128 = 2**14``; ``depth`` of them sum to ``depth * 2**14``, which a signed
     accumulator of ``(depth * 2**14).bit_length() + 1`` bits holds. The most negative sum,
-    ``depth * (-128 x 127)``, is smaller in magnitude. The 4-bit modes' products are at most ``2**10`` and so
-    are covered too. For ``depth = 64``: ``2**20`` needs 22 bits.
+    ``depth * (-128 x 127)``, is smaller in magnitude. The 4-bit and 2-bit modes' products are at most
+    ``2**10`` and so are covered too. For ``depth = 64``: ``2**20`` needs 22 bits.
     """
     return (depth * (1 << 14)).bit_length() + 1
 
@@ -90,7 +105,8 @@ class AcceleratorConfig:
     head_dim
         Attention head dimension d; a power of two in [8, 256] that is a multiple of ``rows``.
     bitwidths
-        Block bitwidths the plan may use; a subset of {0, 4, 8} that contains 8.
+        Block bitwidths the plan may use; a subset of {0, 2, 4, 8} that contains 8. (The PE and the array
+        compute every one; the attention engine does not run 2-bit blocks yet and refuses such a config.)
     acc_width
         PE accumulator width in bits. ``None`` selects the smallest sufficient width
         (:func:`min_acc_width` of the longest dot product a tile computes, ``max(head_dim, block_size)``).
@@ -161,11 +177,8 @@ class AcceleratorConfig:
         except TypeError:
             raise ParoError(f"bitwidths must be integers, got {self.bitwidths!r}") from None
         for bits in bitwidths:
-            if bits in PLANNED_BITWIDTHS:
-                raise ParoError(f"bitwidth {bits} (four 8x2 products per PE per cycle) is not implemented yet; "
-                                f"use a subset of {{0, 4, 8}}")
             if bits not in SUPPORTED_BITWIDTHS:
-                raise ParoError(f"bitwidths must be a subset of {{0, 4, 8}}, got {bits} in {list(bitwidths)}")
+                raise ParoError(f"bitwidths must be a subset of {{0, 2, 4, 8}}, got {bits} in {list(bitwidths)}")
         if 8 not in bitwidths:
             raise ParoError(f"bitwidths must contain 8 (the dense mode), got {list(bitwidths)}")
         object.__setattr__(self, "bitwidths", bitwidths)
@@ -257,7 +270,13 @@ class AcceleratorConfig:
 
     @property
     def max_products_per_cycle(self):
-        return 2 if 4 in self.bitwidths else 1
+        return max(mode.products_per_cycle for mode in self.modes)
+
+    @property
+    def pe_accumulators(self):
+        """Accumulators (and result registers) of one PE: 4 with 2-bit blocks, else 2 (an INT8-only PE's
+        second one stays zero and synthesises away)."""
+        return max(2, self.max_products_per_cycle)
 
     @property
     def modes(self):
@@ -265,6 +284,8 @@ class AcceleratorConfig:
         modes = [PEMode.INT8]
         if 4 in self.bitwidths:
             modes += [PEMode.INT4, PEMode.UINT4]
+        if 2 in self.bitwidths:
+            modes += [PEMode.INT2, PEMode.UINT2]
         return tuple(modes)
 
     def to_dict(self):

@@ -15,7 +15,8 @@ from paro.config import PEMode
 from paro.sim.streams import bench_config, bench_rng, reset, start_clock
 from paro.sw.golden import operand_range, pack_operand_b, pe_step, wrap
 
-EDGE_VALUES = {PEMode.INT8: (-128, 127, 0, -1), PEMode.INT4: (-8, 7, 0, -1), PEMode.UINT4: (0, 15, 1)}
+EDGE_VALUES = {PEMode.INT8: (-128, 127, 0, -1), PEMode.INT4: (-8, 7, 0, -1), PEMode.UINT4: (0, 15, 1),
+               PEMode.INT2: (-2, 1, 0, -1), PEMode.UINT2: (0, 3, 1)}
 
 
 def _operand(rng, low, high, edges):
@@ -25,9 +26,10 @@ def _operand(rng, low, high, edges):
 class GoldenPE:
     """Register-level state of the PE, updated with :func:`sw.golden.pe_step` on each enabled edge."""
 
-    def __init__(self, acc_width):
-        self.acc_width = acc_width
-        self.acc, self.fresh, self.result = (0, 0), True, (0, 0)
+    def __init__(self, config):
+        self.acc_width = config.acc_width
+        self.acc, self.fresh = (0,) * config.pe_accumulators, True
+        self.result = self.acc
         self.a_out, self.b_out, self.ctl_out = 0, 0, 0
 
     def edge(self, en, a, b_word, valid, last, mode, ctl_bits):
@@ -42,8 +44,9 @@ class GoldenPE:
 
 
 def read_result(dut, config):
-    view = data.ArrayLayout(signed(config.acc_width), 2).from_bits(dut.result.value.to_unsigned())
-    return (view[0], view[1])
+    lanes = config.pe_accumulators
+    view = data.ArrayLayout(signed(config.acc_width), lanes).from_bits(dut.result.value.to_unsigned())
+    return tuple(view[k] for k in range(lanes))
 
 
 async def drive_pe(dut, golden, beats, rng, stall=0.1, bubble=0.1):
@@ -99,7 +102,7 @@ def random_tiles(rng, modes, count, max_len):
             if mode is PEMode.INT8:
                 b = _operand(rng, low, high, EDGE_VALUES[mode])
             else:
-                b = [_operand(rng, low, high, EDGE_VALUES[mode]) for _ in range(2)]
+                b = [_operand(rng, low, high, EDGE_VALUES[mode]) for _ in range(mode.products_per_cycle)]
             beats.append((a, b, mode, k == length - 1))
     return beats
 
@@ -108,7 +111,7 @@ def random_tiles(rng, modes, count, max_len):
 async def pe_int8_random_pairs(dut):
     """10,000 random INT8 operand pairs in tiles of random length, with freezes and bubbles."""
     rng = bench_rng("pe_int8_random_pairs")
-    golden = GoldenPE(bench_config().acc_width)
+    golden = GoldenPE(bench_config())
     await start_clock(dut)
     await reset(dut)
     applied = await drive_pe(dut, golden, random_tiles(rng, [PEMode.INT8], 10_000, bench_config().depth), rng)
@@ -120,7 +123,7 @@ async def pe_accumulator_width_limit(dut):
     """-128 x -128 accumulated over the full depth reaches exactly depth * 2**14; past the width it wraps."""
     rng = bench_rng("pe_accumulator_width_limit")
     config = bench_config()
-    golden = GoldenPE(bench_config().acc_width)
+    golden = GoldenPE(bench_config())
     await start_clock(dut)
     await reset(dut)
     depth = config.depth
@@ -143,7 +146,7 @@ async def pe_accumulator_width_limit(dut):
 async def pe_clear_between_tiles(dut):
     """Back-to-back one-beat tiles: each result is that beat's product alone (the accumulator restarts)."""
     rng = bench_rng("pe_clear_between_tiles")
-    golden = GoldenPE(bench_config().acc_width)
+    golden = GoldenPE(bench_config())
     await start_clock(dut)
     await reset(dut)
     beats = [(rng.randint(-128, 127), rng.randint(-128, 127), PEMode.INT8, True) for _ in range(200)]
@@ -153,11 +156,11 @@ async def pe_clear_between_tiles(dut):
 
 @cocotb.test()
 async def pe_mixed_modes(dut):
-    """Tiles in random modes (INT8 / INT4 / UINT4) switching back to back, with freezes and bubbles."""
+    """Tiles in random modes (every mode of the config) switching back to back, with freezes and bubbles."""
     config = bench_config()
     assert PEMode.INT4 in config.modes, "pe_mixed_modes needs a config with 4-bit blocks"
     rng = bench_rng("pe_mixed_modes")
-    golden = GoldenPE(bench_config().acc_width)
+    golden = GoldenPE(bench_config())
     await start_clock(dut)
     await reset(dut)
     applied = await drive_pe(dut, golden, random_tiles(rng, list(config.modes), 4_000, 16), rng)

@@ -257,6 +257,9 @@ def engine_buffers(config):
 
 def check_engine_config(config):
     """Raise unless the attention engine can be built for ``config``."""
+    if 2 in config.bitwidths:
+        raise ParoError("the engine does not run 2-bit blocks yet (the PE and the array do: generate --top pe or "
+                        "--top array); use bitwidths 0,4,8 for the engine")
     if 4 not in config.bitwidths or set(config.bitwidths) - {0, 4, 8}:
         raise ParoError(f"the engine computes bitwidths {{0, 4, 8}}; the configuration uses "
                         f"{list(config.bitwidths)}")

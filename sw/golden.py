@@ -9,8 +9,10 @@ Operand word of the PE (``b``, 8 bits), shared by the hardware layout ``hw.pe.Op
     INT8   b[7:0] = one signed value
     INT4   b[3:0] = signed value 0, b[7:4] = signed value 1
     UINT4  b[3:0] = unsigned value 0, b[7:4] = unsigned value 1
+    INT2   b[2k+1:2k] = signed value k, k = 0..3
+    UINT2  b[2k+1:2k] = unsigned value k, k = 0..3
 
-In the 4-bit modes value 0 goes to accumulator 0 and value 1 to accumulator 1.
+In the 4-bit and 2-bit modes value k goes to accumulator k.
 """
 
 import numpy as np
@@ -46,7 +48,7 @@ def wrap(value, width):
 def operand_range(mode):
     """Inclusive ``(low, high)`` range of one ``b`` value in ``mode``."""
     mode = PEMode(mode)
-    return {PEMode.INT8: (-128, 127), PEMode.INT4: (-8, 7), PEMode.UINT4: (0, 15)}[mode]
+    return (-(1 << (mode.bits - 1)), (1 << (mode.bits - 1)) - 1) if mode.signed else (0, (1 << mode.bits) - 1)
 
 
 def check_operand(values, mode, name="b"):
@@ -60,70 +62,87 @@ def check_operand(values, mode, name="b"):
 def pack_operand_b(values, mode):
     """Pack ``b`` values into 8-bit operand words along the last axis.
 
-    INT8: one value a word (shape unchanged). INT4/UINT4: values ``2n`` and ``2n+1`` share word ``n`` (the
-    last axis halves, so it must be even).
+    INT8: one value a word (shape unchanged). 4-bit modes: values ``2n`` and ``2n+1`` share word ``n``;
+    2-bit modes: values ``4n .. 4n+3`` share word ``n`` (the last axis shrinks by the values per word, so
+    it must be a multiple of it). Value k of a word sits at bits ``[bits*k + bits-1 : bits*k]``.
     """
     mode = PEMode(mode)
     values = np.asarray(values, dtype=np.int64)
     check_operand(values, mode)
-    if mode is PEMode.INT8:
+    per, bits = mode.products_per_cycle, mode.bits
+    if per == 1:
         return values & 0xFF
-    if values.shape[-1] % 2:
-        raise ParoError(f"4-bit operands pack in pairs; got an odd count {values.shape[-1]}")
-    return (values[..., 0::2] & 0xF) | ((values[..., 1::2] & 0xF) << 4)
+    if values.shape[-1] % per:
+        raise ParoError(f"{bits}-bit operands pack {per} to a word; got a count {values.shape[-1]} that is not a "
+                        f"multiple of {per}")
+    mask = (1 << bits) - 1
+    return sum((values[..., k::per] & mask) << (bits * k) for k in range(per))
 
 
 def unpack_operand_b(words, mode):
     """Inverse of :func:`pack_operand_b`."""
     mode = PEMode(mode)
     words = np.asarray(words, dtype=np.int64) & 0xFF
-    if mode is PEMode.INT8:
-        return np.where(words >= 128, words - 256, words)
-    lo, hi = words & 0xF, words >> 4
-    if mode is PEMode.INT4:
-        lo, hi = np.where(lo >= 8, lo - 16, lo), np.where(hi >= 8, hi - 16, hi)
-    out = np.empty(words.shape[:-1] + (2 * words.shape[-1],), dtype=np.int64)
-    out[..., 0::2], out[..., 1::2] = lo, hi
+    per, bits = mode.products_per_cycle, mode.bits
+    out = np.empty(words.shape[:-1] + (per * words.shape[-1],), dtype=np.int64)
+    for k in range(per):
+        value = (words >> (bits * k)) & ((1 << bits) - 1)
+        if mode.signed:
+            value = np.where(value >= 1 << (bits - 1), value - (1 << bits), value)
+        out[..., k::per] = value
     return out
 
 
 def pe_products(a, b_word, mode):
-    """The PE's two products for signed 8-bit ``a`` and operand word ``b_word``: ``(p0, p1)``.
+    """The PE's four products for signed 8-bit ``a`` and operand word ``b_word``: ``(p0, p1, p2, p3)``.
 
-    Mirrors ``hw.pe``: two signed 8 x 5 sub-multipliers. Sub-multiplier 0 takes ``b[3:0]`` (zero-extended in
-    INT8 and UINT4, sign-extended in INT4); sub-multiplier 1 takes ``b[7:4]`` (sign-extended in INT8 and
-    INT4, zero-extended in UINT4). INT8 combines them, ``p0 = (ph << 4) + pl`` (the full 8 x 8 product),
-    ``p1 = 0``; the 4-bit modes keep them apart.
+    Mirrors ``hw.pe``'s crumb datapath (the nibble datapath of a PE without 2-bit modes gives the same
+    ``p0``, ``p1``): four signed 8 x 3 sub-multipliers, one per 2-bit slice ``c_k = b[2k+1:2k]``, sign-extended
+    where the slice is the top of a signed value (``c3`` in INT8, ``c1`` and ``c3`` in INT4, all in INT2),
+    zero-extended otherwise. Nibble products ``n0 = (pc1 << 2) + pc0``, ``n1 = (pc3 << 2) + pc2``. INT8:
+    ``p0 = (n1 << 4) + n0`` (the full 8 x 8 product), the rest 0; 4-bit modes: ``(n0, n1, 0, 0)``; 2-bit
+    modes: ``(pc0, pc1, pc2, pc3)``.
     """
     mode = PEMode(mode)
     a = np.asarray(a, dtype=np.int64)
     b_word = np.asarray(b_word, dtype=np.int64) & 0xFF
-    lo, hi = b_word & 0xF, b_word >> 4
-    if mode is PEMode.INT4:
-        lo = np.where(lo >= 8, lo - 16, lo)
-    if mode in (PEMode.INT8, PEMode.INT4):
-        hi = np.where(hi >= 8, hi - 16, hi)
-    pl, ph = a * lo, a * hi
+    top_signed = {PEMode.INT8: (3,), PEMode.INT4: (1, 3), PEMode.UINT4: (), PEMode.INT2: (0, 1, 2, 3),
+                  PEMode.UINT2: ()}[mode]
+    pc = []
+    for k in range(4):
+        crumb = (b_word >> (2 * k)) & 3
+        if k in top_signed:
+            crumb = np.where(crumb >= 2, crumb - 4, crumb)
+        pc.append(a * crumb)
+    n0, n1 = (pc[1] << 2) + pc[0], (pc[3] << 2) + pc[2]
+    zero = np.zeros_like(pc[0])
     if mode is PEMode.INT8:
-        return (ph << 4) + pl, np.zeros_like(pl)
-    return pl, ph
+        return (n1 << 4) + n0, zero, zero, zero
+    if mode.bits == 4:
+        return n0, n1, zero, zero
+    return tuple(pc)
 
 
 def pe_step(acc, a, b_word, mode, fresh, acc_width):
-    """One valid PE cycle: ``acc[k] = wrap((0 if fresh else acc[k]) + p[k])`` for both accumulators.
+    """One valid PE cycle: ``acc[k] = wrap((0 if fresh else acc[k]) + p[k])`` for every accumulator.
 
-    ``acc`` is a pair; ``fresh`` is true on the first beat of a tile. Returns the new pair.
+    ``acc`` holds the PE's accumulators (2, or 4 with 2-bit modes); ``fresh`` is true on the first beat of a
+    tile. Returns the new tuple.
     """
-    p0, p1 = pe_products(a, b_word, mode)
-    base = (0, 0) if fresh else acc
-    return int(wrap(base[0] + p0, acc_width)), int(wrap(base[1] + p1, acc_width))
+    mode = PEMode(mode)
+    if mode.products_per_cycle > len(acc):
+        raise ParoError(f"PE mode {mode.name} needs {mode.products_per_cycle} accumulators, the PE has {len(acc)}")
+    products = pe_products(a, b_word, mode)
+    base = (0,) * len(acc) if fresh else acc
+    return tuple(int(wrap(base[k] + products[k], acc_width)) for k in range(len(acc)))
 
 
 def array_tile(a, b, mode, acc_width):
     """One array tile: ``C = A @ B.T`` with every accumulator wrapped to ``acc_width`` bits.
 
-    ``a``: signed 8-bit, shape (R, K). ``b``: values in ``mode``'s range, shape (N, K) with N = C columns
-    (INT8) or 2C (4-bit modes, rows ``2j`` and ``2j+1`` share PE column ``j``). Returns int64 (R, N).
+    ``a``: signed 8-bit, shape (R, K). ``b``: values in ``mode``'s range, shape (N, K) with N = C x products
+    per cycle (rows ``n*j .. n*j+n-1`` share PE column ``j``: C in INT8, 2C in the 4-bit and 4C in the 2-bit
+    modes). Returns int64 (R, N).
     Wrapping is applied once at the end, which equals wrapping after every addition (two's complement sums
     are associative modulo 2**acc_width).
     """

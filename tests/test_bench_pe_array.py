@@ -7,12 +7,22 @@ from paro.config import AcceleratorConfig
 from paro.sim.runner import run_bench
 
 ARRAY_SIZES = [(2, 2), (4, 4), (8, 8), (2, 4)]
+#: Arrays built with 2-bit blocks too (four accumulators per PE, the crumb datapath): every mode, mixed.
+TWO_BIT_SIZES = [(4, 4), (2, 4)]
+ALL_BITS = (0, 2, 4, 8)
 
 
-def test_pe_cocotb(simulator):
-    run_bench(AcceleratorConfig(), "pe", "paro.sim.test_pe", simulator, seed=20261125)
+@pytest.mark.parametrize("bitwidths", [(0, 4, 8), ALL_BITS], ids=["048", "0248"])
+def test_pe_cocotb(simulator, bitwidths):
+    run_bench(AcceleratorConfig(bitwidths=bitwidths), "pe", "paro.sim.test_pe", simulator, seed=20261125)
 
 
 @pytest.mark.parametrize("rows,cols", ARRAY_SIZES, ids=[f"{r}x{c}" for r, c in ARRAY_SIZES])
 def test_array_cocotb(simulator, rows, cols):
     run_bench(AcceleratorConfig(rows=rows, cols=cols), "array", "paro.sim.test_array", simulator, seed=20261125)
+
+
+@pytest.mark.parametrize("rows,cols", TWO_BIT_SIZES, ids=[f"{r}x{c}" for r, c in TWO_BIT_SIZES])
+def test_array_cocotb_two_bit(simulator, rows, cols):
+    config = AcceleratorConfig(rows=rows, cols=cols, bitwidths=ALL_BITS)
+    run_bench(config, "array", "paro.sim.test_array", simulator, seed=20261125)

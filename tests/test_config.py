@@ -13,9 +13,11 @@ from paro.errors import ParoError
     ({"block_size": 48}, "block_size must be a power of two in [8, 256], got 48"),
     ({"head_dim": 4}, "head_dim must be a power of two in [8, 256], got 4"),
     ({"rows": "4"}, "rows must be an integer, got '4'"),
-    ({"bitwidths": (0, 2, 8)}, "bitwidth 2 (four 8x2 products per PE per cycle) is not implemented yet"),
+    ({"bitwidths": (0, 2, 4)}, "bitwidths must contain 8"),
+    ({"bitwidths": (0, 2, 4, 8), "cols": 8, "block_size": 16}, "must be a multiple of rows (4) and of cols x "
+                                                                 "products per cycle (32)"),
     ({"bitwidths": (0, 4)}, "bitwidths must contain 8"),
-    ({"bitwidths": (0, 3, 8)}, "bitwidths must be a subset of {0, 4, 8}, got 3"),
+    ({"bitwidths": (0, 3, 8)}, "bitwidths must be a subset of {0, 2, 4, 8}, got 3"),
     ({"rows": 64, "cols": 2, "head_dim": 32}, "head_dim 32 must be a multiple of rows 64"),
     ({"cols": 8, "block_size": 8}, "block_size 8 does not tile the array"),
     ({"acc_width": 21}, "acc_width must be in [22, 64] for dot products of length 64"),
@@ -54,6 +56,12 @@ def test_json_round_trip_and_unknown_field():
 def test_modes_follow_bitwidths():
     assert AcceleratorConfig().modes == (PEMode.INT8, PEMode.INT4, PEMode.UINT4)
     assert AcceleratorConfig(bitwidths=(0, 8)).modes == (PEMode.INT8,)
+    two = AcceleratorConfig(bitwidths=(0, 2, 8))
+    assert two.modes == (PEMode.INT8, PEMode.INT2, PEMode.UINT2)
+    assert two.max_products_per_cycle == 4 and two.pe_accumulators == 4
+    assert AcceleratorConfig().pe_accumulators == 2 and AcceleratorConfig(bitwidths=(0, 8)).pe_accumulators == 2
+    assert PEMode.for_block(2, "qk") is PEMode.INT2 and PEMode.for_block(2, "pv") is PEMode.UINT2
+    assert [m.products_per_cycle for m in PEMode] == [1, 2, 2, 4, 4]
     assert PEMode.for_block(4, "qk") is PEMode.INT4
     assert PEMode.for_block(4, "pv") is PEMode.UINT4
     assert PEMode.for_block(8, "pv") is PEMode.INT8

@@ -52,7 +52,8 @@ def test_engine_params_report_every_buffer_in_bits():
 @pytest.mark.parametrize("argv,message", [
     (["--rows", "3"], "paro: error: rows must be a power of two in [2, 64], got 3"),
     (["--top", "engine9"], "paro: error: unknown top 'engine9'"),
-    (["--bitwidths", "0,2,8"], "paro: error: bitwidth 2"),
+    (["--bitwidths", "0,3,8"], "paro: error: bitwidths must be a subset of {0, 2, 4, 8}, got 3"),
+    (["--top", "engine", "--bitwidths", "0,2,4,8"], "paro: error: the engine does not run 2-bit blocks yet"),
 ])
 def test_bad_parameter_exits_nonzero_without_file(tmp_path, capsys, argv, message):
     out = tmp_path / "out.v"

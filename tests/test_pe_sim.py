@@ -30,7 +30,7 @@ async def apply(ctx, pe, a, b_word, mode, valid=True, last=False, en=True):
 
 def result(ctx, pe):
     value = ctx.get(pe.result)
-    return (value[0], value[1])
+    return tuple(value[k] for k in range(len(value)))
 
 
 def word(values, mode):
@@ -39,18 +39,24 @@ def word(values, mode):
 
 def random_beat(rng, mode):
     low, high = operand_range(mode)
-    b = rng.randint(low, high) if mode is PEMode.INT8 else [rng.randint(low, high) for _ in range(2)]
+    b = rng.randint(low, high) if mode is PEMode.INT8 else [rng.randint(low, high)
+                                                             for _ in range(mode.products_per_cycle)]
     return rng.randint(-128, 127), word(b, mode)
 
 
-def test_random_tiles_match_golden():
+ALL_BITS = (0, 2, 4, 8)
+
+
+@pytest.mark.parametrize("bitwidths", [(0, 4, 8), ALL_BITS, (0, 2, 8)])
+def test_random_tiles_match_golden(bitwidths):
     print(f"seed {SEED}")
-    config = AcceleratorConfig()
+    config = AcceleratorConfig(bitwidths=bitwidths)
     pe = ProcessingElement(config)
     rng = random.Random(SEED)
 
     async def testbench(ctx):
-        acc, fresh, expected = (0, 0), True, (0, 0)
+        acc = expected = (0,) * config.pe_accumulators
+        fresh = True
         for _ in range(60):
             mode = rng.choice(config.modes)
             length = rng.randint(1, 12)
@@ -64,19 +70,48 @@ def test_random_tiles_match_golden():
     run(pe, testbench)
 
 
-def test_mode_switch_no_bubble():
-    """One-beat tiles alternating INT8 / INT4 / UINT4 every cycle: each result is right the next cycle."""
-    config = AcceleratorConfig()
+@pytest.mark.parametrize("bitwidths", [(0, 4, 8), ALL_BITS])
+def test_mode_switch_no_bubble(bitwidths):
+    """One-beat tiles cycling through every mode: each result is right the next cycle."""
+    config = AcceleratorConfig(bitwidths=bitwidths)
     pe = ProcessingElement(config)
     rng = random.Random(SEED)
+    zero = (0,) * config.pe_accumulators
 
     async def testbench(ctx):
-        for n in range(30):
-            mode = config.modes[n % 3]
+        for n in range(40):
+            mode = config.modes[n % len(config.modes)]
             a, b = random_beat(rng, mode)
             await apply(ctx, pe, a, b, mode, last=True)
-            assert result(ctx, pe) == pe_step((0, 0), a, b, mode, True, config.acc_width)
+            assert result(ctx, pe) == pe_step(zero, a, b, mode, True, config.acc_width)
     run(pe, testbench)
+
+
+def test_two_bit_modes_known_products():
+    """Hand-checked: the four crumbs of one word, signed and unsigned, each into its own accumulator; and
+    the crumb datapath's 8-bit and 4-bit products equal the plain products."""
+    config = AcceleratorConfig(bitwidths=ALL_BITS)
+    pe = ProcessingElement(config)
+
+    async def testbench(ctx):
+        await apply(ctx, pe, -7, word([-2, 1, 0, -1], PEMode.INT2), PEMode.INT2, last=True)
+        assert result(ctx, pe) == (14, -7, 0, 7)
+        await apply(ctx, pe, -7, word([3, 1, 0, 2], PEMode.UINT2), PEMode.UINT2, last=True)
+        assert result(ctx, pe) == (-21, -7, 0, -14)
+        await apply(ctx, pe, 127, word([-8, 7], PEMode.INT4), PEMode.INT4, last=True)
+        assert result(ctx, pe) == (-1016, 889, 0, 0)
+        await apply(ctx, pe, -128, word(-128, PEMode.INT8), PEMode.INT8, last=True)
+        assert result(ctx, pe) == (16384, 0, 0, 0)
+        # Two beats of one 2-bit tile accumulate per crumb.
+        await apply(ctx, pe, 5, word([1, 1, -2, 0], PEMode.INT2), PEMode.INT2)
+        await apply(ctx, pe, 3, word([-2, 1, -2, 1], PEMode.INT2), PEMode.INT2, last=True)
+        assert result(ctx, pe) == (-1, 8, -16, 3)
+    run(pe, testbench)
+
+
+def test_golden_refuses_two_bit_on_a_two_accumulator_pe():
+    with pytest.raises(ParoError, match="PE mode INT2 needs 4 accumulators, the PE has 2"):
+        pe_step((0, 0), 1, 0, PEMode.INT2, True, 22)
 
 
 def test_freeze_and_bubble_hold_state():
