@@ -55,12 +55,18 @@ def _ecp5(r):
             f"{f['fmax_mhz']:.1f} MHz; PE area {r['pe_area_ratio']:.2f}x INT8-only")
 
 
+def _pe_area(r):
+    pe = r["pe"]["mixed"]
+    return (f"{pe['cells']:,} cells, {pe['flip_flops']} flip-flops, ~{pe['cmos_transistors']:,} transistors; "
+            f"PE area {r['pe_area_ratio']:.2f}x INT8-only")
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _reorder), ("engine_small_head1.json", _engine),
          ("engine_small_layer.json", _engine),
          ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("engine_cogvideox_head1_rows100-103.json", _engine),
-         ("synth_ecp5_4x4.json", _ecp5)]
+         ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])

@@ -49,6 +49,15 @@ def test_malformed_plan(tmp_path, capsys):
     assert not report.exists()
 
 
+def test_two_bit_calibration_is_refused_without_a_file(tmp_path, capsys):
+    plan = tmp_path / "two.npz"
+    assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--bitwidths", "0,2,4,8",
+                 "--avg-bits", "3", "-o", str(plan)]) == 2
+    assert _error_line(capsys) == ("paro: error: calibrate has no 2-bit block error model yet (the engine does not "
+                                   "run 2-bit blocks either); use --bitwidths 0,4,8")
+    assert not plan.exists()
+
+
 def test_plan_the_engine_does_not_support(tmp_path, capsys):
     plan = tmp_path / "int8only.npz"
     assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--bitwidths", "0,8", "--density", "0.5",

@@ -13,6 +13,7 @@ from ..config import AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write, check_writable
 from ..hw.emit import TOPS, write_verilog
+from ..sw.allocation import METHODS
 from ..sw.calibrate import calibrate
 from ..sw.plan import load_plan, save_plan
 from ..sw.plots import plot_plan
@@ -118,7 +119,8 @@ def cmd_calibrate(args):
                                head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
                                max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
                                kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads))
-    plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits)
+    plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits,
+                             allocation=args.allocation)
     save_plan(plan, args.output)
     if args.report:
         atomic_write(args.report, json.dumps({**provenance(), **report}, indent=2) + "\n")
@@ -127,6 +129,11 @@ def cmd_calibrate(args):
           f"(fp mask {report['cosine_fp_mask']:.4f}, identity order {report['cosine_identity']:.4f}), "
           f"rel_l1 {report['rel_l1']:.4f} (identity order {report['rel_l1_identity']:.4f})")
     print(f"orders: {' '.join(plan.orders)}")
+    allocation = report["allocation"]
+    if "gap" in allocation:
+        print(f"bit allocation: integer program objective {allocation['objective']:.6g} "
+              f"({allocation['ilp']['status']}, {allocation['ilp']['seconds']:.1f} s), Lagrangian "
+              f"{allocation['lagrangian_objective']:.6g} ({100 * allocation['gap']:+.2f}%)")
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
 
 
@@ -270,6 +277,8 @@ def build_parser():
     cal.add_argument("--bitwidths", type=_bitwidths, default=(0, 4, 8), help="block bitwidth set, e.g. 0,4,8")
     cal.add_argument("--acc-width", type=int, default=None, help="accumulator width (default: minimum)")
     _add_kept_keys_arg(cal)
+    cal.add_argument("--allocation", choices=METHODS, default="ilp",
+                     help="bit allocation: ilp (exact, HiGHS) or lagrangian (fast, for very large layers)")
     cal.add_argument("-o", "--output", required=True, help="BlockPlan file to write (.npz)")
     cal.add_argument("--report", help="JSON report to write")
     cal.set_defaults(func=cmd_calibrate)
