@@ -46,7 +46,7 @@ demo: install
 
 bench-engine: install
 	@mkdir -p results
-	$(VENV)/bin/paro calibrate --workload small --density 0.25 --avg-bits 1.5 --kv-cache-blocks 8 --max-kept-keys 512 -o results/small_plan.npz --report results/small_calibration.json
+	$(VENV)/bin/paro calibrate --workload small --density 0.25 --avg-bits 1.5 --kv-cache-blocks 8 --max-kept-keys 512 --holdout-sample 1 -o results/small_plan.npz --report results/small_calibration.json
 	$(VENV)/bin/paro simulate --plan results/small_plan.npz --head 1 --fast --report results/engine_small_head1.json
 	$(VENV)/bin/paro simulate --plan results/small_plan.npz --heads all --fast --report results/engine_small_layer.json
 	$(VENV)/bin/paro simulate --plan results/small_plan.npz --head 1 --gap 0.2 --read-latency 40 --report results/engine_small_head1_latency40.json

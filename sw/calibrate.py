@@ -15,6 +15,8 @@ Per head, three passes over the attention rows, one query block at a time (memor
    un-permuted, against fp64 dense attention: ``cosine`` and ``rel_l1``; the same kept blocks at full
    precision (``cosine_fp_mask``) separate the sparsity loss from the quantisation loss; the identity order
    at the same budgets gives ``cosine_identity`` / ``rel_l1_identity``.
+4. **Held-out** (optional): the same measurement on Q/K/V the plan was not calibrated on (another sample or
+   step), with the plan's orders and bitmaps (:func:`held_out_quality`).
 """
 
 import sys
@@ -33,7 +35,7 @@ from .quant import quantize_head
 from .reorder import PERMUTATIONS, permute_tokens, unpermute_tokens
 from .sparsity import attention_rows, block_masses, captured_mass
 
-__all__ = ["calibrate", "Progress", "REORDER_PAYS_GAIN"]
+__all__ = ["calibrate", "held_out_quality", "Progress", "REORDER_PAYS_GAIN"]
 
 IDENTITY = "FHW"
 #: A head's pattern "runs across the identity order's contiguous axis" when the best order captures at
@@ -167,9 +169,49 @@ def _golden_output(head, bitmap, config, layout, order):
     return unpermute_tokens(out, layout, order, axis=0)
 
 
-def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allocation="ilp"):
+def _check_holdout(workload, holdout):
+    if holdout.layout != workload.layout or holdout.head_dim != workload.head_dim:
+        raise ParoError(f"the held-out Q/K/V must have the calibration data's layout and head_dim "
+                        f"({workload.layout.to_dict()}, d {workload.head_dim}), got {holdout.layout.to_dict()}, "
+                        f"d {holdout.head_dim}")
+    if holdout.heads < workload.heads:
+        raise ParoError(f"the held-out Q/K/V has {holdout.heads} heads, the plan {workload.heads}")
+    if holdout.source() == workload.source():
+        raise ParoError("the held-out Q/K/V is the calibration data itself; pass another sample or file")
+
+
+def held_out_quality(holdout, entries, config, layout):
+    """The plan's orders and bitmaps on Q/K/V they were not calibrated on: golden-model output vs fp64
+    dense attention (``cosine``, ``rel_l1``) and the same kept blocks at full precision. Quantisation scales
+    (and the K mean) come from the held-out data itself, as the host computes them for each run."""
+    totals = {"plan": _Metrics(), "fp_mask": _Metrics()}
+    per_head = []
+    progress = Progress(len(entries), "held-out evaluation")
+    for entry in entries:
+        h, order, bitmap = entry["head"], entry["order"], entry["bitmap_chosen"]
+        q, k, v = holdout.head(h)
+        ref = _dense_reference(q, k, v, config)
+        qp, kp, vp = (permute_tokens(x, layout, order, axis=0) for x in (q, k, v))
+        head, _ = quantize_head(qp, kp, vp, config.block_size)
+        out = _golden_output(head, bitmap, config, layout, order)
+        fp = unpermute_tokens(_masked_reference(qp, kp, vp, bitmap, config), layout, order, axis=0)
+        totals["plan"].add(out, ref)
+        totals["fp_mask"].add(fp, ref)
+        cosine, rel_l1 = _metrics(out, ref)
+        per_head.append({"head": h, "cosine": cosine, "rel_l1": rel_l1})
+        progress()
+    cosine, rel_l1 = totals["plan"].result()
+    cosine_fp, rel_l1_fp = totals["fp_mask"].result()
+    return {"workload": holdout.source(), "cosine": cosine, "rel_l1": rel_l1, "cosine_fp_mask": cosine_fp,
+            "rel_l1_fp_mask": rel_l1_fp, "scales": "from the held-out data (per block, as the host computes "
+                                                    "them each run); orders and bitmaps from the plan",
+            "heads": per_head}
+
+
+def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allocation="ilp", holdout=None):
     """Calibrate every head of ``workload``; returns ``(BlockPlan, report dict)``. ``allocation``: the bit
-    allocation method (:mod:`sw.allocation`: ``ilp`` or ``lagrangian``)."""
+    allocation method (:mod:`sw.allocation`: ``ilp`` or ``lagrangian``). ``holdout``: another workload of the
+    same layout (another sample or step) to evaluate the plan on as well (:func:`held_out_quality`)."""
     if density is None and avg_bits is None:
         raise ParoError("give --density, --avg-bits or both")
     if config is None:
@@ -191,6 +233,8 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
     if density is not None and avg_bits is not None and avg_bits < density * low_bits - 1e-9:
         raise ParoError(f"--avg-bits {avg_bits} is below what --density {density} needs at {low_bits} bits "
                         f"({density * low_bits:.3f}); raise --avg-bits or lower --density")
+    if holdout is not None:
+        _check_holdout(workload, holdout)
     eval_density = density if density is not None else 0.25
     nb = -(-layout.tokens // B)
     log = log or (lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
@@ -296,6 +340,8 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
         },
         "heads": report_heads,
     }
+    if holdout is not None:
+        report["heldout"] = held_out_quality(holdout, heads, config, layout)
     plan = BlockPlan(
         config=config, layout=layout, orders=[e["order"] for e in heads], bitmap=all_maps,
         q_scale=np.stack([e["chosen"]["scales"][0] for e in heads]),

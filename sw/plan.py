@@ -187,6 +187,8 @@ def _check_source(source, layout, heads, bad):
             raise bad("header.source.name", f"must be one of {', '.join(WORKLOADS)}, got {source.get('name')!r}")
         if not _is_int(source.get("seed")):
             raise bad("header.source.seed", f"must be an integer, got {source.get('seed')!r}")
+        if not _is_int(source.get("sample", 0)):
+            raise bad("header.source.sample", f"must be an integer, got {source.get('sample')!r}")
         if source.get("heads") != heads:
             raise bad("header.source.heads", f"must equal header.heads ({heads}), got {source.get('heads')!r}")
     else:

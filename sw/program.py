@@ -25,7 +25,8 @@ def plan_workload(plan):
     """The workload the plan was calibrated on; a Q/K/V file that changed since is refused."""
     source = plan.source
     if source["kind"] == "synthetic":
-        return make_workload(source["name"], seed=source["seed"], heads=source["heads"])
+        return make_workload(source["name"], seed=source["seed"], heads=source["heads"],
+                             sample=source.get("sample", 0))
     path = source["path"]
     digest = file_sha256(path)
     if digest != source["sha256"]:

@@ -101,10 +101,13 @@ class SyntheticWorkload(Workload):
     heads: int
     head_dim: int
     seed: int = 0
+    sample: int = 0
 
     def __post_init__(self):
         if self.head_dim < 16 or self.head_dim % 4:
             raise ParoError(f"synthetic workloads need head_dim >= 16 and a multiple of 4, got {self.head_dim}")
+        if not 0 <= self.sample < len(_IMAGES):
+            raise ParoError(f"a synthetic workload has {len(_IMAGES)} samples (0..{len(_IMAGES) - 1}), got {self.sample}")
         self._content = None
 
     # --- content ----------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class SyntheticWorkload(Workload):
         if self._content is None:
             from skimage import data, transform
             lay = self.layout
-            image = getattr(data, _IMAGES[self.seed % len(_IMAGES)])().astype(np.float32) / 255.0
+            image = getattr(data, _IMAGES[(self.seed + self.sample) % len(_IMAGES)])().astype(np.float32) / 255.0
             need_h = lay.height * _PATCH + _MOTION[0] * (lay.frames - 1)
             need_w = lay.width * _PATCH + _MOTION[1] * (lay.frames - 1)
             scale = max(need_h / image.shape[0], need_w / image.shape[1], 1e-9)
@@ -161,6 +164,10 @@ class SyntheticWorkload(Workload):
         content = self._video_content()
         c_dim = content.shape[1]
         text = rng.standard_normal((lay.text_tokens, c_dim)).astype(np.float32)
+        # Another sample: other content (photograph) and text through the same head weights.
+        other = np.random.default_rng([self.seed, h, self.sample]) if self.sample else None
+        if other is not None:
+            text = other.standard_normal(text.shape).astype(np.float32)
         tokens = np.concatenate([text, content])
 
         wq = rng.standard_normal((c_dim, d_content)) / np.sqrt(c_dim)
@@ -181,12 +188,13 @@ class SyntheticWorkload(Workload):
 
         q = np.concatenate([q_content, q_pos, q_sink], axis=1)
         k = np.concatenate([k_content, k_pos, k_sink], axis=1)
-        v = tokens @ wv + 0.3 * rng.standard_normal((lay.tokens, d))
+        noise = rng.standard_normal((lay.tokens, d))
+        v = tokens @ wv + 0.3 * (noise if other is None else other.standard_normal(noise.shape))
         return q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)
 
     def source(self):
         return {"kind": "synthetic", "name": self.name, "layout": self.layout.to_dict(), "heads": self.heads,
-                "head_dim": self.head_dim, "seed": self.seed}
+                "head_dim": self.head_dim, "seed": self.seed, "sample": self.sample}
 
 
 @dataclasses.dataclass
@@ -256,7 +264,7 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def make_workload(name=None, *, qkv=None, layout=None, seed=0, heads=None):
+def make_workload(name=None, *, qkv=None, layout=None, seed=0, heads=None, sample=0):
     """A built-in workload by ``name``, or a file workload from ``qkv`` with its ``layout``."""
     if qkv is not None:
         if layout is None:
@@ -275,4 +283,4 @@ def make_workload(name=None, *, qkv=None, layout=None, seed=0, heads=None):
     if not 1 <= count <= spec["heads"]:
         raise ParoError(f"--heads must be in [1, {spec['heads']}] for workload {name}, got {count}")
     return SyntheticWorkload(name, TokenLayout(frames, height, width, spec["text_tokens"]), count,
-                             spec["head_dim"], seed)
+                             spec["head_dim"], seed, sample)

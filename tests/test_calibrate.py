@@ -68,6 +68,36 @@ def test_calibration_is_deterministic():
     assert ra["cosine"] == rb["cosine"]
 
 
+def test_held_out_sample_uses_the_same_weights_and_other_content():
+    first, other = make_workload("tiny"), make_workload("tiny", sample=1)
+    q0, k0, v0 = first.head(1)
+    q1, k1, v1 = other.head(1)
+    assert q0.shape == q1.shape and not np.allclose(q0, q1) and not np.allclose(v0, v1)
+    # The positional and sink channels depend on the head and the layout only: equal in both samples.
+    d_pos = 3 * 2 * max(2, first.head_dim // 16)
+    assert np.array_equal(q0[:, -1 - d_pos:], q1[:, -1 - d_pos:]) and np.array_equal(k0[:, -1], k1[:, -1])
+    assert other.source()["sample"] == 1 and first.source()["sample"] == 0
+    with pytest.raises(ParoError, match=r"a synthetic workload has 4 samples \(0..3\), got 4"):
+        make_workload("tiny", sample=4)
+
+
+def test_held_out_quality_is_reported_and_checked():
+    workload = make_workload("tiny")
+    config = AcceleratorConfig(head_dim=32, block_size=16)
+    plan, report = calibrate(workload, config, density=0.5, avg_bits=3.0, holdout=make_workload("tiny", sample=2),
+                             **QUIET)
+    held = report["heldout"]
+    assert held["workload"]["sample"] == 2 and len(held["heads"]) == workload.heads
+    assert 0.5 < held["cosine"] < 1 and held["rel_l1"] > 0
+    assert held["cosine"] != report["cosine"]                 # another input, another number
+    same, _ = calibrate(workload, config, density=0.5, avg_bits=3.0, **QUIET)
+    assert np.array_equal(same.bitmap, plan.bitmap) and same.orders == plan.orders   # held-out data chooses nothing
+    with pytest.raises(ParoError, match="the held-out Q/K/V is the calibration data itself"):
+        calibrate(workload, config, density=0.5, holdout=make_workload("tiny"), **QUIET)
+    with pytest.raises(ParoError, match="must have the calibration data's layout"):
+        calibrate(workload, config, density=0.5, holdout=make_workload("small"), **QUIET)
+
+
 def test_workload_head_kinds_cycle():
     workload = make_workload("small")
     assert [workload.head_kind(h) for h in range(5)] == list(HEAD_KINDS)
@@ -93,6 +123,10 @@ def test_cli_calibrate_and_plot(tmp_path, capsys):
     (["--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "1"],
      "--avg-bits 1.0 is below what --density 0.5 needs at 4 bits"),
     (["--qkv", "nothing.npz", "--density", "0.5"], "--qkv needs --grid F,H,W"),
+    (["--workload", "tiny", "--block-size", "16", "--density", "0.5", "--holdout-sample", "1", "--holdout-qkv",
+      "x.npz"], "give --holdout-sample (built-in workloads) or --holdout-qkv FILE, not both"),
+    (["--workload", "tiny", "--block-size", "16", "--density", "0.5", "--holdout-sample", "7"],
+     "a synthetic workload has 4 samples (0..3), got 7"),
 ])
 def test_cli_calibrate_errors(tmp_path, capsys, argv, message):
     out = tmp_path / "plan.npz"

@@ -61,9 +61,15 @@ def _pe_area(r):
             f"PE area {r['pe_area_ratio']:.2f}x INT8-only")
 
 
+def _heldout(r):
+    h = r["heldout"]
+    return (f"cosine {h['cosine']:.4f} vs fp64 (same blocks at full precision {h['cosine_fp_mask']:.4f}), "
+            f"rel_l1 {h['rel_l1']:.4f}")
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
-         ("small_calibration.json", _reorder), ("engine_small_head1.json", _engine),
-         ("engine_small_layer.json", _engine),
+         ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
+         ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
          ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("engine_cogvideox_head1_rows100-103.json", _engine),
          ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area)]

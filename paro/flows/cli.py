@@ -113,6 +113,16 @@ def cmd_calibrate(args):
             raise ParoError("--qkv needs --grid F,H,W (and --text-tokens T if the file has text tokens)")
         layout = TokenLayout(*args.grid, args.text_tokens)
     workload = make_workload(args.workload, qkv=args.qkv, layout=layout, seed=args.seed, heads=args.heads)
+    holdout = None
+    if args.holdout_sample is not None and args.holdout_qkv is not None:
+        raise ParoError("give --holdout-sample (built-in workloads) or --holdout-qkv FILE, not both")
+    if args.holdout_sample is not None:
+        if args.workload is None:
+            raise ParoError("--holdout-sample picks another sample of a built-in workload; with --qkv use "
+                            "--holdout-qkv FILE")
+        holdout = make_workload(args.workload, seed=args.seed, heads=args.heads, sample=args.holdout_sample)
+    elif args.holdout_qkv is not None:
+        holdout = make_workload(qkv=args.holdout_qkv, layout=workload.layout, heads=args.heads)
     # The softmax widths follow the sequence length, so the plan fits the smallest engine that runs it.
     max_seq_len = max(64, 1 << (workload.layout.padded(args.block_size) - 1).bit_length())
     config = AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
@@ -120,7 +130,7 @@ def cmd_calibrate(args):
                                max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
                                kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads))
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits,
-                             allocation=args.allocation)
+                             allocation=args.allocation, holdout=holdout)
     save_plan(plan, args.output)
     if args.report:
         atomic_write(args.report, json.dumps({**provenance(), **report}, indent=2) + "\n")
@@ -129,6 +139,10 @@ def cmd_calibrate(args):
           f"(fp mask {report['cosine_fp_mask']:.4f}, identity order {report['cosine_identity']:.4f}), "
           f"rel_l1 {report['rel_l1']:.4f} (identity order {report['rel_l1_identity']:.4f})")
     print(f"orders: {' '.join(plan.orders)}")
+    if "heldout" in report:
+        held = report["heldout"]
+        print(f"held-out data: cosine {held['cosine']:.4f} (fp mask {held['cosine_fp_mask']:.4f}), "
+              f"rel_l1 {held['rel_l1']:.4f}")
     allocation = report["allocation"]
     if "gap" in allocation:
         print(f"bit allocation: integer program objective {allocation['objective']:.6g} "
@@ -279,6 +293,10 @@ def build_parser():
     _add_kept_keys_arg(cal)
     cal.add_argument("--allocation", choices=METHODS, default="ilp",
                      help="bit allocation: ilp (exact, HiGHS) or lagrangian (fast, for very large layers)")
+    cal.add_argument("--holdout-sample", type=int, default=None,
+                     help="also evaluate the plan on this other sample (1..3) of the built-in workload")
+    cal.add_argument("--holdout-qkv", default=None,
+                     help="also evaluate the plan on this Q/K/V file (same grid and text tokens as --qkv)")
     cal.add_argument("-o", "--output", required=True, help="BlockPlan file to write (.npz)")
     cal.add_argument("--report", help="JSON report to write")
     cal.set_defaults(func=cmd_calibrate)
