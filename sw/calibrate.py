@@ -211,7 +211,8 @@ def held_out_quality(holdout, entries, config, layout):
 def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allocation="ilp", holdout=None):
     """Calibrate every head of ``workload``; returns ``(BlockPlan, report dict)``. ``allocation``: the bit
     allocation method (:mod:`sw.allocation`: ``ilp`` or ``lagrangian``). ``holdout``: another workload of the
-    same layout (another sample or step) to evaluate the plan on as well (:func:`held_out_quality`)."""
+    same layout (another sample or step), or a list of them, to evaluate the plan on as well
+    (:func:`held_out_quality`; the report's ``heldout`` is a dict, or a list for a list)."""
     if density is None and avg_bits is None:
         raise ParoError("give --density, --avg-bits or both")
     if config is None:
@@ -233,8 +234,9 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
     if density is not None and avg_bits is not None and avg_bits < density * low_bits - 1e-9:
         raise ParoError(f"--avg-bits {avg_bits} is below what --density {density} needs at {low_bits} bits "
                         f"({density * low_bits:.3f}); raise --avg-bits or lower --density")
-    if holdout is not None:
-        _check_holdout(workload, holdout)
+    holdouts = holdout if isinstance(holdout, (list, tuple)) else [] if holdout is None else [holdout]
+    for other in holdouts:
+        _check_holdout(workload, other)
     eval_density = density if density is not None else 0.25
     nb = -(-layout.tokens // B)
     log = log or (lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
@@ -340,8 +342,9 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
         },
         "heads": report_heads,
     }
-    if holdout is not None:
-        report["heldout"] = held_out_quality(holdout, heads, config, layout)
+    if holdouts:
+        held = [held_out_quality(other, heads, config, layout) for other in holdouts]
+        report["heldout"] = held if isinstance(holdout, (list, tuple)) else held[0]
     plan = BlockPlan(
         config=config, layout=layout, orders=[e["order"] for e in heads], bitmap=all_maps,
         q_scale=np.stack([e["chosen"]["scales"][0] for e in heads]),

@@ -20,6 +20,13 @@ Header JSON: ``{"format": "paro-blockplan", "version": 1, "config": {Accelerator
 {frames, height, width, text_tokens}, "heads": H, "source": {how to rebuild Q/K/V}, "budget": {...}}``.
 ``nq = nk = ceil(tokens / block_size)``. :func:`load_plan` validates every field and refuses a bad file with
 one line naming the field.
+
+**Plan sets** (version 2): one file with a plan per (layer, timestep group), as PAROAttention keeps static
+plans per timestep group, layer and head. Its ``header`` is ``{"format": "paro-blockplan", "version": 2,
+"entries": [{"layer": L, "group": G, "steps": [s, ...]}, ...]}`` and entry ``n``'s arrays are a version-1
+plan's (its own ``header`` too) under the names ``entry<n>.<array>``. :func:`load_plan_set` reads both
+versions (a version-1 file is a set of one plan, ``layer``/``group``/``steps`` null); :func:`load_plan` picks
+one plan by ``layer`` and ``step``. Single plans are still written as version 1.
 """
 
 import dataclasses
@@ -36,10 +43,12 @@ from paro.files import atomic_write_bytes, read_npz
 from .reorder import PERMUTATIONS, TokenLayout
 from .workloads import WORKLOADS
 
-__all__ = ["PLAN_FORMAT", "PLAN_VERSION", "BlockPlan", "save_plan", "load_plan"]
+__all__ = ["PLAN_FORMAT", "PLAN_VERSION", "PLAN_SET_VERSION", "BlockPlan", "PlanSet", "save_plan", "load_plan",
+           "save_plan_set", "load_plan_set"]
 
 PLAN_FORMAT = "paro-blockplan"
 PLAN_VERSION = 1
+PLAN_SET_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -65,22 +74,71 @@ class BlockPlan:
         return self.q_scale[h], self.k_scale[h], self.v_scale[h], self.k_mean[h]
 
 
-def save_plan(plan, path):
-    """Write ``plan`` to ``path`` atomically (no partial file on error)."""
+def _json_array(value):
+    return np.frombuffer(json.dumps(value, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def _plan_arrays(plan):
+    """The version-1 arrays of one plan (its header included)."""
     header = {"format": PLAN_FORMAT, "version": PLAN_VERSION, "config": plan.config.to_dict(),
               "layout": plan.layout.to_dict(), "heads": plan.heads, "source": plan.source, "budget": plan.budget}
+    return {
+        "header": _json_array(header),
+        "orders": np.array([PERMUTATIONS.index(o) for o in plan.orders], dtype=np.uint8),
+        "bitmap": plan.bitmap.astype(np.uint8),
+        "q_scale": plan.q_scale.astype(np.float64), "k_scale": plan.k_scale.astype(np.float64),
+        "v_scale": plan.v_scale.astype(np.float64), "k_mean": plan.k_mean.astype(np.float64),
+        "block_mass": plan.block_mass.astype(np.float32),
+        "block_mass_identity": plan.block_mass_identity.astype(np.float32),
+    }
+
+
+def _write(arrays, path):
     buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        header=np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8),
-        orders=np.array([PERMUTATIONS.index(o) for o in plan.orders], dtype=np.uint8),
-        bitmap=plan.bitmap.astype(np.uint8),
-        q_scale=plan.q_scale.astype(np.float64), k_scale=plan.k_scale.astype(np.float64),
-        v_scale=plan.v_scale.astype(np.float64), k_mean=plan.k_mean.astype(np.float64),
-        block_mass=plan.block_mass.astype(np.float32),
-        block_mass_identity=plan.block_mass_identity.astype(np.float32),
-    )
+    np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_plan(plan, path):
+    """Write ``plan`` to ``path`` atomically (no partial file on error), as a version-1 file."""
+    _write(_plan_arrays(plan), path)
+
+
+@dataclasses.dataclass
+class PlanSet:
+    """Plans per (layer, timestep group): ``entries[n]`` = ``{"layer", "group", "steps"}`` of ``plans[n]``."""
+    entries: list
+    plans: list
+
+    def describe(self):
+        layers = sorted({e["layer"] for e in self.entries if e["layer"] is not None})
+        groups = sorted({(min(e["steps"]), max(e["steps"])) for e in self.entries if e["steps"]})
+        return (f"{len(self.plans)} plans (layers {', '.join(map(str, layers))}; step groups "
+                f"{', '.join(f'{a}-{b}' for a, b in groups)})")
+
+    def select(self, layer=None, step=None, where="the plan file"):
+        """The plan of ``layer`` whose timestep group holds ``step``; either may be omitted when it leaves
+        one plan. Raises a one-line :class:`ParoError` naming what to pass."""
+        found = [n for n, e in enumerate(self.entries)
+                 if (layer is None or e["layer"] == layer) and (step is None or step in (e["steps"] or []))]
+        if len(self.plans) == 1 and layer is None and step is None:
+            return self.plans[0]
+        if len(found) == 1:
+            return self.plans[found[0]]
+        if not found:
+            raise ParoError(f"{where} has no plan for layer {layer} at step {step}; it holds {self.describe()}")
+        raise ParoError(f"{where} holds {self.describe()}; pass --layer and --step to pick one")
+
+
+def save_plan_set(plan_set, path):
+    """Write a :class:`PlanSet` as a version-2 file atomically."""
+    if len(plan_set.entries) != len(plan_set.plans) or not plan_set.plans:
+        raise ParoError("a plan set needs one entry per plan, and at least one plan")
+    arrays = {"header": _json_array({"format": PLAN_FORMAT, "version": PLAN_SET_VERSION,
+                                     "entries": plan_set.entries})}
+    for n, plan in enumerate(plan_set.plans):
+        arrays.update({f"entry{n}.{name}": value for name, value in _plan_arrays(plan).items()})
+    _write(arrays, path)
 
 
 _ARRAYS = {
@@ -95,27 +153,63 @@ _ARRAYS = {
 }
 
 
-def load_plan(path):
-    """Read and validate a plan; any defect raises a one-line :class:`ParoError` naming the field."""
+def load_plan(path, layer=None, step=None):
+    """Read and validate a plan (or the plan of ``layer`` and ``step`` from a plan set); any defect raises a
+    one-line :class:`ParoError` naming the field."""
+    return load_plan_set(path).select(layer, step, where=f"plan file {str(path)!r}")
+
+
+def _read_header(arrays, bad, prefix=""):
+    if prefix + "header" not in arrays:
+        raise bad(prefix + "header", "is missing")
+    try:
+        header = json.loads(arrays[prefix + "header"].astype(np.uint8).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+        raise bad(prefix + "header", "is not UTF-8 JSON") from None
+    if not isinstance(header, dict):
+        raise bad(prefix + "header", "is not a JSON object")
+    if header.get("format") != PLAN_FORMAT:
+        raise bad(prefix + "header.format", f"must be {PLAN_FORMAT!r}, got {header.get('format')!r}")
+    return header
+
+
+def load_plan_set(path):
+    """Read and validate a plan file of either version as a :class:`PlanSet` (see the module docstring)."""
     path = Path(path)
     arrays = read_npz(path, "plan file", "recreate it with `paro calibrate`")
 
     def bad(field, why):
         return ParoError(f"plan file {str(path)!r}: field {field!r} {why}")
 
-    if "header" not in arrays:
-        raise bad("header", "is missing")
-    try:
-        header = json.loads(arrays["header"].astype(np.uint8).tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
-        raise bad("header", "is not UTF-8 JSON") from None
-    if not isinstance(header, dict):
-        raise bad("header", "is not a JSON object")
-    if header.get("format") != PLAN_FORMAT:
-        raise bad("header.format", f"must be {PLAN_FORMAT!r}, got {header.get('format')!r}")
-    if header.get("version") != PLAN_VERSION:
-        raise bad("header.version", f"must be {PLAN_VERSION} (this paro reads version {PLAN_VERSION}), "
+    header = _read_header(arrays, bad)
+    if header.get("version") == PLAN_VERSION:
+        return PlanSet([{"layer": None, "group": None, "steps": None}], [_plan_from_arrays(arrays, header, bad)])
+    if header.get("version") != PLAN_SET_VERSION:
+        raise bad("header.version", f"must be {PLAN_VERSION} (one plan) or {PLAN_SET_VERSION} (a plan set), "
                                     f"got {header.get('version')!r}")
+    entries = header.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise bad("header.entries", f"must be a non-empty list, got {entries!r}")
+    plans = []
+    for n, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and _is_int(entry.get("layer")) and _is_int(entry.get("group"))
+                and isinstance(entry.get("steps"), list) and entry["steps"] and all(map(_is_int, entry["steps"]))):
+            raise bad(f"header.entries[{n}]", f"must hold an integer layer and group and a non-empty list of "
+                                              f"integer steps, got {entry!r}")
+        prefix = f"entry{n}."
+        sub = {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+        sub_header = _read_header(arrays, bad, prefix)
+        if sub_header.get("version") != PLAN_VERSION:
+            raise bad(prefix + "header.version", f"must be {PLAN_VERSION}, got {sub_header.get('version')!r}")
+        plans.append(_plan_from_arrays(sub, sub_header, lambda field, why: bad(prefix + field, why)))
+    keys = [(e["layer"], step) for e in entries for step in e["steps"]]
+    if len(set(keys)) != len(keys):
+        raise bad("header.entries", "name a (layer, step) pair twice")
+    return PlanSet(entries, plans)
+
+
+def _plan_from_arrays(arrays, header, bad):
+    """Validate one version-1 plan's header and arrays; return the :class:`BlockPlan`."""
     for key in ("config", "layout", "heads", "source", "budget"):
         if key not in header:
             raise bad(f"header.{key}", "is missing")

@@ -7,7 +7,7 @@ import pytest
 
 from paro.errors import ParoError
 from paro.sw.calibrate import calibrate
-from paro.sw.plan import load_plan, save_plan
+from paro.sw.plan import PlanSet, load_plan, load_plan_set, save_plan, save_plan_set
 from paro.sw.workloads import make_workload
 from paro.config import AcceleratorConfig
 
@@ -47,7 +47,7 @@ def test_round_trip(plan_file):
 
 
 def _bad_version(a):
-    h = _header(a); h["version"] = 2; _set_header(a, h)
+    h = _header(a); h["version"] = 7; _set_header(a, h)
 
 
 def _bad_format(a):
@@ -102,7 +102,8 @@ CASES = [
     ("wrong shape", lambda a: a.update(q_scale=a["q_scale"][:, :-1]), "field 'q_scale' must have shape"),
     ("bitwidth not in set", _bitwidth_2, "field 'bitmap' has bitwidth 2 not in the plan's set [0, 4, 8]"),
     ("missing field", lambda a: a.pop("k_scale"), "field 'k_scale' is missing"),
-    ("bad version", _bad_version, "field 'header.version' must be 1"),
+    ("bad version", _bad_version, "field 'header.version' must be 1 (one plan) or 2 (a plan set), got 7"),
+    ("set without entries", _header_change(["version"], 2), "field 'header.entries' must be a non-empty list"),
     ("bad format", _bad_format, "field 'header.format' must be 'paro-blockplan'"),
     ("missing header field", _no_layout, "field 'header.layout' is missing"),
     ("invalid config", _bad_config, "field 'header.config' is invalid: rows must be a power of two"),
@@ -148,3 +149,62 @@ def test_pickled_object_arrays_are_refused(plan_file, tmp_path):
     _rewrite(src, dst, lambda a: a.update(orders=np.array([object()] * len(a["orders"]), dtype=object)))
     with pytest.raises(ParoError, match="is not a valid .npz"):
         load_plan(dst)
+
+
+def _plan_set(plan):
+    entries = [{"layer": layer, "group": group, "steps": steps}
+               for layer in (0, 3) for group, steps in enumerate(([0, 1, 2], [3, 4]))]
+    plans = []
+    for n in range(len(entries)):     # plans that differ: head 0's kept blocks at 4 or 8 bits, head 1 dense or not
+        bitmap = plan.bitmap.copy()
+        bitmap[0] = np.where(bitmap[0] > 0, (4, 8)[n % 2], 0)
+        if n >= 2:
+            bitmap[1] = 8
+        plans.append(type(plan)(**{**plan.__dict__, "bitmap": bitmap}))
+    return PlanSet(entries, plans)
+
+
+def test_plan_set_round_trip_and_selection(plan_file, tmp_path):
+    _, plan = plan_file
+    plan_set = _plan_set(plan)
+    path = tmp_path / "set.npz"
+    save_plan_set(plan_set, path)
+    loaded = load_plan_set(path)
+    assert loaded.entries == plan_set.entries and len(loaded.plans) == 4
+    for n, entry in enumerate(plan_set.entries):
+        chosen = load_plan(path, layer=entry["layer"], step=entry["steps"][-1])
+        assert np.array_equal(chosen.bitmap, plan_set.plans[n].bitmap) and chosen.orders == plan.orders
+    with pytest.raises(ParoError, match=r"holds 4 plans \(layers 0, 3; step groups 0-2, 3-4\); pass --layer and --step"):
+        load_plan(path)
+    with pytest.raises(ParoError, match="has no plan for layer 1 at step 0"):
+        load_plan(path, layer=1, step=0)
+    with pytest.raises(ParoError, match="holds 4 plans"):
+        load_plan(path, layer=3)
+    # A version-1 file is a set of one plan, with no layer or steps.
+    single = load_plan_set(plan_file[0])
+    assert single.entries == [{"layer": None, "group": None, "steps": None}]
+    assert np.array_equal(load_plan(plan_file[0]).bitmap, plan.bitmap)
+
+
+SET_CASES = [
+    ("entry not an object", lambda a: _set_header(a, {**_header(a), "entries": [5] + _header(a)["entries"][1:]}),
+     "field 'header.entries[0]' must hold an integer layer and group"),
+    ("repeated step", lambda a: _set_header(a, {**_header(a), "entries": _header(a)["entries"][:1] * 2 +
+                                                _header(a)["entries"][2:]}),
+     "field 'header.entries' name a (layer, step) pair twice"),
+    ("entry array missing", lambda a: a.pop("entry2.k_scale"), "field 'entry2.k_scale' is missing"),
+    ("entry bitmap bad", lambda a: a.update({"entry1.bitmap": a["entry1.bitmap"].astype(np.int32)}),
+     "field 'entry1.bitmap' must have dtype uint8"),
+    ("entry header missing", lambda a: a.pop("entry3.header"), "field 'entry3.header' is missing"),
+]
+
+
+@pytest.mark.parametrize("name,change,message", SET_CASES, ids=[c[0] for c in SET_CASES])
+def test_malformed_plan_set_is_refused(plan_file, tmp_path, name, change, message):
+    src = tmp_path / "set.npz"
+    save_plan_set(_plan_set(plan_file[1]), src)
+    dst = tmp_path / "bad.npz"
+    _rewrite(src, dst, change)
+    with pytest.raises(ParoError) as info:
+        load_plan_set(dst)
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -15,7 +15,8 @@ from ..files import atomic_write, check_writable
 from ..hw.emit import TOPS, write_verilog
 from ..sw.allocation import METHODS
 from ..sw.calibrate import calibrate
-from ..sw.plan import load_plan, save_plan
+from ..sw.captures import calibrate_captures, find_captures
+from ..sw.plan import load_plan, save_plan, save_plan_set
 from ..sw.plots import plot_plan
 from ..sw.reorder import TokenLayout
 from ..sw.workloads import make_workload
@@ -105,13 +106,16 @@ def _grid(text):
 
 def cmd_calibrate(args):
 
-    if (args.workload is None) == (args.qkv is None):
-        raise ParoError("give either --workload NAME or --qkv FILE (with --grid and --text-tokens)")
+    if sum(x is not None for x in (args.workload, args.qkv, args.captures)) != 1:
+        raise ParoError("give one of --workload NAME, --qkv FILE or --captures DIR (with --grid and --text-tokens)")
     layout = None
-    if args.qkv is not None:
+    if args.qkv is not None or args.captures is not None:
         if args.grid is None:
-            raise ParoError("--qkv needs --grid F,H,W (and --text-tokens T if the file has text tokens)")
+            raise ParoError(f"--{'qkv' if args.qkv else 'captures'} needs --grid F,H,W (and --text-tokens T if "
+                            f"the files have text tokens)")
         layout = TokenLayout(*args.grid, args.text_tokens)
+    if args.captures is not None:
+        return _calibrate_captures(args, layout)
     workload = make_workload(args.workload, qkv=args.qkv, layout=layout, seed=args.seed, heads=args.heads)
     holdout = None
     if args.holdout_sample is not None and args.holdout_qkv is not None:
@@ -123,12 +127,7 @@ def cmd_calibrate(args):
         holdout = make_workload(args.workload, seed=args.seed, heads=args.heads, sample=args.holdout_sample)
     elif args.holdout_qkv is not None:
         holdout = make_workload(qkv=args.holdout_qkv, layout=workload.layout, heads=args.heads)
-    # The softmax widths follow the sequence length, so the plan fits the smallest engine that runs it.
-    max_seq_len = max(64, 1 << (workload.layout.padded(args.block_size) - 1).bit_length())
-    config = AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
-                               head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
-                               max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
-                               kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads))
+    config = _calibration_config(args, workload)
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits,
                              allocation=args.allocation, holdout=holdout)
     save_plan(plan, args.output)
@@ -151,8 +150,44 @@ def cmd_calibrate(args):
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
 
 
+def _calibration_config(args, workload):
+    # The softmax widths follow the sequence length, so the plan fits the smallest engine that runs it.
+    max_seq_len = max(64, 1 << (workload.layout.padded(args.block_size) - 1).bit_length())
+    return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
+                             head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
+                             max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
+                             kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads))
+
+
+def _calibrate_captures(args, layout):
+    """``calibrate --captures DIR``: a plan set, one plan per (layer, timestep group)."""
+    if args.holdout_sample is not None or args.holdout_qkv is not None:
+        raise ParoError("--captures evaluates each group's plan on the group's other steps; drop --holdout-*")
+    found = find_captures(args.captures)
+    first = make_workload(qkv=found[min(found)], layout=layout, heads=args.heads)
+    config = _calibration_config(args, first)
+    plan_set, report = calibrate_captures(args.captures, layout, config, density=args.density, avg_bits=args.avg_bits,
+                                          groups=args.step_groups, heads=args.heads, allocation=args.allocation,
+                                          log=lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
+    save_plan_set(plan_set, args.output)
+    if args.report:
+        atomic_write(args.report, json.dumps({**provenance(), **report}, indent=2) + "\n")
+    for entry in report["entries"]:
+        held = ", ".join(f"step {h['step']} {h['cosine']:.4f}" for h in entry["heldout"]) or "none"
+        print(f"layer {entry['layer']}, steps {entry['steps'][0]}..{entry['steps'][-1]}: density "
+              f"{entry['density']:.3f}, avg_bits {entry['avg_bits']:.2f}, cosine {entry['cosine']:.4f} on step "
+              f"{entry['calibrated_on_step']}; other steps: {held}")
+    print(f"wrote {args.output} ({len(plan_set.plans)} plans)" + (f" and {args.report}" if args.report else ""))
+
+
+def _add_plan_selection(parser):
+    parser.add_argument("--layer", type=int, default=None, help="plan sets: the layer whose plan to use")
+    parser.add_argument("--step", type=int, default=None,
+                        help="plan sets: a denoising step; the plan of its timestep group is used")
+
+
 def cmd_plot(args):
-    plan = load_plan(args.plan)
+    plan = load_plan(args.plan, args.layer, args.step)
     written = plot_plan(plan, args.output, heads=args.head)
     print(f"wrote {len(written)} PNGs to {args.output}")
 
@@ -216,7 +251,8 @@ def cmd_simulate(args):
         raise ParoError(f"--read-latency must be >= 0 cycles, got {args.read_latency}")
     heads = args.heads if args.heads is not None else [args.head]
     result = simulate(args.plan, simulator=args.simulator, heads=heads, rows=args.rows, report=args.report,
-                      build_dir=args.build_dir, gap=args.gap, read_latency=args.read_latency, fast=args.fast)
+                      build_dir=args.build_dir, gap=args.gap, read_latency=args.read_latency, fast=args.fast,
+                      plan_layer=args.layer, plan_step=args.step)
     _print_simulation(result)
     if args.report:
         print(f"wrote {args.report}")
@@ -279,7 +315,10 @@ def build_parser():
     cal = sub.add_parser("calibrate", help="choose orders, block masks and bitwidths; write a BlockPlan")
     cal.add_argument("--workload", help="built-in workload: tiny, small or cogvideox")
     cal.add_argument("--qkv", help=".npz with q, k, v arrays (heads, tokens, head_dim)")
-    cal.add_argument("--grid", type=_grid, help="token grid F,H,W of the --qkv file")
+    cal.add_argument("--captures", help="folder of stepSSSS_layerLLL.npz Q/K/V captures: one plan per layer and "
+                                        "timestep group (a plan set)")
+    cal.add_argument("--step-groups", type=int, default=1, help="--captures: timestep groups (runs of steps)")
+    cal.add_argument("--grid", type=_grid, help="token grid F,H,W of the --qkv file or the captures")
     cal.add_argument("--text-tokens", type=int, default=0, help="text tokens first in the --qkv file")
     cal.add_argument("--heads", type=int, default=None, help="calibrate only the first N heads")
     cal.add_argument("--seed", type=int, default=0, help="seed of the built-in workloads")
@@ -304,6 +343,7 @@ def build_parser():
     plot = sub.add_parser("plot", help="PNGs of a plan: attention maps before/after reordering, bitmaps")
     plot.add_argument("plan", help="BlockPlan file (.npz)")
     plot.add_argument("--head", type=int, action="append", help="head to plot (repeatable; default all)")
+    _add_plan_selection(plot)
     plot.add_argument("-o", "--output", required=True, help="folder for the PNGs")
     plot.set_defaults(func=cmd_plot)
 
@@ -316,6 +356,7 @@ def build_parser():
 
     sim = sub.add_parser("simulate", help="run a plan head on the engine RTL, check bit-exactness, count cycles")
     sim.add_argument("--plan", required=True, help="BlockPlan file (.npz) from paro calibrate")
+    _add_plan_selection(sim)
     sim.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
     sim.add_argument("--head", type=int, default=0, help="head of the plan to run (default 0)")
     sim.add_argument("--heads", type=_heads, default=None, help="heads to run: 'all' or a list like 0,3 (a layer)")

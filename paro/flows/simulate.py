@@ -142,16 +142,17 @@ def _ratios(entry):
 
 
 def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=None, gap=0.0, build_dir=None,
-             read_latency=0, fast=False):
+             read_latency=0, fast=False, plan_layer=None, plan_step=None):
     """Simulate heads of a plan (``rows``: a range of query blocks, default all) plus their dense INT8
     baselines; write ``report`` (JSON: totals at the top, ``per_head`` entries); return the dict. ``fast``
-    uses the fast run mode (Verilator, C++ harness) instead of the cocotb bench."""
+    uses the fast run mode (Verilator, C++ harness) instead of the cocotb bench. ``plan_layer`` and
+    ``plan_step`` pick the plan from a plan set (:func:`paro.sw.plan.load_plan`)."""
     if simulator not in SIMULATORS:
         raise ParoError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     problem = simulator_problem(simulator)
     if problem:
         raise ParoError(problem)
-    plan = load_plan(plan_path)
+    plan = load_plan(plan_path, plan_layer, plan_step)
     config = plan.config
     check_engine_config(config)
     heads = list(range(plan.heads)) if heads == "all" else list(heads)
@@ -203,7 +204,9 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
              "dense_int8_ideal_cycles": sum(e["dense_int8_ideal_cycles"] for e in per_head),
              "dense_int8_bytes_read": dense_totals["BYTES_READ"], "heads_done": totals["HEADS_DONE"]}
     result = {
-        "benchmark": "simulate", **provenance(), "plan": str(plan_path), "heads": heads,
+        "benchmark": "simulate", **provenance(), "plan": str(plan_path), "plan_layer": plan_layer,
+        "plan_step": plan_step,
+        "heads": heads,
         "query_blocks": [first, first + count - 1], "simulator": simulator, "mode": "fast" if fast else "cocotb",
         "config": config.to_dict(), "bit_exact": True, **total, **_ratios(total),
         "dense_int8_max_kept_keys": dense_config.max_kept_keys,
