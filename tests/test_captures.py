@@ -84,3 +84,16 @@ def test_capture_folder_problems_are_one_line(tmp_path, capsys):
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paro: error:")]
         assert len(errors) == 1 and message in errors[0], (argv, errors)
         assert not out.exists()
+
+
+def test_capture_without_torch_says_how_to_install(monkeypatch, tmp_path, capsys):
+    """`paro capture` needs the capture extra; without torch it says so in one line (torch hidden here)."""
+    import sys
+    monkeypatch.setitem(sys.modules, "torch", None)
+    argv = ["capture", "--config", "c.json", "--frames", "1", "--height", "2", "--width", "2", "--text-tokens", "1",
+            "-o", str(tmp_path / "c")]
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paro: error:")]
+    assert errors == ["paro: error: paro capture needs torch and diffusers: run `make install-capture` (or pip "
+                      "install 'paro[capture]')"]
+    assert not (tmp_path / "c").exists()

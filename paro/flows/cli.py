@@ -21,6 +21,7 @@ from ..sw.plots import plot_plan
 from ..sw.reorder import TokenLayout
 from ..sw.workloads import make_workload
 from .bench import bench_array, bench_engine_speed
+from .capture import capture_random_inputs, load_transformer   # torch and diffusers only when called
 from .provenance import provenance
 from .simulate import simulate
 from .synth import synth
@@ -244,6 +245,30 @@ def _rows(text):
     return range(first, stop)
 
 
+def _int_list(text):
+    if text == "all":
+        return None
+    try:
+        return sorted({int(x) for x in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a comma-separated list like 0,5,10, got {text!r}")
+
+
+def cmd_capture(args):
+    if args.num_steps < 1:
+        raise ParoError(f"--num-steps must be >= 1, got {args.num_steps}")
+    if args.steps is not None and not set(args.steps) <= set(range(args.num_steps)):
+        raise ParoError(f"--steps must be in [0, {args.num_steps - 1}] for --num-steps {args.num_steps}, "
+                        f"got {','.join(map(str, args.steps))}")
+    model = load_transformer(args.transformer, args.config, seed=args.seed)
+    grid, files = capture_random_inputs(model, args.folder, args.frames, args.height, args.width, args.text_tokens,
+                                        args.num_steps, steps=args.steps, layers=args.layers, seed=args.seed)
+    print(f"wrote {len(files)} captures to {args.folder} (token grid {grid[0]}x{grid[1]}x{grid[2]}, "
+          f"{args.text_tokens} text tokens)")
+    print(f"next: paro calibrate --captures {args.folder} --grid {grid[0]},{grid[1]},{grid[2]} "
+          f"--text-tokens {args.text_tokens} --density 0.25 -o plans.npz")
+
+
 def cmd_simulate(args):
     if not 0 <= args.gap < 1:
         raise ParoError(f"--gap must be in [0, 1), got {args.gap}")
@@ -339,6 +364,22 @@ def build_parser():
     cal.add_argument("-o", "--output", required=True, help="BlockPlan file to write (.npz)")
     cal.add_argument("--report", help="JSON report to write")
     cal.set_defaults(func=cmd_calibrate)
+
+    cap = sub.add_parser("capture", help="record a CogVideoX transformer's Q/K/V per step and layer (torch, "
+                                         "diffusers: make install-capture)")
+    cap.add_argument("--transformer", help="a saved CogVideoXTransformer3DModel folder (e.g. a checkpoint's "
+                                           "transformer subfolder)")
+    cap.add_argument("--config", help="a transformer config JSON: a randomly initialised model of that shape")
+    cap.add_argument("--frames", type=int, required=True, help="latent frames of the random input")
+    cap.add_argument("--height", type=int, required=True, help="latent height of the random input")
+    cap.add_argument("--width", type=int, required=True, help="latent width of the random input")
+    cap.add_argument("--text-tokens", type=int, required=True, help="text tokens of the random input")
+    cap.add_argument("--num-steps", type=int, default=1, help="transformer calls (denoising steps) to run")
+    cap.add_argument("--steps", type=_int_list, default=None, help="steps to capture: 'all' or a list like 0,5")
+    cap.add_argument("--layers", type=_int_list, default=None, help="layers to capture: 'all' or a list like 0,3")
+    cap.add_argument("--seed", type=int, default=0, help="seed of the random inputs (and a random model)")
+    cap.add_argument("-o", dest="folder", required=True, help="capture folder to write")
+    cap.set_defaults(func=cmd_capture)
 
     plot = sub.add_parser("plot", help="PNGs of a plan: attention maps before/after reordering, bitmaps")
     plot.add_argument("plan", help="BlockPlan file (.npz)")
