@@ -4,8 +4,8 @@ Per head, three passes over the attention rows, one query block at a time (memor
 
 1. **Order.** Attention mass per block for all six orders (:func:`sw.sparsity.block_masses`). The metric:
    the fraction of the attention mass that the kept blocks capture at the evaluation density (``--density``,
-   or 0.25 when only ``--avg-bits`` is given). The order with the largest captured mass wins; ties keep the
-   identity order (FHW).
+   or 0.25 when only ``--avg-bits`` is given). The order with the largest captured mass wins; ties (within
+   1e-9) keep the identity order (FHW), else the first in ``PERMUTATIONS``.
 2. **Errors.** In the chosen order (and in the identity order, for comparison) the per-block errors the bit
    allocation minimises: ``e0`` (block mass), ``e4`` and ``e8`` (L1 of the attention probabilities when the
    block's P is computed at 4 bits, with K reduced to 4 bits, or at 8 bits) - see :mod:`sw.quant`.
@@ -265,8 +265,10 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
         q, k, v = workload.head(h)
         masses = block_masses(q, k, layout, B, progress=lambda rows: progress(1))
         captured = {o: captured_mass(masses[o], eval_density) for o in PERMUTATIONS}
-        best = max(PERMUTATIONS, key=captured.get)
-        order = best if captured[best] > captured[IDENTITY] + 1e-9 else IDENTITY   # ties keep FHW
+        # Ties (within float noise: some orders put the same tokens in every block) keep FHW, else the
+        # first order in PERMUTATIONS, so the choice never rests on the order of floating-point sums.
+        top = max(captured.values())
+        order = next(o for o in (IDENTITY,) + PERMUTATIONS if captured[o] >= top - 1e-9)
         entry = {"head": h, "kind": workload.head_kind(h), "order": order, "captured_mass": captured,
                  "identity_top25_mass": captured_mass(masses[IDENTITY], 0.25),
                  "block_mass": masses[order], "block_mass_identity": masses[IDENTITY]}

@@ -28,19 +28,24 @@ def block_masses(q, k, layout, block_size, orders=PERMUTATIONS, progress=None):
     """Attention mass per (query block, key block) in each token order: ``{order: float64[nq, nk]}``.
 
     Normalised so the whole map sums to 1 (each real query row contributes ``1 / tokens``). Padding tokens
-    (the last block's tail) carry no mass.
+    (the last block's tail) carry no mass. One pass over the attention rows serves all orders: each block of
+    rows is summed into the key blocks of every order at once, by one product with a sparse one-hot matrix
+    (token -> key block, per order), without gathering the rows into each order first.
     """
+    from scipy.sparse import csr_array   # the CLI starts without scipy
     n = layout.tokens
     nb = -(-n // block_size)
-    perms = {o: permutation_indices(layout, o) for o in orders}
-    position = {o: np.argsort(idx) for o, idx in perms.items()}        # token -> position in that order
-    starts = np.arange(0, n, block_size)
+    position = {o: np.argsort(permutation_indices(layout, o)) for o in orders}   # token -> position in order
+    key_block = np.concatenate([n_o * nb + position[o] // block_size for n_o, o in enumerate(orders)])
+    onehot_t = csr_array((np.ones(n * len(orders), dtype=np.float32), (key_block, np.tile(np.arange(n), len(orders)))),
+                         shape=(nb * len(orders), n))
     masses = {o: np.zeros((nb, nb)) for o in orders}
     for start in range(0, n, block_size):
         rows = attention_rows(q, k, start, min(start + block_size, n))
-        for o in orders:
-            by_key_block = np.add.reduceat(rows[:, perms[o]], starts, axis=1)   # (rows, nb)
-            np.add.at(masses[o], position[o][start:start + rows.shape[0]] // block_size, by_key_block)
+        by_key_block = (onehot_t @ rows.T).T                                  # (rows, orders x nb)
+        for n_o, o in enumerate(orders):
+            np.add.at(masses[o], position[o][start:start + rows.shape[0]] // block_size,
+                      by_key_block[:, n_o * nb:(n_o + 1) * nb])
         if progress:
             progress(rows.shape[0])
     for o in orders:
