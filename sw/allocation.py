@@ -33,8 +33,9 @@ from .sparsity import block_mask
 __all__ = ["METHODS", "ILP_MAX_VARIABLES", "allocate", "allocate_ilp", "allocation_error"]
 
 METHODS = ("ilp", "lagrangian")
-#: Largest integer program :func:`allocate_ilp` builds (binaries after pruning); HiGHS needs about 1 kB of
-#: memory per binary and minutes beyond this. A CogVideoX-5B layer (48 x 278 x 278 blocks) is above it.
+#: Largest integer program :func:`allocate_ilp` hands to HiGHS (binaries after pruning); beyond it the solve
+#: was not tried. A CogVideoX-5B layer with --avg-bits alone (48 x 278 x 278 blocks, up to three choices each)
+#: is above it; with --density its kept blocks' {4, 8} choice is solved by sorting, whatever the size.
 ILP_MAX_VARIABLES = 1_500_000
 #: Wall-clock limit of one solve; the best solution found so far is used and its MIP gap reported.
 ILP_TIME_LIMIT_S = 300.0
