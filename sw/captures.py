@@ -63,31 +63,34 @@ def step_groups(steps, groups):
     return [list(map(int, part)) for part in np.array_split(np.array(steps), groups)]
 
 
-def calibrate_captures(folder, layout, config, density=None, avg_bits=None, groups=1, heads=None,
+def calibrate_captures(folder, layout, make_config, density=None, avg_bits=None, groups=1, heads=None,
                        allocation="ilp", log=None):
-    """One plan per (layer, timestep group) of the captures in ``folder``; returns ``(PlanSet, report)``."""
+    """One plan per (layer, timestep group) of the captures in ``folder``; returns ``(PlanSet, report)``.
+    ``make_config(workload)`` gives the accelerator config from the first capture loaded (its head_dim and
+    heads), so no file is read twice."""
     found = find_captures(folder)
     layers = sorted({layer for _, layer in found})
     parts = step_groups([s for s, _ in found], groups)
-    entries, plans, reports = [], [], []
+    config, entries, plans, reports = None, [], [], []
     for layer in layers:
         for group, steps in enumerate(parts):
             middle = steps[len(steps) // 2]
+            other_steps = [s for s in steps if s != middle]
             workload = make_workload(qkv=found[(middle, layer)], layout=layout, heads=heads)
-            others = [make_workload(qkv=found[(s, layer)], layout=layout, heads=heads) for s in steps if s != middle]
+            others = [make_workload(qkv=found[(s, layer)], layout=layout, heads=heads) for s in other_steps]
+            config = config or make_config(workload)
             if log:
                 log(f"layer {layer}, steps {steps[0]}..{steps[-1]}: calibrating on step {middle}")
             plan, report = calibrate(workload, config, density=density, avg_bits=avg_bits, log=log,
                                      allocation=allocation, holdout=others or None)
             entries.append({"layer": layer, "group": group, "steps": steps})
             plans.append(plan)
-            held = report.get("heldout") or []
             reports.append({
                 "layer": layer, "group": group, "steps": steps, "calibrated_on_step": middle,
                 "density": report["density"], "avg_bits": report["avg_bits"], "orders": plan.orders,
                 "cosine": report["cosine"], "rel_l1": report["rel_l1"],
                 "heldout": [{"step": s, "cosine": h["cosine"], "rel_l1": h["rel_l1"]}
-                            for s, h in zip([s for s in steps if s != middle], held)],
+                            for s, h in zip(other_steps, report.get("heldout") or [])],
             })
     cosines = [r["cosine"] for r in reports] + [h["cosine"] for r in reports for h in r["heldout"]]
     summary = {"captures": str(Path(folder).resolve()), "layers": layers, "step_groups": parts,

@@ -62,9 +62,7 @@ def _pe_area(r):
 
 
 def _heldout(r):
-    h = r["heldout"]
-    return (f"cosine {h['cosine']:.4f} vs fp64 (same blocks at full precision {h['cosine_fp_mask']:.4f}), "
-            f"rel_l1 {h['rel_l1']:.4f}")
+    return f"{_calibration(r['heldout'])}, rel_l1 {r['heldout']['rel_l1']:.4f}"
 
 
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),

@@ -134,7 +134,7 @@ def load_transformer(transformer=None, config=None, seed=0):
             raise ParoError(f"transformer folder {str(transformer)!r} does not exist")
         try:
             return CogVideoXTransformer3DModel.from_pretrained(transformer).eval()
-        except (OSError, ValueError, EnvironmentError) as error:
+        except (OSError, ValueError) as error:
             raise ParoError(f"cannot load a CogVideoXTransformer3DModel from {str(transformer)!r}: "
                             f"{str(error).splitlines()[0]}") from None
     try:

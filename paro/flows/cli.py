@@ -15,7 +15,7 @@ from ..files import atomic_write, check_writable
 from ..hw.emit import TOPS, write_verilog
 from ..sw.allocation import METHODS
 from ..sw.calibrate import calibrate
-from ..sw.captures import calibrate_captures, find_captures
+from ..sw.captures import calibrate_captures
 from ..sw.plan import load_plan, save_plan, save_plan_set
 from ..sw.plots import plot_plan
 from ..sw.reorder import TokenLayout
@@ -164,10 +164,8 @@ def _calibrate_captures(args, layout):
     """``calibrate --captures DIR``: a plan set, one plan per (layer, timestep group)."""
     if args.holdout_sample is not None or args.holdout_qkv is not None:
         raise ParoError("--captures evaluates each group's plan on the group's other steps; drop --holdout-*")
-    found = find_captures(args.captures)
-    first = make_workload(qkv=found[min(found)], layout=layout, heads=args.heads)
-    config = _calibration_config(args, first)
-    plan_set, report = calibrate_captures(args.captures, layout, config, density=args.density, avg_bits=args.avg_bits,
+    plan_set, report = calibrate_captures(args.captures, layout, lambda first: _calibration_config(args, first),
+                                          density=args.density, avg_bits=args.avg_bits,
                                           groups=args.step_groups, heads=args.heads, allocation=args.allocation,
                                           log=lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
     save_plan_set(plan_set, args.output)
