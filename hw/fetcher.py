@@ -46,9 +46,11 @@ __all__ = ["Fetcher", "write_lines"]
 
 
 def write_lines(config):
-    """Write addresses the fetcher drives: a K/V slot's rows, both bitmap halves, or a request's lines."""
-    return max(config.kv_cache_blocks * config.block_size, engine_buffers(config)["bitmap_rows"]["entries"],
-               max_request_rows(config))
+    """Write addresses the fetcher drives: a K/V slot's rows, both Q halves, both bitmap halves, or a request's
+    lines (with one cache slot the Q buffer is the deepest: leaving it out wrapped odd query blocks' Q rows onto
+    the even half)."""
+    return max(config.kv_cache_blocks * config.block_size, 2 * config.block_size,
+               engine_buffers(config)["bitmap_rows"]["entries"], max_request_rows(config))
 
 
 def _log2(value):

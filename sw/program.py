@@ -18,7 +18,7 @@ from .quant import quantize_head
 from .reorder import TokenLayout, permute_tokens
 from .workloads import file_sha256, make_workload
 
-__all__ = ["engine_program", "engine_layer", "plan_workload"]
+__all__ = ["engine_program", "engine_layer", "plan_workload", "head_program", "random_layer"]
 
 
 def plan_workload(plan):
@@ -52,10 +52,17 @@ def engine_program(plan, head_index, bitmap=None, workload=None, rows=None, addr
     if not rows or rows.start < 0 or rows.stop > bitmap.shape[0] or rows.step != 1:
         raise ParoError(f"query-block rows {rows.start}..{rows.stop - 1} are not within the head's "
                         f"{bitmap.shape[0]} query blocks")
+    return head_program(config, head, bitmap, rows, addresses)
+
+
+def head_program(config, head, bitmap, rows, addresses=None):
+    """The engine program of a quantised head (:class:`~paro.sw.quant.QuantizedHead`) with ``bitmap``,
+    computing the query blocks ``rows``, its regions at ``addresses`` (default:
+    :func:`~paro.sw.contract.memory_map`)."""
     codes, out_exp = golden.attention_head(head, bitmap, config, rows=rows)
     cq, ck, score_shift = head.score_multipliers(config)
     cv, ev = head.value_multipliers(config)
-    descriptor = {**(addresses or memory_map(plan.config, bitmap.shape[0])),
+    descriptor = {**(addresses or memory_map(config, bitmap.shape[0])),
                   "N_TOKENS": head.n_tokens, "N_BLOCKS": bitmap.shape[0], "SCORE_SHIFT": int(score_shift),
                   "FINAL_SHIFT": int(golden.output_final_shift(ev, out_exp, config)),
                   "ROW_FIRST": rows.start, "ROW_COUNT": len(rows)}
@@ -72,4 +79,20 @@ def engine_layer(plan, heads, workload=None, rows=None, dense=False):
     programs = [engine_program(plan, head, bitmap=np.full((blocks, blocks), 8, dtype=np.uint8) if dense else None,
                                workload=workload, rows=rows, addresses=addresses)
                 for head, addresses in zip(heads, maps)]
+    return EngineLayer(desc_addr, programs)
+
+
+def random_layer(config, bitmaps, seed, tokens=None):
+    """One engine start of heads with the given ``bitmaps`` over random Q/K/V (normal, seeded; ``tokens`` real
+    tokens per head, default every token of the bitmap's blocks): the validation benches' programs."""
+    rng = np.random.default_rng(seed)
+    blocks = [np.asarray(b).shape[1] for b in bitmaps]
+    desc_addr, maps = layer_memory_map(config, blocks)
+    programs = []
+    for bitmap, addresses in zip(bitmaps, maps):
+        n = tokens or bitmap.shape[1] * config.block_size
+        q, k, v = (rng.standard_normal((n, config.head_dim)) for _ in range(3))
+        head, _ = quantize_head(q, k, v, config.block_size)
+        programs.append(head_program(config, head, np.asarray(bitmap, dtype=np.uint8), range(bitmap.shape[0]),
+                                     addresses))
     return EngineLayer(desc_addr, programs)

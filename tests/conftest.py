@@ -30,3 +30,9 @@ def simulator(request):
 def verilator():
     """Verilator only: for benches too long for Icarus."""
     return _require("verilator")
+
+
+@pytest.fixture
+def icarus():
+    """Icarus only: for short benches whose Verilator build would cost more than the run."""
+    return _require("icarus")

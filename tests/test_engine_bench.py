@@ -12,7 +12,8 @@ from paro.flows.cli import main
 from paro.flows.simulate import run_layers
 from paro.sw.contract import EngineLayer, layer_memory_map
 from paro.sw.plan import load_plan
-from paro.sw.program import engine_layer, engine_program, plan_workload
+from paro.config import AcceleratorConfig
+from paro.sw.program import engine_layer, engine_program, plan_workload, random_layer
 
 
 def _tiny_plan(tmp_path):
@@ -57,6 +58,7 @@ def test_engine_tiny_layer_and_refused_descriptors(simulator, tmp_path):
     assert totals["CYCLES"] > sum(h["CYCLES"] for h in per_head)           # the check pass is in the total
 
 
+@pytest.mark.xdist_group("engine-small-fast")       # one Verilator build, shared with tests/test_cycles.py
 def test_engine_small_head_fast_mode(verilator, tmp_path):
     """A head of the small workload calibrated at density 0.25 (~1.8M cycles) in the fast run mode (the C++
     Verilator harness), on a build whose score buffer holds 512 of the 1,088 tokens' keys per query row (rows
@@ -99,3 +101,13 @@ def test_engine_mismatch_is_reported(verilator, tmp_path):
                               f"output query 5, head dims 0..{plan.config.rows - 1}: got [")
     got, golden = (json.loads(part.split("]")[0] + "]") for part in message.split(": got ")[1].split(", golden "))
     assert golden[3] == got[3] + 1 and golden[:3] == got[:3]
+
+
+def test_engine_one_cache_slot(icarus):
+    """A K/V cache of one slot: the Q buffer (two query blocks) is then the deepest buffer the fetcher writes, and
+    odd query blocks' Q rows must land in its second half (they once wrapped onto the first: wrong codes from
+    query block 1 on). Three query blocks, mixed 4/8-bit, bit-exact with bus pauses."""
+    config = AcceleratorConfig(rows=4, cols=4, block_size=16, head_dim=32, max_seq_len=1024, kv_cache_blocks=1)
+    bitmap = np.array([[8, 4, 0], [0, 8, 8], [4, 0, 4]], dtype=np.uint8)
+    [(totals, [counters])] = run_layers(config, [random_layer(config, [bitmap], seed=7)], icarus, gap=0.2)
+    assert counters["KEPT8"] == 3 and counters["KEPT4"] == 3 and totals["HEADS_DONE"] == 1

@@ -1,4 +1,4 @@
-"""The ``paro`` command: generate, calibrate, plot, simulate, synth, bench, demo.
+"""The ``paro`` command: generate, calibrate, plot, simulate, model, synth, bench, demo.
 
 User mistakes end with one line, ``paro: error: <what is wrong and how to fix it>``, exit status 2, and no
 partial output file.
@@ -22,8 +22,10 @@ from ..sw.reorder import TokenLayout
 from ..sw.workloads import make_workload
 from .bench import bench_array, bench_engine_speed
 from .capture import capture_random_inputs, load_transformer   # torch and diffusers only when called
+from .model import model
 from .provenance import provenance
 from .simulate import simulate
+from .validate import bench_model_validation
 from .synth import synth
 
 __all__ = ["main"]
@@ -76,8 +78,15 @@ def cmd_generate(args):
 
 
 def cmd_bench(args):
-    if args.which not in ("array", "engine-speed"):
-        raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed")
+    if args.which not in ("array", "engine-speed", "model-validation"):
+        raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed, model-validation")
+    if args.which == "model-validation":
+        result, plot = bench_model_validation(args.output, points=args.points, seed=args.seed,
+                                              build_dir=args.build_dir)
+        summary = result["summary"]
+        print(f"{result['points']} design points: max |error| {summary['max_abs_error']:.3%}, mean "
+              f"{summary['mean_abs_error']:.3%}, {summary['exact_points']} exact; wrote {args.output} and {plot}")
+        return
     if args.which == "engine-speed":
         if args.plan is None:
             raise ParoError("bench engine-speed needs --plan PLAN.npz (and --head, default 1)")
@@ -281,6 +290,48 @@ def cmd_simulate(args):
         print(f"wrote {args.report}")
 
 
+def cmd_model(args):
+    if args.read_latency < 0:
+        raise ParoError(f"--read-latency must be >= 0 cycles, got {args.read_latency}")
+    result = model(args.plan, heads=args.heads, rows=args.rows, read_latency=args.read_latency,
+                   bytes_per_cycle=args.bytes_per_cycle, engines=args.engines, report=args.report,
+                   plan_layer=args.layer, plan_step=args.step)
+    for entry in result["per_head"]:
+        print(f"head {entry['head']} ({entry['order']}, engine {entry['engine']}): {entry['cycles']} cycles, ideal "
+              f"{entry['ideal_cycles']} (utilization {entry['utilization']:.3f}), dense INT8 "
+              f"{entry['dense_int8_cycles']} ({entry['speedup_vs_dense_int8']:.2f}x), K/V cache hit rate "
+              f"{entry['kv_cache_hit_rate']:.3f}")
+    first, last = result["query_blocks"]
+    beyond = {k: v for k, v in result["breakdown"].items() if k != "compute" and v}
+    worst = ", ".join(f"{k} {v / result['breakdown']['compute']:.1%}"
+                      for k, v in sorted(beyond.items(), key=lambda kv: -kv[1])[:4])
+    print(f"{len(result['heads'])} head(s), query blocks {first}..{last} on {result['engines']} engine(s): "
+          f"{result['cycles']} cycles (model), utilization {result['utilization']:.3f}, "
+          f"{result['speedup_vs_dense_int8']:.2f}x fewer cycles than dense INT8; beyond the ideal: {worst or 'none'}")
+    if args.report:
+        print(f"wrote {args.report}")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def cmd_demo(args):
     """calibrate -> generate -> simulate -> report on the built-in tiny workload."""
 
@@ -412,6 +463,22 @@ def build_parser():
     _add_build_dir_arg(sim)
     sim.set_defaults(func=cmd_simulate)
 
+    mod = sub.add_parser("model", help="cycles of a plan's heads from the cycle model (seconds, no RTL)")
+    mod.add_argument("--plan", required=True, help="BlockPlan file (.npz) from paro calibrate")
+    _add_plan_selection(mod)
+    mod.add_argument("--heads", type=_heads, default="all", help="heads: 'all' (default) or a list like 0,3")
+    mod.add_argument("--rows", type=_rows, default=None,
+                     help="query blocks to compute, FIRST:STOP (like 10:14; default all)")
+    mod.add_argument("--read-latency", type=int, default=0,
+                     help="memory: cycles before each read burst's first beat (default 0)")
+    mod.add_argument("--bytes-per-cycle", type=_positive_float, default=None,
+                     help="memory: read bandwidth in bytes per engine clock, shared by all engines (default: "
+                          "each engine's AXI data width a cycle)")
+    mod.add_argument("--engines", type=_positive_int, default=1,
+                     help="engines sharing the memory; heads go to them round robin (default 1)")
+    mod.add_argument("--report", help="JSON report to write")
+    mod.set_defaults(func=cmd_model)
+
     demo = sub.add_parser("demo", help="calibrate -> generate -> simulate -> report on the tiny workload")
     demo.add_argument("-o", "--output", default="build/demo", help="output folder (default build/demo)")
     demo.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
@@ -419,7 +486,9 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
-    bench.add_argument("which", help="benchmark: array, or engine-speed (needs --plan)")
+    bench.add_argument("which", help="benchmark: array, engine-speed (needs --plan), or model-validation")
+    bench.add_argument("--points", type=int, default=24, help="model-validation: random design points (default 24)")
+    bench.add_argument("--seed", type=int, default=20261128, help="model-validation: seed of the design points")
     bench.add_argument("--plan", help="engine-speed: the plan whose head is simulated")
     bench.add_argument("--head", type=int, default=1, help="engine-speed: the head (default 1)")
     bench.add_argument("-o", "--output", required=True, help="output JSON file (a PNG is written beside it)")

@@ -1,0 +1,357 @@
+"""Cycle model of the attention engine: how many cycles a layer of heads takes on the RTL, without simulating it.
+
+The model replays what the engine's blocks do, event by event rather than cycle by cycle (a few arithmetic
+steps per kept block), with each block's cycle behaviour as its docstring in ``hw/`` states it:
+
+* **Sequencer** (``hw/sequencer.py``): a check pass reads every descriptor (``CHECK_LATENCY`` cycles each to
+  check it), then per head its descriptor again, its block table, the rows, and the head's store cycle.
+* **Controller** (``hw/controller.py``): per query block ``LOAD_Q``, pass A (one ``A_NEXT`` cycle per kept block,
+  ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``d`` beats), ``A_WAIT`` (the array and the tile queue drain, the previous
+  block's output stage is idle), pass B (per kept block ``B_NEXT``, per query group a ``B``-key prescan once the
+  operand feed is empty, one ``B_ZCALC`` cycle and ``d/R`` PV tiles of ``B`` beats), ``B_WAIT`` (drain and the
+  accumulator's last write), then the output stage beside the next query block.
+* **Array** (``hw/array.py``): a tile's last beat is taken only once the previous tile has drained, so tiles of
+  depth ``K`` follow each other every ``max(K, R + C - 1 + beats)`` cycles (``beats`` = ``C`` x products per
+  cycle); a tile drains ``R + C - 1`` cycles after its last beat, one column a cycle.
+* **Scheduler** (``hw/scheduler.py``): one bitmap column a cycle, one kept block ahead of the controller.
+* **Fetcher, cache and memory reader** (``hw/fetcher.py``, ``hw/kv_cache.py``, ``hw/mem_reader.py``): one fetch
+  at a time, chosen in the fetcher's priority order (the V prefetch after a K fetch, a waiting want, a
+  descriptor or table read, the next query block's Q prefetch, the hinted next kept block); the cache's LRU
+  decisions (:func:`kv_cache_fetches`, the same rules as :func:`paro.sw.golden.kv_cache`) and its eviction
+  time (one cycle with a free slot, a scan of every slot without).
+* **Memory** (:class:`Memory`): the benches' AXI4 RAM serves bursts in turn; each burst's first beat comes
+  ``read_latency`` cycles after its turn begins, then its beats at ``bytes_per_cycle`` (at most one data beat
+  a cycle). Writes never hold the engine up beyond their own beats.
+
+It reports cycles per head (the per-head ``CYCLES`` counter: from its descriptor read to its store) and for
+the start (``CYCLES``: every busy cycle), bytes read and written, and where the cycles of each head go
+(``breakdown``: ``compute`` is the ideal, the rest are the costs beyond it). The model covers the modes the
+engine runs (bitwidths {0, 4, 8}); a configuration the engine refuses is refused here with the same message.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from paro.errors import ParoError
+
+from .contract import (MAX_BURST_BEATS, BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bitmap_stride,
+                       check_engine_config, descriptor_lines, descriptor_stride, layer_memory_map)
+
+__all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "BREAKDOWN"]
+
+#: Where a head's cycles go: ``compute`` (kept-block MACs over the array's peak: the ideal) and the costs
+#: beyond it, in the order the model charges a wait to them.
+BREAKDOWN = {
+    "compute": "array input beats of kept blocks (the ideal cycles)",
+    "array_drain": "tiles shorter than the array's drain: a tile's last beat waits for the previous drain",
+    "block_switch": "one A_NEXT / B_NEXT cycle between kept blocks",
+    "scheduler": "the scheduler still scanning 0-bit blocks when the controller wants the next kept block",
+    "kv_fetch": "waiting for K or V rows from memory (cache misses not hidden by the hint)",
+    "q_fetch": "waiting for a query block's Q rows and bitmap row",
+    "prescan": "pass B's per-query-group prescan of the stored scores (B keys) and the z calculation",
+    "pass_switch": "the array, tile queue and accumulator draining at the ends of pass A and pass B",
+    "output": "waiting for the output stage and its write-back (the next pass B, or the head's last block)",
+    "head_setup": "the head's descriptor and block table reads, and the first query block's start",
+}
+
+#: Fixed cycles of the sequencer and controller state changes (from the RTL's state machines).
+CHECK_LATENCY = 3          # hw/descriptor.py: cycles the descriptor checks take
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """The memory the engine reads: ``read_latency`` cycles from a burst's turn to its first beat (bursts served
+    in turn, as in the benches' RAM models), and ``bytes_per_cycle`` of read bandwidth for this engine (``None``:
+    one AXI data beat a cycle, the bus's peak)."""
+    read_latency: int = 0
+    bytes_per_cycle: float = None
+
+    def beat_cycles(self, config, nbytes):
+        """Cycles ``nbytes`` take on the data channel."""
+        beat = config.axi_data_bits // 8
+        if self.bytes_per_cycle is None or self.bytes_per_cycle >= beat:
+            return -(-nbytes // beat)
+        return int(np.ceil(nbytes / self.bytes_per_cycle))
+
+
+@dataclasses.dataclass
+class HeadCycles:
+    """One head's modelled run: ``cycles`` (the per-head counter), ``breakdown`` (category -> cycles, summing
+    to ``cycles``), bytes, and the counters the engine keeps."""
+    cycles: int
+    breakdown: dict
+    bytes_read: int
+    bytes_written: int
+    kept8: int
+    kept4: int
+    skipped: int
+    kv_fetches: int
+    kv_wants: int
+
+
+def _bursts(config, address, nbytes):
+    """Bursts of a read (as :func:`paro.sw.golden.axi_bursts`: at most 256 beats, never across 4 KiB)."""
+    longest = min(MAX_BURST_BEATS * (config.axi_data_bits // 8), BURST_BOUNDARY)
+    count = 0
+    while nbytes > 0:
+        size = min(nbytes, longest - address % longest)
+        address, nbytes, count = address + size, nbytes - size, count + 1
+    return count
+
+
+def kv_cache_fetches(wants, slots):
+    """The block cache's decisions for a head's K/V wants (``(kind, block)``, kind ``"K"`` or ``"V"``, in want
+    order; the rules of :func:`paro.sw.golden.kv_cache`): per want ``(fetched, evict)``, where ``fetched``
+    lists the kinds read for it (a K fetch brings its V) and ``evict`` is ``None`` (the block has a slot),
+    ``"free"`` (a free slot) or ``"scan"`` (the least recently wanted slot, found by a scan)."""
+    tag, have, used, now, decisions = [None] * slots, [0] * slots, [0] * slots, 0, []
+    where, filled = {}, 0
+    for kind, block in wants:
+        bit = 1 if kind == "K" else 2
+        slot = where.get(block)
+        evict = None
+        if slot is None:
+            if filled < slots:
+                slot, evict, filled = filled, "free", filled + 1
+            else:
+                slot, evict = min(range(slots), key=used.__getitem__), "scan"
+                del where[tag[slot]]
+            tag[slot], have[slot], where[block] = block, 0, slot
+        fetched = ()
+        if not have[slot] & bit:
+            fetched = ("K", "V") if kind == "K" and not have[slot] & 2 else (kind,)
+            have[slot] |= 3 if len(fetched) == 2 else bit
+        used[slot], now = now, now + 1
+        decisions.append((fetched, evict))
+    return decisions
+
+
+class _Fetcher:
+    """The fetcher's timeline: one fetch at a time, the next one chosen when it is idle, by priority among the
+    jobs then waiting. A job is ``[priority_early, early_from, want_from, cost, name, done_at]``: from
+    ``early_from`` it may start as a prefetch or hinted fetch (priority 4 or 5), from ``want_from`` as a want
+    (priority 2); the V prefetch after a K fetch has priority 1."""
+
+    def __init__(self, start):
+        self.free = start          # first cycle the fetcher is idle and decides
+        self.jobs = []
+
+    def add(self, cost, early_from=None, early_priority=5, want_from=None, priority=None):
+        job = {"cost": cost, "early_from": early_from, "early_priority": early_priority, "want_from": want_from,
+               "priority": priority, "done": None}
+        self.jobs.append(job)
+        return job
+
+    def _priority(self, job, t):
+        if job["priority"] is not None:
+            return job["priority"]
+        if job["want_from"] is not None and t >= job["want_from"]:
+            return 2
+        return job["early_priority"]
+
+    def _ready_from(self, job):
+        times = [x for x in (job["early_from"], job["want_from"]) if x is not None]
+        if job["priority"] is not None:
+            times.append(job["early_from"])
+        return min(times) if times else None
+
+    def run_until(self, target):
+        """Serve jobs in the fetcher's order until ``target`` is done; return its completion cycle."""
+        while target["done"] is None:
+            waiting = [(self._ready_from(j), j) for j in self.jobs]
+            waiting = [(r, j) for r, j in waiting if r is not None]
+            t = max(self.free, min(r for r, _ in waiting))
+            ready = [j for r, j in waiting if r <= t]
+            job = min(ready, key=lambda j: self._priority(j, t))
+            self.jobs.remove(job)
+            job["done"] = self.free = t + job["cost"]
+            if job.get("then"):
+                follow = job["then"]
+                follow["early_from"] = self.free
+                self.jobs.append(follow)
+        return target["done"]
+
+
+def _fetch_cost(config, memory, address, nbytes, evict=None):
+    """Cycles from the fetcher's deciding cycle to its next idle cycle (when the rows are usable) for one read."""
+    extra = {None: 0, "free": 1, "scan": config.kv_cache_blocks}[evict]
+    return 4 + extra + _bursts(config, address, nbytes) * memory.read_latency + memory.beat_cycles(config, nbytes)
+
+
+def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memory(), start=0):
+    """Model one head (its ``bitmap``, query blocks ``rows``, regions at ``addresses``, descriptor at
+    ``desc_address``) from the cycle its
+    sequencer enters ``RUN_DESC`` (``start``); return ``(HeadCycles, end)`` where ``end`` is the cycle of its
+    ``head_store``."""
+    R, C, B, d = config.rows, config.cols, config.block_size, config.head_dim
+    bitmap = np.asarray(bitmap)
+    n = bitmap.shape[1]
+    rows = range(bitmap.shape[0]) if rows is None else rows
+    stall = dict.fromkeys(BREAKDOWN, 0)
+    drain = {1: R + C - 1 + C, 2: R + C - 1 + 2 * C}         # per products per cycle: tile drain period
+    lines = {"bitmap": -(-n // d), "table": -(-TABLE_RECORD_BYTES * n // d)}
+    desc_bytes = descriptor_lines(config) * d
+    fetcher = _Fetcher(start)
+
+    def meta(address, nbytes, t):
+        job = fetcher.add(_fetch_cost(config, memory, address, nbytes), want_from=t)
+        return fetcher.run_until(job)
+
+    bytes_read = desc_bytes + lines["table"] * d
+    t = meta(desc_address, desc_bytes, start)                        # RUN_DESC: ready when meta_done
+    t = meta(addresses["TABLE_ADDR"], lines["table"] * d, t + 1)  # RUN_TABLE; the run pulse at its ready
+    stall["head_setup"] += t + 1 - start
+    now = t + 1                                            # the controller's LOAD_Q of the first query block
+    q_bytes, bitmap_bytes = B * d, lines["bitmap"] * d
+
+    def q_job(block, early_from=None):
+        cost = 7 + (_bursts(config, addresses["Q_ADDR"] + block * B * d, q_bytes)
+                    + _bursts(config, addresses["BITMAP_ADDR"] + block * bitmap_stride(config, n), bitmap_bytes)
+                    ) * memory.read_latency + memory.beat_cycles(config, q_bytes) + memory.beat_cycles(config, bitmap_bytes)
+        return fetcher.add(cost, early_from=early_from, early_priority=4)
+
+    # K/V wants in the controller's order, and the cache's decisions for them.
+    kept_rows = [[(int(j), int(bitmap[i, j])) for j in np.flatnonzero(bitmap[i])] for i in rows]
+    wants = [(kind, j) for kept in kept_rows for kind in ("K", "V") for j, _ in kept]
+    decisions = iter(kv_cache_fetches(wants, config.kv_cache_blocks))
+    kv_fetches = 0
+
+    def kv_job(kind, block, decision, hint_from):
+        """The fetch job (or None) for a want of ``kind`` rows of ``block``; a K fetch is followed by its V
+        prefetch (or one idle cycle when the V rows are already there)."""
+        nonlocal kv_fetches, bytes_read
+        fetched, evict = decision
+        if not fetched:
+            return None
+        address = addresses[f"{fetched[0]}_ADDR"] + block * B * d
+        job = fetcher.add(_fetch_cost(config, memory, address, B * d, evict),
+                          early_from=hint_from if config.kv_cache_blocks > 1 else None)
+        kv_fetches += len(fetched)
+        bytes_read += len(fetched) * B * d
+        if kind == "K":
+            v_cost = (_fetch_cost(config, memory, addresses["V_ADDR"] + block * B * d, B * d)
+                      if len(fetched) == 2 else 1)
+            job["then"] = {"cost": v_cost, "early_from": None, "early_priority": 1, "want_from": None,
+                           "priority": 1, "done": None}
+        return job
+
+    L = -10**9                       # cycle the array took the last beat of the latest tile
+    G = drain[1]                     # that tile's drain period
+    out_idle = -10**9                # cycle the previous query block's output stage and write-back are idle
+    prefetch = None                  # the armed Q prefetch job of the next query block
+    counts = {"kept8": 0, "kept4": 0, "skipped": 0}
+    out_words = B * d // R
+
+    def charge(cursor, steps):
+        for category, time in steps:
+            if time > cursor:
+                stall[category] += time - cursor
+                cursor = time
+        return cursor
+
+    for index, (i, kept) in enumerate(zip(rows, kept_rows)):
+        # LOAD_Q: the Q rows and the bitmap row (prefetched, or wanted now).
+        job = prefetch or q_job(i)
+        job["want_from"] = now
+        ready = fetcher.run_until(job) if job["done"] is None else job["done"]
+        s = charge(now, [("q_fetch" if index else "head_setup", ready)])
+        prefetch = q_job(i + 1, early_from=s + 1) if i + 1 < rows.stop else None
+        counts["kept8"] += sum(1 for _, b in kept if b != 4)
+        counts["kept4"] += sum(1 for _, b in kept if b == 4)
+        counts["skipped"] += n - len(kept)
+        row_decisions = [next(decisions) for _ in range(2 * len(kept))]
+        cursor = w = s
+        for pass_b in (0, 1):
+            # The scheduler starts a walk at `start`; block at column j is offered at start + 2 + j.
+            start_cycle = s if not pass_b else w
+            state = start_cycle + 1                # A_NEXT / B_NEXT entered
+            taken = None
+            hint_from = None
+            for k, (j, bits) in enumerate(kept):
+                ppc = 2 if bits == 4 else 1
+                avail = start_cycle + 2 + j if k == 0 else taken + (j - kept[k - 1][0])
+                job = kv_job("V" if pass_b else "K", j, row_decisions[pass_b * len(kept) + k], hint_from)
+                ready = -10**9
+                if job is not None:
+                    job["want_from"] = max(state, avail)
+                    ready = fetcher.run_until(job)
+                if not pass_b:
+                    first = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1),
+                                            ("kv_fetch", ready + 1)])
+                    taken = max(state, avail, ready)
+                    tiles, depth = (B // R) * (B // (C * ppc)), d
+                    period = max(depth, drain[ppc])
+                    L_first = max(first + depth, L + G)
+                    stall["compute"] += tiles * depth
+                    stall["array_drain"] += (L_first - first - depth) + (tiles - 1) * (period - depth)
+                    last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
+                    L, G = L_first + (tiles - 1) * period, drain[ppc]
+                    cursor = L
+                else:
+                    taken = max(state, avail, ready)
+                    groups, tiles, depth = B // (C * ppc), d // R, B
+                    period = max(depth, drain[ppc])
+                    for g in range(groups):
+                        if g == 0:
+                            scan = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1),
+                                                   ("kv_fetch", ready + 1), ("prescan", L + 1)])
+                        else:
+                            scan = charge(cursor, [("prescan", L + 1)])
+                        first = charge(scan, [("prescan", scan + B + 2)])
+                        L_first = max(first + depth, L + G)
+                        stall["compute"] += tiles * depth
+                        stall["array_drain"] += (L_first - first - depth) + (tiles - 1) * (period - depth)
+                        last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
+                        L, G = L_first + (tiles - 1) * period, drain[ppc]
+                        cursor = L
+                state = last_fire + 1
+                hint_from = max(taken + 1, taken + (kept[k + 1][0] - j)) if k + 1 < len(kept) else None
+            end_seen = max(state, taken + (n - kept[-1][0]))
+            if not pass_b:
+                # A_WAIT: the array and tile queue drained, the previous output stage idle.
+                w = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G), ("output", out_idle)])
+                cursor = w
+            else:
+                # B_WAIT: drained and the accumulator's last write done; the output stage starts.
+                w2 = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G + 1)])
+                out_idle = w2 + out_words + 4
+                now = w2 + 1
+    end = charge(now, [("output", out_idle)])          # OUT: the last block's output written; head_busy falls
+    head_store = end + 1
+    stall["head_setup"] += 1
+    cycles = head_store - start
+    breakdown = {k: int(v) for k, v in stall.items()}
+    missing = cycles - sum(breakdown.values())
+    breakdown["head_setup"] += missing
+    written = len(rows) * B * d * OUTPUT_CODE_BYTES
+    bytes_read += len(rows) * (q_bytes + bitmap_bytes)
+    return HeadCycles(cycles=int(cycles), breakdown=breakdown, bytes_read=int(bytes_read), bytes_written=written,
+                      kv_fetches=kv_fetches, kv_wants=len(wants), **counts), head_store
+
+
+def layer_cycles(config, bitmaps, rows=None, memory=Memory()):
+    """Model one engine start of heads with ``bitmaps`` (each computing query blocks ``rows``) in the contract's
+    default memory layout; return ``(totals, per_head)``: totals ``cycles`` (every busy cycle of the start),
+    ``bytes_read``, ``bytes_written``; per head :class:`HeadCycles`."""
+    check_engine_config(config)
+    if 2 in config.bitwidths:
+        raise ParoError("the cycle model covers the engine's modes, bitwidths {0, 4, 8}; 2-bit blocks are not "
+                        "built in the engine yet")
+    blocks = [np.asarray(b).shape[1] for b in bitmaps]
+    desc_addr, maps = layer_memory_map(config, blocks)
+    d = config.head_dim
+    desc_bytes = descriptor_lines(config) * d
+    t = 1                                                # CHECK_LIST at 0, then CHECK_READ per head
+    for h in range(len(bitmaps)):
+        t += _fetch_cost(config, memory, desc_addr + h * descriptor_stride(config), desc_bytes) + 1 + CHECK_LATENCY
+    per_head = []
+    for h, (bitmap, addresses) in enumerate(zip(bitmaps, maps)):
+        t += 1                                           # RUN_START
+        head, store = head_cycles(config, bitmap, addresses, desc_addr + h * descriptor_stride(config), rows=rows,
+                                  memory=memory, start=t)
+        per_head.append(head)
+        t = store + 1
+    totals = {"cycles": t + 1, "bytes_read": len(bitmaps) * desc_bytes + sum(h.bytes_read for h in per_head),
+              "bytes_written": sum(h.bytes_written for h in per_head)}
+    return totals, per_head
