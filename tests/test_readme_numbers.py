@@ -65,12 +65,20 @@ def _heldout(r):
     return f"{_calibration(r['heldout'])}, rel_l1 {r['heldout']['rel_l1']:.4f}"
 
 
+def _model(r):
+    s = r["summary"]
+    return (f"{r['points']} random design points, each bit-exact: max cycle error {100 * s['max_abs_error']:.3f}%, "
+            f"mean {100 * s['mean_abs_error']:.3f}% ({s['exact_points']} of {r['points']} exact, bytes read equal: "
+            f"{s['bytes_read_equal']})")
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
          ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("engine_cogvideox_head1_rows100-103.json", _engine),
-         ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area)]
+         ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area),
+         ("model_validation.json", _model)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])

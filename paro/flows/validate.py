@@ -122,6 +122,7 @@ def bench_model_validation(output, points=24, seed=20261128, build_dir=None):
     head_errors = np.abs([h["error"] for r in records for h in r["per_head"]])
     result = {
         "benchmark": "model_validation", **provenance(), "seed": seed, "points": points,
+        "config": "per record (random design points)",
         "summary": {"max_abs_error": float(errors.max()), "mean_abs_error": float(errors.mean()),
                     "max_abs_head_error": float(head_errors.max()),
                     "exact_points": int(sum(r["rtl_cycles"] == r["model_cycles"] for r in records)),
