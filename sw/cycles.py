@@ -33,10 +33,9 @@ import dataclasses
 
 import numpy as np
 
-from paro.errors import ParoError
-
-from .contract import (MAX_BURST_BEATS, BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bitmap_stride,
+from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bitmap_stride,
                        check_engine_config, descriptor_lines, descriptor_stride, layer_memory_map)
+from .golden import axi_bursts
 
 __all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "BREAKDOWN"]
 
@@ -91,13 +90,8 @@ class HeadCycles:
 
 
 def _bursts(config, address, nbytes):
-    """Bursts of a read (as :func:`paro.sw.golden.axi_bursts`: at most 256 beats, never across 4 KiB)."""
-    longest = min(MAX_BURST_BEATS * (config.axi_data_bits // 8), BURST_BOUNDARY)
-    count = 0
-    while nbytes > 0:
-        size = min(nbytes, longest - address % longest)
-        address, nbytes, count = address + size, nbytes - size, count + 1
-    return count
+    """How many bursts a read takes (:func:`paro.sw.golden.axi_bursts`)."""
+    return len(axi_bursts(address, nbytes, config))
 
 
 def kv_cache_fetches(wants, slots):
@@ -127,19 +121,24 @@ def kv_cache_fetches(wants, slots):
     return decisions
 
 
+def _job(cost, early_from=None, early_priority=5, want_from=None, priority=None):
+    """A fetch job: from ``early_from`` it may start as a prefetch or hinted fetch (``early_priority``: 4 for the
+    Q prefetch, 5 for a hint), from ``want_from`` as a want (priority 2); ``priority`` fixes it (1: the V
+    prefetch after a K fetch). ``then``: a job that becomes ready when this one is done."""
+    return {"cost": cost, "early_from": early_from, "early_priority": early_priority, "want_from": want_from,
+            "priority": priority, "done": None, "then": None}
+
+
 class _Fetcher:
     """The fetcher's timeline: one fetch at a time, the next one chosen when it is idle, by priority among the
-    jobs then waiting. A job is ``[priority_early, early_from, want_from, cost, name, done_at]``: from
-    ``early_from`` it may start as a prefetch or hinted fetch (priority 4 or 5), from ``want_from`` as a want
-    (priority 2); the V prefetch after a K fetch has priority 1."""
+    jobs (:func:`_job`) then ready."""
 
     def __init__(self, start):
         self.free = start          # first cycle the fetcher is idle and decides
         self.jobs = []
 
-    def add(self, cost, early_from=None, early_priority=5, want_from=None, priority=None):
-        job = {"cost": cost, "early_from": early_from, "early_priority": early_priority, "want_from": want_from,
-               "priority": priority, "done": None}
+    def add(self, cost, **when):
+        job = _job(cost, **when)
         self.jobs.append(job)
         return job
 
@@ -150,10 +149,9 @@ class _Fetcher:
             return 2
         return job["early_priority"]
 
-    def _ready_from(self, job):
+    @staticmethod
+    def _ready_from(job):
         times = [x for x in (job["early_from"], job["want_from"]) if x is not None]
-        if job["priority"] is not None:
-            times.append(job["early_from"])
         return min(times) if times else None
 
     def run_until(self, target):
@@ -166,7 +164,7 @@ class _Fetcher:
             job = min(ready, key=lambda j: self._priority(j, t))
             self.jobs.remove(job)
             job["done"] = self.free = t + job["cost"]
-            if job.get("then"):
+            if job["then"]:
                 follow = job["then"]
                 follow["early_from"] = self.free
                 self.jobs.append(follow)
@@ -232,8 +230,7 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
         if kind == "K":
             v_cost = (_fetch_cost(config, memory, addresses["V_ADDR"] + block * B * d, B * d)
                       if len(fetched) == 2 else 1)
-            job["then"] = {"cost": v_cost, "early_from": None, "early_priority": 1, "want_from": None,
-                           "priority": 1, "done": None}
+            job["then"] = _job(v_cost, priority=1)
         return job
 
     L = -10**9                       # cycle the array took the last beat of the latest tile
@@ -314,7 +311,8 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                     L = L_first + (tiles - 1) * period
                     cursor = L
                 state = last_fire + 1
-                hint_from = max(taken + 1, taken + (kept[k + 1][0] - j)) if k + 1 < len(kept) else None
+                # the scheduler offers the next kept block (so the hint names it) this many columns after the take
+                hint_from = taken + (kept[k + 1][0] - j) if k + 1 < len(kept) else None
             end_seen = max(state, taken + (n - kept[-1][0]))
             if not pass_b:
                 # A_WAIT: the array and tile queue drained, the previous output stage idle.
@@ -324,14 +322,12 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 # B_WAIT: drained and the accumulator's last write done; the output stage starts.
                 w2 = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G + 1)])
                 out_idle = w2 + out_words + 4
-                now = w2 + 1
+                now = charge(w2, [("pass_switch", w2 + 1)])   # out_start, then LOAD_Q of the next block
     end = charge(now, [("output", out_idle)])          # OUT: the last block's output written; head_busy falls
     head_store = end + 1
     stall["head_setup"] += 1
     cycles = head_store - start
     breakdown = {k: int(v) for k, v in stall.items()}
-    missing = cycles - sum(breakdown.values())
-    breakdown["head_setup"] += missing
     written = len(rows) * B * d * OUTPUT_CODE_BYTES
     bytes_read += len(rows) * (q_bytes + bitmap_bytes)
     return HeadCycles(cycles=int(cycles), breakdown=breakdown, bytes_read=int(bytes_read), bytes_written=written,
@@ -342,10 +338,7 @@ def layer_cycles(config, bitmaps, rows=None, memory=Memory()):
     """Model one engine start of heads with ``bitmaps`` (each computing query blocks ``rows``: a range, or a list
     of one range per head) in the contract's default memory layout; return ``(totals, per_head)``: totals
     ``cycles`` (every busy cycle of the start), ``bytes_read``, ``bytes_written``; per head :class:`HeadCycles`."""
-    check_engine_config(config)
-    if 2 in config.bitwidths:
-        raise ParoError("the cycle model covers the engine's modes, bitwidths {0, 4, 8}; 2-bit blocks are not "
-                        "built in the engine yet")
+    check_engine_config(config)          # refuses what the engine does not run (2-bit blocks)
     blocks = [np.asarray(b).shape[1] for b in bitmaps]
     desc_addr, maps = layer_memory_map(config, blocks)
     d = config.head_dim

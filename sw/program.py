@@ -82,15 +82,15 @@ def engine_layer(plan, heads, workload=None, rows=None, dense=False):
     return EngineLayer(desc_addr, programs)
 
 
-def random_layer(config, bitmaps, seed, tokens=None):
-    """One engine start of heads with the given ``bitmaps`` over random Q/K/V (normal, seeded; ``tokens`` real
-    tokens per head, default every token of the bitmap's blocks): the validation benches' programs."""
+def random_layer(config, bitmaps, seed):
+    """One engine start of heads with the given ``bitmaps`` over random Q/K/V (normal, seeded; every token of the
+    bitmap's blocks real): the validation benches' programs."""
     rng = np.random.default_rng(seed)
     blocks = [np.asarray(b).shape[1] for b in bitmaps]
     desc_addr, maps = layer_memory_map(config, blocks)
     programs = []
     for bitmap, addresses in zip(bitmaps, maps):
-        n = tokens or bitmap.shape[1] * config.block_size
+        n = bitmap.shape[1] * config.block_size
         q, k, v = (rng.standard_normal((n, config.head_dim)) for _ in range(3))
         head, _ = quantize_head(q, k, v, config.block_size)
         programs.append(head_program(config, head, np.asarray(bitmap, dtype=np.uint8), range(bitmap.shape[0]),

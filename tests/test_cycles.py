@@ -75,14 +75,6 @@ def test_model_equals_the_rtl(verilator, latency, clustered):
     assert record["model_bytes_read"] == record["rtl_bytes_read"]
 
 
-@pytest.fixture(scope="module")
-def tiny_plan(tmp_path_factory):
-    path = tmp_path_factory.mktemp("plans") / "tiny.npz"
-    assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "3",
-                 "--kv-cache-blocks", "3", "-o", str(path)]) == 0
-    return path
-
-
 def test_model_cli_report(tiny_plan, tmp_path, capsys):
     report = tmp_path / "model.json"
     assert main(["model", "--plan", str(tiny_plan), "--engines", "2", "--read-latency", "10",

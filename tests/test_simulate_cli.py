@@ -11,14 +11,6 @@ from paro.sw.plan import load_plan
 from paro.sw.program import engine_layer
 
 
-@pytest.fixture(scope="module")
-def tiny_plan(tmp_path_factory):
-    path = tmp_path_factory.mktemp("plans") / "tiny.npz"
-    assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "3",
-                 "--kv-cache-blocks", "3", "-o", str(path)]) == 0
-    return path
-
-
 def _error_line(capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paro: error:")]
     assert len(lines) == 1
