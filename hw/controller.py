@@ -9,10 +9,12 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
 * ``A_NEXT`` / ``A_TILES``: per kept block (taken from the scheduler once its K rows are on chip),
   ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one a cycle while the feed advances; a tile's
   first beat pushes its descriptor (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty.
-* ``B_NEXT``: the next kept block (once its V rows are on chip); per query group ``B_PRESCAN`` reads the
-  block's ``B`` stored scores of the group's lanes (a key a cycle, once the feed is empty) for each lane's
-  segment maximum, ``B_ZCALC`` registers the shifts ``z``, ``B_TILES`` issues ``d/R`` PV tiles of ``B``
-  beats. ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
+* ``B_NEXT`` / ``B_TILES``: per kept block (once its V rows are on chip), per query group ``d/R`` PV tiles
+  of ``B`` beats, back to back across the groups. Each beat's command carries the lanes' segment shifts ``z``
+  (:class:`~.segment_shift.SegmentShift` of the row maxima and the block's segment maxima, read from the
+  segment buffer the score unit wrote in pass A at address ``kept_index``: presented in ``B_NEXT``, the data
+  there from the first ``B_TILES`` cycle). ``B_WAIT``: until the feed, the tile queue and the accumulator
+  are empty.
 * Output: ``B_WAIT`` starts the output stage (``out_start``) and goes on to the next query block: output
   and write-back run beside its ``LOAD_Q`` and pass A. ``A_WAIT`` waits for them (``out_idle``) before pass
   B overwrites the row sums (``reset_sums``) and accumulators they read. After the last block ``OUT`` waits
@@ -28,13 +30,12 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.config import SCORE_WIDTH
-from paro.sw.golden import P_SHIFT_MAX
 
 from .component import ConfiguredComponent
 from .kv_cache import WANT_K, WANT_Q, WANT_V, want_layout
 from .operand_feed import issue_layout
 from .scheduler import kept_layout
-from .score_unit import LOWEST_SCORE, lane_row_max
+from .score_unit import lane_row_max
 from .segment_shift import SegmentShift
 from .tile_queue import tile_layout
 
@@ -45,7 +46,6 @@ class EngineController(ConfiguredComponent):
     def __init__(self, config):
         R, C, B, nb, tokens = config.rows, config.cols, config.block_size, config.max_blocks, config.max_seq_len
         lanes = 2 * C
-        scores = data.ArrayLayout(signed(SCORE_WIDTH), lanes)
         super().__init__(config, {
             "start": In(1), "busy": Out(1), "done": Out(1),
             "n_tokens": In(range(tokens + 1)), "row_first": In(range(nb)), "row_end": In(range(nb + 1)),
@@ -59,8 +59,8 @@ class EngineController(ConfiguredComponent):
             "k_addr": Out(data.ArrayLayout(range(config.kv_cache_blocks * B), lanes)),
             "v_addr": Out(range(config.kv_cache_blocks * B)),
             "s_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), lanes)),
-            "scores": In(scores), "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
-            "z": Out(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
+            "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
+            "seg_addr": Out(range(config.max_kept_blocks)), "seg_data": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
             "reset_max": Out(1), "reset_sums": Out(1), "acc_pending": In(1),
             "tile": Out(tile_layout(config)), "tile_push": Out(1), "tile_room": In(1), "tiles_empty": In(1),
@@ -77,12 +77,9 @@ class EngineController(ConfiguredComponent):
         four_bit, ck, cv = Signal(), Signal(20), Signal(16)
         step = Signal(range(max(B, d) + 1))
         query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
-        scan_key, scan_valid, scanned_key = Signal(range(B + 2)), Signal(), Signal(range(B))
-        seg_max = Signal(data.ArrayLayout(signed(SCORE_WIDTH), lanes))
-        z = Signal(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes))
         keys_per_tile = Signal(range(lanes + 1))
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
-        m.d.comb += [self.busy.eq(busy), self.z.eq(z), self.sched_row.eq(query_block),
+        m.d.comb += [self.busy.eq(busy), self.sched_row.eq(query_block), self.seg_addr.eq(kept_index),
                      keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room),
                      # the scheduler's next kept block while this one computes: the fetcher may fetch it early
                      self.hint_valid.eq(busy & self.kept.valid & ~self.kept.payload.end & ~self.want.valid),
@@ -91,7 +88,7 @@ class EngineController(ConfiguredComponent):
         m.submodules.segment_shift = segment_shift = SegmentShift(cfg)
         for n in range(lanes):
             m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, four_bit, query_group)),
-                         segment_shift.seg_max[n].eq(seg_max[n])]
+                         segment_shift.seg_max[n].eq(lane_row_max(cfg, self.seg_data, n, four_bit, query_group))]
 
         def want_kept_block(kind):
             """Want the offered kept block's K or V rows; take the block (or the row's end) from the scheduler
@@ -162,49 +159,28 @@ class EngineController(ConfiguredComponent):
                 with m.Elif(fetched):
                     four = self.kept.payload.bits == 4
                     m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot), four_bit.eq(four),
-                                 query_group.eq(0),
-                                 dim_group.eq(0), step.eq(0), scan_key.eq(0),
+                                 query_group.eq(0), dim_group.eq(0), step.eq(0),
                                  cv.eq(Mux(four, self.cv4_data, self.cv8_data))]
-                    m.next = "B_PRESCAN"
-            with m.State("B_PRESCAN"):
-                # The feed's P lanes read the score buffer too: scan once the feed is empty, one key per cycle.
-                scanning = ~self.feed_busy & (scan_key < B)
-                score_addresses(scan_key)
-                m.d.sync += [scan_valid.eq(scanning), scanned_key.eq(scan_key)]
-                with m.If(scanning):
-                    m.d.sync += scan_key.eq(scan_key + 1)
-                    with m.If(scan_key == 0):
-                        m.d.sync += [seg_max[n].eq(LOWEST_SCORE) for n in range(lanes)]
-                with m.If(scan_valid & (key_block * B + scanned_key < self.n_tokens)):
-                    for n in range(lanes):
-                        with m.If((self.scores[n] > seg_max[n]) | (scanned_key == 0)):
-                            m.d.sync += seg_max[n].eq(self.scores[n])
-                with m.If(~scanning & scan_valid):
-                    m.next = "B_ZCALC"
-            with m.State("B_ZCALC"):
-                m.d.sync += [z.eq(segment_shift.z), scan_valid.eq(0)]
-                m.next = "B_TILES"
+                    m.next = "B_TILES"
             with m.State("B_TILES"):
                 m.d.comb += [self.fire.eq(self.advance & can_issue), self.v_addr.eq(key_slot * B + step)]
                 score_addresses(step)
                 m.d.comb += [tile.pass_b.eq(1), tile.query_group.eq(query_group), tile.dim_group.eq(dim_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),
-                             tile.cv.eq(cv), tile.z.eq(z), self.tile_push.eq(self.fire & (step == 0)),
+                             tile.cv.eq(cv), tile.z.eq(segment_shift.z), self.tile_push.eq(self.fire & (step == 0)),
                              cmd.pass_b.eq(1), cmd.step.eq(step), cmd.dim_group.eq(dim_group),
                              cmd.query_group.eq(query_group), cmd.four_bit.eq(four_bit), cmd.last.eq(step == B - 1),
                              cmd.key_valid.eq(key_block * B + step < self.n_tokens),
-                             cmd.first_dim_group.eq(dim_group == 0)]
+                             cmd.first_dim_group.eq(dim_group == 0), cmd.z.eq(segment_shift.z)]
                 with m.If(self.fire):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == B - 1):
                         m.d.sync += [step.eq(0), dim_group.eq(dim_group + 1)]
                         with m.If(dim_group == d // R - 1):
-                            m.d.sync += [dim_group.eq(0), query_group.eq(query_group + 1), scan_key.eq(0)]
+                            m.d.sync += [dim_group.eq(0), query_group.eq(query_group + 1)]
                             with m.If(query_group == Mux(four_bit, B // lanes, B // C) - 1):
                                 m.d.sync += kept_index.eq(kept_index + 1)
                                 m.next = "B_NEXT"
-                            with m.Else():
-                                m.next = "B_PRESCAN"
             with m.State("B_WAIT"):
                 with m.If(~self.feed_busy & self.tiles_empty & ~self.acc_pending):
                     m.d.comb += self.out_start.eq(1)

@@ -2,8 +2,7 @@
 
 Golden twin: :func:`paro.sw.golden.attention_head` per head (every integer, per query block
 :func:`paro.sw.golden.attention_block_row`), :func:`paro.sw.golden.layer_sequencer` for the order of heads.
-This file only wires the blocks; each block's file states its cycle behaviour and has its golden twin and
-unit test:
+This file only wires the blocks; each block's file states its cycle behaviour, has a golden twin and a test:
 
 ====================================== ==================================================================
 block                                  does
@@ -13,16 +12,15 @@ block                                  does
 :class:`~.sequencer.LayerSequencer`    one start: checks every descriptor, then runs the heads in turn
 :class:`~.descriptor.DescriptorUnit`   the current head's descriptor, and its checks
 :class:`~.block_table.BlockTable`      the current head's per-block multipliers (read from memory)
-:class:`~.fetcher.Fetcher`             descriptors, tables, bitmap rows, Q, K, V into the buffers (kept
-                                       blocks only, cache misses only)
+:class:`~.fetcher.Fetcher`             descriptors, tables, bitmaps, Q, K, V (kept blocks, cache misses only)
 :class:`~.mem_reader.MemoryReader`     AXI4 read bursts to token rows
 :class:`~.mem_writer.MemoryWriter`     output codes to AXI4 write bursts
-:class:`~.controller.EngineController` the FSM: loads, walks kept blocks, issues tiles, prescans
+:class:`~.controller.EngineController` the FSM: loads, walks kept blocks, issues tiles
 :class:`~.scheduler.BlockScheduler`    two bitmap rows on chip; emits a query row's kept key blocks
 :class:`~.operand_feed.OperandFeed`    issue stage: array operands (with K reduction and P lanes), row sums
 :class:`~.array.SystolicArray`         the PE array: one tile ``C = A B^T`` at a time
 :class:`~.tile_queue.TileQueue`        descriptors of tiles in flight, matched to drained beats
-:class:`~.score_unit.ScoreUnit`        pass A: scaled scores into the score buffer, row maxima
+:class:`~.score_unit.ScoreUnit`        pass A: scaled scores into the score buffer, row and segment maxima
 :class:`~.accumulator.OutputAccumulator` pass B: scaled PV columns into the output accumulators
 :class:`~.output_stage.OutputStage`    reciprocals and output codes (to the memory writer)
 ====================================== ==================================================================
@@ -47,34 +45,34 @@ Dataflow per query block i (two-pass softmax that stores S)
    blocks are never fetched). Each block runs ``(B/R) x (B/(C*ppc))`` array tiles of depth ``head_dim``
    (INT8 mode, or INT4 mode with K reduced to 4 bits). Each drained column of scores goes through the
    scaling unit (``x = round(S * cq_i * ck_j * (16 for 4-bit) / 2**score_shift)``) into the score buffer
-   (one entry per query and kept key) and updates the row maxima.
-2. **Pass B** (softmax and PV): per kept block and group of ``C*ppc`` queries, a prescan of ``B`` cycles
-   reads the block's scores to find each query's segment maximum, from which the leading-zero shift ``z``
-   follows; then ``head_dim / R`` PV tiles of depth ``B`` (INT8 or UINT4 mode) take ``P`` straight from the
-   exponent units and quantizers, fed from the score buffer; row sums accumulate on the first of them. Each
-   drained column (one query, R head dims) is scaled by the block's V multiplier, shifted by ``z`` and added
-   into the output accumulator buffer.
+   (one entry per query and kept key), updates the row maxima and writes each query's maximum in the block
+   (its segment maximum) to the segment buffer.
+2. **Pass B** (softmax and PV): per kept block and group of ``C*ppc`` queries, ``head_dim / R`` PV tiles of
+   depth ``B`` (INT8 or UINT4 mode) take ``P`` straight from the exponent units and quantizers, fed from the
+   score buffer, with each lane's leading-zero shift ``z`` from its row and segment maxima; row sums
+   accumulate on the first of them. Each drained column (one query, R head dims) is scaled by the block's V
+   multiplier, shifted by ``z`` and added into the output accumulator buffer.
 3. **Output**: per query, ``r = floor(2**recip_bits / l)`` and the codes
    ``clip(round(round(A / 2**pre) * r / 2**final_shift))`` go to memory at ``O_ADDR``.
 
-S is stored, not recomputed (a second QK^T pass caps utilization at 2/3) and not online (rescaling changes the
-golden integers): a buffer of ``block_size x max_kept_keys`` 48-bit scores (``docs/architecture.md``).
+S is stored, not recomputed (a second QK^T pass caps utilization at 2/3) nor online (rescaling changes the
+golden integers): ``block_size x max_kept_keys`` 48-bit scores and ``block_size`` per kept block segment maxima.
 
-Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline; it waits for the
-prescans (``B`` cycles per ``head_dim/R`` tiles), the pass switches (pipeline drain, ``~R + C + 2C``
-cycles), the fetches (the first query block's Q rows, and a kept key block's K rows on a cache miss in pass A
-or its V rows on a miss in pass B: ``B * head_dim * 8 / axi_data_bits`` beats each, plus memory latency; the
-next Q block and a fetched block's V are prefetched), the output stage (``B * head_dim / R`` beats per query
-block) only where pass A of the next block is shorter than it, and per head the descriptor and table reads
-(a few hundred cycles). Overlapped: the prefetches (next Q block and its bitmap
-row, a fetched block's V) with compute, and each query block's output stage and write-back with the next
-block's Q load and pass A (pass B waits for them: it overwrites the row sums and accumulators they read);
-not overlapped: cache-miss K fetches, the last block's output, and the descriptor check pass (``N_HEADS``
-descriptor reads before the first head). ``paro simulate`` measures it.
+Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline (pass B's query
+groups follow each other without a gap). It waits one cycle per kept block and pass, for the pass switches
+(pipeline drain, ``~R + C + 2C`` cycles), the fetches (the first query block's Q rows; a kept block's K rows
+on a cache miss in pass A, its V rows on one in pass B: ``B * head_dim * 8 / axi_data_bits`` beats each plus
+memory latency), the output stage (``B * head_dim / R`` beats per query block) where the next block's pass A
+is shorter, and per head the descriptor and table reads. Overlapped: the prefetches (the next Q block and
+bitmap row, a fetched block's V, the hinted next kept block) with compute, and each query block's output
+stage and write-back with the next block's Q load and pass A (pass B waits for them: it overwrites the row
+sums and accumulators they read); not overlapped: cache-miss fetches the hint did not start early enough,
+the last block's output, and the descriptor check pass (``N_HEADS`` reads before the first head). ``paro
+simulate`` measures it; :mod:`paro.sw.cycles` models it.
 """
 
 from amaranth import Module, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -126,18 +124,20 @@ class AttentionEngine(EngineBlock):
          table) = blocks.values()
 
         # Buffers (sizes from the contract): K and V (the cache's slots), Q (two query blocks), scores
-        # (B x max_kept_keys).
+        # (B x max_kept_keys), segment maxima (B per kept block).
         size = {name: buffer["entries"] for name, buffer in engine_buffers(cfg).items()}
-        m.submodules.k_buffer = kmem = Memory(shape=row_layout(cfg), depth=size["k_buffer"], init=[])
-        m.submodules.v_buffer = vmem = Memory(shape=row_layout(cfg), depth=size["v_buffer"], init=[])
-        m.submodules.q_buffer = qmem = Memory(shape=row_layout(cfg), depth=size["q_buffer"], init=[])
+        kmem, vmem, qmem = (Memory(shape=row_layout(cfg), depth=size[f"{n}_buffer"], init=[]) for n in "kvq")
+        m.submodules.k_buffer, m.submodules.v_buffer, m.submodules.q_buffer = kmem, vmem, qmem
         m.submodules.score_buffer = smem = Memory(shape=signed(SCORE_WIDTH), depth=size["score_buffer"], init=[])
-        k_wr, v_wr, q_wr = kmem.write_port(), vmem.write_port(), qmem.write_port()
+        m.submodules.segment_buffer = gmem = Memory(shape=data.ArrayLayout(signed(SCORE_WIDTH), cfg.block_size),
+                                                    depth=size["segment_buffer"], init=[])
+        k_wr, v_wr, q_wr, g_wr = kmem.write_port(), vmem.write_port(), qmem.write_port(), gmem.write_port()
         s_wr = [smem.write_port() for _ in range(R)]
         k_rd = [kmem.read_port() for _ in range(lanes)]
         v_rd = vmem.read_port()
         q_rd = [qmem.read_port() for _ in range(R)]
         s_rd = [smem.read_port() for _ in range(lanes)]
+        g_rd = gmem.read_port(transparent_for=(g_wr,))   # a one-block row's pass B may read it as it is written
 
         wiring.connect(m, wiring.flipped(self.axil), control.axil)
         wiring.connect(m, control.csr, regs.bus)
@@ -182,7 +182,7 @@ class AttentionEngine(EngineBlock):
             regs.read_beat.eq(reader.beat), regs.write_beat.eq(writer.beat),
             # issue side
             feed.cmd.eq(ctrl.cmd), feed.fire.eq(ctrl.fire), ctrl.advance.eq(feed.advance),
-            ctrl.feed_busy.eq(feed.busy), feed.row_max.eq(score.row_max), feed.z.eq(ctrl.z),
+            ctrl.feed_busy.eq(feed.busy), feed.row_max.eq(score.row_max),
             feed.reset_sums.eq(ctrl.reset_sums), ctrl.row_max.eq(score.row_max),
             v_rd.addr.eq(ctrl.v_addr), v_rd.en.eq(feed.advance), feed.v_row.eq(v_rd.data),
             ctrl.tile_room.eq(tiles.room), ctrl.tiles_empty.eq(tiles.empty),
@@ -191,11 +191,12 @@ class AttentionEngine(EngineBlock):
             score.valid.eq(tiles.qk_valid), score.column.eq(tiles.column),
             score.tile.eq(tiles.tile), score.beat.eq(tiles.beat), score.cq.eq(ctrl.cq),
             score.score_shift.eq(desc.score_shift), score.n_tokens.eq(desc.n_tokens), score.reset.eq(ctrl.reset_max),
+            g_wr.en.eq(score.seg_wr_en), g_wr.addr.eq(score.seg_wr_addr), g_wr.data.eq(score.seg_wr_data),
+            g_rd.addr.eq(ctrl.seg_addr), ctrl.seg_data.eq(g_rd.data),
             acc.valid.eq(tiles.pv_valid), acc.column.eq(tiles.column), acc.tile.eq(tiles.tile),
             acc.beat.eq(tiles.beat), ctrl.acc_pending.eq(acc.pending),
             # output
-            out.start.eq(ctrl.out_start),
-            ctrl.out_idle.eq(out.idle & writer.idle),
+            out.start.eq(ctrl.out_start), ctrl.out_idle.eq(out.idle & writer.idle),
             out.final_shift.eq(desc.final_shift), out.row_sum.eq(feed.row_sum),
             acc.rd_addr.eq(out.rd_addr), acc.rd_en.eq(out.rd_en), out.rd_data.eq(acc.rd_data),
         ]
@@ -215,6 +216,5 @@ class AttentionEngine(EngineBlock):
                          s_wr[r].en.eq(score.wr_en)]
         for n in range(lanes):
             m.d.comb += [k_rd[n].addr.eq(ctrl.k_addr[n]), k_rd[n].en.eq(feed.advance), feed.k_rows[n].eq(k_rd[n].data),
-                         s_rd[n].addr.eq(ctrl.s_addr[n]), s_rd[n].en.eq(feed.advance),
-                         feed.scores[n].eq(s_rd[n].data), ctrl.scores[n].eq(s_rd[n].data)]
+                         s_rd[n].addr.eq(ctrl.s_addr[n]), s_rd[n].en.eq(feed.advance), feed.scores[n].eq(s_rd[n].data)]
         return m

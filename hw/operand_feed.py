@@ -35,10 +35,12 @@ def row_layout(config):
 
 
 def issue_layout(config):
-    """One issued beat: pass (QK^T or PV), step k within the tile, groups, mode, tile end, key validity."""
+    """One issued beat: pass (QK^T or PV), step k within the tile, groups, mode, tile end, key validity, and
+    (PV) the P lanes' segment shifts ``z``."""
     return data.StructLayout({"pass_b": 1, "step": range(max(config.block_size, config.head_dim)),
                               "dim_group": range(config.head_dim), "query_group": range(config.block_size),
-                              "four_bit": 1, "last": 1, "key_valid": 1, "first_dim_group": 1})
+                              "four_bit": 1, "last": 1, "key_valid": 1, "first_dim_group": 1,
+                              "z": data.ArrayLayout(range(P_SHIFT_MAX + 1), 2 * config.cols)})
 
 
 class OperandFeed(ConfiguredComponent):
@@ -52,7 +54,6 @@ class OperandFeed(ConfiguredComponent):
             "v_row": In(row_layout(config)),
             "scores": In(data.ArrayLayout(signed(SCORE_WIDTH), lanes)),
             "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
-            "z": In(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
             "reset_sums": In(1), "row_sum": Out(data.ArrayLayout(unsigned(config.row_sum_width), B)),
             "a": Out(stream.Signature(a_layout(config))), "b": Out(stream.Signature(b_layout(config))),
         })
@@ -73,7 +74,7 @@ class OperandFeed(ConfiguredComponent):
 
         m.submodules.p_lanes = p_lanes = PLanes(cfg)
         m.submodules.k_reduce = k_reduce = KReduction(cfg)
-        m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.z.eq(self.z), p_lanes.four_bit.eq(stage.four_bit),
+        m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.z.eq(stage.z), p_lanes.four_bit.eq(stage.four_bit),
                      p_lanes.key_valid.eq(stage.key_valid)]
         for n in range(lanes):
             m.d.comb += [p_lanes.row_max[n].eq(lane_row_max(cfg, self.row_max, n, stage.four_bit, stage.query_group)),

@@ -1,15 +1,19 @@
 """Score unit: scales each drained column of QK^T scores into the base-2 exponent domain, writes it to the
-score buffer and keeps every query's row maximum.
+score buffer and keeps every query's row maximum and its segment maximum in each kept block.
 
 Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2**score_shift)``, ``ck_j``
-already x16 for 4-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row maxima over real keys by
-:func:`~paro.sw.golden.softmax_row_max`).
+already x16 for 4-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row and segment maxima over real keys
+by :func:`~paro.sw.golden.softmax_row_max`).
 
 A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
 same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer (``R`` write ports,
 address ``query * max_kept_keys + kept_index * B + key``) and, at the clock edge, raises each query's row
-maximum if the key is real (``key_block * B + key < n_tokens``). ``reset`` (one cycle, before a query block's
-pass A) sets every row maximum to the most negative score. No back-pressure: one beat per cycle.
+maximum if the key is real (``key_block * B + key < n_tokens``), and its segment maximum (restarted at key 0
+of each block; the most negative score while the block has no real key). In the cycle after a block's last
+beat (key ``B - 1`` of query group ``B/R - 1``) it writes all ``B`` segment maxima as one entry at the
+block's ``kept_index`` (``seg_wr_*``, the segment buffer that pass B reads instead of rescanning the scores).
+``reset`` (one cycle, before a query block's pass A) sets every row maximum to the most negative score. No
+back-pressure: one beat per cycle.
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, signed
@@ -46,6 +50,8 @@ class ScoreUnit(ConfiguredComponent):
             "wr_en": Out(1), "wr_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), R)),
             "wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), R)),
             "row_max": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)),
+            "seg_wr_en": Out(1), "seg_wr_addr": Out(range(config.max_kept_blocks)),
+            "seg_wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)),
         })
 
     def elaborate(self, platform):
@@ -54,7 +60,9 @@ class ScoreUnit(ConfiguredComponent):
         R, C, B = cfg.rows, cfg.cols, cfg.block_size
         tile = self.tile
         maxima = [Signal(signed(SCORE_WIDTH), init=LOWEST_SCORE, name=f"row_max{q}") for q in range(B)]
+        segments = [Signal(signed(SCORE_WIDTH), init=LOWEST_SCORE, name=f"seg_max{q}") for q in range(B)]
         m.d.comb += [self.row_max[q].eq(maxima[q]) for q in range(B)]
+        m.d.comb += [self.seg_wr_data[q].eq(segments[q]) for q in range(B)]
 
         key = Signal(range(B))
         real_key = Signal()
@@ -71,8 +79,17 @@ class ScoreUnit(ConfiguredComponent):
                 self.wr_data[r].eq(x),
             ]
             for q in range(r, B, R):
-                with m.If(self.valid & real_key & (tile.query_group == q // R) & (x > maxima[q])):
+                mine = self.valid & (tile.query_group == q // R)
+                with m.If(mine & real_key & (x > maxima[q])):
                     m.d.sync += maxima[q].eq(x)
+                with m.If(mine & (key == 0)):
+                    m.d.sync += segments[q].eq(Mux(real_key, x, LOWEST_SCORE))
+                with m.Elif(mine & real_key & (x > segments[q])):
+                    m.d.sync += segments[q].eq(x)
+        # The block's last beat: its segment maxima are final at this edge, written in the next cycle.
+        m.d.sync += self.seg_wr_en.eq(self.valid & (key == B - 1) & (tile.query_group == B // R - 1))
+        with m.If(self.valid):
+            m.d.sync += self.seg_wr_addr.eq(tile.kept_index)
         with m.If(self.reset):
             m.d.sync += [reg.eq(LOWEST_SCORE) for reg in maxima]
         return m

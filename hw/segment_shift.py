@@ -4,9 +4,9 @@ Golden twin: :func:`paro.sw.golden.segment_shift` (``p_shift`` of the segment's 
 ``2**-(row_max - seg_max)``: the exponent is monotone, so the largest numerator belongs to the largest score).
 
 Combinational, no latency, ``2C`` lanes, each an :class:`~paro.hw.softmax.Exp2Unit` on ``row_max - seg_max``
-and a :class:`~paro.hw.softmax.LeadingZeroShift`. The controller registers ``z`` after a block's prescan (one
-cycle, state ``B_ZCALC``). A segment with no real key has ``seg_max`` at the most negative score, so its
-numerator is 0 and ``z = 0``.
+and a :class:`~paro.hw.softmax.LeadingZeroShift`. The controller puts ``z`` into each PV beat's command; the
+segment maxima come from the segment buffer the score unit writes in pass A. A segment with no real key has
+``seg_max`` at the most negative score, so its numerator is 0 and ``z = 0``.
 """
 
 from amaranth import Module, signed

@@ -246,6 +246,7 @@ def engine_buffers(config):
         "k_buffer": (config.kv_cache_blocks * B, line), "v_buffer": (config.kv_cache_blocks * B, line),
         "q_buffer": (2 * B, line),
         "score_buffer": (B * config.max_kept_keys, SCORE_WIDTH),
+        "segment_buffer": (config.max_kept_blocks, B * SCORE_WIDTH),
         "output_accumulator": (B * (d // R), R * config.acc_out_width),
         "bitmap_rows": (2 * _lines(config, config.max_blocks), line),
         "block_table": (_lines(config, TABLE_RECORD_BYTES * config.max_blocks), line),

@@ -7,9 +7,9 @@ steps per kept block), with each block's cycle behaviour as its docstring in ``h
   check it), then per head its descriptor again, its block table, the rows, and the head's store cycle.
 * **Controller** (``hw/controller.py``): per query block ``LOAD_Q``, pass A (one ``A_NEXT`` cycle per kept block,
   ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``d`` beats), ``A_WAIT`` (the array and the tile queue drain, the previous
-  block's output stage is idle), pass B (per kept block ``B_NEXT``, per query group a ``B``-key prescan once the
-  operand feed is empty, one ``B_ZCALC`` cycle and ``d/R`` PV tiles of ``B`` beats), ``B_WAIT`` (drain and the
-  accumulator's last write), then the output stage beside the next query block.
+  block's output stage is idle), pass B (per kept block ``B_NEXT``, then per query group ``d/R`` PV tiles of
+  ``B`` beats, back to back), ``B_WAIT`` (drain and the accumulator's last write), then the output stage
+  beside the next query block.
 * **Array** (``hw/array.py``): a tile's last beat is taken only once the previous tile has drained, so tiles of
   depth ``K`` follow each other every ``max(K, R + C - 1 + beats)`` cycles (``beats`` = ``C`` x products per
   cycle); a tile drains ``R + C - 1`` cycles after its last beat, one column a cycle.
@@ -48,7 +48,6 @@ BREAKDOWN = {
     "scheduler": "the scheduler still scanning 0-bit blocks when the controller wants the next kept block",
     "kv_fetch": "waiting for K or V rows from memory (cache misses not hidden by the hint)",
     "q_fetch": "waiting for a query block's Q rows and bitmap row",
-    "prescan": "pass B's per-query-group prescan of the stored scores (B keys) and the z calculation",
     "pass_switch": "the array, tile queue and accumulator draining at the ends of pass A and pass B",
     "output": "waiting for the output stage and its write-back (the next pass B, or the head's last block)",
     "head_setup": "the head's descriptor and block table reads, and the first query block's start",
@@ -77,7 +76,8 @@ class Memory:
 @dataclasses.dataclass
 class HeadCycles:
     """One head's modelled run: ``cycles`` (the per-head counter), ``breakdown`` (category -> cycles, summing
-    to ``cycles``), bytes, and the counters the engine keeps."""
+    to ``cycles``), bytes, the counters the engine keeps, and ``row_cycles``: per query block the cycles from its
+    ``LOAD_Q`` to the next block's (the last: to the head's store)."""
     cycles: int
     breakdown: dict
     bytes_read: int
@@ -87,6 +87,7 @@ class HeadCycles:
     skipped: int
     kv_fetches: int
     kv_wants: int
+    row_cycles: list = dataclasses.field(default_factory=list)
 
 
 def _bursts(config, address, nbytes):
@@ -247,7 +248,9 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 cursor = time
         return cursor
 
+    row_starts = []
     for index, (i, kept) in enumerate(zip(rows, kept_rows)):
+        row_starts.append(now)
         # LOAD_Q: the Q rows and the bitmap row (prefetched, or wanted now).
         job = prefetch or q_job(i)
         job["want_from"] = now
@@ -273,43 +276,19 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 if job is not None:
                     job["want_from"] = max(state, avail)
                     ready = fetcher.run_until(job)
-                if not pass_b:
-                    first = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1),
-                                            ("kv_fetch", ready + 1)])
-                    taken = max(state, avail, ready)
+                taken = max(state, avail, ready)
+                first = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1), ("kv_fetch", ready + 1)])
+                if pass_b:       # per query group d/R PV tiles of B beats, back to back across the groups
+                    tiles, depth = (B // (C * ppc)) * (d // R), B
+                else:            # per query group and key group a QK^T tile of d beats
                     tiles, depth = (B // R) * (B // (C * ppc)), d
-                    period = max(depth, drain[ppc])
-                    L_first = max(first + depth, L + G)
-                    stall["compute"] += tiles * depth
-                    stall["array_drain"] += (L_first - first - depth) + (tiles - 1) * (period - depth)
-                    last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
-                    L, G = L_first + (tiles - 1) * period, drain[ppc]
-                    cursor = L
-                else:
-                    taken = max(state, avail, ready)
-                    groups, tiles, depth = B // (C * ppc), d // R, B
-                    period = max(depth, drain[ppc])
-                    # The first query group: the block's take, then its prescan once the feed is empty.
-                    scan = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1),
-                                           ("kv_fetch", ready + 1), ("prescan", L + 1)])
-                    first = charge(scan, [("prescan", scan + B + 2)])
-                    L_first = max(first + depth, L + G)
-                    stall["array_drain"] += L_first - first - depth
-                    G = drain[ppc]
-                    # Every further group: the same steps from the previous group's last beat (closed form).
-                    start_gap = max(B + 3 + depth, G)                  # L_first - L of a later group
-                    later = groups - 1
-                    stall["prescan"] += later * (B + 3)
-                    stall["array_drain"] += later * (start_gap - B - 3 - depth)
-                    stall["compute"] += groups * tiles * depth
-                    stall["array_drain"] += groups * (tiles - 1) * (period - depth)
-                    group_time = start_gap + (tiles - 1) * period      # L to L across one later group
-                    L_first += later * group_time
-                    if later:
-                        first = L_first - start_gap + B + 3            # that group's first fire
-                    last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
-                    L = L_first + (tiles - 1) * period
-                    cursor = L
+                period = max(depth, drain[ppc])
+                L_first = max(first + depth, L + G)
+                stall["compute"] += tiles * depth
+                stall["array_drain"] += (L_first - first - depth) + (tiles - 1) * (period - depth)
+                last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
+                L, G = L_first + (tiles - 1) * period, drain[ppc]
+                cursor = L
                 state = last_fire + 1
                 # the scheduler offers the next kept block (so the hint names it) this many columns after the take
                 hint_from = taken + (kept[k + 1][0] - j) if k + 1 < len(kept) else None
@@ -331,7 +310,8 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
     written = len(rows) * B * d * OUTPUT_CODE_BYTES
     bytes_read += len(rows) * (q_bytes + bitmap_bytes)
     return HeadCycles(cycles=int(cycles), breakdown=breakdown, bytes_read=int(bytes_read), bytes_written=written,
-                      kv_fetches=kv_fetches, kv_wants=len(wants), **counts), head_store
+                      kv_fetches=kv_fetches, kv_wants=len(wants), **counts,
+                      row_cycles=np.diff(row_starts + [head_store]).tolist()), head_store
 
 
 def layer_cycles(config, bitmaps, rows=None, memory=Memory()):

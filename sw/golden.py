@@ -17,7 +17,7 @@ In the 4-bit and 2-bit modes value k goes to accumulator k.
 
 import numpy as np
 
-from paro.config import PEMode
+from paro.config import SCORE_WIDTH, PEMode
 from paro.errors import ParoError
 
 from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
@@ -507,11 +507,17 @@ def segment_shift(row_max, seg_max, config):
     return p_shift(peak[..., None], config)
 
 
-def score_unit(s, cq_i, ck_cols, four_bit_cols, shift, valid_cols):
-    """Scores of a query block's rows in exponent units (:func:`scores_log2`) and their row maxima over real
-    keys (:func:`softmax_row_max`): ``(x, m)``."""
+def score_unit(s, cq_i, ck_cols, four_bit_cols, shift, valid_cols, block_size):
+    """Scores of a query block's rows in exponent units (:func:`scores_log2`), their row maxima over real keys
+    (:func:`softmax_row_max`) and their segment maxima (the same per kept block of ``block_size`` columns, the
+    most negative ``SCORE_WIDTH``-bit score for a block without a real key): ``(x, m, seg)``, ``seg`` of shape
+    (rows, kept blocks)."""
     x = scores_log2(s, cq_i, ck_cols, four_bit_cols, shift)
-    return x, softmax_row_max(x, valid_cols)[:, 0]
+    blocks = x.shape[1] // block_size
+    seg = np.stack([softmax_row_max(x[:, n * block_size:(n + 1) * block_size],
+                                    np.asarray(valid_cols)[n * block_size:(n + 1) * block_size])[:, 0]
+                    for n in range(blocks)], axis=1)
+    return x, softmax_row_max(x, valid_cols)[:, 0], np.maximum(seg, -(1 << (SCORE_WIDTH - 1)))
 
 
 def tile_queue(tiles, beats):

@@ -191,7 +191,7 @@ def _tile(**fields):
     return full
 
 
-def test_score_unit_scales_stores_and_keeps_row_maxima():
+def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima():
     rng = np.random.default_rng(SEED)
     B, R = CONFIG.block_size, CONFIG.rows
     kept, n_tokens, shift = [(0, 8), (2, 4)], 2 * B + 5, 14          # block 2 is partly padding
@@ -199,7 +199,8 @@ def test_score_unit_scales_stores_and_keeps_row_maxima():
     cq, ck = int(rng.integers(1, 1 << 15)), rng.integers(1, 1 << 15, 3)
     cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
     four = np.repeat([b == 4 for _, b in kept], B)
-    x, row_max = golden.score_unit(s, cq, np.repeat([ck[j] for j, _ in kept], B), four, shift, cols < n_tokens)
+    x, row_max, seg_max = golden.score_unit(s, cq, np.repeat([ck[j] for j, _ in kept], B), four, shift,
+                                            cols < n_tokens, B)
     dut = ScoreUnit(CONFIG)
 
     async def testbench(ctx):
@@ -209,7 +210,14 @@ def test_score_unit_scales_stores_and_keeps_row_maxima():
         ctx.set(dut.reset, 1)
         await ctx.tick()
         ctx.set(dut.reset, 0)
-        written = {}
+        written, segments = {}, {}
+
+        async def tick():
+            await ctx.tick()
+            if ctx.get(dut.seg_wr_en):
+                addr = ctx.get(dut.seg_wr_addr)
+                assert addr not in segments
+                segments[addr] = [ctx.get(dut.seg_wr_data[q]) for q in range(B)]
         for index, (j, bits) in enumerate(kept):
             width = CONFIG.cols * (2 if bits == 4 else 1)
             factor = int(ck[j]) << (4 if bits == 4 else 0)
@@ -226,13 +234,16 @@ def test_score_unit_scales_stores_and_keeps_row_maxima():
                         assert ctx.get(dut.wr_en) == 1
                         for r in range(R):
                             written[ctx.get(dut.wr_addr[r])] = ctx.get(dut.wr_data[r])
-                        await ctx.tick()
+                        await tick()
                         ctx.set(dut.valid, 0)
-                        if rng.random() < 0.3:
-                            await ctx.tick()                       # gaps between drained beats
+                        block_end = (key_group, query_group, beat) == (B // width - 1, B // R - 1, width - 1)
+                        if rng.random() < 0.3 and not block_end:   # gaps between drained beats; none after a
+                            await tick()                           # block's last (its segment write overlaps)
         expected = {q * CONFIG.max_kept_keys + c: int(x[q, c]) for q in range(B) for c in range(len(kept) * B)}
         assert written == expected
         assert [ctx.get(dut.row_max[q]) for q in range(B)] == row_max.tolist()
+        await tick()
+        assert segments == {n: seg_max[:, n].tolist() for n in range(len(kept))}
 
     run(dut, testbench)
 
@@ -447,7 +458,6 @@ def test_operand_feed_builds_the_golden_tile_operands(pass_b, four_bit):
             ctx.set(dut.q_rows[r], q8[R + r].tolist())
         for n in range(LANES):
             ctx.set(dut.k_rows[n], k8[width + n].tolist() if n < width else [0] * d)
-            ctx.set(dut.z[n], int(z[n]) if n < width else 0)
         for q in range(B):
             ctx.set(dut.row_max[q], int(row_max[q]))
         ctx.set(dut.a.ready, 1)
@@ -457,7 +467,8 @@ def test_operand_feed_builds_the_golden_tile_operands(pass_b, four_bit):
             ctx.set(dut.fire, k < depth)
             if k < depth:
                 ctx.set(dut.cmd, {"pass_b": pass_b, "step": k, "dim_group": 0, "query_group": 1, "four_bit": four_bit,
-                                  "last": k == depth - 1, "key_valid": k < n_tokens, "first_dim_group": 1})
+                                  "last": k == depth - 1, "key_valid": k < n_tokens, "first_dim_group": 1,
+                                  "z": [int(z[n]) if n < width else 0 for n in range(LANES)]})
             if k > 0:                                                # the stage holds beat k - 1: its read data
                 ctx.set(dut.v_row, v8[k - 1].tolist())
                 for n in range(width):
