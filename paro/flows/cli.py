@@ -1,4 +1,4 @@
-"""The ``paro`` command: generate, calibrate, plot, simulate, model, synth, bench, demo.
+"""The ``paro`` command: generate, calibrate, plot, simulate, model, project, sweep, synth, bench, demo.
 
 User mistakes end with one line, ``paro: error: <what is wrong and how to fix it>``, exit status 2, and no
 partial output file.
@@ -23,6 +23,8 @@ from ..sw.workloads import make_workload
 from .bench import bench_array, bench_engine_speed
 from .capture import capture_random_inputs, load_transformer   # torch and diffusers only when called
 from .model import model
+from .project import MODELS, SHARING, project
+from .sweep import WORKLOADS, sweep
 from .provenance import provenance
 from .simulate import simulate
 from .validate import bench_model_validation
@@ -312,6 +314,42 @@ def cmd_model(args):
         print(f"wrote {args.report}")
 
 
+def cmd_project(args):
+    result = project(args.model, plan_path=args.plan, density=args.density, kept_bits=args.kept_bits,
+                     calibrate_heads=args.calibrate_heads, rows=args.rows, cols=args.cols,
+                     frequency_ghz=args.frequency_ghz, peak_tops=args.peak_tops, bandwidth_tbs=args.bandwidth_tbs,
+                     sharing=args.sharing, read_latency=args.read_latency, kv_cache_blocks=args.kv_cache_blocks,
+                     attention_share=args.attention_share, report=args.report, layer=args.layer, step=args.step)
+    gpu, e2e = result["gpu"], result["end_to_end"]
+    print(f"{result['model']} attention layer ({result['heads']} heads x {result['tokens']} tokens, density "
+          f"{result['density']:.3f}, {result['kept_bits']:.2f} bits per kept block) on {result['engines']} engines "
+          f"{args.rows}x{args.cols} at {args.frequency_ghz} GHz ({result['dense_int8_peak_tops']:.0f} dense INT8 "
+          f"TOPS), {args.bandwidth_tbs} TB/s shared ({args.sharing}):")
+    print(f"  {result['layer_ms']:.3f} ms (ideal {result['ideal_ms']:.3f} ms, utilization {result['utilization']:.3f}, "
+          f"{result['bound']}-bound: traffic {result['traffic_ms_at_full_bandwidth']:.3f} ms at full bandwidth)")
+    print(f"  GPU ({gpu['device']}): dense SDPA {gpu['dense_ms']:.2f} ms ({result['speedup_vs_gpu_dense']:.2f}x), "
+          f"flex_attention at this density {gpu['block_sparse_ms_at_density']:.2f} ms "
+          f"({result['speedup_vs_gpu_block_sparse']:.2f}x)")
+    print(f"  end to end (attention {e2e['attention_share_of_gpu_step']:.0%} of the GPU step): "
+          f"{e2e['speedup_vs_gpu_dense']:.2f}x vs dense, {e2e['speedup_vs_gpu_block_sparse']:.2f}x vs block-sparse; "
+          f"on-chip buffers {result['on_chip']['megabytes_total']:.0f} MB in all")
+    if args.report:
+        print(f"wrote {args.report} and {Path(args.report).with_suffix('.png')}")
+
+
+def cmd_sweep(args):
+    result = sweep(args.workload, heads=args.heads, arrays=args.arrays, block_sizes=args.block_sizes,
+                   densities=args.densities, kept_bits=args.kept_bits, kv_cache_blocks=args.kv_cache_blocks,
+                   frequency_ghz=args.frequency_ghz, read_latency=args.read_latency, scheduler=args.scheduler,
+                   workers=args.workers, report=args.report)
+    print(f"{len(result['points'])} points on Dask ({result['dask']['scheduler']}) in {result['seconds']} s; "
+          f"{len(result['pareto_latency_area_error'])} on the Pareto front in latency, area and error")
+    for density, front in result["pareto_at_density"].items():
+        print(f"  Pareto front (latency, area) at density {density}: {', '.join(front)}")
+    if args.report:
+        print(f"wrote {args.report} and {Path(args.report).with_suffix('.png')}")
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -478,6 +516,46 @@ def build_parser():
                      help="engines sharing the memory; heads go to them round robin (default 1)")
     mod.add_argument("--report", help="JSON report to write")
     mod.set_defaults(func=cmd_model)
+
+    proj = sub.add_parser("project", help="a CogVideoX attention layer on paro engines (cycle model) next to an H100")
+    proj.add_argument("--model", default="cogvideox-5b", help=f"one of {', '.join(MODELS)} (default cogvideox-5b)")
+    proj.add_argument("--plan", help="a plan for the model's 17,776 tokens (default: calibrate the cogvideox workload)")
+    _add_plan_selection(proj)
+    proj.add_argument("--density", type=float, default=0.25, help="calibration: kept-block density (default 0.25)")
+    proj.add_argument("--kept-bits", type=float, default=6.0,
+                      help="calibration: average bits per kept block, 4 to 8 (default 6: half 4-bit, half 8-bit)")
+    proj.add_argument("--calibrate-heads", type=int, default=2,
+                      help="calibration: heads calibrated; the layer's heads reuse them in turn (default 2)")
+    proj.add_argument("--rows", type=int, default=16, help="PE array rows per engine (default 16)")
+    proj.add_argument("--cols", type=int, default=16, help="PE array columns per engine (default 16)")
+    proj.add_argument("--frequency-ghz", type=float, default=2.0, help="engine clock (default 2.0)")
+    proj.add_argument("--peak-tops", type=float, default=430.0,
+                      help="dense INT8 peak of all engines, sets the engine count (default 430: the H100's measured "
+                           "dense attention throughput on this layer)")
+    proj.add_argument("--bandwidth-tbs", type=float, default=3.35, help="memory bandwidth (default 3.35: an H100's)")
+    proj.add_argument("--sharing", default="demand",
+                      help=f"how engines share it: {' or '.join(SHARING)} (default demand; equal: a static split)")
+    proj.add_argument("--read-latency", type=int, default=0, help="memory: cycles before a burst's first beat")
+    proj.add_argument("--kv-cache-blocks", type=int, default=128, help="K/V cache slots per engine (default 128)")
+    proj.add_argument("--attention-share", type=float, default=0.75,
+                      help="attention's share of a GPU denoising step, for the end-to-end estimate (default 0.75)")
+    proj.add_argument("--report", help="JSON report to write (a PNG is written beside it)")
+    proj.set_defaults(func=cmd_project)
+
+    swp = sub.add_parser("sweep", help="design-space sweep through Dask: latency, utilization, area, Pareto PNG")
+    swp.add_argument("--workload", default="small", help=f"built-in workload: {', '.join(WORKLOADS)} (default small)")
+    swp.add_argument("--heads", type=_positive_int, default=None, help="heads of the workload (default all)")
+    swp.add_argument("--arrays", default="4x4,8x8,8x16,16x16", help="PE arrays RxC (default 4x4,8x8,8x16,16x16)")
+    swp.add_argument("--block-sizes", default="32,64", help="block sizes (default 32,64)")
+    swp.add_argument("--densities", default="0.15,0.25,0.35", help="kept-block densities (default 0.15,0.25,0.35)")
+    swp.add_argument("--kept-bits", default="5,7", help="average bits per kept block, 4 to 8 (default 5,7)")
+    swp.add_argument("--kv-cache-blocks", type=_positive_int, default=16, help="K/V cache slots (default 16)")
+    swp.add_argument("--frequency-ghz", type=_positive_float, default=1.0, help="clock for latencies (default 1)")
+    swp.add_argument("--read-latency", type=int, default=0, help="memory: cycles before a burst's first beat")
+    swp.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
+    swp.add_argument("--workers", type=_positive_int, default=None, help="local cluster workers (default: CPUs)")
+    swp.add_argument("--report", help="JSON report to write (the Pareto PNG is written beside it)")
+    swp.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="calibrate -> generate -> simulate -> report on the tiny workload")
     demo.add_argument("-o", "--output", default="build/demo", help="output folder (default build/demo)")
