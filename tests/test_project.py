@@ -61,6 +61,7 @@ def test_project_on_a_tiny_model(tiny_model, tiny_plan, tmp_path, capsys):
         other = gpu["dense_ms"] / 3                                   # (1 - 0.75) / 0.75
         assert e2e["speedup_vs_gpu_dense"] == pytest.approx((gpu["dense_ms"] + other) / (r["layer_ms"] + other))
         assert sum(r["breakdown_share"].values()) == pytest.approx(1)
+        assert sum(r["losses_ms"].values()) == pytest.approx(r["layer_ms"] - r["ideal_ms"])
     # 4 GB/s at 1 GHz: 4 bytes a cycle in all; the static split gives each engine a third of it
     assert equal["memory"]["engine_bytes_per_cycle"] == pytest.approx(4 / 3)
     assert demand["memory"]["engine_bytes_per_cycle"] >= 4 / 3

@@ -72,13 +72,30 @@ def _model(r):
             f"{s['bytes_read_equal']})")
 
 
+def _projection(r):
+    c = r["config"]
+    return (f"{r['layer_ms']:.2f} ms (ideal {r['ideal_ms']:.2f} ms, utilization {r['utilization']:.3f}, "
+            f"{r['bound']}-bound), {r['engines']} engines {c['rows']}x{c['cols']} at {r['frequency_ghz']:g} GHz: "
+            f"{r['speedup_vs_gpu_block_sparse']:.2f}x the H100's flex_attention at density {r['density']:.3f} "
+            f"({r['gpu']['block_sparse_ms_at_density']:.2f} ms), {r['speedup_vs_gpu_dense']:.2f}x dense SDPA; "
+            f"end to end {r['end_to_end']['speedup_vs_gpu_block_sparse']:.2f}x / "
+            f"{r['end_to_end']['speedup_vs_gpu_dense']:.2f}x; on-chip buffers {r['on_chip']['megabytes_total']:,.0f} MB")
+
+
+def _sweep(r):
+    best = r["pareto_at_density"]["0.25"]
+    return (f"{len(r['points'])} points on Dask ({r['dask']['scheduler']}, {r['dask']['workers']} workers); "
+            f"Pareto front at density 0.25: {', '.join(best)}")
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
          ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("engine_cogvideox_head1_rows100-103.json", _engine),
          ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area),
-         ("model_validation.json", _model)]
+         ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
+         ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])

@@ -211,6 +211,13 @@ def project(model="cogvideox-5b", plan_path=None, density=0.25, kept_bits=6.0, c
     gpu_dense = GPU_REFERENCE["dense_sdpa_ms"] * scale
     gpu_sparse = float(np.interp(kept, list(flex), list(flex.values()))) * scale
     other = gpu_dense / attention_share * (1 - attention_share)
+    # The layer beyond the ideal, in ms: each breakdown category per engine on average, the slowest engine's
+    # excess over the mean, the start-up burst; they add up to layer_ms - ideal_ms.
+    losses = {k: v / len(runs) / hz * 1e3 for k, v in breakdown.items() if k != "compute"}
+    losses["idle_engines"] = (ideal / engines - ideal / len(runs)) / hz * 1e3 if len(runs) < engines else 0.0
+    losses["imbalance"] = (max(t["cycles"] for t, _ in runs) / hz * 1e3 - mean_ms)
+    losses["startup_burst"] = startup / hz * 1e3
+    losses["layer_overhead"] = mean_ms - sum(breakdown.values()) / len(runs) / hz * 1e3
     buffers = engine_buffers(config)
     engine_bits = sum(b["bits"] for b in buffers.values())
     result = {
@@ -225,7 +232,7 @@ def project(model="cogvideox-5b", plan_path=None, density=0.25, kept_bits=6.0, c
         "layer_cycles": cycles, "startup_cycles": startup, "layer_ms": layer_ms, "mean_engine_ms": mean_ms, "ideal_ms": ideal_ms,
         "utilization": ideal_ms / layer_ms, "bytes_read": bytes_read, "bytes_written": bytes_written,
         "traffic_ms_at_full_bandwidth": traffic_ms, "bound": "memory" if traffic_ms >= ideal_ms else "compute",
-        "breakdown": breakdown, "breakdown_share": {k: v / sum(breakdown.values()) for k, v in breakdown.items()},
+        "losses_ms": losses, "breakdown": breakdown, "breakdown_share": {k: v / sum(breakdown.values()) for k, v in breakdown.items()},
         "on_chip": {"bits_per_engine": engine_bits, "megabytes_total": engine_bits * engines / 8 / 2**20,
                     "buffers_per_engine": {k: v["bits"] for k, v in buffers.items()}},
         "gpu": {"device": GPU_REFERENCE["device"], "dense_sdpa_48_heads_ms": GPU_REFERENCE["dense_sdpa_ms"],
@@ -240,7 +247,10 @@ def project(model="cogvideox-5b", plan_path=None, density=0.25, kept_bits=6.0, c
         "units": {"layer_ms": "the slowest engine's start (cycle model) + startup_cycles, / frequency",
                   "ideal_ms": "kept-block MACs / (engines x R x C x products per PE per cycle) / frequency",
                   "traffic_ms_at_full_bandwidth": "bytes read and written by all engines / bandwidth",
-                  "breakdown": "cycles summed over engines and heads", "on_chip": "bits of every engine buffer"},
+                  "breakdown": "cycles summed over engines and heads",
+                  "losses_ms": "layer_ms - ideal_ms by cause: breakdown categories per engine on average, "
+                               "idle engines, the slowest engine's excess over the mean, the start-up burst, and "
+                               "each start's descriptor checks (layer_overhead)", "on_chip": "bits of every engine buffer"},
         "seconds": round(time.monotonic() - start, 1),
     }
     if report:
@@ -266,9 +276,11 @@ def _plot(result, path):
                    f"{result['frequency_ghz']} GHz ({result['dense_int8_peak_tops']:.0f} TOPS), "
                    f"{result['memory']['bandwidth_tbs']} TB/s ({result['memory']['sharing']})", fontsize=8)
     left.tick_params(axis="x", labelsize=7)
-    shares = {k: v for k, v in result["breakdown_share"].items() if v > 0.002}
-    right.barh(list(shares), [100 * v for v in shares.values()], color="#2a7ab9")
-    right.set_xlabel("% of engine cycles")
-    right.set_title(f"where the cycles go ({result['bound']}-bound)", fontsize=9)
+    losses = {k: v for k, v in result["losses_ms"].items() if v > 0.0005}
+    right.barh(list(losses), [1e3 * v for v in losses.values()], color="#2a7ab9")
+    right.invert_yaxis()
+    right.set_xlabel("microseconds of the layer")
+    right.set_title(f"beyond the ideal: {1e3 * (result['layer_ms'] - result['ideal_ms']):.0f} us "
+                    f"({result['bound']}-bound)", fontsize=9)
     fig.tight_layout()
     _save(fig, path, plt)
