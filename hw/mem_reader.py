@@ -13,6 +13,7 @@ cycle after the request's last row is taken. ``beat`` is high in every cycle an 
 """
 
 from amaranth import Cat, Module, Mux, Signal
+from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -20,9 +21,10 @@ from paro.sw.contract import AXI_ADDRESS_BITS, BURST_BOUNDARY, MAX_BURST_BEATS, 
 
 from .axi4 import BURST_INCR, axi4_read_signature
 from .component import EngineBlock
+from .formal import held, stream_held
 from .operand_feed import row_layout
 
-__all__ = ["MemoryReader", "read_request_layout", "max_request_rows"]
+__all__ = ["MemoryReader", "read_request_layout", "max_request_rows", "formal_properties"]
 
 
 def max_request_rows(config):
@@ -85,3 +87,21 @@ class MemoryReader(EngineBlock):
             with m.If(count == per_row - 1):
                 m.d.sync += [count.eq(0), out_row.eq(assembled), self.row.valid.eq(1)]
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``row`` keeps the stream rules; the AR channel keeps AXI's
+    (``arvalid`` and the address and length held until ``arready``); ``rready`` is low only while a completed
+    row waits. Assumed: ``req`` keeps the stream rules and the memory returns R beats only for bursts it
+    accepted (no more beats than the accepted ARs' lengths add up to); request addresses are token-row aligned
+    (the contract's regions are 4 KiB-aligned, rows ``head_dim`` bytes)."""
+    axi = dut.axi
+    stream_held(m, dut.row, "row")
+    held(m, axi.arvalid, axi.arready, Cat(axi.araddr, axi.arlen, axi.arsize, axi.arburst), "ar")
+    stream_held(m, dut.req, "req", assume=True)
+    m.d.comb += Assert(axi.rready | dut.row.valid, "rready low only while a row waits")
+    owed = Signal(16)                        # beats of accepted bursts not yet returned
+    asked = Mux(axi.arvalid & axi.arready, axi.arlen + 1, 0)
+    m.d.sync += owed.eq(owed + asked - (axi.rvalid & axi.rready))
+    m.d.comb += [Assume(~axi.rvalid | (owed != 0)),
+                 Assume(~dut.req.valid | (dut.req.payload.addr % dut._config.head_dim == 0))]

@@ -23,6 +23,7 @@ high for one cycle per block of each kind the walk passes (the register file cou
 """
 
 from amaranth import Module, Mux, Signal
+from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -30,9 +31,10 @@ from amaranth.lib.wiring import In, Out
 from paro.sw.contract import engine_buffers
 
 from .component import EngineBlock
+from .formal import past, stream_held
 
 
-__all__ = ["BlockScheduler", "kept_layout"]
+__all__ = ["BlockScheduler", "kept_layout", "formal_properties", "formal_bounds"]
 
 
 def kept_layout(max_blocks):
@@ -85,3 +87,21 @@ class BlockScheduler(EngineBlock):
                 m.d.comb += [self.kept8.eq(counting & (entry != 0) & ~four), self.kept4.eq(counting & four),
                              self.skipped.eq(counting & (entry == 0))]
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``o`` keeps the stream rules (a ``start`` abandons a waiting beat)
+    and a block beat is never a 0-bit block."""
+    stream_held(m, dut.o, "o", unless=past(m, dut.start, "start"))
+    block = dut.o.valid & ~dut.o.payload.end
+    m.d.comb += Assert(~block | (dut.o.payload.bits == 4) | (dut.o.payload.bits == 8), "o: kept blocks only")
+
+
+def formal_bounds(m, dut):
+    """Checked by ``paro formal`` to a depth (the walk's column is not bounded in unreachable states, so
+    induction does not close): a block beat names a block of the row, ``j < n_blocks``. Assumed: ``n_blocks``
+    changes only with a ``start`` (it is the head's, from its descriptor)."""
+    block = dut.o.valid & ~dut.o.payload.end
+    m.d.comb += Assert(~block | (dut.o.payload.j < dut.n_blocks), "o: a block of the row")
+    with m.If(~dut.start):
+        m.d.comb += Assume(dut.n_blocks == past(m, dut.n_blocks, "n_blocks"))

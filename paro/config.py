@@ -303,6 +303,9 @@ class AcceleratorConfig:
             raise ParoError(f"unknown configuration field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
         values = dict(values)
         if "bitwidths" in values:
+            # a non-list (None, a number) raised TypeError here: found by tests/test_fuzz.py
+            if not isinstance(values["bitwidths"], (list, tuple)):
+                raise ParoError(f"bitwidths must be a list of integers, got {values['bitwidths']!r}")
             values["bitwidths"] = tuple(values["bitwidths"])
         return cls(**values)
 

@@ -4,6 +4,7 @@ the build folder."""
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,7 @@ def read_npz(path, what, fix):
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+    # zlib.error: a corrupt compressed member (found by tests/test_fuzz.py; it escaped as a traceback)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, NotImplementedError) as error:
         raise ParoError(f"{what} {str(path)!r} is not a valid .npz (truncated or corrupt: "
                         f"{type(error).__name__}); {fix}") from None

@@ -502,6 +502,9 @@ def load_layer(path, check=True):
     def bad(field, why):
         return ParoError(f"engine layer {str(path)!r}: field {field!r} {why}")
 
+    for name, value in arrays.items():          # a float or complex array was cast silently: tests/test_fuzz.py
+        if value.dtype.kind not in "iub":
+            raise bad(name, f"must be an integer array, got dtype {value.dtype}")
     try:
         header = json.loads(arrays.pop("header").astype(np.uint8).tobytes().decode())
     except KeyError:

@@ -162,6 +162,8 @@ def load_plan(path, layer=None, step=None):
 def _read_header(arrays, bad, prefix=""):
     if prefix + "header" not in arrays:
         raise bad(prefix + "header", "is missing")
+    if arrays[prefix + "header"].dtype != np.uint8:
+        raise bad(prefix + "header", f"must be uint8 bytes of JSON, got dtype {arrays[prefix + 'header'].dtype}")
     try:
         header = json.loads(arrays[prefix + "header"].astype(np.uint8).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError):

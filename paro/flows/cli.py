@@ -1,4 +1,4 @@
-"""The ``paro`` command: generate, calibrate, plot, simulate, model, project, sweep, synth, bench, demo.
+"""The ``paro`` command: generate, calibrate, plot, simulate, model, project, sweep, formal, synth, bench, demo.
 
 User mistakes end with one line, ``paro: error: <what is wrong and how to fix it>``, exit status 2, and no
 partial output file.
@@ -25,6 +25,8 @@ from .capture import capture_random_inputs, load_transformer   # torch and diffu
 from .model import model
 from .project import MODELS, SHARING, project
 from .sweep import WORKLOADS, sweep
+from .formal import CHECKS, formal
+from .soak import soak
 from .provenance import provenance
 from .simulate import simulate
 from .validate import bench_model_validation
@@ -350,6 +352,32 @@ def cmd_sweep(args):
         print(f"wrote {args.report} and {Path(args.report).with_suffix('.png')}")
 
 
+def cmd_formal(args):
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    result = formal(names, report=args.report, build_dir=args.build_dir)
+    for check in result["checks"]:
+        how = "k-induction" if check["method"] == "prove" else "bounded"
+        print(f"{check['name']}: {check['status']} ({how}, depth {check['depth']}, {check['seconds']} s): "
+              f"{check['what']}")
+        for failure in check.get("failed", []):
+            print(f"  failed: {failure['where']} at step {failure['step']}; trace {check.get('trace')}")
+    if args.report:
+        print(f"wrote {args.report}")
+    if not result["passed"]:
+        raise ParoError(f"{sum(c['status'] != 'PASS' for c in result['checks'])} formal check(s) did not pass; "
+                        f"see the lines above and the traces")
+
+
+def cmd_soak(args):
+    result = soak(args.heads, seed=args.seed, fast_layers=args.fast_layers, gap=args.gap, report=args.report,
+                  build_dir=args.build_dir)
+    print(f"soak: {result['heads']} heads in {result['layers']} layers on {result['design_points']} design points, "
+          f"{result['cycles']:,} engine cycles, {result['read_beats']:,} read and {result['write_beats']:,} write "
+          f"beats checked against the golden model: {result['mismatches']} mismatches ({result['seconds']} s)")
+    if args.report:
+        print(f"wrote {args.report}")
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -556,6 +584,21 @@ def build_parser():
     swp.add_argument("--workers", type=_positive_int, default=None, help="local cluster workers (default: CPUs)")
     swp.add_argument("--report", help="JSON report to write (the Pareto PNG is written beside it)")
     swp.set_defaults(func=cmd_sweep)
+
+    frm = sub.add_parser("formal", help="prove the blocks' properties with SymbiYosys (yowasp) and Boolector")
+    frm.add_argument("--only", help=f"checks to run, comma-separated (default all: {', '.join(CHECKS)})")
+    frm.add_argument("--report", help="JSON report to write")
+    _add_build_dir_arg(frm)
+    frm.set_defaults(func=cmd_formal)
+
+    sk = sub.add_parser("soak", help="long random co-simulation of the engine against the golden model")
+    sk.add_argument("--heads", type=_positive_int, default=200, help="heads to check at least (default 200)")
+    sk.add_argument("--seed", type=int, default=20261128, help="seed of the design points and layers")
+    sk.add_argument("--fast-layers", type=_positive_int, default=5, help="fast-mode layers per design point")
+    sk.add_argument("--gap", type=float, default=0.2, help="bus pause probability of the cocotb layer (default 0.2)")
+    sk.add_argument("--report", help="JSON report to write")
+    _add_build_dir_arg(sk)
+    sk.set_defaults(func=cmd_soak)
 
     demo = sub.add_parser("demo", help="calibrate -> generate -> simulate -> report on the tiny workload")
     demo.add_argument("-o", "--output", default="build/demo", help="output folder (default build/demo)")

