@@ -88,6 +88,12 @@ def _sweep(r):
             f"Pareto front at density 0.25: {', '.join(best)}")
 
 
+def _formal(r):
+    assert r["passed"] is True
+    return "; ".join(f"{c['name']}: {c['status']} ({'k-induction' if c['method'] == 'prove' else 'bounded'}, "
+                     f"depth {c['depth']})" for c in r["checks"])
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
@@ -95,7 +101,8 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("engine_cogvideox_head1_rows100-103.json", _engine),
          ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area),
          ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
-         ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep)]
+         ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
+         ("formal.json", _formal)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])
