@@ -51,7 +51,7 @@ from .bench import _pyplot, _save
 from .provenance import progress, provenance
 from .simulate import ideal_cycles
 
-__all__ = ["project", "split_rows", "MODELS", "GPU_REFERENCE", "SHARING"]
+__all__ = ["project", "engine_for", "split_rows", "MODELS", "GPU_REFERENCE", "SHARING"]
 
 #: Attention layers of the models: heads, tokens (video + text), head dimension.
 MODELS = {"cogvideox-5b": {"heads": 48, "tokens": 17776, "head_dim": 64},
@@ -62,6 +62,15 @@ GPU_REFERENCE = {"device": "NVIDIA H100 80GB, bf16, torch 2.11", "heads": 48, "d
                  "flex_attention_128_ms": {0.206: 2.57, 0.255: 3.13, 0.305: 3.72, 0.503: 5.99}}
 
 SHARING = ("demand", "equal")
+
+
+def engine_for(config, bitmaps, rows, cols, kv_cache_blocks, **changes):
+    """The engine a plan's ``bitmaps`` (heads x nq x nk) run on at ``rows x cols``: a score buffer for their
+    longest row, ``kv_cache_blocks`` cache slots (at most one per block), a token row per AXI beat."""
+    longest = int((np.asarray(bitmaps) > 0).sum(axis=-1).max())
+    return dataclasses.replace(config, rows=rows, cols=cols, max_kept_keys=longest * config.block_size,
+                               kv_cache_blocks=min(kv_cache_blocks, config.max_blocks),
+                               axi_data_bits=8 * config.head_dim, **changes)
 
 
 def split_rows(costs, engines):
@@ -165,11 +174,8 @@ def project(model="cogvideox-5b", plan_path=None, density=0.25, kept_bits=6.0, c
     spec = MODELS[model]
     plan, source = _plan(model, plan_path, density, kept_bits, calibrate_heads, layer, step)
     B = plan.config.block_size
-    longest = int((plan.bitmap > 0).sum(axis=2).max())
     try:
-        config = dataclasses.replace(plan.config, rows=rows, cols=cols, max_kept_keys=longest * B,
-                                     axi_data_bits=8 * plan.config.head_dim,
-                                     kv_cache_blocks=min(kv_cache_blocks, plan.config.max_blocks))
+        config = engine_for(plan.config, plan.bitmap, rows, cols, kv_cache_blocks)
     except ParoError as error:
         raise ParoError(f"the projected engine cannot be built: {error}") from None
     engines = max(1, round(peak_tops * 1e12 / (2 * rows * cols * frequency_ghz * 1e9)))

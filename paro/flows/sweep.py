@@ -14,7 +14,6 @@ the score buffer sized for the plan's longest row, ``kv_cache_blocks`` cache slo
 per-column datapath (score unit, P lanes, accumulators) are left out: the same for every point of a size.
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from ..sw.contract import engine_buffers
 from ..sw.cycles import Memory, layer_cycles
 from ..sw.workloads import make_workload
 from .bench import _pyplot, _save
+from .project import engine_for
 from .provenance import progress, provenance
 from .simulate import ideal_cycles
 from .synth import generic_stats
@@ -71,10 +71,7 @@ def _point_task(plan, pe, rows, cols, kv_cache_blocks, frequency_ghz, read_laten
     """One design point on the cycle model (a Dask task)."""
     base = AcceleratorConfig.from_dict(plan["config"])
     bitmaps = plan["bitmaps"]
-    longest = int((bitmaps > 0).sum(axis=2).max())
-    config = dataclasses.replace(base, rows=rows, cols=cols, max_kept_keys=longest * base.block_size,
-                                 kv_cache_blocks=min(kv_cache_blocks, base.max_blocks),
-                                 axi_data_bits=8 * base.head_dim, max_heads=max(base.max_heads, len(bitmaps)))
+    config = engine_for(base, bitmaps, rows, cols, kv_cache_blocks, max_heads=max(base.max_heads, len(bitmaps)))
     totals, heads = layer_cycles(config, list(bitmaps), memory=Memory(read_latency))
     ideal = sum(ideal_cycles(config, b) for b in bitmaps)
     buffer_bits = sum(b["bits"] for b in engine_buffers(config).values())
