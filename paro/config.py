@@ -171,6 +171,11 @@ class AcceleratorConfig:
         if self.score_frac_bits % 2:
             raise ParoError(f"score_frac_bits must be even (the exponent table splits it in halves), "
                             f"got {self.score_frac_bits}")
+        if self.score_frac_bits > self.exp_bits:
+            # finer score steps than numerator LSBs: table rounding makes 2**-t non-monotone (found by
+            # tests/test_golden_properties.py at exp_bits 10 and 11 with score_frac_bits 12)
+            raise ParoError(f"score_frac_bits {self.score_frac_bits} must be <= exp_bits {self.exp_bits} (else "
+                            f"the exponent unit is not monotone); lower score_frac_bits or raise exp_bits")
 
         try:
             bitwidths = tuple(sorted(set(operator.index(b) for b in self.bitwidths)))
