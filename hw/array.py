@@ -39,7 +39,8 @@ Cycle behaviour:
   100%; a single tile costs ``K + (R + C - 1) + beats`` cycles from first input to last output.
 """
 
-from amaranth import Array, Module, Signal, signed
+from amaranth import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Assert
 from amaranth.utils import exact_log2
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
@@ -47,9 +48,10 @@ from amaranth.lib.wiring import In, Out
 from paro.config import PEMode
 
 from .component import ConfiguredComponent
+from .formal import past, stream_held
 from .pe import OperandB, PEControl, ProcessingElement
 
-__all__ = ["SystolicArray", "a_layout", "b_layout", "c_layout"]
+__all__ = ["SystolicArray", "a_layout", "b_layout", "c_layout", "formal_properties", "formal_tiles"]
 
 
 def a_layout(config):
@@ -88,6 +90,7 @@ class SystolicArray(ConfiguredComponent):
             "b": In(stream.Signature(b_layout(config))),
             "c": Out(stream.Signature(c_layout(config))),
         })
+        self.pes = [[ProcessingElement(config) for _ in range(config.cols)] for _ in range(config.rows)]
 
     def elaborate(self, platform):
         m = Module()
@@ -106,7 +109,7 @@ class SystolicArray(ConfiguredComponent):
             self.b.ready.eq(accept & self.a.valid),
         ]
 
-        pes = [[ProcessingElement(self._config) for _ in range(cols)] for _ in range(rows)]
+        pes = self.pes
         for i in range(rows):
             for j in range(cols):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
@@ -175,3 +178,47 @@ class SystolicArray(ConfiguredComponent):
                 m.d.sync += [draining.eq(0), in_flight.eq(0)]
         return m
 
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): every beat taken at the inputs reaches PE ``(i, j)`` exactly
+    ``i + j`` cycles later (its control, ``A`` row ``i`` and ``B`` column ``j``), none lost, duplicated or
+    reordered, and ``a`` and ``b`` are taken together."""
+    cfg = dut.config
+    take = dut.a.valid & dut.a.ready
+    m.d.comb += Assert(take == (dut.b.valid & dut.b.ready), "a and b are taken together")
+    ctl = Signal(PEControl)
+    m.d.comb += [ctl.valid.eq(take), ctl.last.eq(dut.a.payload.last), ctl.mode.eq(dut.a.payload.mode)]
+    for i in range(cfg.rows):
+        for j in range(cfg.cols):
+            pe, seen = dut.pes[i][j], [ctl.as_value(), dut.a.payload.a[i], dut.b.payload.b[j].as_value()]
+            for step in range(i + j):
+                seen = [past(m, value, f"pe{i}{j}_{n}_{step}") for n, value in enumerate(seen)]
+            m.d.comb += [Assert(pe.ctl.as_value() == seen[0], f"pe {i},{j}: control {i + j} cycles later"),
+                         Assert(~seen[0][0] | (pe.a.as_unsigned() == seen[1].as_unsigned()), f"pe {i},{j}: A row {i} {i + j} cycles later"),
+                         Assert(~seen[0][0] | (pe.b.as_value() == seen[2]), f"pe {i},{j}: B column {j}")]
+
+
+def formal_tiles(m, dut):
+    """Checked by ``paro formal`` to a depth (the drain counter is not related to the harness's in unreachable
+    states): ``c`` keeps the stream rules, and every tile whose last beat is taken leaves as exactly one drain
+    of ``products_per_cycle x cols`` beats on ``c``, the last one marked, with no beat on ``c`` otherwise and
+    at most one tile between its last input beat and its last output beat."""
+    cfg = dut.config
+    stream_held(m, dut.c, "c")
+    take = dut.a.valid & dut.a.ready
+    open_tile, mode, beats = Signal(), Signal(PEMode), Signal(range(cfg.pe_accumulators * cfg.cols))
+    out = dut.c.valid & dut.c.ready
+    with m.If(take & dut.a.payload.last):
+        m.d.sync += [open_tile.eq(1), mode.eq(dut.a.payload.mode)]
+    with m.If(out):
+        m.d.sync += beats.eq(Mux(dut.c.payload.last, 0, beats + 1))
+        with m.If(dut.c.payload.last):
+            m.d.sync += open_tile.eq(0)
+    m.d.comb += [Assert(~(take & dut.a.payload.last & open_tile), "one tile in flight at most"),
+                 Assert(~dut.c.valid | open_tile, "no beat on c without a tile")]
+    with m.Switch(mode):
+        for each in cfg.modes:
+            with m.Case(each):
+                m.d.comb += Assert(~dut.c.valid | (dut.c.payload.last == (beats == each.products_per_cycle * cfg.cols - 1)),
+                                   "a tile drains products_per_cycle x cols beats")

@@ -32,6 +32,7 @@ from amaranth.lib.wiring import In, Out
 from paro.config import SCORE_WIDTH
 
 from .component import ConfiguredComponent
+from .formal import past, stream_held
 from .kv_cache import WANT_K, WANT_Q, WANT_V, want_layout
 from .operand_feed import issue_layout
 from .scheduler import kept_layout
@@ -39,7 +40,7 @@ from .score_unit import lane_row_max
 from .segment_shift import SegmentShift
 from .tile_queue import tile_layout
 
-__all__ = ["EngineController"]
+__all__ = ["EngineController", "formal_properties"]
 
 
 class EngineController(ConfiguredComponent):
@@ -194,3 +195,10 @@ class EngineController(ConfiguredComponent):
                     m.d.sync += [busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``want`` keeps the stream rules (a ``start`` abandons a waiting
+    want). Assumed: ``kept`` keeps them too (the scheduler's, proved there; a ``sched_start`` abandons)."""
+    stream_held(m, dut.want, "want", unless=past(m, dut.start, "start"))
+    stream_held(m, dut.kept, "kept", unless=past(m, dut.sched_start, "sched_start"), assume=True)

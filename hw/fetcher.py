@@ -32,17 +32,19 @@ decisions as for the wants alone: :func:`paro.sw.golden.kv_cache` still predicts
 """
 
 from amaranth import Module, Mux, Signal
+from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.sw.contract import AXI_ADDRESS_BITS, descriptor_lines, descriptor_stride, engine_buffers
 
 from .component import EngineBlock
+from .formal import free_constant, stream_held
 from .kv_cache import WANT_DESC, WANT_K, WANT_Q, WANT_TABLE, WANT_V, BlockCache, want_layout
 from .mem_reader import max_request_rows, read_request_layout
 from .operand_feed import row_layout
 
-__all__ = ["Fetcher", "write_lines"]
+__all__ = ["Fetcher", "write_lines", "formal_properties"]
 
 
 def write_lines(config):
@@ -209,3 +211,40 @@ class Fetcher(EngineBlock):
         with m.If(self.start):
             m.d.sync += [pending_q.eq(0), pending_v.eq(0), q_tag[0].eq(cfg.max_blocks), q_tag[1].eq(cfg.max_blocks)]
         return m
+
+
+def formal_properties(m, dut):
+    """Checked by ``paro formal`` to a depth: ``req`` keeps the stream rules, and every request lies inside a
+    programmed region: Q, K, V (``n_blocks x B`` rows from their base), the bitmap (``n_blocks x
+    bitmap_lines`` lines), the descriptor list (``n_heads`` descriptors) or the block table. Assumed, for one
+    layer: the bases, line counts, ``row_end <= n_blocks`` and the regions' ends inside the address space are
+    fixed (free constants); the want streams keep the stream rules and name blocks of the head (the
+    scheduler's bound, proved there) or descriptors of the list; ``row`` keeps the stream rules."""
+    cfg = dut.config
+    B, d = cfg.block_size, cfg.head_dim
+    stream_held(m, dut.req, "req")
+    for port in (dut.want, dut.meta, dut.row):
+        stream_held(m, port, "in", assume=True)
+    n_blocks = free_constant(m, range(1, cfg.max_blocks + 1), "n_blocks")
+    n_heads = free_constant(m, range(1, cfg.max_heads + 1), "n_heads")
+    fixed = [dut.row_end, dut.bitmap_lines, dut.table_lines] + [getattr(dut, f"{t}_addr") for t in
+                                                                 ("q", "k", "v", "bitmap", "table", "desc")]
+    for n, value in enumerate(fixed):
+        m.d.comb += Assume(value == free_constant(m, len(value), f"fixed{n}"))
+    regions = {"q": n_blocks * B * d, "k": n_blocks * B * d, "v": n_blocks * B * d,
+               "bitmap": n_blocks * dut.bitmap_lines * d, "table": dut.table_lines * d,
+               "desc": n_heads * descriptor_stride(cfg)}
+    m.d.comb += [Assume((n_blocks >= 1) & (n_heads >= 1) & (dut.row_end <= n_blocks)),
+                 Assume(~dut.want.valid | ((dut.want.payload.block < n_blocks) & (dut.want.payload.kind <= WANT_V))),
+                 Assume(~dut.hint_valid | ((dut.hint.block < n_blocks) & (dut.hint.kind >= WANT_K) &
+                                           (dut.hint.kind <= WANT_V))),
+                 Assume(~dut.meta.valid | (dut.meta.payload.kind == WANT_TABLE) |
+                        ((dut.meta.payload.kind == WANT_DESC) & (dut.meta.payload.block < n_heads)))]
+    inside = []
+    req = dut.req.payload
+    for name, size in regions.items():
+        base = getattr(dut, f"{name}_addr")
+        m.d.comb += Assume(base + size <= (1 << AXI_ADDRESS_BITS))
+        inside.append((req.addr >= base) & (req.addr + req.rows * d <= base + size))
+    with m.If(dut.req.valid):
+        m.d.comb += Assert(sum(inside) != 0, "req: inside a programmed region")

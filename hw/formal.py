@@ -11,11 +11,16 @@ still has ``valid`` high and the same ``payload``, unless the block was told to 
 or clear that abandons the beat, stated where it applies).
 """
 
-from amaranth import Module, ResetSignal, Signal, Value
+import weakref
+
+from amaranth import Const, Module, ResetSignal, Signal, Value
 from amaranth.hdl import Assert, Assume
 from amaranth.lib.wiring import In
 
-__all__ = ["past", "held", "stream_held", "harness"]
+__all__ = ["past", "held", "stream_held", "free_constant", "harness"]
+
+#: The free constants of each harness module (inputs of the top that the solver picks once).
+_FREE = weakref.WeakKeyDictionary()
 
 
 def past(m, value, name):
@@ -41,6 +46,16 @@ def stream_held(m, port, name, unless=0, assume=False):
     held(m, port.valid, port.ready, port.payload.as_value(), name, unless, assume)
 
 
+def free_constant(m, shape, name):
+    """A value the solver picks in the first cycle and keeps (for "any column", "any address" properties)."""
+    value = Signal(shape, name=name)
+    _FREE.setdefault(m, []).append(value)
+    started, before = past(m, Const(1), f"{name}_started"), past(m, value, name)   # (outside the If: every cycle)
+    with m.If(started):
+        m.d.comb += Assume(value == before)
+    return value
+
+
 def harness(dut, properties):
     """A module with ``dut`` and its ``properties(m, dut)``, reset low; returns ``(module, free ports)``."""
     m = Module()
@@ -48,4 +63,4 @@ def harness(dut, properties):
     properties(m, dut)
     m.d.comb += Assume(~ResetSignal())
     ports = [value for _, member, value in dut.signature.flatten(dut) if member.flow == In]
-    return m, [p.as_value() if hasattr(p, "as_value") else p for p in ports]
+    return m, [p.as_value() if hasattr(p, "as_value") else p for p in ports] + _FREE.pop(m, [])

@@ -24,7 +24,7 @@ from .component import EngineBlock
 from .formal import held, stream_held
 from .operand_feed import row_layout
 
-__all__ = ["MemoryReader", "read_request_layout", "max_request_rows", "formal_properties"]
+__all__ = ["MemoryReader", "read_request_layout", "max_request_rows", "formal_properties", "formal_bursts"]
 
 
 def max_request_rows(config):
@@ -105,3 +105,25 @@ def formal_properties(m, dut):
     m.d.sync += owed.eq(owed + asked - (axi.rvalid & axi.rready))
     m.d.comb += [Assume(~axi.rvalid | (owed != 0)),
                  Assume(~dut.req.valid | (dut.req.payload.addr % dut._config.head_dim == 0))]
+
+
+def formal_bursts(m, dut):
+    """Checked by ``paro formal`` to a depth: every AR burst lies inside the request being served and within
+    one 4 KiB page, at most ``MAX_BURST_BEATS`` long, and a request's bursts add up to exactly its bytes.
+    Assumed as in :func:`formal_properties`, and a request ends inside the address space."""
+    formal_properties(m, dut)
+    axi, cfg = dut.axi, dut.config
+    beat_bytes = cfg.axi_data_bits // 8
+    low, high, asked_bytes = Signal(AXI_ADDRESS_BITS + 1), Signal(AXI_ADDRESS_BITS + 1), Signal(AXI_ADDRESS_BITS + 1)
+    with m.If(dut.req.valid & dut.req.ready):
+        m.d.comb += Assert(asked_bytes == high - low, "ar: a request's bursts cover it")
+        m.d.sync += [low.eq(dut.req.payload.addr), high.eq(dut.req.payload.addr + dut.req.payload.rows * cfg.head_dim),
+                     asked_bytes.eq(0)]
+    m.d.comb += Assume(dut.req.payload.addr + dut.req.payload.rows * cfg.head_dim <= (1 << AXI_ADDRESS_BITS))
+    burst = (axi.arlen + 1) * beat_bytes
+    with m.If(axi.arvalid):
+        m.d.comb += [Assert((axi.araddr >= low) & (axi.araddr + burst <= high), "ar: inside the request"),
+                     Assert(axi.araddr[:12] + burst <= BURST_BOUNDARY, "ar: within a 4 KiB page"),
+                     Assert(axi.arlen < MAX_BURST_BEATS, "ar: at most MAX_BURST_BEATS beats")]
+        with m.If(axi.arready):
+            m.d.sync += asked_bytes.eq(asked_bytes + burst)

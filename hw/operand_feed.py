@@ -14,6 +14,7 @@ group of a block ``e`` is added to the row sums of the lanes' queries. ``reset_s
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -22,11 +23,12 @@ from paro.sw.golden import P_SHIFT_MAX
 
 from .array import a_layout, b_layout
 from .component import ConfiguredComponent
+from .formal import held
 from .k_reduce import KReduction
 from .p_lanes import PLanes
 from .score_unit import lane_row_max
 
-__all__ = ["OperandFeed", "issue_layout", "row_layout"]
+__all__ = ["OperandFeed", "issue_layout", "row_layout", "formal_properties"]
 
 
 def row_layout(config):
@@ -57,6 +59,8 @@ class OperandFeed(ConfiguredComponent):
             "reset_sums": In(1), "row_sum": Out(data.ArrayLayout(unsigned(config.row_sum_width), B)),
             "a": Out(stream.Signature(a_layout(config))), "b": Out(stream.Signature(b_layout(config))),
         })
+        fields = {name: field.shape for name, field in issue_layout(config)}
+        self.stage = Signal(data.StructLayout({"valid": 1, **fields}))      # the beat offered on a and b
 
     def elaborate(self, platform):
         m = Module()
@@ -64,7 +68,7 @@ class OperandFeed(ConfiguredComponent):
         R, C, B, d = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim
         lanes = 2 * C
         fields = {name: field.shape for name, field in issue_layout(cfg)}
-        stage = Signal(data.StructLayout({"valid": 1, **fields}))
+        stage = self.stage
         m.d.comb += [self.advance.eq(~stage.valid | self.a.ready), self.busy.eq(stage.valid),
                      self.beat.eq(stage.valid & self.a.ready)]
         with m.If(self.advance):
@@ -109,3 +113,14 @@ class OperandFeed(ConfiguredComponent):
         with m.If(self.reset_sums):
             m.d.sync += [s.eq(0) for s in sums]
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``a`` and ``b`` are offered together, and while they wait the
+    stage they are computed from holds (``a``'s and ``b``'s payloads are combinational in the stage and the
+    buffers' read data, which hold while ``advance`` is low: synchronous read ports enabled by it; the row
+    maxima change only in pass A, whose beats do not read them). Assumed: the array takes ``a`` and ``b``
+    together (proved there); the controller fires only while ``advance`` is high."""
+    m.d.comb += [Assert(dut.a.valid == dut.b.valid, "a and b together"), Assume(~dut.fire | dut.advance),
+                 Assume(dut.a.ready == dut.b.ready)]
+    held(m, dut.a.valid, dut.a.ready, dut.stage.as_value(), "a")

@@ -38,6 +38,7 @@ does.
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Assert, Assume
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
@@ -45,7 +46,7 @@ from paro.config import PEMode
 
 from .component import ConfiguredComponent
 
-__all__ = ["OperandB", "PEControl", "ProcessingElement"]
+__all__ = ["OperandB", "PEControl", "ProcessingElement", "formal_properties"]
 
 
 #: The 8-bit ``b`` operand word, read as one signed byte, two packed nibbles or four packed crumbs.
@@ -87,12 +88,14 @@ class ProcessingElement(ConfiguredComponent):
             "ctl_out": Out(PEControl),
             "result":  Out(data.ArrayLayout(acc, config.pe_accumulators)),
         })
+        # State, named here so that the formal properties (below) can state what it holds.
+        self.acc = [Signal(acc, name=f"acc{k}") for k in range(config.pe_accumulators)]
+        self.fresh = Signal(init=1)
 
     def elaborate(self, platform):
         m = Module()
         width, lanes = self._config.acc_width, self._config.pe_accumulators
-        acc = [Signal(signed(width), name=f"acc{k}") for k in range(lanes)]
-        fresh = Signal(init=1)
+        acc, fresh = self.acc, self.fresh
         products = self._crumb_products(m) if PEMode.INT2 in self._config.modes else self._nibble_products(m)
 
         total = [Signal(signed(width), name=f"total{k}") for k in range(lanes)]
@@ -154,3 +157,38 @@ class ProcessingElement(ConfiguredComponent):
             p[3].eq(Mux(two_bit, crumb[3], 0)),
         ]
         return p
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction) against a plain statement of each mode (``a`` times the mode's
+    field of ``b``: ``int8``, ``int4[k]``, ``uint4[k]``, ``int2[k]``, ``uint2[k]``), summed exactly (4 bits
+    wider than the accumulator) since the tile's first beat: every accumulator equals that sum wrapped to
+    ``acc_width`` (two's complement, as :func:`sw.golden.pe_step`), for tiles of any length; within the
+    configuration's depth (``max(head_dim, block_size)`` beats) the sum fits ``acc_width``, so nothing
+    overflows; ``result`` holds the last finished tile's sums. Assumed: ``mode`` is one of the PE's modes."""
+    cfg = dut.config
+    width, depth, lanes = cfg.acc_width, cfg.depth, cfg.pe_accumulators
+    m.d.comb += Assume(sum((dut.ctl.mode == mode) for mode in cfg.modes) == 1)
+    fields = {PEMode.INT8: [dut.b.int8], PEMode.INT4: list(dut.b.int4), PEMode.UINT4: list(dut.b.uint4),
+              PEMode.INT2: list(dut.b.int2), PEMode.UINT2: list(dut.b.uint2)}
+    exact = [Signal(signed(width + 4), name=f"exact{k}") for k in range(lanes)]
+    beats, fresh = Signal(range(depth + 2)), Signal(init=1)         # beats of the tile so far (depth + 1: beyond)
+    with m.If(dut.en & dut.ctl.valid):
+        m.d.sync += [fresh.eq(dut.ctl.last), beats.eq(Mux(fresh, 1, Mux(beats > depth, beats, beats + 1)))]
+        for k in range(lanes):
+            product = Signal(signed(17), name=f"spec_product{k}")
+            with m.Switch(dut.ctl.mode):
+                for mode in cfg.modes:
+                    with m.Case(mode):
+                        m.d.comb += product.eq(dut.a * fields[mode][k] if k < len(fields[mode]) else 0)
+            m.d.sync += exact[k].eq(Mux(fresh, 0, exact[k]) + product)
+    bound = beats * (1 << 14)                                      # |a * b| <= 128 * 128 per beat
+    m.d.comb += Assert(dut.fresh == fresh, "fresh follows the tiles")
+    for k in range(lanes):
+        m.d.comb += Assert(dut.acc[k] == exact[k][:width].as_signed(), f"acc{k}: the exact sum, wrapped to acc_width")
+        with m.If(~fresh & (beats <= depth)):
+            m.d.comb += [Assert((exact[k] <= bound) & (exact[k] >= -bound), f"acc{k}: |sum| <= beats * 2**14"),
+                         Assert((exact[k] < (1 << (width - 1))) & (exact[k] >= -(1 << (width - 1))),
+                                f"acc{k}: no overflow within the depth")]
+        with m.If(fresh):
+            m.d.comb += Assert(dut.result[k] == dut.acc[k], f"result{k}: the finished tile's sums")

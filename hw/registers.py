@@ -6,7 +6,7 @@ value kept to its contract width).
 
 Bus (:data:`CSRBus`, seen from the master): a write (``we``) takes effect at the clock edge; a read is
 combinational (``rdata`` follows ``addr`` in the same cycle). Writing 1 to ``START`` raises ``start`` for
-that cycle. Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * 8 + n``).
+that cycle. While ``busy`` every write is ignored (the control registers hold; the sequencer takes no start). Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * 8 + n``).
 
 Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``, ``KEPT8``,
 ``KEPT4`` and ``SKIPPED`` cycles with the scheduler's ``kept8``/``kept4``/``skipped``, ``BYTES_READ`` and
@@ -17,6 +17,7 @@ counts the same events while ``head_active``, zeroed by ``head_start``; ``head_s
 """
 
 from amaranth import Cat, Module, Signal
+from amaranth.hdl import Assert
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,8 +27,9 @@ from paro.sw.contract import (ADDRESS_BITS, CONTROL_REGISTERS, COUNTERS, DATA_BI
 
 from .component import ConfiguredComponent
 from .descriptor import ERROR_BITS
+from .formal import past
 
-__all__ = ["CSRBus", "RegisterFile"]
+__all__ = ["CSRBus", "RegisterFile", "formal_properties"]
 
 #: The register bus, from the master's side.
 CSRBus = wiring.Signature({"we": Out(1), "addr": Out(ADDRESS_BITS), "wdata": Out(DATA_BITS), "rdata": In(DATA_BITS)})
@@ -51,8 +53,8 @@ class RegisterFile(ConfiguredComponent):
         m = Module()
         cfg, bus = self._config, self.bus
         beat_bytes = cfg.axi_data_bits // 8
-        m.d.comb += self.start.eq(bus.we & (bus.addr == REGISTERS["START"].address) & bus.wdata[0])
-        with m.If(bus.we):
+        m.d.comb += self.start.eq(bus.we & ~self.busy & (bus.addr == REGISTERS["START"].address) & bus.wdata[0])
+        with m.If(bus.we & ~self.busy):
             with m.Switch(bus.addr):
                 for name in CONTROL_REGISTERS:
                     with m.Case(REGISTERS[name].address):
@@ -96,3 +98,13 @@ class RegisterFile(ConfiguredComponent):
                     with m.Case(REGISTERS[name].address):
                         m.d.comb += bus.rdata.eq(value)
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): while ``busy``, no write changes a control register and no
+    ``start`` is raised."""
+    controls = Cat(*(getattr(dut, name.lower()) for name in CONTROL_REGISTERS))
+    before, was_busy = past(m, controls, "controls"), past(m, dut.busy, "busy")
+    m.d.comb += Assert(~dut.busy | ~dut.start, "no start while busy")
+    with m.If(was_busy):
+        m.d.comb += Assert(controls == before, "control registers hold while busy")

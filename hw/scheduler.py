@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from paro.sw.contract import engine_buffers
 
 from .component import EngineBlock
-from .formal import past, stream_held
+from .formal import free_constant, past, stream_held
 
 
 __all__ = ["BlockScheduler", "kept_layout", "formal_properties", "formal_bounds"]
@@ -99,9 +99,42 @@ def formal_properties(m, dut):
 
 def formal_bounds(m, dut):
     """Checked by ``paro formal`` to a depth (the walk's column is not bounded in unreachable states, so
-    induction does not close): a block beat names a block of the row, ``j < n_blocks``. Assumed: ``n_blocks``
-    changes only with a ``start`` (it is the head's, from its descriptor)."""
+    induction does not close): a block beat names a block of the row, ``j < n_blocks`` (but in a ``start``
+    cycle, which drops it); and a walk emits
+    exactly the row's kept blocks, in increasing ``j``, each with its bits: for any column ``c`` and half ``h``
+    (free constants; the harness copies entry ``(h, c)`` from the writes), a walk of half ``h`` emits ``c``
+    if and only if its entry is non-zero, with ``bits`` 4 for an entry of 4 and 8 otherwise. Assumed:
+    ``n_blocks`` is at most ``max_blocks`` (the descriptor check) and changes only with a ``start`` (it is the
+    head's, from its descriptor), and the half being
+    walked is not written until its ``end`` beat is taken (the fetcher fills the other half)."""
+    cfg = dut.config
+    log2_d, half_lines = cfg.head_dim.bit_length() - 1, engine_buffers(cfg)["bitmap_rows"]["entries"] // 2
     block = dut.o.valid & ~dut.o.payload.end
-    m.d.comb += Assert(~block | (dut.o.payload.j < dut.n_blocks), "o: a block of the row")
+    m.d.comb += Assert(~block | dut.start | (dut.o.payload.j < dut.n_blocks), "o: a block of the row")
+    n_blocks_before = past(m, dut.n_blocks, "n_blocks")
+    m.d.comb += Assume(dut.n_blocks <= cfg.max_blocks)
     with m.If(~dut.start):
-        m.d.comb += Assume(dut.n_blocks == past(m, dut.n_blocks, "n_blocks"))
+        m.d.comb += Assume(dut.n_blocks == n_blocks_before)
+
+    col, half = free_constant(m, range(cfg.max_blocks), "col"), free_constant(m, 1, "half")
+    entry, walk_half, walking, seen, taken, last_j = (Signal(8), Signal(), Signal(), Signal(), Signal(),
+                                                      Signal(range(cfg.max_blocks)))
+    with m.If(dut.wr_en & (dut.wr_addr == half * half_lines + (col >> log2_d))):
+        m.d.sync += entry.eq(dut.wr_data.word_select(col[:log2_d], 8))
+    with m.If(walking & dut.wr_en):
+        m.d.comb += Assume((dut.wr_addr >= half_lines) != walk_half)
+    out = dut.o.valid & dut.o.ready & walking & ~dut.start
+    ours = walk_half == half
+    with m.If(out & ~dut.o.payload.end):
+        m.d.comb += Assert(~taken | (dut.o.payload.j > last_j), "o: blocks in increasing j")
+        m.d.sync += [taken.eq(1), last_j.eq(dut.o.payload.j)]
+        with m.If(ours & (dut.o.payload.j == col)):
+            m.d.comb += [Assert(entry != 0, "o: a kept block"),
+                         Assert(dut.o.payload.bits == Mux(entry == 4, 4, 8), "o: the block's bits")]
+            m.d.sync += seen.eq(1)
+    with m.If(out & dut.o.payload.end):
+        m.d.sync += walking.eq(0)
+        with m.If(ours & (col < dut.n_blocks)):
+            m.d.comb += Assert(seen == (entry != 0), "o: every kept block of the row emitted")
+    with m.If(dut.start):
+        m.d.sync += [walk_half.eq(dut.row[0]), walking.eq(1), seen.eq(0), taken.eq(0)]

@@ -24,6 +24,7 @@ write (a few hundred cycles a head, against millions of compute cycles at real s
 """
 
 from amaranth import Module, Signal
+from amaranth.hdl import Assert
 from amaranth.lib import stream
 from amaranth.lib.wiring import In, Out
 
@@ -31,9 +32,10 @@ from paro.sw.contract import DATA_BITS
 
 from .component import EngineBlock
 from .descriptor import CHECK_LATENCY, ERROR_BITS
+from .formal import stream_held
 from .kv_cache import WANT_DESC, WANT_TABLE, want_layout
 
-__all__ = ["LayerSequencer"]
+__all__ = ["LayerSequencer", "formal_properties"]
 
 
 class LayerSequencer(EngineBlock):
@@ -112,3 +114,12 @@ class LayerSequencer(EngineBlock):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                 m.next = "IDLE"
         return m
+
+
+def formal_properties(m, dut):
+    """Checked by ``paro formal`` to a depth (the FSM's state and ``busy`` are separate registers, so induction
+    does not close): ``meta`` keeps the stream rules; a start is taken only when
+    idle (``START`` during a run is ignored), and ``done`` and ``busy`` are never high together."""
+    stream_held(m, dut.meta, "meta")
+    m.d.comb += [Assert(~dut.clear | ~dut.busy, "a start only when idle"),
+                 Assert(~(dut.done & dut.busy), "done and busy exclusive")]

