@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -106,10 +107,15 @@ def _run(name, work, shims):
     (folder / f"{name}.sby").write_text(_sby(name, method, depth))
     env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}"}
     start = time.monotonic()
-    proc = subprocess.run([_tool("yowasp-sby"), "-f", f"{name}.sby"], cwd=folder, env=env, capture_output=True,
-                          text=True)
+    # In a session of its own, so that an interrupted run takes the solver processes with it.
+    proc = subprocess.Popen([_tool("yowasp-sby"), "-f", f"{name}.sby"], cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise
     seconds = round(time.monotonic() - start, 1)
-    log = proc.stdout + proc.stderr
     status = re.search(r"DONE \((\w+)", log)
     result = {"name": name, "what": what, "method": method, "depth": depth, "config": config.to_dict(),
               "status": status.group(1) if status else "ERROR", "seconds": seconds, "folder": str(folder)}
