@@ -94,6 +94,20 @@ def _formal(r):
                      f"depth {c['depth']})" for c in r["checks"])
 
 
+def _liveness(r):
+    assert r["passed"] is True and r["failures"] == 0
+    return (f"all {r['bitmaps']:,} legal bitmaps reached done, bit-exact, each head in exactly the cycle model's "
+            f"cycles (largest {max(run['largest_head_cycles'] for run in r['runs']):,}); read latency "
+            f"{', '.join(str(run['read_latency']) for run in r['runs'])}")
+
+
+def _soak(r):
+    assert r["mismatches"] == 0
+    return (f"{r['heads']} heads in {r['layers']} starts on {r['design_points']} random design points: "
+            f"{r['cycles']:,} engine cycles, {r['read_beats']:,} read and {r['write_beats']:,} write beats, "
+            f"0 mismatches")
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
@@ -102,7 +116,7 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area),
          ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
-         ("formal.json", _formal)]
+         ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])
