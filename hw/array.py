@@ -194,9 +194,10 @@ def formal_properties(m, dut):
             pe, seen = dut.pes[i][j], [ctl.as_value(), dut.a.payload.a[i], dut.b.payload.b[j].as_value()]
             for step in range(i + j):
                 seen = [past(m, value, f"pe{i}{j}_{n}_{step}") for n, value in enumerate(seen)]
+            valid = seen[0][0]
             m.d.comb += [Assert(pe.ctl.as_value() == seen[0], f"pe {i},{j}: control {i + j} cycles later"),
-                         Assert(~seen[0][0] | (pe.a.as_unsigned() == seen[1].as_unsigned()), f"pe {i},{j}: A row {i} {i + j} cycles later"),
-                         Assert(~seen[0][0] | (pe.b.as_value() == seen[2]), f"pe {i},{j}: B column {j}")]
+                         Assert(~valid | (pe.a.as_unsigned() == seen[1].as_unsigned()), f"pe {i},{j}: A row {i}"),
+                         Assert(~valid | (pe.b.as_value() == seen[2]), f"pe {i},{j}: B column {j}")]
 
 
 def formal_tiles(m, dut):
@@ -220,5 +221,6 @@ def formal_tiles(m, dut):
     with m.Switch(mode):
         for each in cfg.modes:
             with m.Case(each):
-                m.d.comb += Assert(~dut.c.valid | (dut.c.payload.last == (beats == each.products_per_cycle * cfg.cols - 1)),
+                final = beats == each.products_per_cycle * cfg.cols - 1
+                m.d.comb += Assert(~dut.c.valid | (dut.c.payload.last == final),
                                    "a tile drains products_per_cycle x cols beats")

@@ -6,7 +6,8 @@ value kept to its contract width).
 
 Bus (:data:`CSRBus`, seen from the master): a write (``we``) takes effect at the clock edge; a read is
 combinational (``rdata`` follows ``addr`` in the same cycle). Writing 1 to ``START`` raises ``start`` for
-that cycle. While ``busy`` every write is ignored (the control registers hold; the sequencer takes no start). Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * 8 + n``).
+that cycle. While ``busy`` every write is ignored (the control registers hold; the sequencer takes no start).
+Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * 8 + n``).
 
 Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``, ``KEPT8``,
 ``KEPT4`` and ``SKIPPED`` cycles with the scheduler's ``kept8``/``kept4``/``skipped``, ``BYTES_READ`` and

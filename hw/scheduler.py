@@ -100,13 +100,12 @@ def formal_properties(m, dut):
 def formal_bounds(m, dut):
     """Checked by ``paro formal`` to a depth (the walk's column is not bounded in unreachable states, so
     induction does not close): a block beat names a block of the row, ``j < n_blocks`` (but in a ``start``
-    cycle, which drops it); and a walk emits
-    exactly the row's kept blocks, in increasing ``j``, each with its bits: for any column ``c`` and half ``h``
-    (free constants; the harness copies entry ``(h, c)`` from the writes), a walk of half ``h`` emits ``c``
-    if and only if its entry is non-zero, with ``bits`` 4 for an entry of 4 and 8 otherwise. Assumed:
-    ``n_blocks`` is at most ``max_blocks`` (the descriptor check) and changes only with a ``start`` (it is the
-    head's, from its descriptor), and the half being
-    walked is not written until its ``end`` beat is taken (the fetcher fills the other half)."""
+    cycle, which drops it); and a walk emits exactly the row's kept blocks, in increasing ``j``, each with its
+    bits: for any column ``c`` and half ``h`` (free constants; the harness copies entry ``(h, c)`` from the
+    writes), a walk of half ``h`` emits ``c`` if and only if its entry is non-zero, with ``bits`` 4 for an
+    entry of 4 and 8 otherwise. Assumed: ``n_blocks`` is at most ``max_blocks`` (the descriptor check) and
+    changes only with a ``start`` (it is the head's, from its descriptor), and the half being walked is not
+    written until its ``end`` beat is taken (the fetcher fills the other half)."""
     cfg = dut.config
     log2_d, half_lines = cfg.head_dim.bit_length() - 1, engine_buffers(cfg)["bitmap_rows"]["entries"] // 2
     block = dut.o.valid & ~dut.o.payload.end

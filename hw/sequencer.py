@@ -118,8 +118,8 @@ class LayerSequencer(EngineBlock):
 
 def formal_properties(m, dut):
     """Checked by ``paro formal`` to a depth (the FSM's state and ``busy`` are separate registers, so induction
-    does not close): ``meta`` keeps the stream rules; a start is taken only when
-    idle (``START`` during a run is ignored), and ``done`` and ``busy`` are never high together."""
+    does not close): ``meta`` keeps the stream rules; a start is taken only when idle (``START`` during a run is
+    ignored), and ``done`` and ``busy`` are never high together."""
     stream_held(m, dut.meta, "meta")
     m.d.comb += [Assert(~dut.clear | ~dut.busy, "a start only when idle"),
                  Assert(~(dut.done & dut.busy), "done and busy exclusive")]

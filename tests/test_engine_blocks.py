@@ -103,7 +103,8 @@ def test_segment_shift_including_empty_segments():
 
 def test_register_file_writes_reads_and_counters():
     """Control registers like the twin (writes while busy ignored, START too); totals and per-head counters
-    count the same events (per head only while a head is active) and per-head values are stored at the head's index; status and error read back."""
+    count the same events (per head only while a head is active) and per-head values are stored at the head's
+    index; status and error read back."""
     rng = np.random.default_rng(SEED)
     dut = RegisterFile(CONFIG)
     writes = [(REGISTERS[name].address, int(rng.integers(0, 1 << 32))) for name in CONTROL_REGISTERS]
@@ -116,15 +117,19 @@ def test_register_file_writes_reads_and_counters():
     events = ("beat", "kept8", "kept4", "skipped", "read_beat", "write_beat")
     beat_bytes = CONFIG.axi_data_bits // 8
 
-    async def testbench(ctx):
-        for address, value in writes:
+    async def write(ctx, sequence, expected):
+        """Bus writes (none of them a start), then the control registers must read ``expected``."""
+        for address, value in sequence:
             ctx.set(dut.bus.we, 1)
             ctx.set(dut.bus.addr, address)
             ctx.set(dut.bus.wdata, value)
             assert ctx.get(dut.start) == 0
             await ctx.tick()
         ctx.set(dut.bus.we, 0)
-        assert {name: ctx.get(getattr(dut, name.lower())) for name in CONTROL_REGISTERS} == registers
+        assert {name: ctx.get(getattr(dut, name.lower())) for name in CONTROL_REGISTERS} == expected
+
+    async def testbench(ctx):
+        await write(ctx, writes, registers)
         ctx.set(dut.bus.addr, REGISTERS["START"].address)
         ctx.set(dut.bus.wdata, 1)
         ctx.set(dut.bus.we, 1)
@@ -134,14 +139,7 @@ def test_register_file_writes_reads_and_counters():
         ctx.set(dut.bus.we, 0)
         ctx.set(dut.clear, 0)
         ctx.set(dut.busy, 1)
-        for address, value in during_run:                # ignored while busy: START too
-            ctx.set(dut.bus.we, 1)
-            ctx.set(dut.bus.addr, address)
-            ctx.set(dut.bus.wdata, value)
-            assert ctx.get(dut.start) == 0
-            await ctx.tick()
-        ctx.set(dut.bus.we, 0)
-        assert {name: ctx.get(getattr(dut, name.lower())) for name in CONTROL_REGISTERS} == after_run
+        await write(ctx, during_run, after_run)          # ignored while busy: START too
         totals = {**dict.fromkeys(events, 0), "CYCLES": len(during_run)}      # busy during those writes
         stored = {}
         for head in (2, 0):                          # two heads, stored at their indices, with idle cycles between

@@ -50,7 +50,8 @@ CHECKS = {
     "scheduler": (scheduler.BlockScheduler, scheduler.formal_properties, SMALL, "prove", 12,
                   "kept-block stream held until ready; never a 0-bit block"),
     "scheduler_bounds": (scheduler.BlockScheduler, scheduler.formal_bounds, FOUR_BLOCKS, "bmc", 11,
-                         "every emitted block lies in the row; a walk emits exactly the kept blocks, in order, with their bits"),
+                         "every emitted block lies in the row; a walk emits exactly the kept blocks, in order, "
+                         "with their bits"),
     "output_stage": (output_stage.OutputStage, output_stage.formal_properties, SMALL, "prove", 8,
                      "output-code stream held until ready"),
     "mem_reader": (mem_reader.MemoryReader, mem_reader.formal_properties, SMALL, "bmc", 20,

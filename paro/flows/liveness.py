@@ -50,11 +50,11 @@ def every_bitmap(n_blocks=3, latencies=(0, 20), heads_per_start=64, seed=2026112
     progress(f"liveness: {len(bitmaps):,} bitmaps of {n_blocks} x {n_blocks} blocks, {len(starts)} starts, "
              f"latencies {list(latencies)}")
     begin = time.monotonic()
+    layers = [random_layer(config, group, seed + n) for n, group in enumerate(starts)]   # the same at every latency
     runs, failures = [], []
     for latency in latencies:
         worst, cycles, heads = 0, 0, 0
-        for n, group in enumerate(starts):
-            layer = random_layer(config, group, seed + n)
+        for n, (group, layer) in enumerate(zip(starts, layers)):
             try:
                 [(totals, per_head)] = run_layers(config, [layer], "verilator", tag="liveness", build_dir=build_dir,
                                                   read_latency=latency, fast=True, gap=0)
