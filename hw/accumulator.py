@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from paro.sw.golden import P_SHIFT_MAX
 
 from .component import ConfiguredComponent
-from .tile_queue import tile_layout
+from .tile_queue import cv_width, tile_layout
 
 __all__ = ["OutputAccumulator", "accumulator_layout"]
 
@@ -35,7 +35,7 @@ class OutputAccumulator(ConfiguredComponent):
         depth = config.block_size * (config.head_dim // config.rows)
         super().__init__(config, {
             "valid": In(1), "column": In(data.ArrayLayout(signed(config.acc_width), config.rows)),
-            "tile": In(tile_layout(config)), "beat": In(range(2 * config.cols)),
+            "tile": In(tile_layout(config)), "beat": In(range(config.engine_lanes)),
             "pending": Out(1),
             "rd_addr": In(range(depth)), "rd_en": In(1), "rd_data": Out(accumulator_layout(config)),
         })
@@ -50,16 +50,16 @@ class OutputAccumulator(ConfiguredComponent):
 
         staged = Signal(data.StructLayout({
             "valid": 1, "addr": range(cfg.block_size * groups), "first": 1, "z": range(P_SHIFT_MAX + 1),
-            "cv": 16, "u": data.ArrayLayout(signed(cfg.acc_width), R)}))
+            "cv": cv_width(cfg), "u": data.ArrayLayout(signed(cfg.acc_width), R)}))
         query = Signal(range(cfg.block_size))
         tile = self.tile
-        m.d.comb += [query.eq(tile.query_group * Mux(tile.four_bit, 2 * C, C) + self.beat),
+        m.d.comb += [query.eq((tile.query_group << tile.packing) * C + self.beat),
                      read.addr.eq(query * groups + tile.dim_group), read.en.eq(1), self.pending.eq(staged.valid)]
         m.d.sync += [staged.valid.eq(self.valid), staged.addr.eq(query * groups + tile.dim_group),
                      staged.first.eq(tile.kept_index == 0), staged.z.eq(tile.z[self.beat]), staged.cv.eq(tile.cv),
                      staged.u.eq(self.column)]
         for r in range(R):
-            term = Signal(signed(cfg.acc_width + 17), name=f"term{r}")
+            term = Signal(signed(cfg.acc_width + cv_width(cfg) + 1), name=f"term{r}")
             m.d.comb += [
                 term.eq((staged.u[r] * staged.cv + ((Const(1, 17) << staged.z) >> 1)) >> staged.z),
                 write.data[r].eq(Mux(staged.first, 0, read.data[r]) + term),

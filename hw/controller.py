@@ -29,7 +29,8 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from paro.config import SCORE_WIDTH
+from paro.config import PACKING, SCORE_WIDTH
+from paro.sw.golden import CV2_FROM_CV4, K_REDUCE_SHIFT
 
 from .component import ConfiguredComponent
 from .formal import past, stream_held
@@ -38,15 +39,15 @@ from .operand_feed import issue_layout
 from .scheduler import kept_layout
 from .score_unit import lane_row_max
 from .segment_shift import SegmentShift
-from .tile_queue import tile_layout
+from .tile_queue import ck_width, cv_width, tile_layout
 
 __all__ = ["EngineController", "formal_properties"]
 
 
 class EngineController(ConfiguredComponent):
     def __init__(self, config):
-        R, C, B, nb, tokens = config.rows, config.cols, config.block_size, config.max_blocks, config.max_seq_len
-        lanes = 2 * C
+        R, B, nb, tokens = config.rows, config.block_size, config.max_blocks, config.max_seq_len
+        lanes = config.engine_lanes
         super().__init__(config, {
             "start": In(1), "busy": Out(1), "done": Out(1),
             "n_tokens": In(range(tokens + 1)), "row_first": In(range(nb)), "row_end": In(range(nb + 1)),
@@ -71,25 +72,38 @@ class EngineController(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, 2 * cfg.cols
+        R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.engine_lanes
         busy, pass_b, query_block = Signal(), Signal(), Signal(range(cfg.max_blocks + 1))
         key_block, kept_index = Signal(range(cfg.max_blocks)), Signal(range(cfg.max_kept_blocks + 1))
         key_slot = Signal(range(cfg.kv_cache_blocks))          # the block's slot in the K/V buffers
-        four_bit, ck, cv = Signal(), Signal(20), Signal(16)
+        packing, ck, cv = Signal(2), Signal(ck_width(cfg)), Signal(cv_width(cfg))
         step = Signal(range(max(B, d) + 1))
         query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
         keys_per_tile = Signal(range(lanes + 1))
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
         m.d.comb += [self.busy.eq(busy), self.sched_row.eq(query_block), self.seg_addr.eq(kept_index),
-                     keys_per_tile.eq(Mux(four_bit, lanes, C)), can_issue.eq((step != 0) | self.tile_room),
+                     keys_per_tile.eq(C << packing), can_issue.eq((step != 0) | self.tile_room),
                      # the scheduler's next kept block while this one computes: the fetcher may fetch it early
                      self.hint_valid.eq(busy & self.kept.valid & ~self.kept.payload.end & ~self.want.valid),
                      self.hint.kind.eq(Mux(pass_b, WANT_V, WANT_K)), self.hint.block.eq(self.kept.payload.j)]
         cmd, tile = self.cmd, self.tile
         m.submodules.segment_shift = segment_shift = SegmentShift(cfg)
         for n in range(lanes):
-            m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, four_bit, query_group)),
-                         segment_shift.seg_max[n].eq(lane_row_max(cfg, self.seg_data, n, four_bit, query_group))]
+            m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, packing, query_group)),
+                         segment_shift.seg_max[n].eq(lane_row_max(cfg, self.seg_data, n, packing, query_group))]
+        computed = [b for b in cfg.bitwidths if b]
+
+        def per_bits(selector, of_bits, key=lambda bits: bits):
+            """``of_bits(b)`` for the computed bitwidth ``b`` with ``key(b) == selector`` (8 bits otherwise)."""
+            out = of_bits(8)
+            for bits in computed:
+                if bits != 8:
+                    out = Mux(selector == key(bits), of_bits(bits), out)
+            return out
+
+        def last_group(value):
+            """The last key group (pass A) or query group (pass B) of a block with packing ``value``."""
+            return per_bits(value, lambda bits: B // (C << PACKING[bits]) - 1, PACKING.get)
 
         def want_kept_block(kind):
             """Want the offered kept block's K or V rows; take the block (or the row's end) from the scheduler
@@ -123,19 +137,19 @@ class EngineController(ConfiguredComponent):
                 with m.If(self.kept.valid & self.kept.payload.end):
                     m.next = "A_WAIT"
                 with m.Elif(fetched):
-                    four = self.kept.payload.bits == 4
-                    m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot), four_bit.eq(four),
-                                 step.eq(0), query_group.eq(0), key_group.eq(0),
-                                 ck.eq(Mux(four, self.ck_data << 4, self.ck_data))]
+                    bits = self.kept.payload.bits
+                    m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot),
+                                 packing.eq(per_bits(bits, PACKING.get)), step.eq(0), query_group.eq(0),
+                                 key_group.eq(0), ck.eq(per_bits(bits, lambda b: self.ck_data << K_REDUCE_SHIFT[b]))]
                     m.next = "A_TILES"
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)
                 m.d.comb += [self.q_addr[r].eq(query_block[0] * B + query_group * R + r) for r in range(R)]
                 m.d.comb += [self.k_addr[n].eq(key_slot * B + key_group * keys_per_tile + n) for n in range(lanes)]
                 m.d.comb += [tile.query_group.eq(query_group), tile.key_group.eq(key_group),
-                             tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),
+                             tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
                              tile.ck.eq(ck), self.tile_push.eq(self.fire & (step == 0)),
-                             cmd.step.eq(step), cmd.four_bit.eq(four_bit), cmd.query_group.eq(query_group),
+                             cmd.step.eq(step), cmd.packing.eq(packing), cmd.query_group.eq(query_group),
                              cmd.last.eq(step == d - 1)]
                 with m.If(self.fire):
                     m.d.sync += step.eq(step + 1)
@@ -143,7 +157,7 @@ class EngineController(ConfiguredComponent):
                         m.d.sync += [step.eq(0), query_group.eq(query_group + 1)]
                         with m.If(query_group == B // R - 1):
                             m.d.sync += [query_group.eq(0), key_group.eq(key_group + 1)]
-                            with m.If(key_group == Mux(four_bit, B // lanes, B // C) - 1):
+                            with m.If(key_group == last_group(packing)):
                                 m.d.sync += kept_index.eq(kept_index + 1)
                                 m.next = "A_NEXT"
             with m.State("A_WAIT"):
@@ -158,19 +172,21 @@ class EngineController(ConfiguredComponent):
                 with m.If(self.kept.valid & self.kept.payload.end):
                     m.next = "B_WAIT"
                 with m.Elif(fetched):
-                    four = self.kept.payload.bits == 4
-                    m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot), four_bit.eq(four),
-                                 query_group.eq(0), dim_group.eq(0), step.eq(0),
-                                 cv.eq(Mux(four, self.cv4_data, self.cv8_data))]
+                    bits = self.kept.payload.bits
+                    # a 2-bit block's V multiplier: CV2_FROM_CV4 (5) x CV4 (a constant multiply: a shift and an add)
+                    multiplier = {8: self.cv8_data, 4: self.cv4_data, 2: self.cv4_data * CV2_FROM_CV4}
+                    m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot),
+                                 packing.eq(per_bits(bits, PACKING.get)), query_group.eq(0), dim_group.eq(0),
+                                 step.eq(0), cv.eq(per_bits(bits, multiplier.get))]
                     m.next = "B_TILES"
             with m.State("B_TILES"):
                 m.d.comb += [self.fire.eq(self.advance & can_issue), self.v_addr.eq(key_slot * B + step)]
                 score_addresses(step)
                 m.d.comb += [tile.pass_b.eq(1), tile.query_group.eq(query_group), tile.dim_group.eq(dim_group),
-                             tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.four_bit.eq(four_bit),
+                             tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
                              tile.cv.eq(cv), tile.z.eq(segment_shift.z), self.tile_push.eq(self.fire & (step == 0)),
                              cmd.pass_b.eq(1), cmd.step.eq(step), cmd.dim_group.eq(dim_group),
-                             cmd.query_group.eq(query_group), cmd.four_bit.eq(four_bit), cmd.last.eq(step == B - 1),
+                             cmd.query_group.eq(query_group), cmd.packing.eq(packing), cmd.last.eq(step == B - 1),
                              cmd.key_valid.eq(key_block * B + step < self.n_tokens),
                              cmd.first_dim_group.eq(dim_group == 0), cmd.z.eq(segment_shift.z)]
                 with m.If(self.fire):
@@ -179,7 +195,7 @@ class EngineController(ConfiguredComponent):
                         m.d.sync += [step.eq(0), dim_group.eq(dim_group + 1)]
                         with m.If(dim_group == d // R - 1):
                             m.d.sync += [dim_group.eq(0), query_group.eq(query_group + 1)]
-                            with m.If(query_group == Mux(four_bit, B // lanes, B // C) - 1):
+                            with m.If(query_group == last_group(packing)):
                                 m.d.sync += kept_index.eq(kept_index + 1)
                                 m.next = "B_NEXT"
             with m.State("B_WAIT"):

@@ -43,12 +43,12 @@ Dataflow per query block i (two-pass softmax that stores S)
 -----------------------------------------------------------
 1. **Pass A** (QK^T): the :class:`~.scheduler.BlockScheduler` emits the kept key blocks of row i (0-bit
    blocks are never fetched). Each block runs ``(B/R) x (B/(C*ppc))`` array tiles of depth ``head_dim``
-   (INT8 mode, or INT4 mode with K reduced to 4 bits). Each drained column of scores goes through the
-   scaling unit (``x = round(S * cq_i * ck_j * (16 for 4-bit) / 2**score_shift)``) into the score buffer
+   (INT8 mode, or INT4/INT2 mode with K reduced to 4/2 bits). Each drained column of scores goes through the
+   scaling unit (``x = round(S * cq_i * ck_j * (16 for 4-bit, 64 for 2-bit) / 2**score_shift)``) into the score buffer
    (one entry per query and kept key), updates the row maxima and writes each query's maximum in the block
    (its segment maximum) to the segment buffer.
 2. **Pass B** (softmax and PV): per kept block and group of ``C*ppc`` queries, ``head_dim / R`` PV tiles of
-   depth ``B`` (INT8 or UINT4 mode) take ``P`` straight from the exponent units and quantizers, fed from the
+   depth ``B`` (INT8, UINT4 or UINT2 mode) take ``P`` straight from the exponent units and quantizers, fed from the
    score buffer, with each lane's leading-zero shift ``z`` from its row and segment maxima; row sums
    accumulate on the first of them. Each drained column (one query, R head dims) is scaled by the block's V
    multiplier, shifted by ``z`` and added into the output accumulator buffer.
@@ -60,7 +60,7 @@ golden integers): ``block_size x max_kept_keys`` 48-bit scores and ``block_size`
 
 Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline (pass B's query
 groups follow each other without a gap). It waits one cycle per kept block and pass, for the pass switches
-(pipeline drain, ``~R + C + 2C`` cycles), the fetches (the first query block's Q rows; a kept block's K rows
+(pipeline drain, ``~R + C + C*ppc`` cycles), the fetches (the first query block's Q rows; a kept block's K rows
 on a cache miss in pass A, its V rows on one in pass B: ``B * head_dim * 8 / axi_data_bits`` beats each plus
 memory latency), the output stage (``B * head_dim / R`` beats per query block) where the next block's pass A
 is shorter, and per head the descriptor and table reads. Overlapped: the prefetches (the next Q block and
@@ -111,7 +111,7 @@ class AttentionEngine(EngineBlock):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, lanes = cfg.rows, 2 * cfg.cols
+        R, lanes = cfg.rows, cfg.engine_lanes
         blocks = {"control": AxiLiteSlave(), **{name: block(cfg) for name, block in (
             ("registers", RegisterFile), ("controller", EngineController), ("scheduler", BlockScheduler),
             ("feed", OperandFeed), ("array", SystolicArray), ("tiles", TileQueue), ("score_unit", ScoreUnit),
@@ -164,7 +164,7 @@ class AttentionEngine(EngineBlock):
                 "busy", "done", "error", "error_code", "error_head", "heads_done", "clear", "head", "head_start",
                 "head_active", "head_store")),
             regs.beat.eq(feed.beat), regs.kept8.eq(sched.kept8), regs.kept4.eq(sched.kept4),
-            regs.skipped.eq(sched.skipped),
+            regs.kept2.eq(sched.kept2), regs.skipped.eq(sched.skipped),
             # the current head's descriptor -> controller, scheduler
             ctrl.start.eq(seq.run), ctrl.n_tokens.eq(desc.n_tokens), ctrl.row_first.eq(desc.row_first),
             ctrl.row_end.eq(row_end),

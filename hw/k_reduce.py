@@ -1,10 +1,12 @@
-"""K reduction: the key operands of 4-bit blocks, INT8 to INT4, on the ``2C`` key lanes of a QK^T beat.
+"""K reduction: the key operands of 4-bit and 2-bit blocks, from INT8, on the key lanes of a QK^T beat.
 
-Golden twin: :func:`paro.sw.golden.k_reduction` (``clip((k + 8) >> 4, -8, 7)``: the nearest multiple of 16,
-ties up, in units of 16; the score scaling multiplies 4-bit blocks' scores by 16 to undo the unit).
+Golden twin: :func:`paro.sw.golden.k_reduction` (4 bits: ``clip((k + 8) >> 4, -8, 7)``, the nearest multiple
+of 16, ties up, in units of 16; 2 bits: the leading-zero cut ``clip((k + 32) >> 6, -2, 1)``, in units of 64;
+the score unit multiplies the block's scores by ``2**K_REDUCE_SHIFT[bits]`` to undo the unit).
 
-Combinational, no latency: ``k4[n]`` follows ``k8[n]`` in the same cycle. Lanes ``2c`` and ``2c + 1`` go to the
-low and high nibble of PE column ``c``'s operand word.
+Combinational, no latency: ``k4[n]`` (and ``k2[n]`` in a build with 2-bit blocks) follow ``k8[n]`` in the same
+cycle, on ``config.engine_lanes`` lanes. Lanes ``2c, 2c + 1`` go to the nibbles of PE column ``c``'s operand
+word in a 4-bit block, lanes ``4c .. 4c + 3`` to its crumbs in a 2-bit block.
 """
 
 from amaranth import Module, Mux, signed
@@ -17,17 +19,23 @@ __all__ = ["KReduction"]
 
 
 class KReduction(ConfiguredComponent):
-    """``2 * cols`` lanes of ``k4 = clip((k8 + 8) >> 4, -8, 7)``."""
+    """``engine_lanes`` lanes of ``k4 = clip((k8 + 8) >> 4, -8, 7)`` and (2-bit builds) ``k2 = clip((k8 + 32)
+    >> 6, -2, 1)``."""
 
     def __init__(self, config):
-        lanes = 2 * config.cols
-        super().__init__(config, {"k8": In(data.ArrayLayout(signed(8), lanes)),
-                                  "k4": Out(data.ArrayLayout(signed(4), lanes))})
+        lanes = config.engine_lanes
+        ports = {"k8": In(data.ArrayLayout(signed(8), lanes)), "k4": Out(data.ArrayLayout(signed(4), lanes))}
+        if 2 in config.bitwidths:
+            ports["k2"] = Out(data.ArrayLayout(signed(2), lanes))
+        super().__init__(config, ports)
 
     def elaborate(self, platform):
         m = Module()
-        for n in range(2 * self._config.cols):
+        for n in range(self._config.engine_lanes):
             k8 = self.k8[n]
             # (k8 + 8) >> 4 lies in [-8, 7] for k8 < 120; from 120 on it would be 8, which saturates to 7.
             m.d.comb += self.k4[n].eq(Mux(k8 >= 120, 7, (k8 + 8) >> 4))
+            if 2 in self._config.bitwidths:
+                # (k8 + 32) >> 6 lies in [-2, 1] for k8 < 96; from 96 on it would be 2, which saturates to 1.
+                m.d.comb += self.k2[n].eq(Mux(k8 >= 96, 1, (k8 + 32) >> 6))
         return m

@@ -2,7 +2,8 @@
 beats, one stage deep, and keeps the softmax row sums.
 
 Golden twin: :func:`paro.sw.golden.operand_feed` (the ``A`` and ``B`` operands of one tile: ``Q`` rows and
-``K`` (reduced to 4 bits in 4-bit blocks) for QK^T; ``V^T`` rows and quantized ``P`` for PV).
+``K`` (reduced to 4 or 2 bits in 4- and 2-bit blocks) for QK^T; ``V^T`` rows and quantized ``P`` for PV). A
+beat's PE mode follows its pass and its block's ``packing``: INT8, INT4/UINT4 or INT2/UINT2.
 
 Cycle behaviour: in the cycle the controller ``fire``s a command it also addresses the buffers (synchronous
 read ports, enabled by ``advance``); at the next edge the command enters the stage register, and the read
@@ -18,7 +19,7 @@ from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from paro.config import SCORE_WIDTH, PEMode
+from paro.config import PACKING, SCORE_WIDTH, PEMode
 from paro.sw.golden import P_SHIFT_MAX
 
 from .array import a_layout, b_layout
@@ -41,14 +42,13 @@ def issue_layout(config):
     (PV) the P lanes' segment shifts ``z``."""
     return data.StructLayout({"pass_b": 1, "step": range(max(config.block_size, config.head_dim)),
                               "dim_group": range(config.head_dim), "query_group": range(config.block_size),
-                              "four_bit": 1, "last": 1, "key_valid": 1, "first_dim_group": 1,
-                              "z": data.ArrayLayout(range(P_SHIFT_MAX + 1), 2 * config.cols)})
+                              "packing": 2, "last": 1, "key_valid": 1, "first_dim_group": 1,
+                              "z": data.ArrayLayout(range(P_SHIFT_MAX + 1), config.engine_lanes)})
 
 
 class OperandFeed(ConfiguredComponent):
     def __init__(self, config):
-        R, C, B = config.rows, config.cols, config.block_size
-        lanes = 2 * C
+        R, B, lanes = config.rows, config.block_size, config.engine_lanes
         super().__init__(config, {
             "cmd": In(issue_layout(config)), "fire": In(1), "advance": Out(1), "busy": Out(1), "beat": Out(1),
             "q_rows": In(data.ArrayLayout(row_layout(config), R)),
@@ -65,8 +65,8 @@ class OperandFeed(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, C, B, d = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim
-        lanes = 2 * C
+        R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.engine_lanes
+        computed = [bits for bits in cfg.bitwidths if bits]
         fields = {name: field.shape for name, field in issue_layout(cfg)}
         stage = self.stage
         m.d.comb += [self.advance.eq(~stage.valid | self.a.ready), self.busy.eq(stage.valid),
@@ -78,38 +78,44 @@ class OperandFeed(ConfiguredComponent):
 
         m.submodules.p_lanes = p_lanes = PLanes(cfg)
         m.submodules.k_reduce = k_reduce = KReduction(cfg)
-        m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.z.eq(stage.z), p_lanes.four_bit.eq(stage.four_bit),
+        m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.z.eq(stage.z), p_lanes.packing.eq(stage.packing),
                      p_lanes.key_valid.eq(stage.key_valid)]
         for n in range(lanes):
-            m.d.comb += [p_lanes.row_max[n].eq(lane_row_max(cfg, self.row_max, n, stage.four_bit, stage.query_group)),
+            m.d.comb += [p_lanes.row_max[n].eq(lane_row_max(cfg, self.row_max, n, stage.packing, stage.query_group)),
                          k_reduce.k8[n].eq(self.k_rows[n][stage.step])]
 
         a, b = self.a.payload, self.b.payload
         m.d.comb += [self.a.valid.eq(stage.valid), self.b.valid.eq(stage.valid), a.last.eq(stage.last),
-                     a.mode.eq(Mux(stage.pass_b, Mux(stage.four_bit, PEMode.UINT4, PEMode.INT8),
-                                   Mux(stage.four_bit, PEMode.INT4, PEMode.INT8)))]
+                     a.mode.eq(PEMode.INT8)]
+        for bits in computed:
+            with m.If(stage.packing == PACKING[bits]):
+                m.d.comb += a.mode.eq(Mux(stage.pass_b, PEMode.for_block(bits, "pv"), PEMode.for_block(bits, "qk")))
         for r in range(R):
             v = self.v_row[stage.dim_group * R + r] if d > R else self.v_row[r]
             m.d.comb += a.a[r].eq(Mux(stage.pass_b, v, self.q_rows[r][stage.step]))
+        # PE column c's operand word: the lanes c << packing .. of K (reduced) or P, one value per field
+        k_lanes = {8: [self.k_rows[n][stage.step] for n in range(C)], 4: k_reduce.k4,
+                   2: getattr(k_reduce, "k2", None)}
+        word_fields = {8: ("int8", "int8"), 4: ("int4", "uint4"), 2: ("int2", "uint2")}
         for c in range(C):
             word = b.b[c]
-            with m.If(~stage.pass_b & stage.four_bit):
-                m.d.comb += [word.int4[0].eq(k_reduce.k4[2 * c]), word.int4[1].eq(k_reduce.k4[2 * c + 1])]
-            with m.Elif(~stage.pass_b):
-                m.d.comb += word.int8.eq(self.k_rows[c][stage.step])
-            with m.Elif(stage.four_bit):
-                m.d.comb += [word.uint4[0].eq(p_lanes.p[2 * c]), word.uint4[1].eq(p_lanes.p[2 * c + 1])]
-            with m.Else():
-                m.d.comb += word.int8.eq(p_lanes.p[c])
+            for bits in computed:
+                per = 1 << PACKING[bits]
+                qk, pv = (getattr(word, name) for name in word_fields[bits])
+                with m.If(stage.packing == PACKING[bits]):
+                    with m.If(stage.pass_b):
+                        m.d.comb += [(pv[k] if per > 1 else pv).eq(p_lanes.p[per * c + k]) for k in range(per)]
+                    with m.Else():
+                        m.d.comb += [(qk[k] if per > 1 else qk).eq(k_lanes[bits][per * c + k]) for k in range(per)]
 
         sums = [Signal(cfg.row_sum_width, name=f"row_sum{q}") for q in range(B)]
         m.d.comb += [self.row_sum[q].eq(sums[q]) for q in range(B)]
         with m.If(self.beat & stage.pass_b & stage.first_dim_group):
             for q in range(B):
-                with m.If(stage.four_bit & (stage.query_group == q // lanes)):
-                    m.d.sync += sums[q].eq(sums[q] + p_lanes.e[q % lanes])
-                with m.Elif(~stage.four_bit & (stage.query_group == q // C)):
-                    m.d.sync += sums[q].eq(sums[q] + p_lanes.e[q % C])
+                for bits in computed:
+                    width = C << PACKING[bits]          # queries per PV tile
+                    with m.If((stage.packing == PACKING[bits]) & (stage.query_group == q // width)):
+                        m.d.sync += sums[q].eq(sums[q] + p_lanes.e[q % width])
         with m.If(self.reset_sums):
             m.d.sync += [s.eq(0) for s in sums]
         return m

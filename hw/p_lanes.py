@@ -1,4 +1,5 @@
-"""P lanes: the softmax numerators and the quantized P operands of one PV beat, ``2C`` lanes (one query each).
+"""P lanes: the softmax numerators and the quantized P operands of one PV beat, ``config.engine_lanes`` lanes
+(``2C``, or ``4C`` with 2-bit blocks; one query each).
 
 Golden twin: :func:`paro.sw.golden.p_lanes` (``e = 2**-(row_max - x)`` by :func:`~paro.sw.golden.exp2_numerators`,
 0 for a padding key; ``p = min(L_b, round(e * 2**z * L_b / 2**exp_bits))`` with the lane's segment shift ``z``).
@@ -24,22 +25,22 @@ __all__ = ["PLanes"]
 
 
 class PLanes(ConfiguredComponent):
-    """``e[n]``, ``p[n]`` from ``x[n]``, ``row_max[n]``, ``z[n]``; ``four_bit`` picks L = 15 (else 127)."""
+    """``e[n]``, ``p[n]`` from ``x[n]``, ``row_max[n]``, ``z[n]``; ``packing`` picks L (127, 15 or 3)."""
 
     def __init__(self, config):
-        lanes = 2 * config.cols
+        lanes = config.engine_lanes
         scores = data.ArrayLayout(signed(SCORE_WIDTH), lanes)
         super().__init__(config, {
             "x": In(scores), "row_max": In(scores),
             "z": In(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
-            "four_bit": In(1), "key_valid": In(1),
+            "packing": In(2), "key_valid": In(1),
             "e": Out(data.ArrayLayout(unsigned(config.exp_bits + 1), lanes)),
             "p": Out(data.ArrayLayout(unsigned(7), lanes)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        for n in range(2 * self._config.cols):
+        for n in range(self._config.engine_lanes):
             m.submodules[f"exp{n}"] = exp = Exp2Unit(self._config, SCORE_WIDTH + 1)
             m.submodules[f"quant{n}"] = quant = PQuantizer(self._config)
             t = Signal(SCORE_WIDTH + 1, name=f"t{n}")
@@ -47,7 +48,7 @@ class PLanes(ConfiguredComponent):
                 t.eq(self.row_max[n] - self.x[n]),
                 exp.t.eq(t),
                 self.e[n].eq(Mux(self.key_valid, exp.e, 0)),
-                quant.e.eq(self.e[n]), quant.z.eq(self.z[n]), quant.four_bit.eq(self.four_bit),
+                quant.e.eq(self.e[n]), quant.z.eq(self.z[n]), quant.packing.eq(self.packing),
                 self.p[n].eq(quant.p),
             ]
         return m

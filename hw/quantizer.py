@@ -3,13 +3,14 @@
 Golden twin: :func:`sw.golden.p_quantize`. Combinational (no latency), one per lane of the P path.
 
 ``p = min(L_b, (e * L_b + 2**(exp_bits - z - 1)) >> (exp_bits - z))`` with ``L_8 = 127`` (INT8 mode, P as a
-non-negative signed byte) and ``L_4 = 15`` (UINT4 mode, one nibble). ``z <= exp_bits - 1`` whenever the
-segment is non-zero, so the shift is at least 1.
+non-negative signed byte), ``L_4 = 15`` (UINT4 mode, one nibble) and ``L_2 = 3`` (UINT2 mode, one crumb).
+``z <= exp_bits - 1`` whenever the segment is non-zero, so the shift is at least 1.
 """
 
 from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib.wiring import In, Out
 
+from paro.config import PACKING
 from paro.sw.golden import P_LEVELS, P_SHIFT_MAX
 
 from .component import ConfiguredComponent
@@ -18,13 +19,13 @@ __all__ = ["PQuantizer"]
 
 
 class PQuantizer(ConfiguredComponent):
-    """``p`` from numerator ``e``, shift ``z`` and ``four_bit`` (0: 8-bit block, 1: 4-bit block)."""
+    """``p`` from numerator ``e``, shift ``z`` and the block's ``packing`` (0: 8-bit, 1: 4-bit, 2: 2-bit)."""
 
     def __init__(self, config):
         super().__init__(config, {
             "e": In(unsigned(config.exp_bits + 1)),
             "z": In(range(P_SHIFT_MAX + 1)),
-            "four_bit": In(1),
+            "packing": In(2),
             "p": Out(unsigned(7)),
         })
 
@@ -32,7 +33,8 @@ class PQuantizer(ConfiguredComponent):
         m = Module()
         bits = self._config.exp_bits
         levels = Signal(range(128))
-        m.d.comb += levels.eq(Mux(self.four_bit, P_LEVELS[4], P_LEVELS[8]))
+        m.d.comb += levels.eq(Mux(self.packing == PACKING[2], P_LEVELS[2],
+                                  Mux(self.packing == PACKING[4], P_LEVELS[4], P_LEVELS[8])))
         shift = Signal(range(bits + 1))
         m.d.comb += shift.eq(bits - self.z)
         rounded = Signal(bits + 8 + 1)

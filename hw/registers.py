@@ -7,11 +7,11 @@ value kept to its contract width).
 Bus (:data:`CSRBus`, seen from the master): a write (``we``) takes effect at the clock edge; a read is
 combinational (``rdata`` follows ``addr`` in the same cycle). Writing 1 to ``START`` raises ``start`` for
 that cycle. While ``busy`` every write is ignored (the control registers hold; the sequencer takes no start).
-Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * 8 + n``).
+Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * COUNTER_STRIDE + n``).
 
 Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``, ``KEPT8``,
-``KEPT4`` and ``SKIPPED`` cycles with the scheduler's ``kept8``/``kept4``/``skipped``, ``BYTES_READ`` and
-``BYTES_WRITTEN`` add ``axi_data_bits / 8`` for each ``read_beat`` and ``write_beat``; ``clear`` (the
+``KEPT4``, ``KEPT2`` and ``SKIPPED`` cycles with the scheduler's ``kept8``/``kept4``/``kept2``/``skipped``,
+``BYTES_READ`` and ``BYTES_WRITTEN`` add ``axi_data_bits / 8`` for each ``read_beat`` and ``write_beat``; ``clear`` (the
 sequencer accepting a start) zeroes them. ``STALL_CYCLES`` reads ``CYCLES - ARRAY_BEATS``. A second set
 counts the same events while ``head_active``, zeroed by ``head_start``; ``head_store`` (one cycle) writes it,
 ``STALL_CYCLES`` included, to the per-head memory at ``head`` (``max_heads x 8`` words).
@@ -35,7 +35,8 @@ __all__ = ["CSRBus", "RegisterFile", "formal_properties"]
 #: The register bus, from the master's side.
 CSRBus = wiring.Signature({"we": Out(1), "addr": Out(ADDRESS_BITS), "wdata": Out(DATA_BITS), "rdata": In(DATA_BITS)})
 #: Counters that count events (STALL_CYCLES is derived), with the event's port name.
-_EVENTS = {"CYCLES": None, "ARRAY_BEATS": "beat", "KEPT8": "kept8", "KEPT4": "kept4", "SKIPPED": "skipped",
+_EVENTS = {"CYCLES": None, "ARRAY_BEATS": "beat", "KEPT8": "kept8", "KEPT4": "kept4", "KEPT2": "kept2",
+           "SKIPPED": "skipped",
            "BYTES_READ": "read_beat", "BYTES_WRITTEN": "write_beat"}
 
 

@@ -9,8 +9,9 @@ per block, as in memory), which the fetcher fills with the row of query block ``
 ``row`` begins a walk of half ``row % 2``: every cycle the scheduler reads one entry (asynchronous read, a
 byte of a line) and, for a kept block, loads it into its output register ``o`` (a ``lib.stream`` with ``j``,
 ``bits`` and ``end``); skipped (0-bit) blocks cost one cycle each and are never emitted, so they are never
-fetched or computed. An entry of 4 is a 4-bit block; any other non-zero entry runs at 8 bits (the contract
-allows only the configuration's bitwidths, and :func:`paro.sw.contract.check_layer` refuses others). After the
+fetched or computed. An entry of 4 is a 4-bit block, an entry of 2 a 2-bit block (in a build with 2-bit
+blocks); any other non-zero entry runs at 8 bits (the contract allows only the configuration's bitwidths, and
+:func:`paro.sw.contract.check_layer` refuses others). After the
 last column it emits one ``end`` beat. The walk runs ahead of the consumer by one kept block (the output
 register), so while the engine computes block ``j`` the scheduler already scans past the zeros to the next
 kept block: skipping costs no array cycle unless a whole run of zeros is longer than a block's compute time.
@@ -18,11 +19,11 @@ kept block: skipping costs no array cycle unless a whole run of zeros is longer 
 Kept blocks come out in column order; the PE mode follows each block's bitwidth and mode changes cost no
 cycle in the array, so no regrouping by bitwidth is needed.
 
-Counting (for the pass that has ``count`` set at ``start``): ``kept8``, ``kept4`` and ``skipped`` are
+Counting (for the pass that has ``count`` set at ``start``): ``kept8``, ``kept4``, ``kept2`` and ``skipped`` are
 high for one cycle per block of each kind the walk passes (the register file counts them).
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
@@ -37,6 +38,12 @@ from .formal import free_constant, past, stream_held
 __all__ = ["BlockScheduler", "kept_layout", "formal_properties", "formal_bounds"]
 
 
+def block_bits(config, entry):
+    """The bits a non-zero bitmap ``entry`` runs at: 4 for 4, 2 for 2 (builds with 2-bit blocks), else 8."""
+    bits = Mux(entry == 4, 4, 8)
+    return Mux(entry == 2, 2, bits) if 2 in config.bitwidths else bits
+
+
 def kept_layout(max_blocks):
     return data.StructLayout({"j": range(max_blocks), "bits": 4, "end": 1})
 
@@ -49,7 +56,7 @@ class BlockScheduler(EngineBlock):
             "n_blocks": In(range(nb + 1)),
             "start": In(1), "row": In(range(nb)), "count": In(1),
             "o": Out(stream.Signature(kept_layout(nb))),
-            "kept8": Out(1), "kept4": Out(1), "skipped": Out(1),
+            "kept8": Out(1), "kept4": Out(1), "kept2": Out(1), "skipped": Out(1),
         })
 
     def elaborate(self, platform):
@@ -80,11 +87,12 @@ class BlockScheduler(EngineBlock):
                 m.d.sync += [walking.eq(0), self.o.valid.eq(1), self.o.payload.end.eq(1)]
             with m.Else():
                 m.d.sync += col.eq(col + 1)
-                four = entry == 4
+                bits = block_bits(cfg, entry)
                 with m.If(entry != 0):
                     m.d.sync += [self.o.valid.eq(1), self.o.payload.end.eq(0),
-                                 self.o.payload.j.eq(col), self.o.payload.bits.eq(Mux(four, 4, 8))]
-                m.d.comb += [self.kept8.eq(counting & (entry != 0) & ~four), self.kept4.eq(counting & four),
+                                 self.o.payload.j.eq(col), self.o.payload.bits.eq(bits)]
+                m.d.comb += [self.kept8.eq(counting & (entry != 0) & (bits == 8)),
+                             self.kept4.eq(counting & (bits == 4)), self.kept2.eq(counting & (bits == 2)),
                              self.skipped.eq(counting & (entry == 0))]
         return m
 
@@ -94,7 +102,8 @@ def formal_properties(m, dut):
     and a block beat is never a 0-bit block."""
     stream_held(m, dut.o, "o", unless=past(m, dut.start, "start"))
     block = dut.o.valid & ~dut.o.payload.end
-    m.d.comb += Assert(~block | (dut.o.payload.bits == 4) | (dut.o.payload.bits == 8), "o: kept blocks only")
+    computed = [b for b in dut.config.bitwidths if b]
+    m.d.comb += Assert(~block | Cat(*(dut.o.payload.bits == b for b in computed)).any(), "o: kept blocks only")
 
 
 def formal_bounds(m, dut):
@@ -103,7 +112,8 @@ def formal_bounds(m, dut):
     cycle, which drops it); and a walk emits exactly the row's kept blocks, in increasing ``j``, each with its
     bits: for any column ``c`` and half ``h`` (free constants; the harness copies entry ``(h, c)`` from the
     writes), a walk of half ``h`` emits ``c`` if and only if its entry is non-zero, with ``bits`` 4 for an
-    entry of 4 and 8 otherwise. Assumed: ``n_blocks`` is at most ``max_blocks`` (the descriptor check) and
+    entry of 4, 2 for an entry of 2 in a 2-bit build, and 8 otherwise. Assumed: ``n_blocks`` is at most
+    ``max_blocks`` (the descriptor check) and
     changes only with a ``start`` (it is the head's, from its descriptor), and the half being walked is not
     written until its ``end`` beat is taken (the fetcher fills the other half)."""
     cfg = dut.config
@@ -129,7 +139,7 @@ def formal_bounds(m, dut):
         m.d.sync += [taken.eq(1), last_j.eq(dut.o.payload.j)]
         with m.If(ours & (dut.o.payload.j == col)):
             m.d.comb += [Assert(entry != 0, "o: a kept block"),
-                         Assert(dut.o.payload.bits == Mux(entry == 4, 4, 8), "o: the block's bits")]
+                         Assert(dut.o.payload.bits == block_bits(cfg, entry), "o: the block's bits")]
             m.d.sync += seen.eq(1)
     with m.If(out & dut.o.payload.end):
         m.d.sync += walking.eq(0)

@@ -2,7 +2,8 @@
 score buffer and keeps every query's row maximum and its segment maximum in each kept block.
 
 Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2**score_shift)``, ``ck_j``
-already x16 for 4-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row and segment maxima over real keys
+already x16 for 4-bit and x64 for 2-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row and segment
+maxima over real keys
 by :func:`~paro.sw.golden.softmax_row_max`).
 
 A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
@@ -20,24 +21,28 @@ from amaranth import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
-from paro.config import SCORE_WIDTH
+from paro.config import PACKING, SCORE_WIDTH
 
 from .component import ConfiguredComponent
-from .tile_queue import tile_layout
+from .tile_queue import ck_width, tile_layout
 
 __all__ = ["ScoreUnit", "lane_row_max"]
 
 LOWEST_SCORE = -(1 << (SCORE_WIDTH - 1))
 
 
-def lane_row_max(config, row_max, lane, four_bit, query_group):
-    """Row maximum of the query on P lane ``lane``: query ``query_group * 2C + lane`` in a 4-bit block,
-    ``query_group * C + lane`` in an 8-bit block (``row_max``: the unit's ``row_max`` output)."""
+def lane_row_max(config, row_max, lane, packing, query_group):
+    """Row maximum of the query on P lane ``lane``: query ``(query_group << packing) * C + lane`` of a block
+    with that packing (``row_max``: the unit's ``row_max`` output; lanes past ``C << packing`` are unused)."""
     B, C = config.block_size, config.cols
-    wide = Array(row_max[g * 2 * C + lane] for g in range(B // (2 * C)))[query_group]
-    if lane >= C:
-        return wide
-    return Mux(four_bit, wide, Array(row_max[g * C + lane] for g in range(B // C))[query_group])
+    value = None
+    for bits in sorted(b for b in config.bitwidths if b):          # 8 last: the widest packing first
+        width = C << PACKING[bits]
+        if lane >= width:
+            continue
+        group = Array(row_max[g * width + lane] for g in range(B // width))[query_group]
+        value = group if value is None else Mux(packing == PACKING[bits], group, value)
+    return value
 
 
 class ScoreUnit(ConfiguredComponent):
@@ -45,7 +50,7 @@ class ScoreUnit(ConfiguredComponent):
         R, B = config.rows, config.block_size
         super().__init__(config, {
             "valid": In(1), "column": In(data.ArrayLayout(signed(config.acc_width), R)),
-            "tile": In(tile_layout(config)), "beat": In(range(2 * config.cols)),
+            "tile": In(tile_layout(config)), "beat": In(range(config.engine_lanes)),
             "cq": In(16), "score_shift": In(6), "n_tokens": In(range(config.max_seq_len + 1)), "reset": In(1),
             "wr_en": Out(1), "wr_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), R)),
             "wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), R)),
@@ -66,11 +71,11 @@ class ScoreUnit(ConfiguredComponent):
 
         key = Signal(range(B))
         real_key = Signal()
-        m.d.comb += [key.eq(tile.key_group * Mux(tile.four_bit, 2 * C, C) + self.beat),
+        m.d.comb += [key.eq((tile.key_group << tile.packing) * C + self.beat),
                      real_key.eq(tile.key_block * B + key < self.n_tokens),
                      self.wr_en.eq(self.valid)]
         for r in range(R):
-            product = Signal(signed(cfg.acc_width + 16 + 21), name=f"scaled{r}")
+            product = Signal(signed(cfg.acc_width + 16 + ck_width(cfg) + 1), name=f"scaled{r}")
             x = Signal(signed(SCORE_WIDTH), name=f"x{r}")
             m.d.comb += [
                 product.eq(self.column[r] * self.cq * tile.ck),

@@ -1,7 +1,8 @@
 """Tile queue: what each array tile in flight is for, matched to the array's drained beats.
 
 Golden twin: :func:`paro.sw.golden.tile_queue` (each drained beat paired with its tile's descriptor and its
-beat index within the tile: ``C`` beats per INT8 tile, ``2C`` per 4-bit tile, in issue order).
+beat index within the tile: ``C << packing`` beats per tile (C for 8-bit, 2C for 4-bit, 4C for 2-bit
+blocks), in issue order).
 
 The controller pushes a descriptor (:func:`tile_layout`) with a tile's first input beat (``push`` with
 ``push_en``; it may only issue while ``room``). The array drains a tile ``R + C - 1`` or more cycles later;
@@ -16,18 +17,30 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream
 from amaranth.lib.wiring import In, Out
 
-from paro.sw.golden import P_SHIFT_MAX
+from paro.sw.golden import K_REDUCE_SHIFT, P_SHIFT_MAX
 
 from .array import c_layout
 from .component import ConfiguredComponent
 
-__all__ = ["TileQueue", "tile_layout"]
+__all__ = ["TileQueue", "tile_layout", "ck_width", "cv_width"]
+
+
+def ck_width(config):
+    """Width of a tile's key multiplier: a 15-bit ``CK`` shifted by the largest K-reduction cut (4 or 6),
+    plus one spare bit (20 without 2-bit blocks)."""
+    return 16 + max(K_REDUCE_SHIFT[b] for b in config.bitwidths if b)
+
+
+def cv_width(config):
+    """Width of a tile's value multiplier: a 15-bit ``CV8``/``CV4`` (16), or ``5 x CV4`` below ``2**18`` for 2-bit
+    blocks (19)."""
+    return 19 if 2 in config.bitwidths else 16
 
 
 def tile_layout(config):
     """Descriptor of one array tile: pass A (QK^T: query group x key group of a kept block) or pass B (PV:
     head-dimension group x query group), with the scale factors and shifts its drained beats need."""
-    lanes = 2 * config.cols
+    lanes = config.engine_lanes
     return data.StructLayout({
         "pass_b": 1,
         "query_group": range(config.block_size),
@@ -35,9 +48,9 @@ def tile_layout(config):
         "dim_group": range(config.head_dim),
         "kept_index": range(config.max_kept_blocks + 1),  # position of the block among the row's kept blocks
         "key_block": range(config.max_blocks),
-        "four_bit": 1,
-        "ck": 20,                                         # pass A: key block multiplier (x16 for 4-bit)
-        "cv": 16,                                         # pass B: value multiplier of the block's bitwidth
+        "packing": 2,                                     # PACKING of the block's bits
+        "ck": ck_width(config),                           # pass A: key block multiplier << K_REDUCE_SHIFT
+        "cv": cv_width(config),                           # pass B: value multiplier of the block's bitwidth
         "z": data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes),
     })
 
@@ -48,14 +61,14 @@ class TileQueue(ConfiguredComponent):
             "push": In(tile_layout(config)), "push_en": In(1), "room": Out(1), "empty": Out(1),
             "c": In(stream.Signature(c_layout(config))),
             "valid": Out(1), "qk_valid": Out(1), "pv_valid": Out(1), "column": Out(data.ArrayLayout(signed(config.acc_width), config.rows)),
-            "tile": Out(tile_layout(config)), "beat": Out(range(2 * config.cols)),
+            "tile": Out(tile_layout(config)), "beat": Out(range(config.engine_lanes)),
         })
 
     def elaborate(self, platform):
         m = Module()
         layout = tile_layout(self._config)
         m.submodules.descriptors = descriptors = fifo.SyncFIFO(width=layout.size, depth=4)
-        beat = Signal(range(2 * self._config.cols))
+        beat = Signal(range(self._config.engine_lanes))
         m.d.comb += [
             descriptors.w_data.eq(self.push), descriptors.w_en.eq(self.push_en), self.room.eq(descriptors.w_rdy),
             self.empty.eq(descriptors.r_level == 0),

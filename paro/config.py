@@ -13,11 +13,15 @@ import operator
 
 from .errors import ParoError
 
-__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "SCORE_WIDTH", "min_acc_width"]
+__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "PACKING", "SCORE_WIDTH", "min_acc_width"]
 
 
 #: Attention-map block bitwidths the PE array implements. 0 means "skipped, never fetched".
 SUPPORTED_BITWIDTHS = (0, 2, 4, 8)
+
+#: A computed block's *packing*: log2 of the products a PE makes per cycle in its modes (8 bits: one, 4 bits:
+#: two, 2 bits: four). The engine carries it with every tile as a 2-bit field.
+PACKING = {8: 0, 4: 1, 2: 2}
 
 #: Largest array side the generator accepts; beyond this the emitted design (one module per PE, no
 #: deduplication in Amaranth) is too large to simulate or synthesise in reasonable time.
@@ -276,6 +280,13 @@ class AcceleratorConfig:
     @property
     def max_products_per_cycle(self):
         return max(mode.products_per_cycle for mode in self.modes)
+
+    @property
+    def engine_lanes(self):
+        """Keys (QK^T) or queries (PV) one array beat of the engine carries at most: ``cols x
+        pe_accumulators`` (the K reduction, P lanes, score-buffer read ports and segment shifts are this
+        wide; a build without 2-bit blocks keeps ``2 x cols``)."""
+        return self.cols * self.pe_accumulators
 
     @property
     def pe_accumulators(self):

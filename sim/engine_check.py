@@ -93,7 +93,7 @@ def compare(config, layer, codes, totals, per_head, expect_error=None):
         raise Mismatch("mismatch", f"HEADS_DONE = {totals['HEADS_DONE']}, expected {len(layer.heads)}")
     B, R = config.block_size, config.rows
     total_reads, reads = golden.layer_reads(layer, config)
-    sums = {name: 0 for name in ("KEPT8", "KEPT4", "SKIPPED", "BYTES_WRITTEN")}
+    sums = {name: 0 for name in ("KEPT8", "KEPT4", "KEPT2", "SKIPPED", "BYTES_WRITTEN")}
     for head, (prog, got_codes, counters) in enumerate(zip(layer.heads, codes, per_head)):
         rows = prog.rows
         computed = range(rows.start * B, rows.stop * B)
@@ -103,7 +103,8 @@ def compare(config, layer, codes, totals, per_head, expect_error=None):
                 raise Mismatch("mismatch", f"head {head}, output query {query}, head dims {dim}..{dim + R - 1}: "
                                            f"got {got[dim:dim + R].tolist()}, golden {want[dim:dim + R].tolist()}")
         bitmap = np.asarray(prog.bitmap)[rows.start:rows.stop]
-        expected = {name: int((bitmap == bits).sum()) for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("SKIPPED", 0))}
+        expected = {name: int((bitmap == bits).sum())
+                    for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("KEPT2", 2), ("SKIPPED", 0))}
         expected["BYTES_READ"] = reads[head]
         expected["BYTES_WRITTEN"] = region_bytes(config, "O_ADDR", len(rows))
         for name, value in expected.items():

@@ -27,7 +27,7 @@ import numpy as np
 
 from paro.errors import ParoError
 
-from .quant import allocate_bits
+from .quant import allocate_bits, block_mass
 from .sparsity import block_mask
 
 __all__ = ["METHODS", "ILP_MAX_VARIABLES", "allocate", "allocate_ilp", "allocation_error"]
@@ -53,7 +53,7 @@ def allocation_error(errors, maps):
 def _floors(err):
     """Each query row's highest-mass block: kept whatever the budget."""
     floor = np.zeros(err[0].shape, dtype=bool)
-    floor[np.arange(floor.shape[0]), np.argmax(err[0], axis=1)] = True
+    floor[np.arange(floor.shape[0]), np.argmax(block_mass(err), axis=1)] = True
     return floor
 
 
@@ -107,7 +107,7 @@ def allocate_ilp(errors, bitwidths, density=None, avg_bits=None, time_limit=ILP_
         kept = np.concatenate([_floors(err).ravel() for err in errors])              # must keep
         skipped = np.zeros(blocks, dtype=bool)                                        # must skip
     else:
-        kept = np.concatenate([block_mask(err[0], density).ravel() for err in errors])
+        kept = np.concatenate([block_mask(block_mass(err), density).ravel() for err in errors])
         skipped = ~kept
     allowed = np.ones_like(stacked, dtype=bool)
     allowed[0] = ~kept

@@ -7,8 +7,9 @@ Per head, three passes over the attention rows, one query block at a time (memor
    or 0.25 when only ``--avg-bits`` is given). The order with the largest captured mass wins; ties (within
    1e-9) keep the identity order (FHW), else the first in ``PERMUTATIONS``.
 2. **Errors.** In the chosen order (and in the identity order, for comparison) the per-block errors the bit
-   allocation minimises: ``e0`` (block mass), ``e4`` and ``e8`` (L1 of the attention probabilities when the
-   block's P is computed at 4 bits, with K reduced to 4 bits, or at 8 bits) - see :mod:`sw.quant`.
+   allocation minimises: ``e0`` (block mass), ``e2``, ``e4`` and ``e8`` (L1 of the attention probabilities
+   when the block's P is computed at 2 bits with K reduced to 2 bits, at 4 bits with K reduced to 4 bits, or
+   at 8 bits; ``e2`` only for a configuration with 2-bit blocks) - see :mod:`sw.quant`.
    Bitwidths are then allocated jointly for all heads of the layer (:mod:`sw.allocation`: integer
    programming by default, the Lagrangian as the fast option; the report gives both objectives).
 3. **Accuracy.** The bit-exact golden model's output (:func:`sw.golden.attention_head`), dequantised and
@@ -35,7 +36,7 @@ from .quant import quantize_head
 from .reorder import PERMUTATIONS, permutation_indices, permute_tokens
 from .sparsity import attention_rows, block_masses, captured_mass
 
-__all__ = ["calibrate", "held_out_quality", "Progress", "REORDER_PAYS_GAIN"]
+__all__ = ["calibrate", "held_out_quality", "block_errors", "Progress", "REORDER_PAYS_GAIN", "ERROR_METRICS"]
 
 IDENTITY = "FHW"
 #: A head's pattern "runs across the identity order's contiguous axis" when the best order captures at
@@ -106,8 +107,23 @@ def _p_round(pt, levels, block_size):
     return (np.rint(blocks * scale * levels) / (scale * levels)).reshape(pt.shape)
 
 
-def block_errors(qp, kp, head, scales, config, progress=None):
-    """Per-block errors ``{0: mass, 4: e4, 8: e8}`` (float32 [nq, nk]) of one head in its token order."""
+#: The per-block error the bit allocation minimises: ``probability`` (L1 of the attention probabilities) or
+#: ``output`` (L1 of the attention output the block's error causes).
+ERROR_METRICS = ("probability", "output")
+
+
+def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="probability"):
+    """Per-block errors ``{0: e0, 4: e4, 8: e8}`` and ``2: e2`` with 2-bit blocks (float32 [nq, nk]) of one head
+    in its token order, and ``"mass"``: each block's attention mass (which masks and floors follow).
+
+    ``probability``: ``e_b = sum |P - P_b|`` over the block (``e0`` = its mass). ``output`` (needs ``vp``, fp V
+    in the same order): ``e_b = sum over the block's query rows r of |sum_k dP_rk (v_k - o_r)|_1`` with
+    ``dP = P - P_b`` over the block's keys: the change of row r's output when only this block's P changes and
+    the row is renormalised, to first order (exactly: that divided by the row's remaining mass ``1 - sum_k
+    dP_rk``). Rounding noise mostly cancels in that sum; a skipped block's missing mass does
+    not, so the output metric weighs the two as the attention output sees them."""
+    if metric not in ERROR_METRICS:
+        raise ParoError(f"unknown error metric {metric!r}; choose one of {', '.join(ERROR_METRICS)}")
     B, n = config.block_size, head.n_tokens
     padded = head.q8.shape[0]
     nb = padded // B
@@ -116,8 +132,24 @@ def block_errors(qp, kp, head, scales, config, progress=None):
     valid = np.arange(padded) < n
     kpad = np.zeros((padded, d), dtype=np.float32)
     kpad[:n] = kp
-    k4 = 16.0 * golden.reduce_int8_to_int4(head.k8) * np.repeat(head.k_scale, B)[:, None]
-    out = {b: np.zeros((nb, nb), dtype=np.float32) for b in (0, 4, 8)}
+    # K as the engine's K reduction leaves it, per computed bitwidth below 8 (dequantised)
+    reduced = {b: (float(1 << golden.K_REDUCE_SHIFT[b]) * golden.reduce_k(head.k8, b)
+                   * np.repeat(head.k_scale, B)[:, None]).T.astype(np.float32)
+               for b in (2, 4) if b in config.bitwidths}
+    out = {b: np.zeros((nb, nb), dtype=np.float32) for b in ("mass", 0, *reduced, 8)}
+    if metric == "output":
+        v_blocks = np.zeros((padded, d), dtype=np.float32)
+        v_blocks[:n] = vp
+        v_blocks = v_blocks.reshape(nb, B, d)
+
+    def error(dp, o):
+        """The metric's error of each key block for the rows' probability change ``dp``."""
+        if metric == "probability":
+            return _block_sum(np.abs(dp), B).sum(axis=0)
+        blocks = dp.reshape(dp.shape[0], nb, B).transpose(1, 0, 2)              # (key block, row, key)
+        change = blocks @ v_blocks - blocks.sum(axis=2)[:, :, None] * o[None]    # (key block, row, d)
+        return np.abs(change).sum(axis=(1, 2))
+
     for i in range(nb):
         rows = slice(i * B, min((i + 1) * B, n))
         if rows.start >= n:
@@ -130,12 +162,15 @@ def block_errors(qp, kp, head, scales, config, progress=None):
         p = pt / l
         q_deq = head.q8[rows].astype(np.float32) * np.float32(head.q_scale[i])
         shift = (qp[rows].astype(np.float32) @ k_mean.astype(np.float32)[:, None]) / np.float32(np.sqrt(d))
-        s4 = (q_deq @ k4.T.astype(np.float32)) / np.float32(np.sqrt(d)) + shift
-        s4[:, ~valid] = -np.inf
-        pt4 = np.minimum(np.exp(s4 - m), 1.0)
-        out[0][i] = _block_sum(p, B).sum(axis=0)
-        out[8][i] = _block_sum(np.abs(p - _p_round(pt, 127, B) / l), B).sum(axis=0)
-        out[4][i] = _block_sum(np.abs(p - _p_round(pt4, 15, B) / l), B).sum(axis=0)
+        o = p @ v_blocks.reshape(padded, d) if metric == "output" else None
+        out["mass"][i] = _block_sum(p, B).sum(axis=0)
+        out[0][i] = out["mass"][i] if metric == "probability" else error(p, o)
+        out[8][i] = error(p - _p_round(pt, golden.P_LEVELS[8], B) / l, o)
+        for b, k_b in reduced.items():
+            s_b = (q_deq @ k_b) / np.float32(np.sqrt(d)) + shift
+            s_b[:, ~valid] = -np.inf
+            pt_b = np.minimum(np.exp(s_b - m), 1.0)
+            out[b][i] = error(p - _p_round(pt_b, golden.P_LEVELS[b], B) / l, o)
         if progress:
             progress()
     for b in out:
@@ -226,13 +261,17 @@ def held_out_quality(holdout, entries, config, layout):
             "heads": per_head}
 
 
-def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allocation="ilp", holdout=None):
+def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allocation="ilp", holdout=None,
+              error_metric="probability"):
     """Calibrate every head of ``workload``; returns ``(BlockPlan, report dict)``. ``allocation``: the bit
-    allocation method (:mod:`sw.allocation`: ``ilp`` or ``lagrangian``). ``holdout``: another workload of the
+    allocation method (:mod:`sw.allocation`: ``ilp`` or ``lagrangian``); ``error_metric``: what it minimises
+    (:data:`ERROR_METRICS`, :func:`block_errors`). ``holdout``: another workload of the
     same layout (another sample or step), or a list of them, to evaluate the plan on as well
     (:func:`held_out_quality`; the report's ``heldout`` is a dict, or a list for a list)."""
     if density is None and avg_bits is None:
         raise ParoError("give --density, --avg-bits or both")
+    if error_metric not in ERROR_METRICS:
+        raise ParoError(f"unknown --error-metric {error_metric!r}; choose one of {', '.join(ERROR_METRICS)}")
     if config is None:
         config = AcceleratorConfig(head_dim=workload.head_dim)
     if config.head_dim != workload.head_dim:
@@ -241,9 +280,6 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
     layout, B = workload.layout, config.block_size
     if -(-layout.tokens // B) * B > config.max_seq_len:
         raise ParoError(f"{layout.tokens} tokens exceed the config's max_seq_len {config.max_seq_len}")
-    if 2 in config.bitwidths:
-        raise ParoError("calibrate has no 2-bit block error model yet (the engine does not run 2-bit blocks "
-                        "either); use --bitwidths 0,4,8")
     low_bits = min(b for b in config.bitwidths if b > 0)
     if density is not None and not 0 < density <= 1:
         raise ParoError(f"--density must be in (0, 1], got {density}")
@@ -280,7 +316,8 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
             qp, kp, vp = (permute_tokens(x, layout, o, axis=0) for x in (q, k, v))
             head, scales = quantize_head(qp, kp, vp, B)
             entry[tag] = {"order": o, "scales": scales,
-                          "errors": block_errors(qp, kp, head, scales, config, progress=lambda: progress(1))}
+                          "errors": block_errors(qp, kp, head, scales, config, progress=lambda: progress(1),
+                                                 vp=vp, metric=error_metric)}
         heads.append(entry)
 
     log(f"allocating block bitwidths ({allocation})")
@@ -340,6 +377,7 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
     report = {
         "workload": workload.source(), "config": config.to_dict(), "layout": layout.to_dict(),
         "budget": {"density": density, "avg_bits": avg_bits, "eval_density": eval_density},
+        "error_metric": error_metric,
         "allocation": allocation_report,
         "density": float((all_maps > 0).mean()), "avg_bits": float(all_maps.mean()),
         "avg_bits_kept": float(all_maps[all_maps > 0].mean()),

@@ -64,7 +64,7 @@ def step_groups(steps, groups):
 
 
 def calibrate_captures(folder, layout, make_config, density=None, avg_bits=None, groups=1, heads=None,
-                       allocation="ilp", log=None):
+                       allocation="ilp", log=None, error_metric="probability"):
     """One plan per (layer, timestep group) of the captures in ``folder``; returns ``(PlanSet, report)``.
     ``make_config(workload)`` gives the accelerator config from the first capture loaded (its head_dim and
     heads), so no file is read twice."""
@@ -82,7 +82,7 @@ def calibrate_captures(folder, layout, make_config, density=None, avg_bits=None,
             if log:
                 log(f"layer {layer}, steps {steps[0]}..{steps[-1]}: calibrating on step {middle}")
             plan, report = calibrate(workload, config, density=density, avg_bits=avg_bits, log=log,
-                                     allocation=allocation, holdout=others or None)
+                                     allocation=allocation, holdout=others or None, error_metric=error_metric)
             entries.append({"layer": layer, "group": group, "steps": steps})
             plans.append(plan)
             reports.append({

@@ -31,9 +31,11 @@ register         address access legal values / meaning
 ``BYTES_WRITTEN``0x18    r      bytes the AXI4 master wrote (output codes)
 ``ERROR``        0x19    r      bits 0-7 the first refused descriptor's :data:`ERRORS` code, bits 8-31 its head
 ``HEADS_DONE``   0x1A    r      heads finished in the last start
+``KEPT2``        0x1B    r      2-bit blocks computed (pass A)
 ================ ======= ====== =====================================================================
 
-Per-head counters, region 1 (``HEAD_COUNTERS``): word ``head * 8 + n`` holds counter ``COUNTERS[n]`` of that
+Per-head counters, region 1 (``HEAD_COUNTERS``): word ``head * COUNTER_STRIDE + n`` (``COUNTER_STRIDE`` = 16,
+the next power of two above the 9 counters) holds counter ``COUNTERS[n]`` of that
 head (from reading its descriptor to its last output write; ``STALL_CYCLES`` included), written when the
 head finishes.
 
@@ -50,7 +52,8 @@ field            word legal values (checked by the engine before any head runs, 
 ``BITMAP_ADDR``  4    byte address of the bitmap: row ``i`` at ``+ i * bitmap_stride``, byte ``j`` = bits of
                       block ``(i, j)`` (a value of ``config.bitwidths``); rows padded to whole lines
 ``TABLE_ADDR``   5    byte address of the block table: block ``j``'s record at ``+ 8 j``, four ``uint16``
-                      ``CQ, CK, CV8, CV4`` (:data:`TABLE_FIELDS`), each in ``[1, 2**15 - 1]``
+                      ``CQ, CK, CV8, CV4`` (:data:`TABLE_FIELDS`), each in ``[1, 2**15 - 1]`` (a 2-bit
+                      block's V multiplier is ``5 x CV4``, made by the engine)
 ``N_TOKENS``     6    real tokens, ``(N_BLOCKS - 1) * B < N_TOKENS <= N_BLOCKS * B``
 ``N_BLOCKS``     7    query (= key) blocks of the head, ``[1, max_blocks]``
 ``SCORE_SHIFT``  8    ``[MIN_SCORE_SHIFT, 63]``: right shift of the score scaling
@@ -76,7 +79,7 @@ from paro.errors import ParoError
 from paro.files import atomic_write_bytes, read_npz
 
 __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "CONTROL_REGISTERS", "COUNTERS",
-           "HEAD_COUNTERS_REGION", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
+           "COUNTER_STRIDE", "HEAD_COUNTERS_REGION", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
            "MIN_SCORE_SHIFT", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
@@ -130,11 +133,15 @@ REGISTERS = {r.name: r for r in (
     Register("BYTES_WRITTEN", 0x18, "r", "bytes written to memory"),
     Register("ERROR", 0x19, "r", "code | head << 8 of the first refused descriptor"),
     Register("HEADS_DONE", 0x1A, "r", "heads finished in the last start"),
+    Register("KEPT2", 0x1B, "r", "2-bit blocks computed"),
 )}
 #: Registers written before START, in the order they are written.
 CONTROL_REGISTERS = ("DESC_ADDR", "N_HEADS")
 #: Counters (totals in registers, per head in region HEAD_COUNTERS_REGION), read after done.
-COUNTERS = ("CYCLES", "ARRAY_BEATS", "STALL_CYCLES", "KEPT8", "KEPT4", "SKIPPED", "BYTES_READ", "BYTES_WRITTEN")
+COUNTERS = ("CYCLES", "ARRAY_BEATS", "STALL_CYCLES", "KEPT8", "KEPT4", "KEPT2", "SKIPPED", "BYTES_READ",
+            "BYTES_WRITTEN")
+#: Words per head in region HEAD_COUNTERS_REGION: the counters, padded to a power of two.
+COUNTER_STRIDE = 1 << (len(COUNTERS) - 1).bit_length()
 HEAD_COUNTERS_REGION = 1
 #: STATUS bits, low to high.
 STATUS_BITS = ("busy", "done", "error")
@@ -142,7 +149,7 @@ STATUS_BITS = ("busy", "done", "error")
 
 def head_counter_address(head, name):
     """Word address of counter ``name`` of ``head`` (region ``HEAD_COUNTERS_REGION``)."""
-    return (HEAD_COUNTERS_REGION << OFFSET_BITS) | head * len(COUNTERS) | COUNTERS.index(name)
+    return (HEAD_COUNTERS_REGION << OFFSET_BITS) | head * COUNTER_STRIDE | COUNTERS.index(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,12 +266,9 @@ def engine_buffers(config):
 
 def check_engine_config(config):
     """Raise unless the attention engine can be built for ``config``."""
-    if 2 in config.bitwidths:
-        raise ParoError("the engine does not run 2-bit blocks yet (the PE and the array do: generate --top pe or "
-                        "--top array); use bitwidths 0,4,8 for the engine")
-    if 4 not in config.bitwidths or set(config.bitwidths) - {0, 4, 8}:
-        raise ParoError(f"the engine computes bitwidths {{0, 4, 8}}; the configuration uses "
-                        f"{list(config.bitwidths)}")
+    if 4 not in config.bitwidths:
+        raise ParoError(f"the engine computes bitwidths {{0, 4, 8}} or {{0, 2, 4, 8}} (a 2-bit block's V multiplier "
+                        f"comes from the 4-bit one); the configuration uses {list(config.bitwidths)}")
     if not 16 * config.rows <= config.axi_data_bits <= 8 * config.head_dim:
         raise ParoError(f"axi_data_bits {config.axi_data_bits} must be in [16 x rows, 8 x head_dim] = "
                         f"[{16 * config.rows}, {8 * config.head_dim}] (an output beat fits a data beat, a data "

@@ -33,6 +33,8 @@ import dataclasses
 
 import numpy as np
 
+from paro.config import PACKING
+
 from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bitmap_stride,
                        check_engine_config, descriptor_lines, descriptor_stride, layer_memory_map)
 from .golden import axi_bursts
@@ -84,6 +86,7 @@ class HeadCycles:
     bytes_written: int
     kept8: int
     kept4: int
+    kept2: int
     skipped: int
     kv_fetches: int
     kv_wants: int
@@ -188,7 +191,7 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
     n = bitmap.shape[1]
     rows = range(bitmap.shape[0]) if rows is None else rows
     stall = dict.fromkeys(BREAKDOWN, 0)
-    drain = {1: R + C - 1 + C, 2: R + C - 1 + 2 * C}         # per products per cycle: tile drain period
+    drain = {ppc: R + C - 1 + C * ppc for ppc in (1, 2, 4)}   # per products per cycle: tile drain period
     lines = {"bitmap": -(-n // d), "table": -(-TABLE_RECORD_BYTES * n // d)}
     desc_bytes = descriptor_lines(config) * d
     fetcher = _Fetcher(start)
@@ -238,7 +241,7 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
     G = drain[1]                     # that tile's drain period
     out_idle = -10**9                # cycle the previous query block's output stage and write-back are idle
     prefetch = None                  # the armed Q prefetch job of the next query block
-    counts = {"kept8": 0, "kept4": 0, "skipped": 0}
+    counts = {"kept8": 0, "kept4": 0, "kept2": 0, "skipped": 0}
     out_words = B * d // R
 
     def charge(cursor, steps):
@@ -257,8 +260,8 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
         ready = fetcher.run_until(job) if job["done"] is None else job["done"]
         s = charge(now, [("q_fetch" if index else "head_setup", ready)])
         prefetch = q_job(i + 1, early_from=s + 1) if i + 1 < rows.stop else None
-        counts["kept8"] += sum(1 for _, b in kept if b != 4)
-        counts["kept4"] += sum(1 for _, b in kept if b == 4)
+        for bits in (8, 4, 2):
+            counts[f"kept{bits}"] += sum(1 for _, b in kept if b == bits)
         counts["skipped"] += n - len(kept)
         row_decisions = [next(decisions) for _ in range(2 * len(kept))]
         cursor = w = s
@@ -269,7 +272,7 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
             taken = None
             hint_from = None
             for k, (j, bits) in enumerate(kept):
-                ppc = 2 if bits == 4 else 1
+                ppc = 1 << PACKING[bits]
                 avail = start_cycle + 2 + j if k == 0 else taken + (j - kept[k - 1][0])
                 job = kv_job("V" if pass_b else "K", j, row_decisions[pass_b * len(kept) + k], hint_from)
                 ready = -10**9
@@ -318,7 +321,7 @@ def layer_cycles(config, bitmaps, rows=None, memory=Memory()):
     """Model one engine start of heads with ``bitmaps`` (each computing query blocks ``rows``: a range, or a list
     of one range per head) in the contract's default memory layout; return ``(totals, per_head)``: totals
     ``cycles`` (every busy cycle of the start), ``bytes_read``, ``bytes_written``; per head :class:`HeadCycles`."""
-    check_engine_config(config)          # refuses what the engine does not run (2-bit blocks)
+    check_engine_config(config)          # refuses what the engine does not run
     blocks = [np.asarray(b).shape[1] for b in bitmaps]
     desc_addr, maps = layer_memory_map(config, blocks)
     d = config.head_dim

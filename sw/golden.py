@@ -17,7 +17,7 @@ In the 4-bit and 2-bit modes value k goes to accumulator k.
 
 import numpy as np
 
-from paro.config import SCORE_WIDTH, PEMode
+from paro.config import PACKING, SCORE_WIDTH, PEMode
 from paro.errors import ParoError
 
 from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
@@ -158,6 +158,25 @@ def array_drain_beats(c_tile):
     return [np.asarray(c_tile)[:, n] for n in range(np.asarray(c_tile).shape[1])]
 
 
+#: The K reduction's cut per computed bitwidth: a ``b``-bit block's K operand keeps bits ``[7 : shift]`` of the
+#: INT8 value, rounded (:func:`reduce_k`); its scores are scaled by ``2**shift`` to undo the unit.
+K_REDUCE_SHIFT = {8: 0, 4: 4, 2: 6}
+
+
+def reduce_k(values, bits):
+    """K reduced to a ``bits``-bit block's operand: the INT8 value itself, :func:`reduce_int8_to_int4` or
+    :func:`reduce_int8_to_int2`."""
+    if bits == 8:
+        values = np.asarray(values, dtype=np.int64)
+        check_operand(values, PEMode.INT8, "int8 operand")
+        return values
+    if bits == 4:
+        return reduce_int8_to_int4(values)
+    if bits == 2:
+        return reduce_int8_to_int2(values)
+    raise ParoError(f"K is reduced for 2-, 4- and 8-bit blocks, got {bits}")
+
+
 def reduce_int8_to_int4(values):
     """The 4-bit operand reduction of 4-bit blocks: ``clip((x + 8) >> 4, -8, 7)``.
 
@@ -169,6 +188,21 @@ def reduce_int8_to_int4(values):
     return np.clip((values + 8) >> 4, -8, 7)
 
 
+def reduce_int8_to_int2(values):
+    """The 2-bit operand reduction of 2-bit blocks, the leading-zero cut: ``clip((x + 32) >> 6, -2, 1)``.
+
+    A block of K keeps the bits from its largest magnitude's leading one down, as many as the operand holds:
+    the sign and one bit. Every key block is quantised with its own scale (``max |k| / 127``), so the
+    leading one of every non-zero block's largest value is bit 6 and the cut is bit 6 for all of them
+    (``tests/test_golden_properties.py`` checks this on the quantiser's output): ``x`` rounded to the nearest
+    multiple of 64 (ties up), in units of 64, saturated to INT2. ``64 * reduce_int8_to_int2(x)`` is one of
+    -128, -64, 0, 64; error at most 32 below 96, positive values from 96 on saturate to 64.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    check_operand(values, PEMode.INT8, "int8 operand")
+    return np.clip((values + 32) >> 6, -2, 1)
+
+
 # ===================================================================================================
 # Attention of one head (the engine: QK^T on the array, softmax unit, P quantizer, PV, output stage)
 # ===================================================================================================
@@ -176,25 +210,26 @@ def reduce_int8_to_int4(values):
 # Inputs (:class:`sw.quant.QuantizedHead`): INT8 Q, smoothed K and V, padded to whole blocks, with
 # per-block scales; the head's bitmap ``uint8[nq, nk]`` (0 = skipped). Stages, per query block i:
 #
-#   qk_block        S = Q8_i K8_j^T (8-bit block) or Q8_i K4_j^T with K4 = reduce_int8_to_int4(K8_j)
-#                   (4-bit block); acc_width-bit integers, as the array computes them.
-#   scores_log2     x = round(S * cq_i * ck_j * (16 for 4-bit) / 2**score_shift): the score in base-2
+#   qk_block        S = Q8_i K8_j^T (8-bit block), Q8_i K4_j^T with K4 = reduce_int8_to_int4(K8_j) (4-bit
+#                   block) or Q8_i K2_j^T with K2 = reduce_int8_to_int2(K8_j) (2-bit block); acc_width-bit
+#                   integers, as the array computes them.
+#   scores_log2     x = round(S * cq_i * ck_j * 2**K_REDUCE_SHIFT[b] / 2**score_shift): the score in base-2
 #                   exponent units with score_frac_bits fractional bits (cq, ck from score_multipliers).
 #   softmax_row_max m = max of x over kept blocks and real (unpadded) keys.
 #   exp2_numerators e = 2**(x - m) in UQ1.exp_bits via two tables of 2**(score_frac_bits/2) entries
 #                   and a shift; 0 for skipped blocks and padding keys. e <= 2**exp_bits.
 #   softmax_row_sum l = sum of e (row_sum_width bits).
-#   p_quantize      P~ = round(e * 2**z * L_b / 2**exp_bits), L_8 = 127, L_4 = 15: the numerators relative to
+#   p_quantize      P~ = round(e * 2**z * L_b / 2**exp_bits), L_8 = 127, L_4 = 15, L_2 = 3: the numerators relative to
 #                   the row max (FlashAttention-style: normalised at the output), with a leading-zero shift z
 #                   per row of each block (p_shift) so low-mass blocks keep their precision at 4 bits.
-#   pv_block        U = P~_ij V8_j (the array's PV tile, INT8 or UINT4 mode).
-#   output_accumulate  A = sum_j round(U_ij * cv_{j,b} / 2**z): cv = v_scale_j / L_b * 2**ev.
+#   pv_block        U = P~_ij V8_j (the array's PV tile, INT8, UINT4 or UINT2 mode).
+#   output_accumulate  A = sum_j round(U_ij * cv_{j,b} / 2**z): cv = v_scale_j / L_b * 2**ev (cv_2 = 5 cv_4).
 #   reciprocal      r = floor(2**recip_bits / l).
 #   output_codes    codes = clip(round(round(A / 2**pre_shift) * r / 2**final_shift)), out_bits signed;
 #                   the dequantised output is codes * 2**-out_exp.
 
 LOG2E = 1.4426950408889634
-P_LEVELS = {8: 127, 4: 15}
+P_LEVELS = {8: 127, 4: 15, 2: 3}
 
 
 def round_shift(value, shift):
@@ -232,17 +267,15 @@ def _int_matmul(a, b_t):
 
 
 def qk_block(q8_rows, k8_block, bits, acc_width):
-    """Scores of one block as the array computes them: INT8 mode (8-bit) or INT4 mode with K reduced."""
-    if bits == 8:
-        return wrap(_int_matmul(q8_rows, k8_block), acc_width)
-    if bits == 4:
-        return wrap(_int_matmul(q8_rows, reduce_int8_to_int4(k8_block)), acc_width)
-    raise ParoError(f"qk_block computes 4- and 8-bit blocks, got {bits}")
+    """Scores of one block as the array computes them: the block's QK^T mode with K reduced (:func:`reduce_k`)."""
+    return wrap(_int_matmul(q8_rows, reduce_k(k8_block, bits)), acc_width)
 
 
-def scores_log2(s, cq_i, ck_cols, four_bit_cols, shift):
-    """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * (16 for 4-bit blocks) / 2**shift)``."""
-    factor = np.where(four_bit_cols, 16, 1) * np.asarray(ck_cols, dtype=np.int64)
+def scores_log2(s, cq_i, ck_cols, bits_cols, shift):
+    """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * 2**K_REDUCE_SHIFT[b_j] / 2**shift)`` (``b_j``:
+    each column's block bitwidth)."""
+    cut = np.vectorize(K_REDUCE_SHIFT.__getitem__, otypes=[np.int64])(np.asarray(bits_cols, dtype=np.int64))
+    factor = np.asarray(ck_cols, dtype=np.int64) << cut
     return round_shift(np.asarray(s, dtype=np.int64) * (cq_i * factor), shift)
 
 
@@ -320,17 +353,28 @@ def output_accumulate(acc, u, cv, z):
 
 
 def pv_block(p_block, v8_block, bits, acc_width):
-    """The array's PV tile for one block: ``P~ V8`` (INT8 mode for 8-bit P, UINT4 mode for 4-bit)."""
+    """The array's PV tile for one block: ``P~ V8`` (INT8 mode for 8-bit P, UINT4 for 4-bit, UINT2 for 2-bit)."""
     check_operand(p_block, PEMode.for_block(bits, "pv"), "P")
     return wrap(_int_matmul(p_block, np.asarray(v8_block).T), acc_width)
 
 
+#: A 2-bit block's V multiplier is this multiple of the 4-bit one (``L_4 / L_2``): the block table holds
+#: ``CV8`` and ``CV4`` only, the engine makes ``cv_2 = 5 cv_4`` with one shift and one add.
+CV2_FROM_CV4 = P_LEVELS[4] // P_LEVELS[2]
+
+
 def value_multipliers(v_scale, bitwidths):
-    """``(cv, ev)``: ``cv[j, b] ~ v_scale_j / L_b * 2**ev`` for every computed bitwidth b (dict by b)."""
-    bits = [b for b in sorted(bitwidths) if b in P_LEVELS]
+    """``(cv, ev)``: ``cv[j, b] ~ v_scale_j / L_b * 2**ev`` for every computed bitwidth b (dict by b).
+
+    The 8- and 4-bit columns share the exponent (:func:`int_multipliers`); the 2-bit column is
+    ``CV2_FROM_CV4 * cv_4`` (exactly ``v_scale / 3`` to cv_4's precision; below 2**18)."""
+    bits = [b for b in (4, 8) if b in bitwidths or (b == 4 and 2 in bitwidths)]
     table = np.stack([np.asarray(v_scale, dtype=np.float64) / P_LEVELS[b] for b in bits], axis=1)
     mantissas, exponent = int_multipliers(table)
-    return {b: mantissas[:, n] for n, b in enumerate(bits)}, exponent
+    cv = {b: mantissas[:, n] for n, b in enumerate(bits)}
+    if 2 in bitwidths:
+        cv[2] = CV2_FROM_CV4 * cv[4]
+    return cv, exponent
 
 
 def output_format(v_scale, config):
@@ -368,8 +412,7 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
     cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
     s = np.concatenate([qk_block(head.q8[rows], head.k8[j * B:(j + 1) * B], b, config.acc_width)
                         for j, b in kept], axis=1)
-    x = scores_log2(s, cq[i], np.repeat([ck[j] for j, _ in kept], B),
-                    np.repeat([b == 4 for _, b in kept], B), shift)
+    x = scores_log2(s, cq[i], np.repeat([ck[j] for j, _ in kept], B), np.repeat([b for _, b in kept], B), shift)
     valid = cols < head.n_tokens
     m = softmax_row_max(x, valid)
     e = np.where(valid, exp2_numerators(np.where(valid, m - x, 0), config), 0)
@@ -471,27 +514,29 @@ def layer_sequencer(config, descriptors, desc_addr, n_heads):
 def engine_controller(bitmap, config):
     """The tiles the engine issues for a head, in order: per query block ``i``, pass A then pass B over its
     kept blocks. Each tile is a dict: ``pass_b``, ``query_block``, ``key_block``, ``kept_index``,
-    ``four_bit``, ``query_group``, and ``key_group`` (pass A) or ``dim_group`` (pass B)."""
+    ``packing`` (:data:`paro.config.PACKING` of the block's bits: a tile covers ``C << packing`` keys in pass A
+    and as many queries in pass B), ``query_group``, and ``key_group`` (pass A) or ``dim_group`` (pass B)."""
     B, R, C, d = config.block_size, config.rows, config.cols, config.head_dim
     tiles = []
     for i, row in enumerate(np.asarray(bitmap)):
         kept = [(j, int(b)) for j, b in enumerate(row) if b]
         for index, (j, bits) in enumerate(kept):
-            for key_group in range(B // (C * (2 if bits == 4 else 1))):
+            for key_group in range(B // (C << PACKING[bits])):
                 for query_group in range(B // R):
                     tiles.append({"pass_b": 0, "query_block": i, "key_block": j, "kept_index": index,
-                                  "four_bit": int(bits == 4), "query_group": query_group, "key_group": key_group})
+                                  "packing": PACKING[bits], "query_group": query_group, "key_group": key_group})
         for index, (j, bits) in enumerate(kept):
-            for query_group in range(B // (C * (2 if bits == 4 else 1))):
+            for query_group in range(B // (C << PACKING[bits])):
                 for dim_group in range(d // R):
                     tiles.append({"pass_b": 1, "query_block": i, "key_block": j, "kept_index": index,
-                                  "four_bit": int(bits == 4), "query_group": query_group, "dim_group": dim_group})
+                                  "packing": PACKING[bits], "query_group": query_group, "dim_group": dim_group})
     return tiles
 
 
-def k_reduction(k8):
-    """The key lanes of a 4-bit block: :func:`reduce_int8_to_int4`."""
-    return reduce_int8_to_int4(k8)
+def k_reduction(k8, bits):
+    """The key lanes of a ``bits``-bit block: :func:`reduce_k` (4 bits: :func:`reduce_int8_to_int4`, 2 bits:
+    :func:`reduce_int8_to_int2`)."""
+    return reduce_k(k8, bits)
 
 
 def p_lanes(x, row_max, z, bits, key_valid, config):
@@ -509,12 +554,12 @@ def segment_shift(row_max, seg_max, config):
     return p_shift(peak[..., None], config)
 
 
-def score_unit(s, cq_i, ck_cols, four_bit_cols, shift, valid_cols, block_size):
+def score_unit(s, cq_i, ck_cols, bits_cols, shift, valid_cols, block_size):
     """Scores of a query block's rows in exponent units (:func:`scores_log2`), their row maxima over real keys
     (:func:`softmax_row_max`) and their segment maxima (the same per kept block of ``block_size`` columns, the
     most negative ``SCORE_WIDTH``-bit score for a block without a real key): ``(x, m, seg)``, ``seg`` of shape
     (rows, kept blocks)."""
-    x = scores_log2(s, cq_i, ck_cols, four_bit_cols, shift)
+    x = scores_log2(s, cq_i, ck_cols, bits_cols, shift)
     blocks = x.shape[1] // block_size
     seg = np.stack([softmax_row_max(x[:, n * block_size:(n + 1) * block_size],
                                     np.asarray(valid_cols)[n * block_size:(n + 1) * block_size])[:, 0]
@@ -540,23 +585,21 @@ def output_stage(acc, row_sum, final_shift, config):
 
 def operand_feed(tile, q8, k8, v8, p, config):
     """The array operands ``(A, B, mode)`` of one tile (see :func:`engine_controller`) of query block ``i``:
-    QK^T: ``A`` = the query group's Q rows (R x d), ``B`` = the key group's K rows (reduced to 4 bits in a
-    4-bit block); PV: ``A`` = the head-dimension group's rows of ``V^T`` (R x B), ``B`` = the query group's P
-    rows (``p``: the block's quantized P, B x B)."""
+    QK^T: ``A`` = the query group's Q rows (R x d), ``B`` = the key group's K rows (reduced to the block's
+    bits, :func:`reduce_k`); PV: ``A`` = the head-dimension group's rows of ``V^T`` (R x B), ``B`` = the query
+    group's P rows (``p``: the block's quantized P, B x B)."""
     B, R, C = config.block_size, config.rows, config.cols
-    width = C * (2 if tile["four_bit"] else 1)
+    width = C << tile["packing"]
+    bits = {packing: bits for bits, packing in PACKING.items()}[tile["packing"]]
     i, j = tile["query_block"], tile["key_block"]
     if not tile["pass_b"]:
         queries = slice(i * B + tile["query_group"] * R, i * B + (tile["query_group"] + 1) * R)
         keys = slice(j * B + tile["key_group"] * width, j * B + (tile["key_group"] + 1) * width)
-        k = np.asarray(k8)[keys]
-        if tile["four_bit"]:
-            return np.asarray(q8)[queries], reduce_int8_to_int4(k), PEMode.INT4
-        return np.asarray(q8)[queries], k, PEMode.INT8
+        return np.asarray(q8)[queries], reduce_k(np.asarray(k8)[keys], bits), PEMode.for_block(bits, "qk")
     dims = slice(tile["dim_group"] * R, (tile["dim_group"] + 1) * R)
     a = np.asarray(v8)[j * B:(j + 1) * B, dims].T
     b = np.asarray(p)[tile["query_group"] * width:(tile["query_group"] + 1) * width]
-    return a, b, PEMode.UINT4 if tile["four_bit"] else PEMode.INT8
+    return a, b, PEMode.for_block(bits, "pv")
 
 
 def axi_bursts(address, nbytes, config):

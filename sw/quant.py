@@ -22,7 +22,7 @@ from paro.errors import ParoError
 from . import golden
 from .sparsity import block_mask
 
-__all__ = ["QuantizedHead", "quantize_head", "allocate_bits"]
+__all__ = ["QuantizedHead", "quantize_head", "allocate_bits", "block_mass"]
 
 
 @dataclasses.dataclass
@@ -89,11 +89,18 @@ def quantize_head(q, k, v, block_size, scales=None):
     return head, (q_scale, k_scale, v_scale, k_mean)
 
 
+def block_mass(err):
+    """A head's block masses from its errors dict: ``err["mass"]`` where the errors are measured in another
+    metric, else ``err[0]`` (the probability metric's e0 is the mass). Masks and row floors follow the mass."""
+    return err["mass"] if "mass" in err else err[0]
+
+
 def allocate_bits(errors, bitwidths, density=None, avg_bits=None):
     """Choose a bitwidth per block for every head of a layer.
 
     ``errors``: list over heads of dicts ``{b: float[nq, nk]}`` with the error of each block at b bits
-    (``errors[h][0]`` is the block mass). ``density``: kept fraction per head (top blocks by mass).
+    (``errors[h][0]`` is the error of skipping it; masks follow :func:`block_mass`). ``density``: kept
+    fraction per head (top blocks by mass).
     ``avg_bits``: budget averaged over all blocks of the layer. Every query row keeps at least its
     highest-mass block. Returns a list of uint8[nq, nk] bitmaps.
     """
@@ -103,7 +110,7 @@ def allocate_bits(errors, bitwidths, density=None, avg_bits=None):
     maps = []
     if density is not None:
         for err in errors:
-            maps.append(np.where(block_mask(err[0], density), bits[0], 0).astype(np.uint8))
+            maps.append(np.where(block_mask(block_mass(err), density), bits[0], 0).astype(np.uint8))
         total = sum(m.size for m in maps)
         if avg_bits is None:
             return [np.where(m > 0, 8, 0).astype(np.uint8) for m in maps]
@@ -137,7 +144,7 @@ def allocate_bits(errors, bitwidths, density=None, avg_bits=None):
     offset = 0
     for err in errors:
         nq, nk = err[0].shape
-        floor[offset + np.arange(nq) * nk + np.argmax(err[0], axis=1)] = True
+        floor[offset + np.arange(nq) * nk + np.argmax(block_mass(err), axis=1)] = True
         offset += nq * nk
     costs = np.array(choices, dtype=np.float64)[:, None]
     budget = avg_bits * stacked.shape[1]

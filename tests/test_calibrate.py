@@ -177,3 +177,30 @@ def test_qkv_file_with_padding(tmp_path, capsys):
         assert not (tmp_path / "h.npz").exists()
     with pytest.raises(ParoError, match="has 65 tokens but --grid 3,4,6"):
         make_workload(qkv=path, layout=TokenLayout(3, 4, 6, 5))
+
+
+def test_output_error_metric_is_the_renormalised_output_change_of_a_skipped_block():
+    """``block_errors(metric="output")``: e0 of block (i, j) times the tokens is the sum over the block's rows of
+    |O without block j - O|_1 times the row's remaining mass (recomputed here in fp64 from the same Q/K/V);
+    the masks' mass stays the attention mass, and every 2-, 4- and 8-bit error is finite and non-negative."""
+    from paro.sw.calibrate import block_errors
+    from paro.sw.quant import quantize_head
+    from paro.sw.sparsity import attention_rows
+
+    workload = make_workload("tiny")
+    config = AcceleratorConfig(head_dim=workload.head_dim, block_size=16, bitwidths=(0, 2, 4, 8))
+    q, k, v = workload.head(0)
+    head, scales = quantize_head(q, k, v, config.block_size)
+    errors = block_errors(q, k, head, scales, config, vp=v, metric="output")
+    mass = block_errors(q, k, head, scales, config)[0]
+    assert np.allclose(errors["mass"], mass) and set(errors) == {"mass", 0, 2, 4, 8}
+    assert all(np.isfinite(errors[b]).all() and (errors[b] >= 0).all() for b in (2, 4, 8))
+    B, n = config.block_size, q.shape[0]
+    for i, j in ((0, 0), (1, 3), (2, 1)):
+        rows = slice(i * B, min((i + 1) * B, n))
+        p = attention_rows(q, k, rows.start, rows.stop, dtype=np.float64)
+        without = p.copy()
+        without[:, j * B:(j + 1) * B] = 0
+        remaining = without.sum(axis=1, keepdims=True)
+        change = (without / remaining - p) @ v.astype(np.float64) * remaining
+        assert errors[0][i, j] * n == pytest.approx(np.abs(change).sum(), rel=2e-3), (i, j)

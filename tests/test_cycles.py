@@ -55,8 +55,8 @@ def test_slower_memory_costs_cycles():
 
 
 def test_model_refuses_what_the_engine_does_not_run():
-    config = AcceleratorConfig(block_size=16, head_dim=16, max_seq_len=256, bitwidths=(0, 2, 4, 8))
-    with pytest.raises(ParoError, match="does not run 2-bit blocks yet"):
+    config = AcceleratorConfig(block_size=16, head_dim=16, max_seq_len=256, bitwidths=(0, 2, 8))
+    with pytest.raises(ParoError, match="the engine computes bitwidths"):
         layer_cycles(config, [np.full((2, 2), 8, dtype=np.uint8)])
 
 

@@ -111,3 +111,18 @@ def test_engine_one_cache_slot(icarus):
     bitmap = np.array([[8, 4, 0], [0, 8, 8], [4, 0, 4]], dtype=np.uint8)
     [(totals, [counters])] = run_layers(config, [random_layer(config, [bitmap], seed=7)], icarus, gap=0.2)
     assert counters["KEPT8"] == 3 and counters["KEPT4"] == 3 and totals["HEADS_DONE"] == 1
+
+
+def test_engine_every_bitwidth_in_one_head(simulator):
+    """A {0, 2, 4, 8} build (four crumbs a PE word, 4C P lanes): a head whose every query row mixes 0-, 2-, 4-
+    and 8-bit blocks and a head of 2-bit blocks only, in one start, bit-exact with random stalls on every
+    stream, and the per-head counters count each bitwidth."""
+    config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, axi_data_bits=64,
+                               kv_cache_blocks=3, bitwidths=(0, 2, 4, 8))
+    rng = np.random.default_rng(20261129)
+    mixed = np.array([rng.permutation([0, 2, 4, 8]) for _ in range(4)], dtype=np.uint8)
+    two_bit = np.full((2, 2), 2, dtype=np.uint8)
+    print(f"seed 20261129, mixed bitmap {mixed.tolist()}")
+    [(totals, counters)] = run_layers(config, [random_layer(config, [mixed, two_bit], seed=11)], simulator, gap=0.2)
+    assert totals["HEADS_DONE"] == 2
+    assert [(c["KEPT8"], c["KEPT4"], c["KEPT2"], c["SKIPPED"]) for c in counters] == [(4, 4, 4, 4), (0, 0, 4, 0)]

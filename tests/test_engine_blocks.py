@@ -1,6 +1,8 @@
 """Amaranth-simulator unit tests of the attention engine's blocks, each against its golden twin in
 ``paro.sw.golden`` (same name as the block). Seeds are fixed and printed in failures."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth import Module
@@ -8,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from paro.config import AcceleratorConfig, PEMode
+from paro.config import PACKING, AcceleratorConfig, PEMode
 from paro.hw.accumulator import OutputAccumulator, accumulator_layout
 from paro.hw.axi_lite import AxiLiteSlave
 from paro.hw.block_table import BlockTable
@@ -29,14 +31,18 @@ from paro.hw.segment_shift import SegmentShift
 from paro.hw.sequencer import LayerSequencer
 from paro.hw.tile_queue import TileQueue
 from paro.sw import golden
-from paro.sw.contract import (CONTROL_REGISTERS, DESCRIPTOR, REGISTERS, RESP_OKAY, RESP_SLVERR, TABLE_FIELDS,
-                              bitmap_stride, descriptor_lines, descriptor_stride, descriptor_words, engine_buffers,
-                              head_counter_address, layer_memory_map, list_problem, table_bytes)
+from paro.sw.contract import (CONTROL_REGISTERS, COUNTER_STRIDE, DESCRIPTOR, REGISTERS, RESP_OKAY, RESP_SLVERR,
+                              TABLE_FIELDS, bitmap_stride, descriptor_lines, descriptor_stride, descriptor_words,
+                              engine_buffers, head_counter_address, layer_memory_map, list_problem, table_bytes)
 
 SEED = 20261128
 CONFIG = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=128, max_kept_keys=48,
                           axi_data_bits=64)
-LANES = 2 * CONFIG.cols
+LANES = CONFIG.engine_lanes
+#: The same build with 2-bit blocks: four crumbs a PE word, 4C lanes.
+CONFIG2 = dataclasses.replace(CONFIG, bitwidths=(0, 2, 4, 8))
+#: (config, bits) of every computed bitwidth, each in a build that has it.
+EVERY_BITS = [(CONFIG, 8), (CONFIG, 4), (CONFIG2, 2)]
 
 
 def run(dut, testbench, clock=True):
@@ -48,37 +54,40 @@ def run(dut, testbench, clock=True):
 
 
 def test_k_reduction_every_int8_value():
-    dut = KReduction(CONFIG)
-    values = np.arange(-128, 128).reshape(-1, LANES)
+    dut = KReduction(CONFIG2)
+    lanes = CONFIG2.engine_lanes
+    values = np.arange(-128, 128).reshape(-1, lanes)
 
     async def testbench(ctx):
         for row in values:
             for n, value in enumerate(row):
                 ctx.set(dut.k8[n], int(value))
-            assert [ctx.get(dut.k4[n]) for n in range(LANES)] == golden.k_reduction(row).tolist(), row
+            assert [ctx.get(dut.k4[n]) for n in range(lanes)] == golden.k_reduction(row, 4).tolist(), row
+            assert [ctx.get(dut.k2[n]) for n in range(lanes)] == golden.k_reduction(row, 2).tolist(), row
 
     run(dut, testbench, clock=False)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_p_lanes_numerators_and_levels(bits):
+@pytest.mark.parametrize("config,bits", EVERY_BITS, ids=["8", "4", "2"])
+def test_p_lanes_numerators_and_levels(config, bits):
     rng = np.random.default_rng(SEED + bits)
-    dut = PLanes(CONFIG)
+    dut = PLanes(config)
+    lanes = config.engine_lanes
 
     async def testbench(ctx):
-        ctx.set(dut.four_bit, bits == 4)
+        ctx.set(dut.packing, PACKING[bits])
         for _ in range(300):
-            row_max = rng.integers(-(1 << 30), 1 << 30, LANES)
-            x = row_max - rng.choice([0, 1, 255, 256, 4000, 1 << 20], LANES) - rng.integers(0, 300, LANES)
-            z, valid = rng.integers(0, 16, LANES), bool(rng.random() < 0.8)
-            for n in range(LANES):
+            row_max = rng.integers(-(1 << 30), 1 << 30, lanes)
+            x = row_max - rng.choice([0, 1, 255, 256, 4000, 1 << 20], lanes) - rng.integers(0, 300, lanes)
+            z, valid = rng.integers(0, 16, lanes), bool(rng.random() < 0.8)
+            for n in range(lanes):
                 ctx.set(dut.x[n], int(x[n]))
                 ctx.set(dut.row_max[n], int(row_max[n]))
                 ctx.set(dut.z[n], int(z[n]))
             ctx.set(dut.key_valid, valid)
-            e, p = golden.p_lanes(x, row_max, z, bits, valid, CONFIG)
-            assert [ctx.get(dut.e[n]) for n in range(LANES)] == e.tolist(), f"seed {SEED}: x={x} m={row_max}"
-            assert [ctx.get(dut.p[n]) for n in range(LANES)] == p.tolist(), f"seed {SEED}: e={e} z={z}"
+            e, p = golden.p_lanes(x, row_max, z, bits, valid, config)
+            assert [ctx.get(dut.e[n]) for n in range(lanes)] == e.tolist(), f"seed {SEED}: x={x} m={row_max}"
+            assert [ctx.get(dut.p[n]) for n in range(lanes)] == p.tolist(), f"seed {SEED}: e={e} z={z}"
 
     run(dut, testbench, clock=False)
 
@@ -114,7 +123,7 @@ def test_register_file_writes_reads_and_counters():
                   (REGISTERS["START"].address, 1)]
     after_run = golden.register_file(writes + [(a, v, True) for a, v in during_run], CONFIG)
     assert after_run == registers and golden.register_file(during_run, CONFIG)["N_HEADS"] == 9
-    events = ("beat", "kept8", "kept4", "skipped", "read_beat", "write_beat")
+    events = ("beat", "kept8", "kept4", "kept2", "skipped", "read_beat", "write_beat")
     beat_bytes = CONFIG.axi_data_bits // 8
 
     async def write(ctx, sequence, expected):
@@ -175,7 +184,7 @@ def test_register_file_writes_reads_and_counters():
 
         def as_counters(c):
             return {"CYCLES": c["CYCLES"], "ARRAY_BEATS": c["beat"], "STALL_CYCLES": c["CYCLES"] - c["beat"],
-                    "KEPT8": c["kept8"], "KEPT4": c["kept4"], "SKIPPED": c["skipped"],
+                    "KEPT8": c["kept8"], "KEPT4": c["kept4"], "KEPT2": c["kept2"], "SKIPPED": c["skipped"],
                     "BYTES_READ": beat_bytes * c["read_beat"], "BYTES_WRITTEN": beat_bytes * c["write_beat"]}
         for name, value in as_counters(totals).items():
             ctx.set(dut.bus.addr, REGISTERS[name].address)
@@ -187,31 +196,33 @@ def test_register_file_writes_reads_and_counters():
         for name, value in (("STATUS", 0b110), ("ERROR", 7 | 3 << 8), ("HEADS_DONE", 2)):
             ctx.set(dut.bus.addr, REGISTERS[name].address)
             assert ctx.get(dut.bus.rdata) == value, name
-        ctx.set(dut.bus.addr, head_counter_address(CONFIG.max_heads - 1, "CYCLES") + 8)   # past the last head
+        past_the_last_head = head_counter_address(CONFIG.max_heads - 1, "CYCLES") + COUNTER_STRIDE
+        ctx.set(dut.bus.addr, past_the_last_head)
         assert ctx.get(dut.bus.rdata) == 0
 
     run(dut, testbench)
 
 
-def _tile(**fields):
+def _tile(config=CONFIG, **fields):
     """A tile descriptor as a dict for ``ctx.set`` (fields not given are 0)."""
     full = {"pass_b": 0, "query_group": 0, "key_group": 0, "dim_group": 0, "kept_index": 0, "key_block": 0,
-            "four_bit": 0, "ck": 0, "cv": 0, "z": [0] * LANES}
+            "packing": 0, "ck": 0, "cv": 0, "z": [0] * config.engine_lanes}
     full.update(fields)
     return full
 
 
-def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima():
+@pytest.mark.parametrize("config,kept", [(CONFIG, [(0, 8), (2, 4)]), (CONFIG2, [(0, 8), (1, 2), (2, 4)])],
+                         ids=["048", "0248"])
+def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima(config, kept):
     rng = np.random.default_rng(SEED)
-    B, R = CONFIG.block_size, CONFIG.rows
-    kept, n_tokens, shift = [(0, 8), (2, 4)], 2 * B + 5, 14          # block 2 is partly padding
+    B, R = config.block_size, config.rows
+    n_tokens, shift = 2 * B + 5, 14                                  # block 2 is partly padding
     s = rng.integers(-(1 << 14), 1 << 14, (B, len(kept) * B))
     cq, ck = int(rng.integers(1, 1 << 15)), rng.integers(1, 1 << 15, 3)
     cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
-    four = np.repeat([b == 4 for _, b in kept], B)
-    x, row_max, seg_max = golden.score_unit(s, cq, np.repeat([ck[j] for j, _ in kept], B), four, shift,
-                                            cols < n_tokens, B)
-    dut = ScoreUnit(CONFIG)
+    x, row_max, seg_max = golden.score_unit(s, cq, np.repeat([ck[j] for j, _ in kept], B),
+                                            np.repeat([b for _, b in kept], B), shift, cols < n_tokens, B)
+    dut = ScoreUnit(config)
 
     async def testbench(ctx):
         ctx.set(dut.cq, cq)
@@ -229,12 +240,12 @@ def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima():
                 assert addr not in segments
                 segments[addr] = [ctx.get(dut.seg_wr_data[q]) for q in range(B)]
         for index, (j, bits) in enumerate(kept):
-            width = CONFIG.cols * (2 if bits == 4 else 1)
-            factor = int(ck[j]) << (4 if bits == 4 else 0)
+            width = config.cols << PACKING[bits]
+            factor = int(ck[j]) << golden.K_REDUCE_SHIFT[bits]
             for key_group in range(B // width):
                 for query_group in range(B // R):
-                    ctx.set(dut.tile, _tile(query_group=query_group, key_group=key_group, kept_index=index,
-                                            key_block=j, four_bit=bits == 4, ck=factor))
+                    ctx.set(dut.tile, _tile(config, query_group=query_group, key_group=key_group, kept_index=index,
+                                            key_block=j, packing=PACKING[bits], ck=factor))
                     for beat in range(width):
                         key = key_group * width + beat
                         ctx.set(dut.valid, 1)
@@ -249,7 +260,7 @@ def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima():
                         block_end = (key_group, query_group, beat) == (B // width - 1, B // R - 1, width - 1)
                         if rng.random() < 0.3 and not block_end:   # gaps between drained beats; none after a
                             await tick()                           # block's last (its segment write overlaps)
-        expected = {q * CONFIG.max_kept_keys + c: int(x[q, c]) for q in range(B) for c in range(len(kept) * B)}
+        expected = {q * config.max_kept_keys + c: int(x[q, c]) for q in range(B) for c in range(len(kept) * B)}
         assert written == expected
         assert [ctx.get(dut.row_max[q]) for q in range(B)] == row_max.tolist()
         await tick()
@@ -260,10 +271,11 @@ def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima():
 
 def test_tile_queue_pairs_every_beat_with_its_tile():
     rng = np.random.default_rng(SEED)
-    dut = TileQueue(CONFIG)
-    tiles = [_tile(pass_b=int(rng.integers(2)), query_group=n, four_bit=int(rng.integers(2)),
-                   z=rng.integers(0, 16, LANES).tolist()) for n in range(12)]
-    beats = [CONFIG.cols * (2 if t["four_bit"] else 1) for t in tiles]
+    dut = TileQueue(CONFIG2)
+    lanes = CONFIG2.engine_lanes
+    tiles = [_tile(CONFIG2, pass_b=int(rng.integers(2)), query_group=n, packing=int(rng.integers(3)),
+                   z=rng.integers(0, 16, lanes).tolist()) for n in range(12)]
+    beats = [CONFIG2.cols << t["packing"] for t in tiles]
     expected = [(t["query_group"], t["pass_b"], t["z"], beat) for t, beat in golden.tile_queue(tiles, beats)]
 
     async def testbench(ctx):
@@ -279,7 +291,7 @@ def test_tile_queue_pairs_every_beat_with_its_tile():
             if drain:
                 assert ctx.get(dut.qk_valid) + ctx.get(dut.pv_valid) == 1
                 tile = ctx.get(dut.tile)
-                got.append((tile.query_group, tile.pass_b, [tile.z[n] for n in range(LANES)], ctx.get(dut.beat)))
+                got.append((tile.query_group, tile.pass_b, [tile.z[n] for n in range(lanes)], ctx.get(dut.beat)))
                 beat += 1
                 if beat == beats[drained_tiles]:
                     beat, drained_tiles = 0, drained_tiles + 1
@@ -295,24 +307,25 @@ def test_tile_queue_pairs_every_beat_with_its_tile():
 
 def test_output_accumulator_read_modify_write():
     rng = np.random.default_rng(SEED)
-    B, R, groups = CONFIG.block_size, CONFIG.rows, CONFIG.head_dim // CONFIG.rows
-    blocks = [(8, int(rng.integers(1, 1 << 15))), (4, int(rng.integers(1, 1 << 15)))]
-    u = rng.integers(-(1 << 12), 1 << 12, (len(blocks), B, CONFIG.head_dim))
+    B, R, groups = CONFIG2.block_size, CONFIG2.rows, CONFIG2.head_dim // CONFIG2.rows
+    blocks = [(8, int(rng.integers(1, 1 << 15))), (4, int(rng.integers(1, 1 << 15))),
+              (2, golden.CV2_FROM_CV4 * int(rng.integers(1, 1 << 15)))]
+    u = rng.integers(-(1 << 12), 1 << 12, (len(blocks), B, CONFIG2.head_dim))
     z = rng.integers(0, 16, (len(blocks), B))
-    acc = np.zeros((B, CONFIG.head_dim), dtype=np.int64)
+    acc = np.zeros((B, CONFIG2.head_dim), dtype=np.int64)
     for index, (_, cv) in enumerate(blocks):
         acc = golden.output_accumulator(acc, u[index], cv, z[index], first=index == 0)
-    dut = OutputAccumulator(CONFIG)
+    dut = OutputAccumulator(CONFIG2)
 
     async def testbench(ctx):
         for index, (bits, cv) in enumerate(blocks):
-            width = CONFIG.cols * (2 if bits == 4 else 1)
+            width = CONFIG2.cols << PACKING[bits]
             for query_group in range(B // width):
                 lanes_z = z[index, query_group * width:(query_group + 1) * width].tolist()
                 for dim_group in range(groups):
-                    ctx.set(dut.tile, _tile(pass_b=1, query_group=query_group, dim_group=dim_group,
-                                            kept_index=index, four_bit=bits == 4, cv=cv,
-                                            z=lanes_z + [0] * (LANES - width)))
+                    ctx.set(dut.tile, _tile(CONFIG2, pass_b=1, query_group=query_group, dim_group=dim_group,
+                                            kept_index=index, packing=PACKING[bits], cv=cv,
+                                            z=lanes_z + [0] * (CONFIG2.engine_lanes - width)))
                     for beat in range(width):
                         query = query_group * width + beat
                         ctx.set(dut.valid, 1)
@@ -375,30 +388,30 @@ def test_output_stage_codes_with_back_pressure():
     run(m, testbench)
 
 
-@pytest.mark.parametrize("first", [0, 1])
-def test_engine_controller_issues_the_golden_tile_order(first):
+@pytest.mark.parametrize("config,first", [(CONFIG, 0), (CONFIG, 1), (CONFIG2, 0)], ids=["048-0", "048-1", "0248-0"])
+def test_engine_controller_issues_the_golden_tile_order(config, first):
     """The controller with a real block scheduler and an always-ready datapath issues exactly the tiles of
     :func:`golden.engine_controller` for the query blocks from ``first`` on, in order, then raises ``done``."""
     rng = np.random.default_rng(SEED)
-    nb = 3
-    bitmap = rng.choice([0, 4, 8], (nb, nb))
+    nb = 3 if config is CONFIG else 4
+    bitmap = rng.choice(config.bitwidths, (nb, nb))
     bitmap[np.arange(nb), rng.integers(0, nb, nb)] = 8               # every query row keeps a block
-    expected = [t for t in golden.engine_controller(bitmap, CONFIG) if t["query_block"] >= first]
+    expected = [t for t in golden.engine_controller(bitmap, config) if t["query_block"] >= first]
     m = Module()
-    m.submodules.ctrl = ctrl = EngineController(CONFIG)
-    m.submodules.sched = sched = BlockScheduler(CONFIG)
+    m.submodules.ctrl = ctrl = EngineController(config)
+    m.submodules.sched = sched = BlockScheduler(config)
     wiring.connect(m, sched.o, ctrl.kept)
     m.d.comb += [sched.start.eq(ctrl.sched_start), sched.row.eq(ctrl.sched_row), sched.count.eq(ctrl.sched_count),
                  sched.n_blocks.eq(nb), ctrl.row_first.eq(first), ctrl.row_end.eq(nb),
-                 ctrl.n_tokens.eq(nb * CONFIG.block_size), ctrl.advance.eq(1), ctrl.tile_room.eq(1),
+                 ctrl.n_tokens.eq(nb * config.block_size), ctrl.advance.eq(1), ctrl.tile_room.eq(1),
                  ctrl.tiles_empty.eq(1), ctrl.out_idle.eq(1)]
-    half_lines = engine_buffers(CONFIG)["bitmap_rows"]["entries"] // 2
+    half_lines = engine_buffers(config)["bitmap_rows"]["entries"] // 2
 
     async def testbench(ctx):
         ctx.set(ctrl.start, 1)
         await ctx.tick()
         ctx.set(ctrl.start, 0)
-        got, counted, loaded = [], {"kept8": 0, "kept4": 0, "skipped": 0}, set()
+        got, counted, loaded = [], {"kept8": 0, "kept4": 0, "kept2": 0, "skipped": 0}, set()
         for _ in range(200_000):
             # The fetcher's part: a wanted query block's bitmap row goes into half i % 2 before it is ready.
             want = ctx.get(ctrl.want.payload)
@@ -414,7 +427,7 @@ def test_engine_controller_issues_the_golden_tile_order(first):
             if ctx.get(ctrl.tile_push):
                 tile = ctx.get(ctrl.tile)
                 entry = {"pass_b": tile.pass_b, "query_block": ctx.get(ctrl.sched_row), "key_block": tile.key_block,
-                         "kept_index": tile.kept_index, "four_bit": tile.four_bit, "query_group": tile.query_group}
+                         "kept_index": tile.kept_index, "packing": tile.packing, "query_group": tile.query_group}
                 entry["dim_group" if tile.pass_b else "key_group"] = tile.dim_group if tile.pass_b else tile.key_group
                 got.append(entry)
             await ctx.tick()
@@ -424,41 +437,42 @@ def test_engine_controller_issues_the_golden_tile_order(first):
         assert ctx.get(ctrl.done) == 1 and ctx.get(ctrl.busy) == 0
         computed = bitmap[first:]
         assert counted == {"kept8": (computed == 8).sum(), "kept4": (computed == 4).sum(),
-                           "skipped": (computed == 0).sum()}
+                           "kept2": (computed == 2).sum(), "skipped": (computed == 0).sum()}
 
     run(m, testbench)
 
 
-def _capture(ctx, feed, four_bit, pass_b):
+def _capture(ctx, feed, bits, pass_b):
     """The array operands of the beat the feed offers: (A column, B column values)."""
-    a = [ctx.get(feed.a.payload.a[r]) for r in range(CONFIG.rows)]
-    words = [ctx.get(feed.b.payload.b[c].int8) & 0xFF for c in range(CONFIG.cols)]
-    mode = (PEMode.UINT4 if pass_b else PEMode.INT4) if four_bit else PEMode.INT8
+    a = [ctx.get(feed.a.payload.a[r]) for r in range(feed.config.rows)]
+    words = [ctx.get(feed.b.payload.b[c].int8) & 0xFF for c in range(feed.config.cols)]
+    mode = PEMode.for_block(bits, "pv" if pass_b else "qk")
     assert ctx.get(feed.a.payload.mode) == mode
     return a, golden.unpack_operand_b(np.array(words), mode).tolist()
 
 
-@pytest.mark.parametrize("pass_b,four_bit", [(0, 1), (0, 0), (1, 0), (1, 1)],
-                         ids=["qk-int4", "qk-int8", "pv-int8", "pv-uint4"])
-def test_operand_feed_builds_the_golden_tile_operands(pass_b, four_bit):
-    rng = np.random.default_rng(SEED + 2 * pass_b + four_bit)
-    B, R, d = CONFIG.block_size, CONFIG.rows, CONFIG.head_dim
-    width = CONFIG.cols * (2 if four_bit else 1)
+@pytest.mark.parametrize("pass_b", [0, 1], ids=["qk", "pv"])
+@pytest.mark.parametrize("config,bits", EVERY_BITS + [(CONFIG2, 4), (CONFIG2, 8)],
+                         ids=["8", "4", "2", "4-in-0248", "8-in-0248"])
+def test_operand_feed_builds_the_golden_tile_operands(config, bits, pass_b):
+    rng = np.random.default_rng(SEED + 2 * pass_b + bits)
+    B, R, d, lanes = config.block_size, config.rows, config.head_dim, config.engine_lanes
+    width = config.cols << PACKING[bits]
     q8, k8, v8 = (rng.integers(-128, 128, (B, d)) for _ in range(3))
-    tile = {"pass_b": pass_b, "query_block": 0, "key_block": 0, "four_bit": four_bit, "query_group": 1,
+    tile = {"pass_b": pass_b, "query_block": 0, "key_block": 0, "packing": PACKING[bits], "query_group": 1,
             "key_group": 1, "dim_group": 0}
     # PV: scores of the tile's queries (lanes) against the block's keys, their row maxima, segment shifts.
     x = rng.integers(-5000, 0, (width, B))
     row_max = np.zeros(B, dtype=np.int64)
     z = rng.integers(0, 4, width)
     n_tokens = B - 3                                                 # the last 3 keys are padding
-    e, p = golden.p_lanes(x.T, 0, z, 8 if not four_bit else 4, True, CONFIG)
+    e, p = golden.p_lanes(x.T, 0, z, bits, True, config)
     e, p = np.where(np.arange(B)[:, None] < n_tokens, e, 0).T, np.where(np.arange(B)[:, None] < n_tokens, p, 0).T
     p_block = np.zeros((B, B), dtype=np.int64)
     p_block[width:2 * width] = p
-    a_want, b_want, _ = golden.operand_feed(tile, q8, k8, v8, p_block, CONFIG)
+    a_want, b_want, _ = golden.operand_feed(tile, q8, k8, v8, p_block, config)
     depth = B if pass_b else d
-    dut = OperandFeed(CONFIG)
+    dut = OperandFeed(config)
 
     async def testbench(ctx):
         ctx.set(dut.reset_sums, 1)
@@ -466,7 +480,7 @@ def test_operand_feed_builds_the_golden_tile_operands(pass_b, four_bit):
         ctx.set(dut.reset_sums, 0)
         for r in range(R):
             ctx.set(dut.q_rows[r], q8[R + r].tolist())
-        for n in range(LANES):
+        for n in range(lanes):
             ctx.set(dut.k_rows[n], k8[width + n].tolist() if n < width else [0] * d)
         for q in range(B):
             ctx.set(dut.row_max[q], int(row_max[q]))
@@ -476,15 +490,15 @@ def test_operand_feed_builds_the_golden_tile_operands(pass_b, four_bit):
         for k in range(depth + 1):
             ctx.set(dut.fire, k < depth)
             if k < depth:
-                ctx.set(dut.cmd, {"pass_b": pass_b, "step": k, "dim_group": 0, "query_group": 1, "four_bit": four_bit,
-                                  "last": k == depth - 1, "key_valid": k < n_tokens, "first_dim_group": 1,
-                                  "z": [int(z[n]) if n < width else 0 for n in range(LANES)]})
+                ctx.set(dut.cmd, {"pass_b": pass_b, "step": k, "dim_group": 0, "query_group": 1,
+                                  "packing": PACKING[bits], "last": k == depth - 1, "key_valid": k < n_tokens,
+                                  "first_dim_group": 1, "z": [int(z[n]) if n < width else 0 for n in range(lanes)]})
             if k > 0:                                                # the stage holds beat k - 1: its read data
                 ctx.set(dut.v_row, v8[k - 1].tolist())
                 for n in range(width):
                     ctx.set(dut.scores[n], int(x[n, k - 1]))
                 assert ctx.get(dut.a.valid) == 1 and ctx.get(dut.beat) == 1
-                columns.append(_capture(ctx, dut, four_bit, pass_b))
+                columns.append(_capture(ctx, dut, bits, pass_b))
             assert ctx.get(dut.advance) == 1
             await ctx.tick()
         a_got = np.array([c[0] for c in columns]).T

@@ -40,7 +40,7 @@ def test_engine_params_report_every_buffer_in_bits():
     assert buffers["q_buffer"]["bits"] == 2 * 64 * 64 * 8                # two query blocks (prefetch)
     assert buffers["bitmap_rows"]["bits"] == 2 * 64 * 8                  # two rows of 64 one-byte entries
     assert buffers["block_table"]["bits"] == 64 * 4 * 16                 # CQ, CK, CV8, CV4 per block
-    assert buffers["head_counters"]["bits"] == config.max_heads * 8 * 32
+    assert buffers["head_counters"]["bits"] == config.max_heads * 9 * 32        # 9 counters a head
     assert buffers["output_accumulator"]["bits"] == 64 * 64 * config.acc_out_width
     assert buffers["total_bits"] == sum(b["bits"] for name, b in buffers.items() if name != "total_bits")
     assert "buffers" not in params(config, "array")
@@ -53,7 +53,8 @@ def test_engine_params_report_every_buffer_in_bits():
     (["--rows", "3"], "paro: error: rows must be a power of two in [2, 64], got 3"),
     (["--top", "engine9"], "paro: error: unknown top 'engine9'"),
     (["--bitwidths", "0,3,8"], "paro: error: bitwidths must be a subset of {0, 2, 4, 8}, got 3"),
-    (["--top", "engine", "--bitwidths", "0,2,4,8"], "paro: error: the engine does not run 2-bit blocks yet"),
+    (["--top", "engine", "--bitwidths", "0,2,8"], "paro: error: the engine computes bitwidths {0, 4, 8} or "
+                                                  "{0, 2, 4, 8}"),
 ])
 def test_bad_parameter_exits_nonzero_without_file(tmp_path, capsys, argv, message):
     out = tmp_path / "out.v"

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
 from paro.sw import golden
+from paro.sw.quant import quantize_head
 
 
 def _config(e, f):
@@ -55,8 +56,32 @@ def test_four_bit_reduction_error(_):
     assert error[x <= 119].max() == 8 and error.max() == 15          # only 120..127 saturate (127 -> 112)
 
 
+@settings(max_examples=1, deadline=None)
+@given(st.just(None))
+def test_two_bit_reduction_error(_):
+    x = np.arange(-128, 128)
+    r = golden.reduce_int8_to_int2(x)
+    assert r.min() == -2 and r.max() == 1
+    error = np.abs(64 * r - x)
+    assert error[x <= 95].max() == 32 and error.max() == 63          # only 96..127 saturate (127 -> 64)
+
+
 @SETTINGS
-@given(CONFIGS, st.sampled_from([4, 8]), st.lists(st.integers(0, 1 << 13), min_size=1, max_size=64))
+@given(st.integers(0, 2**32 - 1), st.floats(1e-3, 1e3), st.integers(1, 6), st.sampled_from([16, 32, 64]))
+def test_the_two_bit_leading_zero_cut_is_bit_six_for_every_key_block(seed, scale, n_blocks, block_size):
+    """K is quantised with one scale per block (max |k| / 127), so the largest magnitude of every non-zero
+    block of K8 is 127: its leading one is bit 6, and the 2-bit reduction's fixed cut at bit 6 is the block's
+    leading-zero cut. Holds for any magnitude (scale), mean offset (K is smoothed) and padding."""
+    rng = np.random.default_rng(seed)
+    n = n_blocks * block_size - int(rng.integers(0, block_size))
+    q, k, v = (scale * (rng.standard_normal((n, 8)) + rng.normal(0, 3, 8)) for _ in range(3))
+    head, _ = quantize_head(q, k, v, block_size)
+    peaks = np.abs(head.k8.reshape(n_blocks, block_size, 8)).max(axis=(1, 2))
+    assert np.all((peaks == 0) | (peaks == 127)) and peaks.max() == 127
+
+
+@SETTINGS
+@given(CONFIGS, st.sampled_from([2, 4, 8]), st.lists(st.integers(0, 1 << 13), min_size=1, max_size=64))
 def test_p_quantizer_keeps_each_segment_peak_in_its_top_half(config, bits, gaps):
     """After the leading-zero shift the largest numerator of a segment quantizes to at least half the levels
     (block floating point), unless the shift saturates at 15; no level exceeds L_b."""

@@ -41,13 +41,19 @@ def test_malformed_plan(tmp_path, capsys):
     assert not report.exists()
 
 
-def test_two_bit_calibration_is_refused_without_a_file(tmp_path, capsys):
-    plan = tmp_path / "two.npz"
+def test_two_bit_plan_calibrates_and_models(tmp_path):
+    """calibrate with {0, 2, 4, 8} (output error metric) uses 2-bit blocks at a tight budget, and the cycle model runs the plan and
+    counts them (the RTL runs such heads in tests/test_engine_bench.py)."""
+    plan, calibration, model = tmp_path / "two.npz", tmp_path / "cal.json", tmp_path / "model.json"
     assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--bitwidths", "0,2,4,8",
-                 "--avg-bits", "3", "-o", str(plan)]) == 2
-    assert _error_line(capsys) == ("paro: error: calibrate has no 2-bit block error model yet (the engine does not "
-                                   "run 2-bit blocks either); use --bitwidths 0,4,8")
-    assert not plan.exists()
+                 "--avg-bits", "1", "--error-metric", "output", "-o", str(plan), "--report", str(calibration)]) == 0
+    report = json.loads(calibration.read_text())
+    assert sum(h["blocks_by_bits"]["2"] for h in report["heads"]) > 0 and report["avg_bits"] <= 1 + 1e-9
+    assert report["error_metric"] == "output"
+    assert main(["model", "--plan", str(plan), "--report", str(model)]) == 0
+    bitmap = load_plan(plan).bitmap
+    heads = json.loads(model.read_text())["per_head"]
+    assert [h["counters"]["blocks_2bit"] for h in heads] == [int((b == 2).sum()) for b in bitmap]
 
 
 def test_plan_the_engine_does_not_support(tmp_path, capsys):
@@ -56,7 +62,8 @@ def test_plan_the_engine_does_not_support(tmp_path, capsys):
                  "-o", str(plan)]) == 0
     report = tmp_path / "sim.json"
     assert main(["simulate", "--plan", str(plan), "--report", str(report)]) == 2
-    assert "the engine computes bitwidths {0, 4, 8}; the configuration uses [0, 8]" in _error_line(capsys)
+    assert ("the engine computes bitwidths {0, 4, 8} or {0, 2, 4, 8} (a 2-bit block's V multiplier comes from the "
+            "4-bit one); the configuration uses [0, 8]") in _error_line(capsys)
     assert not report.exists()
 
 

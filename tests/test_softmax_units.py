@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 
 from paro.hw.quantizer import PQuantizer
 from paro.hw.softmax import Exp2Unit, LeadingZeroShift
-from paro.config import AcceleratorConfig
+from paro.config import PACKING, AcceleratorConfig
 from paro.sw import golden
 
 CONFIG = AcceleratorConfig(head_dim=32, block_size=16)
@@ -46,7 +46,7 @@ def test_leading_zero_shift_matches_golden():
     run_comb(dut, testbench)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("bits", [2, 4, 8])
 def test_p_quantizer_matches_golden(bits):
     dut = PQuantizer(CONFIG)
     rng = np.random.default_rng(bits)
@@ -55,7 +55,7 @@ def test_p_quantizer_matches_golden(bits):
     expected, _ = golden.p_quantize(e[:, None], bits, CONFIG)
 
     async def testbench(ctx):
-        ctx.set(dut.four_bit, bits == 4)
+        ctx.set(dut.packing, PACKING[bits])
         for value, shift, want in zip(e, z, expected[:, 0]):
             ctx.set(dut.e, int(value))
             ctx.set(dut.z, int(shift))

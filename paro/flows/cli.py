@@ -14,7 +14,7 @@ from ..errors import ParoError
 from ..files import atomic_write, check_writable
 from ..hw.emit import TOPS, write_verilog
 from ..sw.allocation import METHODS
-from ..sw.calibrate import calibrate
+from ..sw.calibrate import ERROR_METRICS, calibrate
 from ..sw.captures import calibrate_captures
 from ..sw.plan import load_plan, save_plan, save_plan_set
 from ..sw.plots import plot_plan
@@ -144,7 +144,7 @@ def cmd_calibrate(args):
         holdout = make_workload(qkv=args.holdout_qkv, layout=workload.layout, heads=args.heads)
     config = _calibration_config(args, workload)
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits,
-                             allocation=args.allocation, holdout=holdout)
+                             allocation=args.allocation, holdout=holdout, error_metric=args.error_metric)
     save_plan(plan, args.output)
     if args.report:
         atomic_write(args.report, json.dumps({**provenance(), **report}, indent=2) + "\n")
@@ -181,6 +181,7 @@ def _calibrate_captures(args, layout):
     plan_set, report = calibrate_captures(args.captures, layout, lambda first: _calibration_config(args, first),
                                           density=args.density, avg_bits=args.avg_bits,
                                           groups=args.step_groups, heads=args.heads, allocation=args.allocation,
+                                          error_metric=args.error_metric,
                                           log=lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
     save_plan_set(plan_set, args.output)
     if args.report:
@@ -488,6 +489,9 @@ def build_parser():
     _add_kept_keys_arg(cal)
     cal.add_argument("--allocation", choices=METHODS, default="ilp",
                      help="bit allocation: ilp (exact, HiGHS) or lagrangian (fast, for very large layers)")
+    cal.add_argument("--error-metric", choices=ERROR_METRICS, default="probability",
+                     help="per-block error the allocation minimises: probability (L1 of P) or output (L1 of the "
+                          "attention output the block's error causes)")
     cal.add_argument("--holdout-sample", type=int, default=None,
                      help="also evaluate the plan on this other sample (1..3) of the built-in workload")
     cal.add_argument("--holdout-qkv", default=None,

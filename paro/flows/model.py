@@ -74,7 +74,8 @@ def model(plan_path, heads="all", rows=None, read_latency=0, bytes_per_cycle=Non
             "dense_int8_cycles": dense.cycles, "bytes_read": h.bytes_read, "bytes_written": h.bytes_written,
             "dense_int8_bytes_read": dense.bytes_read, "utilization": ideal / h.cycles,
             "speedup_vs_dense_int8": dense.cycles / h.cycles, "kv_cache_hit_rate": 1 - h.kv_fetches / h.kv_wants,
-            "counters": {"blocks_8bit": h.kept8, "blocks_4bit": h.kept4, "blocks_skipped": h.skipped},
+            "counters": {"blocks_8bit": h.kept8, "blocks_4bit": h.kept4, "blocks_2bit": h.kept2,
+                         "blocks_skipped": h.skipped},
             "breakdown": h.breakdown})
     breakdown = {k: sum(e["breakdown"][k] for e in entries) for k in BREAKDOWN}
     total = {"cycles": cycles, "ideal_cycles": sum(e["ideal_cycles"] for e in entries),

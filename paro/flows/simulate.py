@@ -39,7 +39,7 @@ __all__ = ["simulate", "ideal_cycles", "run_layers"]
 def ideal_cycles(config, bitmap):
     """Kept-block MACs over the array's peak in each block's mode: QK^T and PV, B*B*d MACs each."""
     per_block = 2 * config.block_size * config.block_size * config.head_dim
-    peak = {b: config.rows * config.cols * PEMode.for_block(b, "qk").products_per_cycle for b in (4, 8)}
+    peak = {b: config.rows * config.cols * PEMode.for_block(b, "qk").products_per_cycle for b in (2, 4, 8)}
     return int(sum(per_block // peak[int(b)] for b in np.asarray(bitmap).ravel() if b))
 
 
@@ -192,7 +192,8 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
         entry = {"head": head, "order": plan.orders[head], "bit_exact": True, **plan_run,
                  "dense_int8_cycles": dense_run["cycles"], "dense_int8_ideal_cycles": dense_run["ideal_cycles"],
                  "dense_int8_bytes_read": dense_run["bytes_read"],
-                 "counters": {"blocks_8bit": c["KEPT8"], "blocks_4bit": c["KEPT4"], "blocks_skipped": c["SKIPPED"],
+                 "counters": {"blocks_8bit": c["KEPT8"], "blocks_4bit": c["KEPT4"], "blocks_2bit": c["KEPT2"],
+                              "blocks_skipped": c["SKIPPED"],
                               "busy_cycles": c["CYCLES"], "array_beats": c["ARRAY_BEATS"],
                               "stall_cycles": c["STALL_CYCLES"]},
                  "dense_counters": dc}

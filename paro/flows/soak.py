@@ -37,6 +37,8 @@ def _layers(point, rng, count, most_heads=4):
         draw = {**point, "heads": int(rng.integers(1, most_heads + 1)), "seed": int(rng.integers(1 << 30)),
                 "density": round(float(rng.uniform(0.15, 1.0)), 3), "four_bit_share": round(float(rng.random()), 3),
                 "clustered": bool(rng.random() < 0.5)}
+        if 2 in point["config"].bitwidths:
+            draw["two_bit_share"] = round(float(rng.random()), 3)
         bitmaps = point_bitmaps(draw)
         layers.append((draw["seed"], bitmaps, random_layer(point["config"], bitmaps, draw["seed"])))
     return layers

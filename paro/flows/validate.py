@@ -41,12 +41,16 @@ def design_point(rng):
         if not widths:
             continue
         n_blocks = int(rng.integers(3, 11))
+        # half the builds that can (block_size a multiple of 4 x cols) also run 2-bit blocks
+        two_bit = block_size % (4 * cols) == 0 and bool(rng.random() < 0.5)
         config = AcceleratorConfig(rows=rows, cols=cols, block_size=block_size, head_dim=head_dim,
                                    max_seq_len=MAX_SEQ_LEN, axi_data_bits=int(rng.choice(widths)),
-                                   kv_cache_blocks=int(rng.integers(1, n_blocks + 2)))
+                                   kv_cache_blocks=int(rng.integers(1, n_blocks + 2)),
+                                   bitwidths=(0, 2, 4, 8) if two_bit else (0, 4, 8))
         check_engine_config(config)
         point = {"config": config, "n_blocks": n_blocks, "heads": int(rng.integers(1, 3)),
                  "density": round(float(rng.uniform(0.15, 1.0)), 3), "four_bit_share": round(float(rng.random()), 3),
+                 "two_bit_share": round(float(rng.random()), 3) if two_bit else 0.0,
                  "clustered": bool(rng.random() < 0.5), "read_latency": int(rng.choice([0, 2, 8, 20, 40])),
                  "seed": int(rng.integers(1 << 30))}
         while point["n_blocks"] > 2 and _ideal(point) > POINT_IDEAL_LIMIT:
@@ -60,7 +64,8 @@ def _ideal(point):
 
 def point_bitmaps(point):
     """The design point's bitmaps: each row keeps about ``density`` of its blocks (at least one), a
-    ``four_bit_share`` of them at 4 bits; clustered bitmaps keep the blocks nearest the diagonal."""
+    ``four_bit_share`` of them at 4 bits, then a ``two_bit_share`` (if any) at 2 bits; clustered bitmaps keep the
+    blocks nearest the diagonal."""
     rng = np.random.default_rng(point["seed"])
     nb = point["n_blocks"]
     bitmaps = []
@@ -72,6 +77,8 @@ def point_bitmaps(point):
             keep = rng.random((nb, nb)) < point["density"]
             keep[np.arange(nb), rng.integers(0, nb, nb)] = True
         bitmap = np.where(rng.random((nb, nb)) < point["four_bit_share"], 4, 8).astype(np.uint8)
+        if point.get("two_bit_share"):
+            bitmap = np.where(rng.random((nb, nb)) < point["two_bit_share"], 2, bitmap).astype(np.uint8)
         bitmaps.append(np.where(keep, bitmap, 0).astype(np.uint8))
     return bitmaps
 
