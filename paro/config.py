@@ -110,7 +110,7 @@ class AcceleratorConfig:
         Attention head dimension d; a power of two in [8, 256] that is a multiple of ``rows``.
     bitwidths
         Block bitwidths the plan may use; a subset of {0, 2, 4, 8} that contains 8. (The PE and the array
-        compute every one; the attention engine does not run 2-bit blocks yet and refuses such a config.)
+        compute every one; the attention engine runs {0, 4, 8} or {0, 2, 4, 8} and refuses other sets.)
     acc_width
         PE accumulator width in bits. ``None`` selects the smallest sufficient width
         (:func:`min_acc_width` of the longest dot product a tile computes, ``max(head_dim, block_size)``).
