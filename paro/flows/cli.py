@@ -30,6 +30,7 @@ from .soak import soak
 from .liveness import every_bitmap
 from .provenance import provenance
 from .simulate import simulate
+from .precision import bench_precision
 from .validate import bench_model_validation
 from .synth import synth
 
@@ -83,8 +84,21 @@ def cmd_generate(args):
 
 
 def cmd_bench(args):
-    if args.which not in ("array", "engine-speed", "model-validation"):
-        raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed, model-validation")
+    if args.which not in ("array", "engine-speed", "model-validation", "precision"):
+        raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed, model-validation, "
+                        f"precision")
+    if args.which == "precision":
+        result, plot = bench_precision(args.output, build_dir=args.build_dir)
+        cycles = result["cycles"]
+        for row in cycles["plans"]:
+            print(f"head {cycles['head']}, bitwidths {row['bitwidths']} at {row['avg_bits']} bits: "
+                  f"{row['cycles']:,} cycles (ideal {row['ideal_cycles']:,}), cosine {row['cosine']:.4f}")
+        for row in result["quality"]["plans"]:
+            print(f"layer, bitwidths {row['bitwidths']} at {row['avg_bits']:.2f} bits ({row['error_metric']}): "
+                  f"rel_l1 {row['rel_l1']:.5f} ({row['rel_l1_vs_dense']:.2f}x dense), held-out "
+                  f"{row['heldout_rel_l1']:.5f}")
+        print(f"wrote {args.output} and {plot}")
+        return
     if args.which == "model-validation":
         result, plot = bench_model_validation(args.output, points=args.points, seed=args.seed,
                                               build_dir=args.build_dir)
@@ -636,7 +650,8 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
-    bench.add_argument("which", help="benchmark: array, engine-speed (needs --plan), or model-validation")
+    bench.add_argument("which", help="benchmark: array, engine-speed (needs --plan), model-validation, or "
+                                     "precision (2-bit blocks on small)")
     bench.add_argument("--points", type=int, default=24, help="model-validation: random design points (default 24)")
     bench.add_argument("--seed", type=int, default=20261128, help="model-validation: seed of the design points")
     bench.add_argument("--plan", help="engine-speed: the plan whose head is simulated")
