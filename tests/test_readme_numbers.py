@@ -108,6 +108,31 @@ def _soak(r):
             f"0 mismatches")
 
 
+def _bits(row):
+    return "{" + ", ".join(str(b) for b in row["bitwidths"]) + "}"
+
+
+def _precision_cycles(r):
+    c = r["cycles"]
+    plans = c["plans"]
+    assert all(row["bit_exact"] for row in plans)
+    base, two = plans[0], plans[-1]
+    return (f"bit-exact; {_bits(two)} at {two['avg_bits']} average bits {two['cycles']:,} cycles (cosine "
+            f"{two['cosine']:.4f}) vs {_bits(base)} at its minimum {base['avg_bits']}: {base['cycles']:,} (cosine "
+            f"{base['cosine']:.4f}), {two['cycles'] / base['cycles']:.2f}x; "
+            + "; ".join(f"{_bits(row)} at {row['avg_bits']}: {row['cycles']:,} (cosine {row['cosine']:.4f})"
+                        for row in plans[1:-1])
+            + f"; dense INT8 {c['dense_int8_cycles']:,}")
+
+
+def _precision_quality(r):
+    plans = r["quality"]["plans"]
+    dense = plans[-1]
+    return "; ".join(f"{_bits(row)} {row['error_metric']} metric: rel_l1 {row['rel_l1']:.5f} "
+                     f"({row['rel_l1_vs_dense']:.2f}x), held-out {row['heldout_rel_l1']:.5f}" for row in plans[:-1]) \
+        + f"; all 8-bit: {dense['rel_l1']:.5f}, held-out {dense['heldout_rel_l1']:.5f}"
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
@@ -116,7 +141,8 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area),
          ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
-         ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak)]
+         ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
+         ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])

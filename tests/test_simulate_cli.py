@@ -245,3 +245,11 @@ def test_malformed_command_line_is_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1 and "--help`)" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_bench_is_refused_without_a_file(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "precisoin", "-o", str(out)]) == 2
+    assert _error_line(capsys) == ("paro: error: unknown bench 'precisoin'; choose one of: array, engine-speed, "
+                                   "model-validation, precision")
+    assert not out.exists()
