@@ -12,8 +12,9 @@ block's planned bitwidth, not from the operand types:
 * ``INT2``  — ``acc_k += a * b.int2[k]`` for k in 0..3 (4 products/cycle, signed K).
 * ``UINT2`` — ``acc_k += a * b.uint2[k]`` for k in 0..3 (4 products/cycle, P >= 0).
 
-Without 2-bit blocks in the config there are two signed 8 x 5 sub-multipliers, one per nibble of ``b``
-(zero- or sign-extended by mode), and two accumulators. With 2-bit blocks each nibble's sub-multiplier is
+An INT8-only config builds one plain signed 8 x 8 multiplier and one accumulator (the baseline of the area
+comparison). With 4-bit but without 2-bit blocks there are two signed 8 x 5 sub-multipliers, one per nibble
+of ``b`` (zero- or sign-extended by mode), and two accumulators. With 2-bit blocks each nibble's sub-multiplier is
 split once more into two signed 8 x 3 sub-multipliers, one per 2-bit slice ("crumb") of ``b``, and there are
 four accumulators: a crumb is sign-extended where it is the top of a signed value (crumb 3 in INT8, crumbs 1
 and 3 in INT4, every crumb in INT2) and zero-extended otherwise; a nibble's product is
@@ -96,7 +97,12 @@ class ProcessingElement(ConfiguredComponent):
         m = Module()
         width, lanes = self._config.acc_width, self._config.pe_accumulators
         acc, fresh = self.acc, self.fresh
-        products = self._crumb_products(m) if PEMode.INT2 in self._config.modes else self._nibble_products(m)
+        if PEMode.INT2 in self._config.modes:
+            products = self._crumb_products(m)
+        elif PEMode.INT4 in self._config.modes:
+            products = self._nibble_products(m)
+        else:
+            products = self._int8_product(m)
 
         total = [Signal(signed(width), name=f"total{k}") for k in range(lanes)]
         for k in range(lanes):
@@ -122,16 +128,20 @@ class ProcessingElement(ConfiguredComponent):
         prod_lo, prod_hi = Signal(signed(13)), Signal(signed(13))
         m.d.comb += [prod_lo.eq(self.a * lo), prod_hi.eq(self.a * hi)]
         p = [Signal(signed(17), name=f"p{k}") for k in range(2)]
-        if PEMode.INT4 in self._config.modes:
-            m.d.comb += [
-                lo.eq(Mux(mode == PEMode.INT4, self.b.int4[0], self.b.uint4[0])),
-                hi.eq(Mux(mode == PEMode.UINT4, self.b.uint4[1], self.b.int4[1])),
-                p[0].eq(Mux(mode == PEMode.INT8, (prod_hi << 4) + prod_lo, prod_lo)),
-                p[1].eq(Mux(mode == PEMode.INT8, 0, prod_hi)),
-            ]
-        else:   # INT8 only: one plain 8 x 8 multiplier, the baseline of the area comparison
-            m.d.comb += [lo.eq(self.b.uint4[0]), hi.eq(self.b.int4[1]), p[0].eq((prod_hi << 4) + prod_lo), p[1].eq(0)]
+        m.d.comb += [
+            lo.eq(Mux(mode == PEMode.INT4, self.b.int4[0], self.b.uint4[0])),
+            hi.eq(Mux(mode == PEMode.UINT4, self.b.uint4[1], self.b.int4[1])),
+            p[0].eq(Mux(mode == PEMode.INT8, (prod_hi << 4) + prod_lo, prod_lo)),
+            p[1].eq(Mux(mode == PEMode.INT8, 0, prod_hi)),
+        ]
         return p
+
+    def _int8_product(self, m):
+        """INT8 only: one plain signed 8 x 8 multiplier into the one accumulator, the plainest INT8 PE, the
+        baseline of the area comparison."""
+        p = Signal(signed(17), name="p0")
+        m.d.comb += p.eq(self.a * self.b.int8)
+        return [p]
 
     def _crumb_products(self, m):
         """Four 8 x 3 sub-multipliers, one per crumb: the products of accumulators 0..3."""

@@ -285,14 +285,14 @@ class AcceleratorConfig:
     def engine_lanes(self):
         """Keys (QK^T) or queries (PV) one array beat of the engine carries at most: ``cols x
         pe_accumulators`` (the K reduction, P lanes, score-buffer read ports and segment shifts are this
-        wide; a build without 2-bit blocks keeps ``2 x cols``)."""
+        wide: ``2 x cols``, or ``4 x cols`` with 2-bit blocks; the engine always has 4-bit blocks)."""
         return self.cols * self.pe_accumulators
 
     @property
     def pe_accumulators(self):
-        """Accumulators (and result registers) of one PE: 4 with 2-bit blocks, else 2 (an INT8-only PE's
-        second one stays zero and synthesises away)."""
-        return max(2, self.max_products_per_cycle)
+        """Accumulators (and result registers) of one PE: the most products a cycle of its modes (4 with 2-bit
+        blocks, 2 with 4-bit blocks, 1 for an INT8-only PE)."""
+        return self.max_products_per_cycle
 
     @property
     def modes(self):

@@ -158,7 +158,6 @@ async def pe_clear_between_tiles(dut):
 async def pe_mixed_modes(dut):
     """Tiles in random modes (every mode of the config) switching back to back, with freezes and bubbles."""
     config = bench_config()
-    assert PEMode.INT4 in config.modes, "pe_mixed_modes needs a config with 4-bit blocks"
     rng = bench_rng("pe_mixed_modes")
     golden = GoldenPE(bench_config())
     await start_clock(dut)

@@ -12,7 +12,7 @@ TWO_BIT_SIZES = [(4, 4), (2, 4)]
 ALL_BITS = (0, 2, 4, 8)
 
 
-@pytest.mark.parametrize("bitwidths", [(0, 4, 8), ALL_BITS], ids=["048", "0248"])
+@pytest.mark.parametrize("bitwidths", [(0, 8), (0, 4, 8), ALL_BITS], ids=["08", "048", "0248"])
 def test_pe_cocotb(simulator, bitwidths):
     run_bench(AcceleratorConfig(bitwidths=bitwidths), "pe", "paro.sim.test_pe", simulator, seed=20261125)
 
@@ -26,3 +26,9 @@ def test_array_cocotb(simulator, rows, cols):
 def test_array_cocotb_two_bit(simulator, rows, cols):
     config = AcceleratorConfig(rows=rows, cols=cols, bitwidths=ALL_BITS)
     run_bench(config, "array", "paro.sim.test_array", simulator, seed=20261125)
+
+
+def test_array_cocotb_int8_only(simulator):
+    """The plainest array: INT8-only PEs (one 8 x 8 multiplier, one accumulator each), C beats a tile."""
+    run_bench(AcceleratorConfig(rows=2, cols=4, bitwidths=(0, 8)), "array", "paro.sim.test_array", simulator,
+              seed=20261125)

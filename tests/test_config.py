@@ -59,7 +59,7 @@ def test_modes_follow_bitwidths():
     two = AcceleratorConfig(bitwidths=(0, 2, 8))
     assert two.modes == (PEMode.INT8, PEMode.INT2, PEMode.UINT2)
     assert two.max_products_per_cycle == 4 and two.pe_accumulators == 4
-    assert AcceleratorConfig().pe_accumulators == 2 and AcceleratorConfig(bitwidths=(0, 8)).pe_accumulators == 2
+    assert AcceleratorConfig().pe_accumulators == 2 and AcceleratorConfig(bitwidths=(0, 8)).pe_accumulators == 1
     assert PEMode.for_block(2, "qk") is PEMode.INT2 and PEMode.for_block(2, "pv") is PEMode.UINT2
     assert [m.products_per_cycle for m in PEMode] == [1, 2, 2, 4, 4]
     assert PEMode.for_block(4, "qk") is PEMode.INT4

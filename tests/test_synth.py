@@ -7,7 +7,8 @@ import pytest
 from paro.flows.cli import main
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
-from paro.flows.synth import _tool_path, synth
+from paro.flows.synth import FLIP_FLOP_NAND2, _nand2, _tool_path, _transistors, synth
+from paro.hw.synth_harness import harness_flip_flops
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,12 @@ def test_generic_counts(ecp5_2x2):
     assert generic["cells"] > 1000 and generic["flip_flops"] > 100
     assert generic["multiplier_cells"] == 2 * 2 * 2          # two sub-multipliers per PE
     assert 1.0 < result["pe_area_ratio"] < 2.0                # the 4-bit modes cost some area, not a second PE
+    assert 1.0 < result["pe_nand2_ratio"] < 2.0
+    plain = result["pe"]["int8_only"]
+    assert plain["multiplier_cells"] == 1 and plain["flip_flops"] == 8 + 8 + 5 + 2 * plain_width(result) + 1
+    nand2 = generic["nand2"]
+    assert nand2["flip_flops"] == generic["flip_flops"]
+    assert nand2["equivalents"] == nand2["nand2"] + nand2["inverters"] + FLIP_FLOP_NAND2 * nand2["flip_flops"]
     small, large = result["array_scaling"]
     assert (small["rows"], large["rows"]) == (2, 4)
     assert 3.0 < large["cmos_transistors"] / small["cmos_transistors"] < 5.0   # ~ R x C
@@ -39,6 +46,23 @@ def test_ecp5_report_and_constraints(ecp5_2x2):
     assert fpga["target_mhz"] == fpga["constraint_file_target_mhz"] == 100.0   # the LPF file is what applied
     assert "FREQUENCY PORT \"clk25_0__io\" 100 MHZ;" in (work / "run" / "ecp5" / "paro.lpf").read_text()
     assert json.loads(report.read_text())["ecp5"]["luts"] == fpga["luts"]
+    harness, array = fpga["harness"], fpga["array"]
+    assert array["luts"] + harness["luts"] == fpga["luts"] and 0 < harness["luts"] < fpga["luts"] / 10
+    assert harness["flip_flops"] == harness_flip_flops(AcceleratorConfig(rows=2, cols=2))
+    assert array["flip_flops"] == fpga["flip_flops"] - harness["flip_flops"] and array["dsps"] == fpga["dsps"]
+
+
+def plain_width(result):
+    """The accumulator width of the report's configuration."""
+    return result["config"]["acc_width"]
+
+
+def test_every_cell_is_modelled_or_the_flow_says_so():
+    with pytest.raises(ParoError, match=r"yosys has no CMOS transistor model for some cells of the pe \(\$_DFFE_PP_, "):
+        _transistors({"estimated_num_transistors": "96+", "num_cells_by_type": {"$_DFFE_PP_": 1, "$_NAND_": 2}}, "pe")
+    assert _transistors({"estimated_num_transistors": 96, "num_cells_by_type": {"$_NAND_": 2}}, "pe") == 96
+    with pytest.raises(ParoError, match=r"the NAND mapping of the array left cells \$_XOR_; no NAND2 count"):
+        _nand2({"num_cells_by_type": {"$_NAND_": 5, "$_XOR_": 1}}, "array")
 
 
 def test_design_that_does_not_fit(tmp_path, capsys):

@@ -225,14 +225,16 @@ def cmd_synth(args):
     result = synth(config, target=args.target, report=args.report, build_dir=args.build_dir)
     generic = result["generic"]
     print(f"generic {config.rows}x{config.cols}: {generic['cells']} cells, {generic['flip_flops']} flip-flops, "
-          f"{generic['multiplier_cells']} multiplier cells, ~{generic['cmos_transistors']} transistors; "
-          f"pe_area_ratio {result['pe_area_ratio']:.2f}")
+          f"{generic['multiplier_cells']} multiplier cells, ~{generic['cmos_transistors']} transistors, "
+          f"{generic['nand2']['equivalents']} NAND2 equivalents; PE vs plain INT8 PE: "
+          f"{result['pe_area_ratio']:.2f}x transistors, {result['pe_nand2_ratio']:.2f}x NAND2")
     if args.target != "generic":
         fpga = result[args.target]
         print(f"{args.target} on {fpga['board']}: {fpga['luts']}/{fpga['luts_available']} LUTs, "
               f"{fpga['flip_flops']} FFs, {fpga['dsps']}/{fpga['dsps_available']} DSPs, "
               f"{fpga['brams']}/{fpga['brams_available']} BRAMs, Fmax {fpga['fmax_mhz']:.1f} MHz "
-              f"(target {fpga['target_mhz']:.1f} MHz)")
+              f"(target {fpga['target_mhz']:.1f} MHz); the array alone (minus the harness): "
+              f"{fpga['array']['luts']} LUTs, {fpga['array']['flip_flops']} FFs")
     if args.report:
         print(f"wrote {args.report}")
 

