@@ -50,15 +50,17 @@ def _speed(r):
 
 
 def _ecp5(r):
-    f = r["ecp5"]
-    return (f"{f['luts']:,} LUTs, {f['flip_flops']:,} FFs, {f['dsps']} DSPs, {f['brams']} BRAM, "
-            f"{f['fmax_mhz']:.1f} MHz; PE area {r['pe_area_ratio']:.2f}x INT8-only")
+    f, a = r["ecp5"], r["ecp5"]["array"]
+    return (f"array alone {a['luts']:,} LUTs, {a['flip_flops']:,} FFs, {a['dsps']} DSPs, {a['brams']} BRAM (with the "
+            f"harness {f['luts']:,} LUTs, {f['flip_flops']:,} FFs), {f['fmax_mhz']:.1f} MHz; PE "
+            f"{r['pe_area_ratio']:.2f}x transistors, {r['pe_nand2_ratio']:.2f}x NAND2 of the plain INT8 PE")
 
 
 def _pe_area(r):
     pe = r["pe"]["mixed"]
-    return (f"{pe['cells']:,} cells, {pe['flip_flops']} flip-flops, ~{pe['cmos_transistors']:,} transistors; "
-            f"PE area {r['pe_area_ratio']:.2f}x INT8-only")
+    return (f"{pe['cells']:,} cells, {pe['flip_flops']} flip-flops, {pe['cmos_transistors']:,} transistors, "
+            f"{pe['nand2']['equivalents']:,} NAND2 equivalents; {r['pe_area_ratio']:.2f}x transistors, "
+            f"{r['pe_nand2_ratio']:.2f}x NAND2 of the plain INT8 PE")
 
 
 def _heldout(r):
