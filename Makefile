@@ -115,7 +115,10 @@ bench-array: install
 
 synth: install
 	@mkdir -p results
-	$(VENV)/bin/paro synth --rows 4 --cols 4 --target ecp5 --report results/synth_ecp5_4x4.json
+	$(VENV)/bin/paro synth --rows 4 --cols 4 --target generic --report results/synth_generic_4x4.json
+	$(VENV)/bin/paro synth --rows 4 --cols 4 --bitwidths 0,2,4,8 --target generic --report results/synth_generic_4x4_0248.json
+	$(VENV)/bin/paro synth --rows 4 --cols 4 --pe-stages 2 --target ecp5 --report results/synth_ecp5_4x4.json
+	$(VENV)/bin/paro synth --rows 8 --cols 8 --pe-stages 2 --target ecp5 --report results/synth_ecp5_8x8.json
 
 clean:
 	rm -rf build results sim_build

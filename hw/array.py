@@ -29,14 +29,16 @@ Cycle behaviour:
   ``A[i, k]`` meets ``B[j, k]`` in PE (i, j) at cycle ``t_k + i + j``. A cycle in which the inputs do not
   deliver a beat injects a bubble (``valid = 0``) that travels with the data: input gaps cost exactly their
   own length and nothing is lost or duplicated.
-* A tile's last beat reaches PE (R-1, C-1) ``R + C - 2`` cycles after it entered; the next cycle the drain
-  starts emitting beats on ``c``, one per cycle while ``c.ready``.
+* A tile's last beat reaches PE (R-1, C-1) ``R + C - 2`` cycles after it entered; ``1 + pe_stages`` cycles
+  later the drain starts emitting beats on ``c``, one per cycle while ``c.ready`` (``pe_stages``: the PE's
+  pipeline registers between multipliers and accumulators).
 * Throughput: tiles of depth K enter back to back at one beat per cycle (mode changes between tiles cost
   nothing). At most one tile may be finished-but-undrained: the *last* beat of the next tile is held at the
   input (``ready`` low) until the previous tile's drain has ended, which is what keeps every PE's shadow
   registers from being overwritten before they are read. Everything else keeps moving, so nothing deadlocks.
-  With ``K >= R + C - 1 + beats`` and a ready consumer that never happens, so steady-state utilization is
-  100%; a single tile costs ``K + (R + C - 1) + beats`` cycles from first input to last output.
+  With ``K >= R + C - 1 + pe_stages + beats`` and a ready consumer that never happens, so steady-state
+  utilization is 100%; a single tile costs ``K + (R + C - 1) + pe_stages + beats`` cycles from first input to
+  last output.
 """
 
 from amaranth import Array, Module, Mux, Signal, signed
@@ -151,8 +153,14 @@ class SystolicArray(ConfiguredComponent):
         last_beat = Signal()
         with m.If(take & self.a.payload.last):
             m.d.sync += in_flight.eq(1)
-        with m.If(corner.ctl.valid & corner.ctl.last):
-            m.d.sync += [draining.eq(1), drain_mode.eq(corner.ctl.mode), beat.eq(0)]
+        # The corner's last beat enters it now; its sums reach ``result`` pe_stages cycles later.
+        finished, finished_mode = corner.ctl.valid & corner.ctl.last, corner.ctl.mode
+        for stage in range(self._config.pe_stages):
+            delayed, delayed_mode = Signal(name=f"finished_{stage}"), Signal(PEMode, name=f"finished_mode_{stage}")
+            m.d.sync += [delayed.eq(finished), delayed_mode.eq(finished_mode)]
+            finished, finished_mode = delayed, delayed_mode
+        with m.If(finished):
+            m.d.sync += [draining.eq(1), drain_mode.eq(finished_mode), beat.eq(0)]
 
         # Shadow index of beat n in a mode of p products per cycle: column n // p, accumulator n % p
         # (``lanes`` accumulators per PE, all powers of two).

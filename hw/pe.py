@@ -31,6 +31,11 @@ Cycle behaviour (every register advances only while ``en`` is high; ``en`` low f
 * On a valid beat with ``ctl.last``: the final sums are copied into ``result`` (the shadow registers the
   array drains from) in the same cycle the accumulators restart; ``result`` is stable until the next tile
   ends.
+* ``pe_stages`` (config) pipeline registers, for Fmax: 1 registers the sub-products after the multipliers, 2
+  also the multipliers' operands (``a`` and ``b``'s fields, sign- or zero-extended by the mode) before them;
+  the beat's mode, valid and last travel with them. A beat then reaches the accumulators (and a tile's sums
+  ``result``) ``pe_stages`` enabled cycles after it entered; ``a_out``, ``b_out`` and ``ctl_out`` keep their
+  one cycle, so the array's dataflow is unchanged.
 
 Accumulator width: the config's ``acc_width``, at least :func:`paro.config.min_acc_width` of the longest
 tile (``depth`` products of ``-128 x -128 = 2**14`` sum to ``depth * 2**14``, which needs
@@ -95,14 +100,29 @@ class ProcessingElement(ConfiguredComponent):
 
     def elaborate(self, platform):
         m = Module()
-        width, lanes = self._config.acc_width, self._config.pe_accumulators
+        width, lanes, stages = self._config.acc_width, self._config.pe_accumulators, self._config.pe_stages
         acc, fresh = self.acc, self.fresh
         if PEMode.INT2 in self._config.modes:
-            products = self._crumb_products(m)
+            operands, combine = self._crumb_operands, self._combine_crumbs
         elif PEMode.INT4 in self._config.modes:
-            products = self._nibble_products(m)
+            operands, combine = self._nibble_operands, self._combine_nibbles
         else:
-            products = self._int8_product(m)
+            operands, combine = (lambda m: [self.b.int8]), (lambda m, raw, mode: raw)
+
+        # The beat's b operands (sign-extended by its mode), then (pe_stages == 2) a register, the multipliers,
+        # then (pe_stages >= 1) a register, the combined products; the beat's a, mode, valid and last travel
+        # with them.
+        ops, a, mode, valid, last = operands(m), self.a, self.ctl.mode, self.ctl.valid, self.ctl.last
+        if stages >= 2:
+            (a, *ops), mode, valid, last = self._stage(m, "operands", [a, *ops], mode, valid, last)
+        raw = []
+        for k, op in enumerate(ops):
+            product = Signal(signed(8 + len(op)), name=f"prod{k}")
+            m.d.comb += product.eq(a * op)
+            raw.append(product)
+        if stages >= 1:
+            raw, mode, valid, last = self._stage(m, "products", raw, mode, valid, last)
+        products = combine(m, raw, mode)
 
         total = [Signal(signed(width), name=f"total{k}") for k in range(lanes)]
         for k in range(lanes):
@@ -114,49 +134,56 @@ class ProcessingElement(ConfiguredComponent):
                 self.b_out.eq(self.b),
                 self.ctl_out.eq(self.ctl),
             ]
-            with m.If(self.ctl.valid):
+            with m.If(valid):
                 m.d.sync += [acc[k].eq(total[k]) for k in range(lanes)]
-                m.d.sync += fresh.eq(self.ctl.last)
-                with m.If(self.ctl.last):
+                m.d.sync += fresh.eq(last)
+                with m.If(last):
                     m.d.sync += [self.result[k].eq(total[k]) for k in range(lanes)]
         return m
 
-    def _nibble_products(self, m):
-        """Two 8 x 5 sub-multipliers, one per nibble: the products of accumulators 0 and 1."""
+    def _stage(self, m, name, values, mode, valid, last):
+        """A pipeline register (advancing with ``en``) of ``values``, the mode and the beat's valid and last."""
+        out = [Signal(value.shape(), name=f"{name}{k}") for k, value in enumerate(values)]
+        regs = Signal(PEMode, name=f"{name}_mode"), Signal(name=f"{name}_valid"), Signal(name=f"{name}_last")
+        with m.If(self.en):
+            m.d.sync += [o.eq(v) for o, v in zip(out, values)]
+            m.d.sync += [regs[0].eq(mode), regs[1].eq(valid), regs[2].eq(last)]
+        return (out, *regs)
+
+    def _nibble_operands(self, m):
+        """The two nibbles of ``b`` as signed 5-bit operands (sign- or zero-extended by the beat's mode)."""
         mode = self.ctl.mode
-        lo, hi = Signal(signed(5)), Signal(signed(5))
-        prod_lo, prod_hi = Signal(signed(13)), Signal(signed(13))
-        m.d.comb += [prod_lo.eq(self.a * lo), prod_hi.eq(self.a * hi)]
+        lo, hi = Signal(signed(5), name="lo"), Signal(signed(5), name="hi")
+        m.d.comb += [lo.eq(Mux(mode == PEMode.INT4, self.b.int4[0], self.b.uint4[0])),
+                     hi.eq(Mux(mode == PEMode.UINT4, self.b.uint4[1], self.b.int4[1]))]
+        return [lo, hi]
+
+    def _combine_nibbles(self, m, raw, mode):
+        """The products of accumulators 0 and 1 from the nibble products."""
+        prod_lo, prod_hi = raw
         p = [Signal(signed(17), name=f"p{k}") for k in range(2)]
         m.d.comb += [
-            lo.eq(Mux(mode == PEMode.INT4, self.b.int4[0], self.b.uint4[0])),
-            hi.eq(Mux(mode == PEMode.UINT4, self.b.uint4[1], self.b.int4[1])),
             p[0].eq(Mux(mode == PEMode.INT8, (prod_hi << 4) + prod_lo, prod_lo)),
             p[1].eq(Mux(mode == PEMode.INT8, 0, prod_hi)),
         ]
         return p
 
-    def _int8_product(self, m):
-        """INT8 only: one plain signed 8 x 8 multiplier into the one accumulator, the plainest INT8 PE, the
-        baseline of the area comparison."""
-        p = Signal(signed(17), name="p0")
-        m.d.comb += p.eq(self.a * self.b.int8)
-        return [p]
-
-    def _crumb_products(self, m):
-        """Four 8 x 3 sub-multipliers, one per crumb: the products of accumulators 0..3."""
+    def _crumb_operands(self, m):
+        """The four crumbs of ``b`` as signed 3-bit operands (sign- or zero-extended by the beat's mode)."""
         mode = self.ctl.mode
-        two_bit = (mode == PEMode.INT2) | (mode == PEMode.UINT2)
-        four_bit = (mode == PEMode.INT4) | (mode == PEMode.UINT4)
         top_signed = [mode == PEMode.INT2, (mode == PEMode.INT4) | (mode == PEMode.INT2), mode == PEMode.INT2,
                       (mode != PEMode.UINT4) & (mode != PEMode.UINT2)]
-        crumb = []
+        crumbs = []
         for k in range(4):
             ext = Signal(signed(3), name=f"crumb{k}")
             m.d.comb += ext.eq(Mux(top_signed[k], self.b.int2[k], self.b.uint2[k]))
-            prod = Signal(signed(11), name=f"prod{k}")
-            m.d.comb += prod.eq(self.a * ext)
-            crumb.append(prod)
+            crumbs.append(ext)
+        return crumbs
+
+    def _combine_crumbs(self, m, crumb, mode):
+        """The products of accumulators 0..3 from the crumb products."""
+        two_bit = (mode == PEMode.INT2) | (mode == PEMode.UINT2)
+        four_bit = (mode == PEMode.INT4) | (mode == PEMode.UINT4)
         nibble = [Signal(signed(13), name=f"nibble{k}") for k in range(2)]
         m.d.comb += [nibble[k].eq((crumb[2 * k + 1] << 2) + crumb[2 * k]) for k in range(2)]
         p = [Signal(signed(17), name=f"p{k}") for k in range(4)]

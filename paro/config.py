@@ -13,7 +13,7 @@ import operator
 
 from .errors import ParoError
 
-__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "PACKING", "SCORE_WIDTH", "min_acc_width"]
+__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "PACKING", "MAX_PE_STAGES", "SCORE_WIDTH", "min_acc_width"]
 
 
 #: Attention-map block bitwidths the PE array implements. 0 means "skipped, never fetched".
@@ -22,6 +22,9 @@ SUPPORTED_BITWIDTHS = (0, 2, 4, 8)
 #: A computed block's *packing*: log2 of the products a PE makes per cycle in its modes (8 bits: one, 4 bits:
 #: two, 2 bits: four). The engine carries it with every tile as a 2-bit field.
 PACKING = {8: 0, 4: 1, 2: 2}
+
+#: Most pipeline registers between a PE's multipliers and its accumulators.
+MAX_PE_STAGES = 2
 
 #: Largest array side the generator accepts; beyond this the emitted design (one module per PE, no
 #: deduplication in Amaranth) is too large to simulate or synthesise in reasonable time.
@@ -136,7 +139,11 @@ class AcceleratorConfig:
         token row).
     max_heads
         Heads one engine start may run (descriptors in the list, ``N_HEADS``); in [1, 4096]. The engine keeps
-        each head's counters on chip (``max_heads x 8`` words), readable after the run.
+        each head's counters on chip (``max_heads x 9`` words), readable after the run.
+    pe_stages
+        Pipeline registers between a PE's multipliers and its accumulators, for Fmax: 0 (multiply and
+        accumulate in one cycle) to 2. Each stage delays a tile's results, and so the array's drain, by one
+        cycle; the array still takes a beat every cycle.
     """
     rows: int = 4
     cols: int = 4
@@ -152,6 +159,7 @@ class AcceleratorConfig:
     out_bits: int = 16
     axi_data_bits: int = 128
     max_heads: int = 64
+    pe_stages: int = 0
 
     def __post_init__(self):
         def check_int(name, value):
@@ -221,6 +229,10 @@ class AcceleratorConfig:
         if not 1 <= heads <= 4096:
             raise ParoError(f"max_heads must be in [1, 4096], got {heads}")
         object.__setattr__(self, "max_heads", heads)
+        stages = check_int("pe_stages", self.pe_stages)
+        if not 0 <= stages <= MAX_PE_STAGES:
+            raise ParoError(f"pe_stages must be in [0, {MAX_PE_STAGES}], got {stages}")
+        object.__setattr__(self, "pe_stages", stages)
 
         needed = min_acc_width(self.depth)
         if self.acc_width is None:

@@ -24,18 +24,22 @@ def _operand(rng, low, high, edges):
 
 
 class GoldenPE:
-    """Register-level state of the PE, updated with :func:`sw.golden.pe_step` on each enabled edge."""
+    """Register-level state of the PE, updated with :func:`sw.golden.pe_step` on each enabled edge; a beat
+    reaches the accumulators ``pe_stages`` enabled edges after it entered (the PE's pipeline registers)."""
 
     def __init__(self, config):
         self.acc_width = config.acc_width
         self.acc, self.fresh = (0,) * config.pe_accumulators, True
         self.result = self.acc
         self.a_out, self.b_out, self.ctl_out = 0, 0, 0
+        self.pipeline = [(0, 0, PEMode.INT8, False, False)] * config.pe_stages
 
     def edge(self, en, a, b_word, valid, last, mode, ctl_bits):
         if not en:
             return
         self.a_out, self.b_out, self.ctl_out = a, b_word, ctl_bits
+        self.pipeline.append((a, b_word, mode, valid, last))
+        a, b_word, mode, valid, last = self.pipeline.pop(0)
         if valid:
             self.acc = pe_step(self.acc, a, b_word, mode, self.fresh, self.acc_width)
             self.fresh = bool(last)
@@ -58,7 +62,7 @@ async def drive_pe(dut, golden, beats, rng, stall=0.1, bubble=0.1):
     config = bench_config()
     applied, checked = 0, 0
     pending = list(beats)
-    while pending or checked < 2:
+    while pending or checked < 2 + config.pe_stages:
         en = rng.random() >= stall
         valid = bool(pending) and rng.random() >= bubble
         if valid:
@@ -85,7 +89,7 @@ async def drive_pe(dut, golden, beats, rng, stall=0.1, bubble=0.1):
         if en and valid:
             pending.pop(0)
             applied += 1
-        if not pending:
+        if not pending and en:                  # enabled cycles: the pipeline flushes on them
             checked += 1
     return applied
 

@@ -191,7 +191,7 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
     n = bitmap.shape[1]
     rows = range(bitmap.shape[0]) if rows is None else rows
     stall = dict.fromkeys(BREAKDOWN, 0)
-    drain = {ppc: R + C - 1 + C * ppc for ppc in (1, 2, 4)}   # per products per cycle: tile drain period
+    drain = {ppc: R + C - 1 + config.pe_stages + C * ppc for ppc in (1, 2, 4)}   # per products a cycle: drain period
     lines = {"bitmap": -(-n // d), "table": -(-TABLE_RECORD_BYTES * n // d)}
     desc_bytes = descriptor_lines(config) * d
     fetcher = _Fetcher(start)

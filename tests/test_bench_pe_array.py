@@ -32,3 +32,20 @@ def test_array_cocotb_int8_only(simulator):
     """The plainest array: INT8-only PEs (one 8 x 8 multiplier, one accumulator each), C beats a tile."""
     run_bench(AcceleratorConfig(rows=2, cols=4, bitwidths=(0, 8)), "array", "paro.sim.test_array", simulator,
               seed=20261125)
+
+
+#: Pipelined PEs (``pe_stages`` registers between multipliers and accumulators): (bitwidths, stages).
+PIPELINED = [((0, 4, 8), 1), ((0, 2, 4, 8), 2), ((0, 8), 1)]
+
+
+@pytest.mark.parametrize("bitwidths,stages", PIPELINED, ids=["048-1", "0248-2", "08-1"])
+def test_pe_cocotb_pipelined(simulator, bitwidths, stages):
+    run_bench(AcceleratorConfig(bitwidths=bitwidths, pe_stages=stages), "pe", "paro.sim.test_pe", simulator,
+              seed=20261125)
+
+
+@pytest.mark.parametrize("bitwidths,stages", PIPELINED[:2], ids=["4x4-048-1", "2x4-0248-2"])
+def test_array_cocotb_pipelined(simulator, bitwidths, stages):
+    rows = 4 if stages == 1 else 2
+    run_bench(AcceleratorConfig(rows=rows, cols=4, bitwidths=bitwidths, pe_stages=stages), "array",
+              "paro.sim.test_array", simulator, seed=20261125)

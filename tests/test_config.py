@@ -26,6 +26,8 @@ from paro.errors import ParoError
     ({"kv_cache_blocks": 0}, "kv_cache_blocks must be in [1, max_blocks 512], got 0"),
     ({"max_seq_len": 128, "max_kept_keys": 192}, "max_kept_keys must be a multiple of block_size 64 in [64, "
                                                   "max_seq_len 128], got 192"),
+    ({"pe_stages": 3}, "pe_stages must be in [0, 2], got 3"),
+    ({"pe_stages": 1.5}, "pe_stages must be an integer, got 1.5"),
 ])
 def test_bad_parameter_is_one_line(kwargs, message):
     with pytest.raises(ParoError) as info:

@@ -13,6 +13,8 @@ from paro.flows.simulate import run_layers
 from paro.sw.contract import EngineLayer, layer_memory_map
 from paro.sw.plan import load_plan
 from paro.config import AcceleratorConfig
+from paro.sw import golden
+from paro.sw.cycles import layer_cycles
 from paro.sw.program import engine_layer, engine_program, plan_workload, random_layer
 
 
@@ -113,12 +115,13 @@ def test_engine_one_cache_slot(icarus):
     assert counters["KEPT8"] == 3 and counters["KEPT4"] == 3 and totals["HEADS_DONE"] == 1
 
 
-def test_engine_every_bitwidth_in_one_head(simulator):
-    """A {0, 2, 4, 8} build (four crumbs a PE word, 4C P lanes): a head whose every query row mixes 0-, 2-, 4-
-    and 8-bit blocks and a head of 2-bit blocks only, in one start, bit-exact with random stalls on every
-    stream, and the per-head counters count each bitwidth."""
+@pytest.mark.parametrize("pe_stages", [0, 2], ids=["pe-stages-0", "pe-stages-2"])
+def test_engine_every_bitwidth_in_one_head(simulator, pe_stages):
+    """A {0, 2, 4, 8} build (four crumbs a PE word, 4C P lanes), with single-cycle and with pipelined PEs: a
+    head whose every query row mixes 0-, 2-, 4- and 8-bit blocks and a head of 2-bit blocks only, in one
+    start, bit-exact with random stalls on every stream, and the per-head counters count each bitwidth."""
     config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, axi_data_bits=64,
-                               kv_cache_blocks=3, bitwidths=(0, 2, 4, 8))
+                               kv_cache_blocks=3, bitwidths=(0, 2, 4, 8), pe_stages=pe_stages)
     rng = np.random.default_rng(20261129)
     mixed = np.array([rng.permutation([0, 2, 4, 8]) for _ in range(4)], dtype=np.uint8)
     two_bit = np.full((2, 2), 2, dtype=np.uint8)
@@ -126,3 +129,22 @@ def test_engine_every_bitwidth_in_one_head(simulator):
     [(totals, counters)] = run_layers(config, [random_layer(config, [mixed, two_bit], seed=11)], simulator, gap=0.2)
     assert totals["HEADS_DONE"] == 2
     assert [(c["KEPT8"], c["KEPT4"], c["KEPT2"], c["SKIPPED"]) for c in counters] == [(4, 4, 4, 4), (0, 0, 4, 0)]
+
+
+def test_pipelined_pe_adds_only_drain_latency_and_the_model_follows(verilator):
+    """The same layer on a 2-stage-PE build and on a single-cycle build (fast mode): both bit-exact, each in
+    exactly the cycle model's cycles; the pipelined run is longer by the added drain latency only, at most
+    two cycles per array tile."""
+    runs = {}
+    for stages in (0, 2):
+        config = AcceleratorConfig(rows=2, cols=4, block_size=16, head_dim=16, max_seq_len=128, axi_data_bits=64,
+                                   pe_stages=stages)
+        bitmap = np.array([[8, 4, 0, 8], [0, 8, 4, 4], [4, 0, 8, 0], [8, 8, 8, 8]], dtype=np.uint8)
+        [(totals, [counters])] = run_layers(config, [random_layer(config, [bitmap], seed=5)], verilator, gap=0,
+                                            tag="pipelined", fast=True)
+        modelled, [head] = layer_cycles(config, [bitmap])
+        assert counters["CYCLES"] == head.cycles and totals["CYCLES"] == modelled["cycles"], stages
+        runs[stages] = counters["CYCLES"]
+    tiles = len(golden.engine_controller(bitmap, config))
+    print(f"pe_stages 0: {runs[0]:,} cycles, 2: {runs[2]:,} ({tiles} tiles)")
+    assert 0 < runs[2] - runs[0] <= 2 * tiles

@@ -51,12 +51,14 @@ def _speed(r):
 
 def _ecp5(r):
     f, a = r["ecp5"], r["ecp5"]["array"]
+    assert r["config"]["pe_stages"] == 2
     return (f"array alone {a['luts']:,} LUTs, {a['flip_flops']:,} FFs, {a['dsps']} DSPs, {a['brams']} BRAM (with the "
-            f"harness {f['luts']:,} LUTs, {f['flip_flops']:,} FFs), {f['fmax_mhz']:.1f} MHz; PE "
-            f"{r['pe_area_ratio']:.2f}x transistors, {r['pe_nand2_ratio']:.2f}x NAND2 of the plain INT8 PE")
+            f"harness {f['luts']:,} LUTs, {f['flip_flops']:,} FFs); Fmax {f['fmax_mhz']:.1f} MHz, target "
+            f"{f['target_mhz']:.0f} MHz met: {f['meets_target']}")
 
 
 def _pe_area(r):
+    assert r["config"]["pe_stages"] == 0                  # the single-cycle PEs: the plainest comparison
     pe = r["pe"]["mixed"]
     return (f"{pe['cells']:,} cells, {pe['flip_flops']} flip-flops, {pe['cmos_transistors']:,} transistors, "
             f"{pe['nand2']['equivalents']:,} NAND2 equivalents; {r['pe_area_ratio']:.2f}x transistors, "
@@ -140,7 +142,8 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
          ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("engine_cogvideox_head1_rows100-103.json", _engine),
-         ("synth_ecp5_4x4.json", _ecp5), ("synth_generic_4x4_0248.json", _pe_area),
+         ("synth_ecp5_4x4.json", _ecp5), ("synth_ecp5_8x8.json", _ecp5), ("synth_generic_4x4.json", _pe_area),
+         ("synth_generic_4x4_0248.json", _pe_area),
          ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
          ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),

@@ -66,13 +66,16 @@ def _add_kept_keys_arg(parser):
     parser.add_argument("--max-heads", type=int, default=AcceleratorConfig.max_heads,
                         help="heads one engine start runs at most (descriptors in its list; calibrate raises it "
                              "to the workload's heads)")
+    parser.add_argument("--pe-stages", type=int, default=AcceleratorConfig.pe_stages,
+                        help="pipeline registers between each PE's multipliers and accumulators, 0..2 (for Fmax; "
+                             "each adds a cycle to a tile's drain)")
 
 
 def _config(args):
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size, head_dim=args.head_dim,
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
-                             max_heads=args.max_heads)
+                             max_heads=args.max_heads, pe_stages=args.pe_stages)
 
 
 def cmd_generate(args):
@@ -185,7 +188,8 @@ def _calibration_config(args, workload):
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
                              head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
                              max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
-                             kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads))
+                             kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads),
+                             pe_stages=args.pe_stages)
 
 
 def _calibrate_captures(args, layout):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import AcceleratorConfig
+from ..config import MAX_PE_STAGES, AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write
 from ..sw.contract import check_engine_config
@@ -46,7 +46,8 @@ def design_point(rng):
         config = AcceleratorConfig(rows=rows, cols=cols, block_size=block_size, head_dim=head_dim,
                                    max_seq_len=MAX_SEQ_LEN, axi_data_bits=int(rng.choice(widths)),
                                    kv_cache_blocks=int(rng.integers(1, n_blocks + 2)),
-                                   bitwidths=(0, 2, 4, 8) if two_bit else (0, 4, 8))
+                                   bitwidths=(0, 2, 4, 8) if two_bit else (0, 4, 8),
+                                   pe_stages=int(rng.integers(0, MAX_PE_STAGES + 1)))
         check_engine_config(config)
         point = {"config": config, "n_blocks": n_blocks, "heads": int(rng.integers(1, 3)),
                  "density": round(float(rng.uniform(0.15, 1.0)), 3), "four_bit_share": round(float(rng.random()), 3),
