@@ -8,6 +8,7 @@ from paro.flows.cli import main
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
 from paro.flows.synth import FLIP_FLOP_NAND2, _nand2, _tool_path, _transistors, synth
+from paro.flows.synth_sweep import synth_sweep
 from paro.hw.synth_harness import harness_flip_flops
 
 
@@ -79,3 +80,31 @@ def test_unknown_target_and_missing_tool(tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
     with pytest.raises(ParoError, match="yowasp-nextpnr-xyz is not installed: pip install yowasp-nextpnr-xyz"):
         _tool_path("yowasp-nextpnr-xyz", "yowasp-nextpnr-xyz")
+
+
+def test_sweep_over_pipeline_depths(tmp_path):
+    """A 2x2 array at 0 and 2 PE stages on ECP5: both placed and routed, the pipelined one faster, every point's
+    array resources with the harness subtracted; JSON and PNG written."""
+    report = tmp_path / "sweep.json"
+    result = synth_sweep(AcceleratorConfig(rows=2, cols=2), "ecp5", sizes=((2, 2),), stages=(0, 2), report=report,
+                         build_dir=tmp_path, log=lambda m: None)
+    single, pipelined = result["points"]
+    assert (single["pe_stages"], pipelined["pe_stages"]) == (0, 2) and single["fits"] and pipelined["fits"]
+    assert pipelined["fmax_mhz"] > single["fmax_mhz"] and pipelined["array"]["dsps"] == single["array"]["dsps"] > 0
+    assert pipelined["array"]["flip_flops"] > single["array"]["flip_flops"]          # the stage registers
+    assert json.loads(report.read_text())["points"] == result["points"] and report.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--sweep-sizes", "2by2"], "--sweep-sizes takes sizes like 2x2,4x4,8x8; got '2by2'"),
+    (["--sweep-stages", "0,3"], "--sweep-stages: pe_stages must be in [0, 2], got 3"),
+    (["--sweep-sizes", "3x3"], "rows must be a power of two in [2, 64], got 3"),
+    (["--target", "generic"], "--sweep measures Fmax: give an FPGA --target (ecp5 or ice40)"),
+])
+def test_bad_sweep_is_one_line_without_a_file(tmp_path, capsys, argv, message):
+    report = tmp_path / "sweep.json"
+    argv = ["synth", "--sweep", "--target", "ecp5", *argv, "--report", str(report)]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paro: error:")]
+    assert len(err) == 1 and message in err[0], err
+    assert not report.exists()

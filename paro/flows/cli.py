@@ -32,7 +32,8 @@ from .provenance import provenance
 from .simulate import simulate
 from .precision import bench_precision
 from .validate import bench_model_validation
-from .synth import synth
+from .synth import TARGETS, synth
+from .synth_sweep import SWEEP_SIZES, SWEEP_STAGES, parse_sizes, parse_stages, synth_sweep
 
 __all__ = ["main"]
 
@@ -226,6 +227,19 @@ def cmd_plot(args):
 
 def cmd_synth(args):
     config = _config(args)
+    if args.sweep:
+        if args.target not in TARGETS:
+            raise ParoError(f"unknown target {args.target!r}; choose one of {', '.join(TARGETS)}")
+        result = synth_sweep(config, args.target, sizes=parse_sizes(args.sweep_sizes),
+                             stages=parse_stages(args.sweep_stages), report=args.report, build_dir=args.build_dir)
+        for p in result["points"]:
+            size = f"{p['rows']}x{p['cols']}, pe_stages {p['pe_stages']}"
+            print(f"{size}: Fmax {p['fmax_mhz']:.1f} MHz (target met: {p['meets_target']}), array "
+                  f"{p['array']['luts']} LUTs, {p['array']['flip_flops']} FFs, {p['array']['dsps']} DSPs"
+                  if p["fits"] else f"{size}: does not fit")
+        if args.report:
+            print(f"wrote {args.report} and {Path(args.report).with_suffix('.png')}")
+        return
     result = synth(config, target=args.target, report=args.report, build_dir=args.build_dir)
     generic = result["generic"]
     print(f"generic {config.rows}x{config.cols}: {generic['cells']} cells, {generic['flip_flops']} flip-flops, "
@@ -547,6 +561,12 @@ def build_parser():
     _add_config_args(syn)
     syn.add_argument("--target", default="generic", help="generic (default), ecp5 or ice40")
     syn.add_argument("--report", help="JSON report to write")
+    syn.add_argument("--sweep", action="store_true",
+                     help="place and route every --sweep-sizes x --sweep-stages point: Fmax and resources (+ PNG)")
+    syn.add_argument("--sweep-sizes", default=",".join(f"{r}x{c}" for r, c in SWEEP_SIZES),
+                     help="--sweep: array sizes, e.g. 2x2,4x4,8x8 (default)")
+    syn.add_argument("--sweep-stages", default=",".join(str(s) for s in SWEEP_STAGES),
+                     help="--sweep: PE pipeline depths, e.g. 0,1,2 (default)")
     _add_build_dir_arg(syn)
     syn.set_defaults(func=cmd_synth)
 
