@@ -137,13 +137,24 @@ def _precision_quality(r):
         + f"; all 8-bit: {dense['rel_l1']:.5f}, held-out {dense['heldout_rel_l1']:.5f}"
 
 
+def _synth_sweep(r):
+    points = r["points"]
+    assert all(p["fits"] for p in points)
+    sizes = sorted({(p["rows"], p["cols"]) for p in points}, key=lambda s: s[0] * s[1])
+    stages = sorted({p["pe_stages"] for p in points})
+    fmax = {(p["rows"], p["cols"], p["pe_stages"]): p["fmax_mhz"] for p in points}
+    return (f"Fmax (MHz) at {' / '.join(str(s) for s in stages)} PE stages: "
+            + "; ".join(f"{rows}x{cols} " + " / ".join(f"{fmax[rows, cols, s]:.1f}" for s in stages)
+                        for rows, cols in sizes))
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
          ("engine_small_head1_latency40.json", _engine), ("engine_speed_small.json", _speed),
          ("engine_cogvideox_head1_rows100-103.json", _engine),
          ("synth_ecp5_4x4.json", _ecp5), ("synth_ecp5_8x8.json", _ecp5), ("synth_generic_4x4.json", _pe_area),
-         ("synth_generic_4x4_0248.json", _pe_area),
+         ("synth_generic_4x4_0248.json", _pe_area), ("synth_sweep_ecp5.json", _synth_sweep),
          ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
          ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
