@@ -91,12 +91,10 @@ class EngineController(ConfiguredComponent):
         for n in range(lanes):
             m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, packing, query_group)),
                          segment_shift.seg_max[n].eq(lane_row_max(cfg, self.seg_data, n, packing, query_group))]
-        computed = [b for b in cfg.bitwidths if b]
-
         def per_bits(selector, of_bits, key=lambda bits: bits):
             """``of_bits(b)`` for the computed bitwidth ``b`` with ``key(b) == selector`` (8 bits otherwise)."""
             out = of_bits(8)
-            for bits in computed:
+            for bits in cfg.computed_bitwidths:
                 if bits != 8:
                     out = Mux(selector == key(bits), of_bits(bits), out)
             return out

@@ -66,7 +66,7 @@ class OperandFeed(ConfiguredComponent):
         m = Module()
         cfg = self._config
         R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.engine_lanes
-        computed = [bits for bits in cfg.bitwidths if bits]
+        computed = cfg.computed_bitwidths
         fields = {name: field.shape for name, field in issue_layout(cfg)}
         stage = self.stage
         m.d.comb += [self.advance.eq(~stage.valid | self.a.ready), self.busy.eq(stage.valid),

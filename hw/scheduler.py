@@ -102,8 +102,8 @@ def formal_properties(m, dut):
     and a block beat is never a 0-bit block."""
     stream_held(m, dut.o, "o", unless=past(m, dut.start, "start"))
     block = dut.o.valid & ~dut.o.payload.end
-    computed = [b for b in dut.config.bitwidths if b]
-    m.d.comb += Assert(~block | Cat(*(dut.o.payload.bits == b for b in computed)).any(), "o: kept blocks only")
+    m.d.comb += Assert(~block | Cat(*(dut.o.payload.bits == b for b in dut.config.computed_bitwidths)).any(),
+                       "o: kept blocks only")
 
 
 def formal_bounds(m, dut):

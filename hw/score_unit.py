@@ -3,8 +3,7 @@ score buffer and keeps every query's row maximum and its segment maximum in each
 
 Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2**score_shift)``, ``ck_j``
 already x16 for 4-bit and x64 for 2-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row and segment
-maxima over real keys
-by :func:`~paro.sw.golden.softmax_row_max`).
+maxima over real keys by :func:`~paro.sw.golden.softmax_row_max`).
 
 A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
 same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer (``R`` write ports,
@@ -36,7 +35,7 @@ def lane_row_max(config, row_max, lane, packing, query_group):
     with that packing (``row_max``: the unit's ``row_max`` output; lanes past ``C << packing`` are unused)."""
     B, C = config.block_size, config.cols
     value = None
-    for bits in sorted(b for b in config.bitwidths if b):          # 8 last: the widest packing first
+    for bits in config.computed_bitwidths:                          # 8 last: the widest packing first
         width = C << PACKING[bits]
         if lane >= width:
             continue

@@ -28,7 +28,7 @@ __all__ = ["TileQueue", "tile_layout", "ck_width", "cv_width"]
 def ck_width(config):
     """Width of a tile's key multiplier: a 15-bit ``CK`` shifted by the largest K-reduction cut (4 or 6),
     plus one spare bit (20 without 2-bit blocks)."""
-    return 16 + max(K_REDUCE_SHIFT[b] for b in config.bitwidths if b)
+    return 16 + max(K_REDUCE_SHIFT[b] for b in config.computed_bitwidths)
 
 
 def cv_width(config):

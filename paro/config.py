@@ -307,6 +307,11 @@ class AcceleratorConfig:
         return self.max_products_per_cycle
 
     @property
+    def computed_bitwidths(self):
+        """The bitwidths the array computes (every one but 0, ascending)."""
+        return tuple(bits for bits in self.bitwidths if bits)
+
+    @property
     def modes(self):
         """PE modes the built array supports."""
         modes = [PEMode.INT8]

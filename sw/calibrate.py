@@ -36,12 +36,20 @@ from .quant import quantize_head
 from .reorder import PERMUTATIONS, permutation_indices, permute_tokens
 from .sparsity import attention_rows, block_masses, captured_mass
 
-__all__ = ["calibrate", "held_out_quality", "block_errors", "Progress", "REORDER_PAYS_GAIN", "ERROR_METRICS"]
+__all__ = ["calibrate", "held_out_quality", "block_errors", "fitting_seq_len", "Progress", "REORDER_PAYS_GAIN",
+           "ERROR_METRICS"]
 
 IDENTITY = "FHW"
 #: A head's pattern "runs across the identity order's contiguous axis" when the best order captures at
 #: least this much more attention mass than the identity order at the evaluation density.
 REORDER_PAYS_GAIN = 0.10
+
+
+def fitting_seq_len(layout, block_size):
+    """The smallest ``max_seq_len`` (a power of two, at least 64) that holds ``layout``'s tokens padded to
+    ``block_size``: the softmax widths follow the sequence length, so a plan fits the smallest engine that
+    runs it."""
+    return max(64, 1 << (layout.padded(block_size) - 1).bit_length())
 
 
 class Progress:

@@ -161,6 +161,8 @@ def array_drain_beats(c_tile):
 #: The K reduction's cut per computed bitwidth: a ``b``-bit block's K operand keeps bits ``[7 : shift]`` of the
 #: INT8 value, rounded (:func:`reduce_k`); its scores are scaled by ``2**shift`` to undo the unit.
 K_REDUCE_SHIFT = {8: 0, 4: 4, 2: 6}
+#: ``K_REDUCE_SHIFT`` indexed by bits (-1: not a computed bitwidth), for whole columns of bits at once.
+_K_REDUCE_TABLE = np.array([K_REDUCE_SHIFT.get(bits, -1) for bits in range(9)], dtype=np.int64)
 
 
 def reduce_k(values, bits):
@@ -274,7 +276,9 @@ def qk_block(q8_rows, k8_block, bits, acc_width):
 def scores_log2(s, cq_i, ck_cols, bits_cols, shift):
     """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * 2**K_REDUCE_SHIFT[b_j] / 2**shift)`` (``b_j``:
     each column's block bitwidth)."""
-    cut = np.vectorize(K_REDUCE_SHIFT.__getitem__, otypes=[np.int64])(np.asarray(bits_cols, dtype=np.int64))
+    cut = _K_REDUCE_TABLE[np.asarray(bits_cols, dtype=np.int64)]
+    if cut.size and cut.min() < 0:
+        raise ParoError(f"scores are computed for 2-, 4- and 8-bit blocks, got {sorted(set(np.ravel(bits_cols).tolist()))}")
     factor = np.asarray(ck_cols, dtype=np.int64) << cut
     return round_shift(np.asarray(s, dtype=np.int64) * (cq_i * factor), shift)
 

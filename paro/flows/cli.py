@@ -14,7 +14,7 @@ from ..errors import ParoError
 from ..files import atomic_write, check_writable
 from ..hw.emit import TOPS, write_verilog
 from ..sw.allocation import METHODS
-from ..sw.calibrate import ERROR_METRICS, calibrate
+from ..sw.calibrate import ERROR_METRICS, calibrate, fitting_seq_len
 from ..sw.captures import calibrate_captures
 from ..sw.plan import load_plan, save_plan, save_plan_set
 from ..sw.plots import plot_plan
@@ -184,13 +184,11 @@ def cmd_calibrate(args):
 
 
 def _calibration_config(args, workload):
-    # The softmax widths follow the sequence length, so the plan fits the smallest engine that runs it.
-    max_seq_len = max(64, 1 << (workload.layout.padded(args.block_size) - 1).bit_length())
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size,
                              head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
-                             max_seq_len=max_seq_len, max_kept_keys=args.max_kept_keys,
-                             kv_cache_blocks=args.kv_cache_blocks, max_heads=max(args.max_heads, workload.heads),
-                             pe_stages=args.pe_stages)
+                             max_seq_len=fitting_seq_len(workload.layout, args.block_size),
+                             max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
+                             max_heads=max(args.max_heads, workload.heads), pe_stages=args.pe_stages)
 
 
 def _calibrate_captures(args, layout):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import AcceleratorConfig
 from ..files import atomic_write
-from ..sw.calibrate import ERROR_METRICS, calibrate
+from ..sw.calibrate import ERROR_METRICS, calibrate, fitting_seq_len
 from ..sw.program import engine_layer
 from ..sw.workloads import make_workload
 from .bench import _pyplot, _save
@@ -36,9 +36,10 @@ HEAD = 1
 
 def _config(workload, bitwidths):
     """The engine ``paro calibrate`` targets by default for this workload and bitwidth set."""
-    tokens = workload.layout.padded(64)
+    block_size = AcceleratorConfig.block_size
     return AcceleratorConfig(head_dim=workload.head_dim, bitwidths=bitwidths,
-                             max_seq_len=max(64, 1 << (tokens - 1).bit_length()), max_heads=max(64, workload.heads))
+                             max_seq_len=fitting_seq_len(workload.layout, block_size),
+                             max_heads=max(AcceleratorConfig.max_heads, workload.heads))
 
 
 def _mix(bitmap, bitwidths):
