@@ -24,12 +24,13 @@ from paro.sw.contract import engine_buffers
 from .array import SystolicArray
 from .pe import ProcessingElement
 from .engine import AttentionEngine
+from .lut_multiplier import LutMultiplier
 
 __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 
 
 #: Designs ``paro generate --top`` can emit.
-TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine}
+TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine, "lut_multiplier": LutMultiplier}
 
 
 def build_top(config, top="array"):

@@ -144,6 +144,13 @@ class AcceleratorConfig:
         Pipeline registers between a PE's multipliers and its accumulators, for Fmax: 0 (multiply and
         accumulate in one cycle) to 2. Each stage delays a tile's results, and so the array's drain, by one
         cycle; the array still takes a beat every cycle.
+    lut_lanes
+        Lanes of SimPicker's LUT-based FP x INT multiplier (:mod:`paro.hw.lut_multiplier`): INT8 operands it
+        multiplies by one FP operand a cycle; a power of two in [1, 256].
+    lut_mant_bits
+        Mantissa bits of that FP operand below its explicit leading one (7 as in BF16, 10 as in FP16); in
+        [1, 10]. The operand is a softmax numerator (at most ``2**exp_bits``) rounded to ``lut_mant_bits + 1``
+        significant bits, so its exponent runs from 0 to ``lut_exp_max = exp_bits - lut_mant_bits``.
     """
     rows: int = 4
     cols: int = 4
@@ -160,6 +167,8 @@ class AcceleratorConfig:
     axi_data_bits: int = 128
     max_heads: int = 64
     pe_stages: int = 0
+    lut_lanes: int = 16
+    lut_mant_bits: int = 7
 
     def __post_init__(self):
         def check_int(name, value):
@@ -175,7 +184,12 @@ class AcceleratorConfig:
             if not (_is_pow2(value) and low <= value <= high):
                 raise ParoError(f"{name} must be a power of two in [{low}, {high}], got {value}")
             object.__setattr__(self, name, value)
-        for name, low, high in (("score_frac_bits", 4, 12), ("exp_bits", 10, 16), ("out_bits", 8, 16)):
+        value = check_int("lut_lanes", self.lut_lanes)
+        if not (_is_pow2(value) and 1 <= value <= 256):
+            raise ParoError(f"lut_lanes must be a power of two in [1, 256], got {value}")
+        object.__setattr__(self, "lut_lanes", value)
+        for name, low, high in (("score_frac_bits", 4, 12), ("exp_bits", 10, 16), ("out_bits", 8, 16),
+                                ("lut_mant_bits", 1, 10)):
             value = check_int(name, getattr(self, name))
             if not low <= value <= high:
                 raise ParoError(f"{name} must be in [{low}, {high}], got {value}")
@@ -281,13 +295,26 @@ class AcceleratorConfig:
         product within 63 bits): ``max(0, acc_out_width - 32)``."""
         return max(0, self.acc_out_width - 32)
 
+    @property
+    def lut_exp_max(self):
+        """Largest exponent of the LUT multiplier's FP operand: a numerator of at most ``2**exp_bits`` with
+        ``lut_mant_bits + 1`` significant bits is ``mant << exp`` with ``exp <= exp_bits - lut_mant_bits``."""
+        return self.exp_bits - self.lut_mant_bits
+
+    @property
+    def lut_product_width(self):
+        """Signed width of a LUT product ``mant * v << exp``: ``|mant << exp| < 2**(exp_bits + 1)`` times
+        ``|v| <= 128``, plus a sign bit."""
+        return self.exp_bits + 9
+
     def derived(self):
         """Every derived size, for the params JSON and the results files."""
         return {"depth": self.depth, "max_blocks": self.max_blocks, "max_kept_blocks": self.max_kept_blocks,
                 "acc_out_width": self.acc_out_width,
                 "output_pre_shift": self.output_pre_shift, "row_sum_width": self.row_sum_width,
                 "recip_bits": self.recip_bits, "score_width": SCORE_WIDTH,
-                "max_products_per_cycle": self.max_products_per_cycle, "modes": [m.name for m in self.modes]}
+                "max_products_per_cycle": self.max_products_per_cycle, "modes": [m.name for m in self.modes],
+                "lut_exp_max": self.lut_exp_max, "lut_product_width": self.lut_product_width}
 
     @property
     def max_products_per_cycle(self):

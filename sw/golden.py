@@ -34,7 +34,7 @@ __all__ = [
     "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
-    "layer_sequencer", "layer_reads",
+    "layer_sequencer", "layer_reads", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
 ]
 
 
@@ -701,3 +701,45 @@ def memory_writer(codes, descriptor, config):
     image = codes.astype("<i2").tobytes()
     assert len(image) == region_bytes(config, "O_ADDR", codes.shape[0] // config.block_size)
     return bursts, image
+
+
+# SimPicker: the LUT-based FP x INT multiplier (hw/lut_multiplier.py).
+
+#: Entries of the LUT multiplier's table: one per value of a 4-bit nibble.
+LUT_ENTRIES = 16
+
+
+def lut_fp(e, config):
+    """FP code ``(mant, exp)`` of softmax numerators ``e`` in ``[0, 2**exp_bits]``, ``e ~ mant << exp``:
+    ``mant`` keeps ``M + 1 = lut_mant_bits + 1`` significant bits (leading one explicit), rounded half up; a
+    carry out of the rounding renormalises (``mant = 2**M``, ``exp + 1``). Numerators below ``2**(M + 1)``
+    are exact with ``exp = 0`` (below ``2**M`` without a leading one, like subnormals); ``0 -> (0, 0)``."""
+    e = np.asarray(e, dtype=np.int64)
+    if e.size and (e.min() < 0 or e.max() > (1 << config.exp_bits)):
+        raise ParoError(f"lut_fp takes numerators in [0, 2**{config.exp_bits}], got [{e.min()}, {e.max()}]")
+    top = config.lut_mant_bits + 1
+    length = np.zeros_like(e)
+    for bit in range(config.exp_bits + 1):          # exact bit length, no float log2
+        length = np.where(e >> bit > 0, bit + 1, length)
+    exp = np.maximum(length - top, 0)
+    mant = round_shift(e, exp)
+    carry = mant >> top > 0
+    return np.where(carry, mant >> 1, mant), np.where(carry, exp + 1, exp)
+
+
+def lut_table(mant):
+    """The table one FP operand builds: ``T[j] = mant * j`` for ``j = 0 .. 15`` (last axis)."""
+    return np.asarray(mant, dtype=np.int64)[..., None] * np.arange(LUT_ENTRIES)
+
+
+def lut_multiplier(mant, exp, v):
+    """Products of one FP operand ``mant << exp`` and signed INT8 lanes ``v``, as the unit forms them from two
+    lookups: ``T[low] + (T[high mod 16] - (mant << 4 if high < 0)) << 4``, shifted left by ``exp``, where
+    ``v = 16 * high + low`` (``low`` in [0, 15], ``high`` in [-8, 7]). Exactly ``mant * v * 2**exp``."""
+    v = np.asarray(v, dtype=np.int64)
+    if v.size and (v.min() < -128 or v.max() > 127):
+        raise ParoError(f"lut_multiplier takes INT8 lanes, got [{v.min()}, {v.max()}]")
+    table = lut_table(mant)
+    low, high = v & 15, v >> 4
+    high_part = table[high & 15] - np.where(high < 0, np.int64(mant) << 4, 0)
+    return (table[low] + (high_part << 4)) << np.int64(exp)

@@ -70,13 +70,18 @@ def _add_kept_keys_arg(parser):
     parser.add_argument("--pe-stages", type=int, default=AcceleratorConfig.pe_stages,
                         help="pipeline registers between each PE's multipliers and accumulators, 0..2 (for Fmax; "
                              "each adds a cycle to a tile's drain)")
+    parser.add_argument("--lut-lanes", type=int, default=AcceleratorConfig.lut_lanes,
+                        help="lanes of SimPicker's LUT FP x INT multiplier (INT8 operands a cycle)")
+    parser.add_argument("--lut-mant-bits", type=int, default=AcceleratorConfig.lut_mant_bits,
+                        help="mantissa bits of its FP operand below the leading one (7: BF16, 10: FP16)")
 
 
 def _config(args):
     return AcceleratorConfig(rows=args.rows, cols=args.cols, block_size=args.block_size, head_dim=args.head_dim,
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
-                             max_heads=args.max_heads, pe_stages=args.pe_stages)
+                             max_heads=args.max_heads, pe_stages=args.pe_stages, lut_lanes=args.lut_lanes,
+                             lut_mant_bits=args.lut_mant_bits)
 
 
 def cmd_generate(args):
@@ -188,7 +193,8 @@ def _calibration_config(args, workload):
                              head_dim=workload.head_dim, bitwidths=args.bitwidths, acc_width=args.acc_width,
                              max_seq_len=fitting_seq_len(workload.layout, args.block_size),
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
-                             max_heads=max(args.max_heads, workload.heads), pe_stages=args.pe_stages)
+                             max_heads=max(args.max_heads, workload.heads), pe_stages=args.pe_stages,
+                             lut_lanes=args.lut_lanes, lut_mant_bits=args.lut_mant_bits)
 
 
 def _calibrate_captures(args, layout):
@@ -497,7 +503,7 @@ def build_parser():
 
     gen = sub.add_parser("generate", help="emit Verilog (and a params JSON beside it)")
     _add_config_args(gen)
-    gen.add_argument("--top", default="array", help="design to emit: array (default), pe or engine")
+    gen.add_argument("--top", default="array", help="design to emit: array (default), pe, engine or lut_multiplier")
     gen.add_argument("-o", "--output", required=True, help="output Verilog file")
     gen.set_defaults(func=cmd_generate)
 

@@ -1,0 +1,16 @@
+"""cocotb benches of SimPicker's blocks on both simulators: random gaps and back-pressure on every stream,
+every output compared with ``sw.golden``."""
+
+import pytest
+
+from paro.config import AcceleratorConfig
+from paro.sim.runner import run_bench
+
+#: (lanes, mantissa bits): a BF16-like operand on 16 lanes, an FP16-like one on 4.
+LUT_BUILDS = [(16, 7), (4, 10)]
+
+
+@pytest.mark.parametrize("lanes,mant_bits", LUT_BUILDS, ids=[f"{l}x{m}" for l, m in LUT_BUILDS])
+def test_lut_multiplier_cocotb(simulator, lanes, mant_bits):
+    run_bench(AcceleratorConfig(lut_lanes=lanes, lut_mant_bits=mant_bits), "lut_multiplier",
+              "paro.sim.test_lut_multiplier", simulator, seed=20261129)
