@@ -35,6 +35,8 @@ __all__ = [
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
     "layer_sequencer", "layer_reads", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
+    "LUT_BLOCK", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "REUSE_FRAC_BITS", "LUT_QK_BITS", "pooled_codes",
+    "speculation_scores", "speculation_masses", "speculation_classes", "SPEC_FRAC_BITS", "reuse_anchors", "lut_block_accumulate",
 ]
 
 
@@ -405,8 +407,18 @@ def reciprocal(row_sum, config):
     return np.where(row_sum > 0, (np.int64(1) << config.recip_bits) // np.maximum(row_sum, 1), 0)
 
 
+#: A block code of :func:`attention_block_row` beside the bitwidths: SimPicker's LUT path (QK^T with K at
+#: ``LUT_QK_BITS``, PV with FP numerators through the LUT multiplier, :func:`lut_block_accumulate`).
+LUT_BLOCK = 1
+
+
+def _qk_bits(code):
+    return LUT_QK_BITS if code == LUT_BLOCK else code
+
+
 def attention_block_row(i, head, bitmap_row, config, trace=False):
-    """Output codes (B, d) of query block ``i``; with ``trace`` also every intermediate integer (a dict)."""
+    """Output codes (B, d) of query block ``i``; with ``trace`` also every intermediate integer (a dict).
+    ``bitmap_row`` holds each key block's bitwidth (0: skipped) or ``LUT_BLOCK``."""
     B = config.block_size
     rows = slice(i * B, (i + 1) * B)
     kept = [(j, int(b)) for j, b in enumerate(bitmap_row) if b]
@@ -414,9 +426,10 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
         raise ParoError(f"query block {i} keeps no key block; every query row must keep at least one")
     cq, ck, shift = head.score_multipliers(config)
     cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
-    s = np.concatenate([qk_block(head.q8[rows], head.k8[j * B:(j + 1) * B], b, config.acc_width)
+    s = np.concatenate([qk_block(head.q8[rows], head.k8[j * B:(j + 1) * B], _qk_bits(b), config.acc_width)
                         for j, b in kept], axis=1)
-    x = scores_log2(s, cq[i], np.repeat([ck[j] for j, _ in kept], B), np.repeat([b for _, b in kept], B), shift)
+    x = scores_log2(s, cq[i], np.repeat([ck[j] for j, _ in kept], B),
+                    np.repeat([_qk_bits(b) for _, b in kept], B), shift)
     valid = cols < head.n_tokens
     m = softmax_row_max(x, valid)
     e = np.where(valid, exp2_numerators(np.where(valid, m - x, 0), config), 0)
@@ -426,9 +439,13 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
     p_all, u_all = [], []
     z_all = []
     for n, (j, b) in enumerate(kept):
-        p, z = p_quantize(e[:, n * B:(n + 1) * B], b, config)
-        u = pv_block(p, head.v8[j * B:(j + 1) * B], b, config.acc_width)
-        acc = output_accumulate(acc, u, cv[b][j], z)
+        if b == LUT_BLOCK:
+            acc = lut_block_accumulate(acc, e[:, n * B:(n + 1) * B], head.v8[j * B:(j + 1) * B], cv[8][j], config)
+            p, z, u = None, None, None
+        else:
+            p, z = p_quantize(e[:, n * B:(n + 1) * B], b, config)
+            u = pv_block(p, head.v8[j * B:(j + 1) * B], b, config.acc_width)
+            acc = output_accumulate(acc, u, cv[b][j], z)
         if trace:
             p_all.append(p)
             z_all.append(z)
@@ -743,3 +760,111 @@ def lut_multiplier(mant, exp, v):
     low, high = v & 15, v >> 4
     high_part = table[high & 15] - np.where(high < 0, np.int64(mant) << 4, 0)
     return (table[low] + (high_part << 4)) << np.int64(exp)
+
+
+# SimPicker: speculation, token reuse and the LUT path of a block (docs/simpicker.md).
+
+#: Speculation classes of a (query block, key block): skipped, LUT path (unimportant), full path (important).
+SPEC_SKIP, SPEC_LUT, SPEC_FULL = 0, 1, 2
+#: Fractional bits of the token-reuse threshold code (``tau**2`` in units of ``2**-REUSE_FRAC_BITS``).
+REUSE_FRAC_BITS = 8
+#: The K reduction of a LUT-path block's QK^T: the score only needs to weigh an unimportant block.
+LUT_QK_BITS = 4
+
+
+def pooled_codes(x8, block_size):
+    """Per block the rounded mean of its ``block_size`` INT8 rows: ``round(sum / B)`` (INT8, ties up)."""
+    x8 = np.asarray(x8, dtype=np.int64)
+    sums = x8.reshape(-1, block_size, x8.shape[1]).sum(axis=1)
+    return round_shift(sums, block_size.bit_length() - 1)
+
+
+def speculation_scores(q8, k8, cq, ck, shift, block_size):
+    """Block-reduced scores ``x_ij``: pooled Q of query block i times pooled K of key block j, scaled to the
+    base-2 exponent domain like the engine's scores (:func:`scores_log2`, 8-bit)."""
+    s = _int_matmul(pooled_codes(q8, block_size), pooled_codes(k8, block_size))
+    return round_shift(s * (np.asarray(cq, dtype=np.int64)[:, None] * np.asarray(ck, dtype=np.int64)[None, :]),
+                       shift)
+
+
+#: Fractional bits of the speculation's mass fractions (``important_mass``, ``negligible_mass``).
+SPEC_FRAC_BITS = 16
+
+
+def speculation_masses(x, key_tokens, config, allowed=None):
+    """Estimated mass of every block from its block-reduced score: ``m_ij = 2**-(max_j x_ij - x_ij)`` through
+    the engine's exponent unit (:func:`exp2_numerators`) times the block's real keys ``key_tokens[j]``; 0 for
+    blocks without real keys and blocks ``allowed`` (a plan's bitmap, optional) drops."""
+    x = np.asarray(x, dtype=np.int64)
+    live = np.broadcast_to(np.asarray(key_tokens) > 0, x.shape).copy()
+    if allowed is not None:
+        live &= np.asarray(allowed) > 0
+    best = np.where(live, x, np.iinfo(np.int64).min).max(axis=1, keepdims=True)
+    e = exp2_numerators(np.where(live, best - x, 0), config)
+    return np.where(live, e * np.asarray(key_tokens, dtype=np.int64), 0)
+
+
+def speculation_classes(masses, important_code, negligible_code):
+    """Class of every block of each row from the estimated masses (:func:`speculation_masses`), blocks taken
+    by descending mass (ties: lower key block first): ``SPEC_FULL`` while the mass before the block is below
+    ``important_code / 2**SPEC_FRAC_BITS`` of the row's total (the blocks that make up that fraction),
+    ``SPEC_SKIP`` when the mass from the block to the end is at most ``negligible_code / 2**SPEC_FRAC_BITS``
+    of it (a negligible tail), else ``SPEC_LUT``; blocks of zero mass are skipped. The row's largest block is
+    always important."""
+    masses = np.asarray(masses, dtype=np.int64)
+    order = np.argsort(-masses, axis=1, kind="stable")
+    sorted_mass = np.take_along_axis(masses, order, axis=1)
+    total = sorted_mass.sum(axis=1, keepdims=True)
+    before = np.cumsum(sorted_mass, axis=1) - sorted_mass
+    tail = total - before
+    full = (before << SPEC_FRAC_BITS) < important_code * total
+    skip = (tail << SPEC_FRAC_BITS) <= negligible_code * total
+    ranked = np.where(full, SPEC_FULL, np.where(skip, SPEC_SKIP, SPEC_LUT))
+    ranked[:, 0] = SPEC_FULL
+    ranked = np.where(sorted_mass > 0, ranked, SPEC_SKIP)
+    classes = np.empty_like(ranked)
+    np.put_along_axis(classes, order, ranked, axis=1)
+    return classes
+
+
+def reuse_anchors(q8, q_mult, reference, tau_code, block_size):
+    """Token reuse: ``anchor[t]`` is the token whose output token ``t`` takes (``t`` itself when computed).
+
+    ``reference[t]`` is the token ``t`` is compared with (-1: none; text tokens, the first frame); chains are
+    resolved in order of depth. Token ``t`` reuses ``a = anchor[reference[t]]`` when
+    ``2**REUSE_FRAC_BITS * |q_t - q_a|**2 <= tau_code * |q_a|**2`` on the dequantised integer codes
+    ``q8 * q_mult[block]`` (``q_mult``: the Q blocks' integer scale mantissas, one exponent), else it is
+    computed. A zero query never reuses (its anchor norm test is ``0 <= 0`` only for another zero query)."""
+    q8 = np.asarray(q8, dtype=np.int64)
+    reference = np.asarray(reference, dtype=np.int64)
+    n = len(reference)
+    scaled = q8[:n] * np.repeat(np.asarray(q_mult, dtype=np.int64), block_size)[:n, None]
+    depth = np.zeros(n, dtype=np.int64)
+    pending = reference >= 0
+    while pending.any():                               # depth of each chain, shallow tokens first
+        depth_new = np.where(reference >= 0, depth[np.maximum(reference, 0)] + 1, 0)
+        if np.array_equal(depth_new, depth):
+            break
+        if depth_new.max() > n:
+            raise ParoError("token reuse references form a cycle")
+        depth = depth_new
+    anchor = np.arange(n)
+    for level in range(1, int(depth.max()) + 1 if n else 1):
+        tokens = np.flatnonzero(depth == level)
+        a = anchor[reference[tokens]]
+        diff = scaled[tokens] - scaled[a]
+        distance = (diff * diff).sum(axis=1) << REUSE_FRAC_BITS
+        norm = (scaled[a] * scaled[a]).sum(axis=1)
+        reuse = distance <= tau_code * norm
+        anchor[tokens] = np.where(reuse, a, tokens)
+    return anchor
+
+
+def lut_block_accumulate(acc, e_block, v8_block, cv8, config):
+    """A LUT-path block's PV into the output accumulator: the numerators ``e_block`` (rows, keys) as FP
+    operands (:func:`lut_fp`) times the block's INT8 V rows ``v8_block`` (keys, d), summed over the keys
+    (``w``: the sum of :func:`lut_multiplier` products, exact), then ``acc + round(w * cv8 * 127 /
+    2**exp_bits)``: the 8-bit path's scale (its ``u ~ e * 127 / 2**exp_bits`` times ``cv8``)."""
+    mant, exp = lut_fp(e_block, config)
+    w = _int_matmul(mant << exp, np.asarray(v8_block, dtype=np.int64).T)
+    return acc + round_shift(w * (np.int64(cv8) * P_LEVELS[8]), config.exp_bits)

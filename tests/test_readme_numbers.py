@@ -148,6 +148,13 @@ def _synth_sweep(r):
                         for rows, cols in sizes))
 
 
+def _simpicker(r):
+    assert "NOT RTL" in r["units"]["ideal_cycles"]
+    return "; ".join(f"{row['name']} {row['speedup_vs_dense_int8']:.2f}x (cosine {row['cosine']:.4f}, held-out "
+                     f"{row['heldout_cosine']:.4f})" for row in r["rows"]) \
+        + f"; grouping {r['grouping_gain']:.2f}x; reused tokens {r['rows'][-1]['reused_tokens']:.3f}"
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
@@ -158,7 +165,8 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
          ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
-         ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality)]
+         ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality),
+         ("simpicker_small.json", _simpicker)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])

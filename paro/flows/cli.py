@@ -19,7 +19,10 @@ from ..sw.captures import calibrate_captures
 from ..sw.plan import load_plan, save_plan, save_plan_set
 from ..sw.plots import plot_plan
 from ..sw.reorder import TokenLayout
+from ..sw.simpicker import METHODS as SIMPICKER_METHODS
+from ..sw.simpicker import SimPickerParams, evaluate as evaluate_simpicker
 from ..sw.workloads import make_workload
+from .ablation import bench_simpicker
 from .bench import bench_array, bench_engine_speed
 from .capture import capture_random_inputs, load_transformer   # torch and diffusers only when called
 from .model import model
@@ -59,6 +62,23 @@ def _add_config_args(parser):
     _add_kept_keys_arg(parser)
 
 
+def _add_simpicker_args(parser):
+    defaults = SimPickerParams()
+    parser.add_argument("--method", choices=SIMPICKER_METHODS, default="paro",
+                        help="paro (the static plan, default), simpicker (run-time speculation and token reuse "
+                             "alone) or both (SimPicker within the plan); see docs/simpicker.md")
+    parser.add_argument("--important-mass", type=float, default=defaults.important_mass,
+                        help="SimPicker: the largest blocks making up this fraction of a row's estimated mass "
+                             "take the full path")
+    parser.add_argument("--negligible-mass", type=float, default=None,
+                        help=f"SimPicker: the smallest blocks adding up to at most this fraction are skipped; the "
+                             f"rest takes the LUT path (default {defaults.negligible_mass}; 0 with --method both, "
+                             f"whose plan already skips)")
+    parser.add_argument("--reuse-threshold", type=float, default=defaults.reuse_threshold,
+                        help="SimPicker: a token reuses its anchor's output within this relative L2 distance "
+                             "(0: no reuse)")
+
+
 def _add_kept_keys_arg(parser):
     parser.add_argument("--max-kept-keys", type=int, default=None,
                         help="keys one query-block row may keep: the score buffer's size (default: max_seq_len)")
@@ -93,9 +113,16 @@ def cmd_generate(args):
 
 
 def cmd_bench(args):
-    if args.which not in ("array", "engine-speed", "model-validation", "precision"):
+    if args.which not in ("array", "engine-speed", "model-validation", "precision", "simpicker"):
         raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed, model-validation, "
-                        f"precision")
+                        f"precision, simpicker")
+    if args.which == "simpicker":
+        result, plot = bench_simpicker(args.output)
+        for row in result["rows"]:
+            print(f"{row['name']:24s} ideal {row['speedup_vs_dense_int8']:5.2f}x dense INT8, cosine "
+                  f"{row['cosine']:.4f} (held-out {row['heldout_cosine']:.4f}), rel_l1 {row['rel_l1']:.4f}")
+        print(f"wrote {args.output} and {plot}")
+        return 0
     if args.which == "precision":
         result, plot = bench_precision(args.output, build_dir=args.build_dir)
         cycles = result["cycles"]
@@ -152,7 +179,11 @@ def cmd_calibrate(args):
             raise ParoError(f"--{'qkv' if args.qkv else 'captures'} needs --grid F,H,W (and --text-tokens T if "
                             f"the files have text tokens)")
         layout = TokenLayout(*args.grid, args.text_tokens)
+    params = _simpicker_params(args)
     if args.captures is not None:
+        if args.method != "paro":
+            raise ParoError(f"--method {args.method} evaluates one layer: calibrate a capture with --qkv FILE "
+                            f"--grid F,H,W, or drop --method")
         return _calibrate_captures(args, layout)
     workload = make_workload(args.workload, qkv=args.qkv, layout=layout, seed=args.seed, heads=args.heads)
     holdout = None
@@ -168,6 +199,8 @@ def cmd_calibrate(args):
     config = _calibration_config(args, workload)
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits,
                              allocation=args.allocation, holdout=holdout, error_metric=args.error_metric)
+    if args.method != "paro":
+        report["simpicker"] = _simpicker_report(args.method, params, workload, holdout, plan, config)
     save_plan(plan, args.output)
     if args.report:
         atomic_write(args.report, json.dumps({**provenance(), **report}, indent=2) + "\n")
@@ -185,7 +218,30 @@ def cmd_calibrate(args):
         print(f"bit allocation: integer program objective {allocation['objective']:.6g} "
               f"({allocation['ilp']['status']}, {allocation['ilp']['seconds']:.1f} s), Lagrangian "
               f"{allocation['lagrangian_objective']:.6g} ({100 * allocation['gap']:+.2f}%)")
+    if "simpicker" in report:
+        for name, result in (("calibration data", report["simpicker"]),
+                             ("held-out data", report["simpicker"].get("heldout"))):
+            if result:
+                f = result["fractions"]
+                print(f"{args.method} on {name}: blocks full {f['full']:.3f} / LUT {f['lut']:.3f} / skipped "
+                      f"{f['skip']:.3f}, reused tokens {result['reused_tokens']:.3f}, cosine {result['cosine']:.4f}, "
+                      f"rel_l1 {result['rel_l1']:.4f}, ideal {result['speedup_vs_dense_int8']:.2f}x dense INT8 "
+                      f"(speculation {100 * result['speculation_overhead']:.2f}% of its cycles)")
     print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+
+
+def _simpicker_params(args):
+    return SimPickerParams.for_method(args.method, important_mass=args.important_mass,
+                                      negligible_mass=args.negligible_mass, reuse_threshold=args.reuse_threshold)
+
+
+def _simpicker_report(method, params, workload, holdout, plan, config):
+    """SimPicker's decisions and quality on the calibration data (the plan's scales) and, if given, on the
+    held-out data (its own scales: SimPicker decides per input)."""
+    result = evaluate_simpicker(workload, config, params, method, plan)
+    if holdout is not None:
+        result["heldout"] = evaluate_simpicker(holdout, config, params, method, plan, scales_from_plan=False)
+    return result
 
 
 def _calibration_config(args, workload):
@@ -321,6 +377,10 @@ def cmd_capture(args):
 
 
 def cmd_simulate(args):
+    if args.method != "paro":
+        raise ParoError(f"--method {args.method}: SimPicker's speculation, reuse and LUT path are not in the engine "
+                        f"RTL yet (docs/simpicker.md); evaluate them with paro calibrate --method {args.method}, "
+                        f"simulate with --method paro")
     if not 0 <= args.gap < 1:
         raise ParoError(f"--gap must be in [0, 1), got {args.gap}")
     if args.read_latency < 0:
@@ -534,6 +594,7 @@ def build_parser():
                      help="also evaluate the plan on this other sample (1..3) of the built-in workload")
     cal.add_argument("--holdout-qkv", default=None,
                      help="also evaluate the plan on this Q/K/V file (same grid and text tokens as --qkv)")
+    _add_simpicker_args(cal)
     cal.add_argument("-o", "--output", required=True, help="BlockPlan file to write (.npz)")
     cal.add_argument("--report", help="JSON report to write")
     cal.set_defaults(func=cmd_calibrate)
@@ -578,6 +639,8 @@ def build_parser():
     sim.add_argument("--plan", required=True, help="BlockPlan file (.npz) from paro calibrate")
     _add_plan_selection(sim)
     sim.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
+    sim.add_argument("--method", choices=SIMPICKER_METHODS, default="paro",
+                     help="paro (default); simpicker and both are refused until SimPicker is in the engine")
     sim.add_argument("--head", type=int, default=0, help="head of the plan to run (default 0)")
     sim.add_argument("--heads", type=_heads, default=None, help="heads to run: 'all' or a list like 0,3 (a layer)")
     sim.add_argument("--rows", type=_rows, default=None,
@@ -680,8 +743,8 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
-    bench.add_argument("which", help="benchmark: array, engine-speed (needs --plan), model-validation, or "
-                                     "precision (2-bit blocks on small)")
+    bench.add_argument("which", help="benchmark: array, engine-speed (needs --plan), model-validation, "
+                                     "precision (2-bit blocks on small) or simpicker (the SimPicker ablation on small)")
     bench.add_argument("--points", type=int, default=24, help="model-validation: random design points (default 24)")
     bench.add_argument("--seed", type=int, default=20261128, help="model-validation: seed of the design points")
     bench.add_argument("--plan", help="engine-speed: the plan whose head is simulated")

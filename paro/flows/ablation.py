@@ -1,0 +1,117 @@
+"""``paro bench simpicker``: the SimPicker ablation on ``small``, every row from one run.
+
+Rows: dense INT8 (every block at 8 bits); PARO (its static plan, calibrated here at density 0.35 and 2.5
+average bits); SimPicker with speculation only (block speculation and token reuse, unimportant blocks on the
+full path, no grouping), plus the LUT path, plus grouping; PARO + SimPicker (SimPicker within the plan,
+skipping nothing the plan keeps: :meth:`~paro.sw.simpicker.SimPickerParams.for_method`). Per
+row: quality (golden model vs fp64 dense attention: cosine, rel_l1) on the calibration sample and on a
+held-out sample, the decisions (block classes, reused tokens, speculation overhead) and **ideal** cycles from
+:func:`paro.sw.simpicker.head_ideal_cycles` (analytical, every unit busy every cycle). SimPicker is not in the
+engine RTL yet, so these are not RTL cycles; the report says so in its units.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..files import atomic_write
+from ..sw.calibrate import calibrate
+from ..sw.simpicker import SimPickerParams, evaluate
+from ..sw.workloads import make_workload
+from .bench import _pyplot, _save
+from .precision import _config
+from .provenance import progress, provenance
+
+__all__ = ["bench_simpicker", "PLAN_BUDGET", "VARIANTS"]
+
+#: The PARO plan of the ablation: (density, average bits), cosine >= 0.99 on small.
+PLAN_BUDGET = (0.35, 2.5)
+#: (name, method, SimPicker switches) of each row after dense INT8.
+VARIANTS = (("PARO", "paro", {}),
+            ("SimPicker: speculation", "simpicker", {"lut": False, "grouping": False}),
+            ("+ LUT path", "simpicker", {"lut": True, "grouping": False}),
+            ("+ grouping", "simpicker", {"lut": True, "grouping": True}),
+            ("PARO + SimPicker", "both", {"lut": True, "grouping": True, "negligible_mass": 0.0}))
+
+
+def _row(name, calibration, heldout):
+    return {"name": name, "method": calibration["method"], "params": calibration["params"],
+            "cosine": calibration["cosine"], "rel_l1": calibration["rel_l1"],
+            "heldout_cosine": heldout["cosine"], "heldout_rel_l1": heldout["rel_l1"],
+            "ideal_cycles": calibration["ideal_cycles"], "speedup_vs_dense_int8": calibration["speedup_vs_dense_int8"],
+            "heldout_ideal_cycles": heldout["ideal_cycles"], "fractions": calibration["fractions"],
+            "reused_tokens": calibration["reused_tokens"], "speculation_overhead": calibration["speculation_overhead"],
+            "array_cycles": calibration["array_cycles"], "lut_cycles": calibration["lut_cycles"]}
+
+
+def bench_simpicker(output, params=None):
+    """Run the ablation; write ``output`` (JSON) and a PNG beside it; return ``(result, plot path)``."""
+    output = Path(output)
+    params = params or SimPickerParams()
+    workload, holdout = make_workload("small"), make_workload("small", sample=1)
+    config = _config(workload, (0, 4, 8))
+    density, avg_bits = PLAN_BUDGET
+    progress(f"simpicker bench: PARO plan of small at density {density}, {avg_bits} average bits")
+    plan, _ = calibrate(workload, config, density=density, avg_bits=avg_bits, log=lambda message: None)
+    dense_plan = dataclasses.replace(plan, bitmap=np.full_like(plan.bitmap, 8))
+    rows = [_row("dense INT8", evaluate(workload, config, params, "paro", dense_plan),
+                 evaluate(holdout, config, params, "paro", dense_plan, scales_from_plan=False))]
+    for name, method, switches in VARIANTS:
+        progress(f"simpicker bench: {name}")
+        variant = dataclasses.replace(params, **switches)
+        rows.append(_row(name, evaluate(workload, config, variant, method, plan),
+                         evaluate(holdout, config, variant, method, plan, scales_from_plan=False)))
+    dense_cycles = rows[0]["ideal_cycles"]
+    for row in rows:
+        row["speedup_vs_dense_int8"] = dense_cycles / row["ideal_cycles"]
+    by_name = {row["name"]: row for row in rows}
+    result = {
+        "benchmark": "simpicker_ablation", **provenance(), "workload": workload.source(),
+        "heldout_workload": holdout.source(), "config": config.to_dict(),
+        "plan_budget": {"density": density, "avg_bits": avg_bits}, "params": params.to_dict(),
+        "units": {"ideal_cycles": "analytical ideal cycles (sw.simpicker.head_ideal_cycles), all heads: array and "
+                                  "LUT multiplier busy every cycle, the larger of the two plus the speculation's "
+                                  "pooled products; NOT RTL cycles (SimPicker is not in the engine yet)",
+                  "cosine, rel_l1": "golden-model output vs fp64 dense attention, calibration sample",
+                  "heldout_cosine, heldout_rel_l1": "the same on sample 1 (SimPicker decides on it at run time; "
+                                                    "PARO's plan from sample 0)",
+                  "fractions": "blocks per speculation class among those the method could compute",
+                  "speculation_overhead": "pooled-product cycles / ideal cycles"},
+        "rows": rows,
+        "grouping_gain": by_name["+ LUT path"]["ideal_cycles"] / by_name["+ grouping"]["ideal_cycles"],
+        "combined_vs_paro": by_name["PARO"]["ideal_cycles"] / by_name["PARO + SimPicker"]["ideal_cycles"],
+        "combined_vs_simpicker": by_name["+ grouping"]["ideal_cycles"] / by_name["PARO + SimPicker"]["ideal_cycles"],
+    }
+    atomic_write(output, json.dumps(result, indent=2) + "\n")
+    plot = output.with_suffix(".png")
+    _plot(result, plot)
+    return result, plot
+
+
+def _plot(result, path):
+    plt = _pyplot()
+    rows = result["rows"]
+    names = [row["name"].replace(": ", ":\n") for row in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    xs = np.arange(len(rows))
+    left.bar(xs, [row["speedup_vs_dense_int8"] for row in rows], color="#2a7ab9")
+    for x, row in zip(xs, rows):
+        left.annotate(f"{row['speedup_vs_dense_int8']:.2f}x", (x, row["speedup_vs_dense_int8"]), ha="center",
+                      va="bottom", fontsize=8)
+    left.set_ylabel("ideal speed-up vs dense INT8 (analytical)")
+    left.set_title("Ideal cycles, small (8 heads), not RTL")
+    width = 0.38
+    right.bar(xs - width / 2, [row["cosine"] for row in rows], width, label="calibration sample")
+    right.bar(xs + width / 2, [row["heldout_cosine"] for row in rows], width, label="held-out sample")
+    right.axhline(0.99, color="#aa3333", lw=0.8, ls="--", label="cosine 0.99")
+    right.set_ylim(min(0.95, min(min(r["cosine"], r["heldout_cosine"]) for r in rows) - 0.005), 1.0)
+    right.set_ylabel("cosine vs fp64 dense attention")
+    right.set_title("Quality (golden model)")
+    right.legend(fontsize=8, loc="lower left")
+    for ax in (left, right):
+        ax.set_xticks(xs, names, fontsize=7)
+    fig.suptitle(f"paro SimPicker ablation ({result['commit'][:12]})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path, plt)
