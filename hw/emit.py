@@ -24,13 +24,14 @@ from paro.sw.contract import engine_buffers
 from .array import SystolicArray
 from .pe import ProcessingElement
 from .engine import AttentionEngine
-from .lut_multiplier import LutMultiplier
+from .lut_multiplier import LutMultiplier, plain_multiplier
 
 __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 
 
 #: Designs ``paro generate --top`` can emit.
-TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine, "lut_multiplier": LutMultiplier}
+TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine, "lut_multiplier": LutMultiplier,
+        "fp_int_multiplier": plain_multiplier}
 
 
 def build_top(config, top="array"):

@@ -40,7 +40,7 @@ from paro.sw.golden import LUT_ENTRIES
 
 from .component import ConfiguredComponent
 
-__all__ = ["LutMultiplier", "fp_layout", "lane_layout", "product_layout"]
+__all__ = ["LutMultiplier", "fp_layout", "lane_layout", "product_layout", "plain_multiplier"]
 
 
 def fp_layout(config):
@@ -63,6 +63,11 @@ def product_layout(config):
                               "last": 1})
 
 
+def plain_multiplier(config):
+    """The baseline of the area report: :class:`LutMultiplier` with ``tables=False``."""
+    return LutMultiplier(config, tables=False)
+
+
 def _table_layout(config):
     return data.ArrayLayout(unsigned(config.lut_mant_bits + 5), LUT_ENTRIES)
 
@@ -77,7 +82,12 @@ def _multiples(mant):
 
 
 class LutMultiplier(ConfiguredComponent):
-    def __init__(self, config):
+    """``tables=False`` builds the baseline the area report compares with: the same streams, operand buffers
+    and timing, but each lane multiplies ``mant * v`` with a plain ``(M + 1) x 8`` multiplier instead of
+    looking its nibbles up (no tables)."""
+
+    def __init__(self, config, tables=True):
+        self._tables = bool(tables)
         super().__init__(config, {
             "p": In(stream.Signature(fp_layout(config))),
             "v": In(stream.Signature(lane_layout(config))),
@@ -109,7 +119,8 @@ class LutMultiplier(ConfiguredComponent):
         for k in range(2):
             with m.If(taken_p[k]):
                 m.d.sync += operands[k].eq(self.p.payload)
-                m.d.sync += [tables[k][j].eq(entry) for j, entry in enumerate(_multiples(self.p.payload.mant))]
+                if self._tables:
+                    m.d.sync += [tables[k][j].eq(entry) for j, entry in enumerate(_multiples(self.p.payload.mant))]
 
         # Lanes: two lookups, a shift-add, the sign correction and the exponent shift.
         table = Signal(_table_layout(cfg))
@@ -122,6 +133,10 @@ class LutMultiplier(ConfiguredComponent):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(self.v.payload.last)]
             for lane in range(cfg.lut_lanes):
                 nibbles = self.v.payload.v[lane]
+                if not self._tables:
+                    m.d.sync += self.o.payload.products[lane].eq(
+                        (operand.mant * nibbles.as_value().as_signed()) << operand.exp)
+                    continue
                 high = Signal(signed(cfg.lut_mant_bits + 6), name=f"high{lane}")
                 m.d.comb += high.eq(table[nibbles.high.as_unsigned()]
                                     - Mux(nibbles.high < 0, operand.mant << 4, 0))

@@ -35,10 +35,10 @@ def operand_runs(rng, config, runs, max_beats):
     return result
 
 
-def simulate(config, runs, rng, p_gap=0.0, v_gap=0.0, stall=0.0, max_cycles=20000):
+def simulate(config, runs, rng, p_gap=0.0, v_gap=0.0, stall=0.0, max_cycles=20000, tables=True):
     """Drive ``runs`` with random gaps on ``p`` and ``v`` and stalls on ``o``; return (beats, cycles) where
-    each beat is ``(products, last)`` in the order the unit gave them."""
-    dut = LutMultiplier(config)
+    each beat is ``(products, last)`` in the order the unit gave them. ``tables=False``: the baseline."""
+    dut = LutMultiplier(config, tables=tables)
     lanes = config.lut_lanes
     flat = [(values, n == len(beats) - 1) for _, beats in runs for n, values in enumerate(beats)]
     got, cycles = [], [0]
@@ -116,12 +116,13 @@ def test_golden_lut_fp_refuses_values_outside_the_numerator_range():
         golden.lut_fp([(1 << CONFIG.exp_bits) + 1], CONFIG)
 
 
-def test_lut_multiplier_every_int8_value_every_exponent():
+@pytest.mark.parametrize("tables", [True, False], ids=["lut", "plain"])
+def test_lut_multiplier_every_int8_value_every_exponent(tables):
     rng = np.random.default_rng(SEED)
     v = np.arange(-128, 128).reshape(-1, CONFIG.lut_lanes).tolist()
     runs = [((mant, exp), v) for exp in range(CONFIG.lut_exp_max + 1)
             for mant in (int(rng.integers(128, 256)), 255)]
-    got, _ = simulate(CONFIG, runs, rng)
+    got, _ = simulate(CONFIG, runs, rng, tables=tables)
     assert got == expected_beats(runs)
 
 
@@ -135,12 +136,13 @@ def test_lut_multiplier_runs_of_one_beat_take_one_cycle_each():
     assert cycles == len(runs) + 2
 
 
-def test_lut_multiplier_random_gaps_and_back_pressure():
+@pytest.mark.parametrize("tables", [True, False], ids=["lut", "plain"])
+def test_lut_multiplier_random_gaps_and_back_pressure(tables):
     rng = np.random.default_rng(SEED + 1)
     for config in (CONFIG, dataclasses.replace(CONFIG, lut_lanes=4, lut_mant_bits=10),
                    dataclasses.replace(CONFIG, lut_lanes=2, lut_mant_bits=3, exp_bits=12)):
         runs = operand_runs(rng, config, 30, 5)
-        got, _ = simulate(config, runs, rng, p_gap=0.3, v_gap=0.3, stall=0.3)
+        got, _ = simulate(config, runs, rng, p_gap=0.3, v_gap=0.3, stall=0.3, tables=tables)
         assert got == expected_beats(runs), f"lut_lanes {config.lut_lanes}, mant bits {config.lut_mant_bits}"
 
 

@@ -33,6 +33,9 @@ def test_generic_counts(ecp5_2x2):
     nand2 = generic["nand2"]
     assert nand2["flip_flops"] == generic["flip_flops"]
     assert nand2["equivalents"] == nand2["nand2"] + nand2["inverters"] + FLIP_FLOP_NAND2 * nand2["flip_flops"]
+    lut = result["lut_multiplier"]                              # SimPicker's unit: tables, not multipliers
+    assert lut["lut"]["multiplier_cells"] == 0 and lut["plain"]["multiplier_cells"] == lut["lanes"] == 16
+    assert lut["nand2_ratio"] == lut["lut"]["nand2"]["equivalents"] / lut["plain"]["nand2"]["equivalents"]
     small, large = result["array_scaling"]
     assert (small["rows"], large["rows"]) == (2, 4)
     assert 3.0 < large["cmos_transistors"] / small["cmos_transistors"] < 5.0   # ~ R x C

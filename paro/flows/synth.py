@@ -106,7 +106,8 @@ def _nand2(design, top):
 
 
 def generic_stats(config, top, work_dir):
-    """Generic Yosys synthesis of ``top`` (``array`` or ``pe``) for ``config``; returns a dict of counts."""
+    """Generic Yosys synthesis of ``top`` (a name of :data:`paro.hw.emit.TOPS`) for ``config``; returns a dict
+    of counts."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_verilog(config, work_dir / "paro.v", top=top)
@@ -253,6 +254,9 @@ def synth(config, target="generic", report=None, work_dir=None, log=None, build_
     pe_mixed = generic_stats(config, "pe", work_dir / "generic_pe_mixed")
     int8_config = AcceleratorConfig(**{**config.to_dict(), "bitwidths": (0, 8), "acc_width": config.acc_width})
     pe_int8 = generic_stats(int8_config, "pe", work_dir / "generic_pe_int8")
+    log(f"generic: Yosys synth of SimPicker's LUT multiplier ({config.lut_lanes} lanes) and its plain baseline")
+    lut = generic_stats(config, "lut_multiplier", work_dir / "generic_lut_multiplier")
+    plain = generic_stats(config, "fp_int_multiplier", work_dir / "generic_fp_int_multiplier")
     result = {
         "benchmark": "synth", **provenance(), "target": target, "config": config.to_dict(),
         "units": {"cmos_transistors": "Yosys `stat -tech cmos` estimate after generic synth, flip-flops legalised "
@@ -261,11 +265,16 @@ def synth(config, target="generic", report=None, work_dir=None, log=None, build_
                                        f"mapping to NAND gates",
                   "fmax_mhz": "nextpnr achieved clock frequency (MHz)",
                   "pe_area_ratio": "mixed-precision PE / plain INT8 PE (one 8x8 multiplier), CMOS transistors",
-                  "pe_nand2_ratio": "the same in NAND2 equivalents"},
+                  "pe_nand2_ratio": "the same in NAND2 equivalents",
+                  "lut_multiplier.area_ratio": "LUT multiplier / the same unit with a plain (M+1) x 8 multiplier "
+                                               "per lane instead of tables, CMOS transistors (nand2_ratio: NAND2)"},
         "generic": array,
         "pe": {"mixed": pe_mixed, "int8_only": pe_int8},
         "pe_area_ratio": pe_mixed["cmos_transistors"] / pe_int8["cmos_transistors"],
         "pe_nand2_ratio": pe_mixed["nand2"]["equivalents"] / pe_int8["nand2"]["equivalents"],
+        "lut_multiplier": {"lanes": config.lut_lanes, "mant_bits": config.lut_mant_bits, "lut": lut, "plain": plain,
+                           "area_ratio": lut["cmos_transistors"] / plain["cmos_transistors"],
+                           "nand2_ratio": lut["nand2"]["equivalents"] / plain["nand2"]["equivalents"]},
         "array_scaling": sorted([
             {k: s[k] for k in ("rows", "cols", "cells", "flip_flops", "multiplier_cells", "cmos_transistors")}
             for s in (array, scaling)], key=lambda s: s["rows"] * s["cols"]),
