@@ -14,3 +14,8 @@ LUT_BUILDS = [(16, 7), (4, 10)]
 def test_lut_multiplier_cocotb(simulator, lanes, mant_bits):
     run_bench(AcceleratorConfig(lut_lanes=lanes, lut_mant_bits=mant_bits), "lut_multiplier",
               "paro.sim.test_lut_multiplier", simulator, seed=20261129)
+
+
+def test_speculation_cocotb(simulator):
+    config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=256)
+    run_bench(config, "speculation", "paro.sim.test_speculation", simulator, seed=20261129)

@@ -148,6 +148,14 @@ def _synth_sweep(r):
                         for rows, cols in sizes))
 
 
+def _lut_area(r):
+    lut = r["lut_multiplier"]
+    a, b = lut["lut"], lut["plain"]
+    return (f"{a['nand2']['equivalents']:,} NAND2 equivalents, {a['flip_flops']} flip-flops vs "
+            f"{b['nand2']['equivalents']:,} and {b['flip_flops']}: {lut['nand2_ratio']:.2f}x NAND2, "
+            f"{lut['area_ratio']:.2f}x transistors ({lut['lanes']} lanes, {lut['mant_bits']}-bit mantissa)")
+
+
 def _simpicker(r):
     assert "NOT RTL" in r["units"]["ideal_cycles"]
     return "; ".join(f"{row['name']} {row['speedup_vs_dense_int8']:.2f}x (cosine {row['cosine']:.4f}, held-out "
@@ -166,7 +174,7 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
          ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
          ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality),
-         ("simpicker_small.json", _simpicker)]
+         ("simpicker_small.json", _simpicker), ("synth_generic_4x4.json", _lut_area)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])

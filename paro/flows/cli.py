@@ -563,7 +563,7 @@ def build_parser():
 
     gen = sub.add_parser("generate", help="emit Verilog (and a params JSON beside it)")
     _add_config_args(gen)
-    gen.add_argument("--top", default="array", help="design to emit: array (default), pe, engine or lut_multiplier")
+    gen.add_argument("--top", default="array", help=f"design to emit: {', '.join(TOPS)} (default array)")
     gen.add_argument("-o", "--output", required=True, help="output Verilog file")
     gen.set_defaults(func=cmd_generate)
 
