@@ -36,7 +36,7 @@ __all__ = [
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
     "layer_sequencer", "layer_reads", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
     "LUT_BLOCK", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "REUSE_FRAC_BITS", "LUT_QK_BITS", "pooled_codes",
-    "speculation_scores", "speculation_masses", "speculation_classes", "SPEC_FRAC_BITS", "reuse_anchors", "lut_block_accumulate",
+    "speculation_scores", "speculation_masses", "speculation_classes", "SPEC_FRAC_BITS", "reuse_check", "reuse_anchors", "lut_block_accumulate",
 ]
 
 
@@ -827,36 +827,38 @@ def speculation_classes(masses, important_code, negligible_code):
     return classes
 
 
+def reuse_check(scaled_t, scaled_a, tau_code):
+    """The reuse test (:class:`paro.hw.reuse_check.ReuseCheck`) of dequantised integer queries (rows of
+    ``q8 * q_mult``): ``2**REUSE_FRAC_BITS * |t - a|**2 <= tau_code * |a|**2``, per row."""
+    t, a = np.asarray(scaled_t, dtype=np.int64), np.asarray(scaled_a, dtype=np.int64)
+    diff = t - a
+    return ((diff * diff).sum(axis=-1) << REUSE_FRAC_BITS) <= tau_code * (a * a).sum(axis=-1)
+
+
 def reuse_anchors(q8, q_mult, reference, tau_code, block_size):
     """Token reuse: ``anchor[t]`` is the token whose output token ``t`` takes (``t`` itself when computed).
 
     ``reference[t]`` is the token ``t`` is compared with (-1: none; text tokens, the first frame); chains are
-    resolved in order of depth. Token ``t`` reuses ``a = anchor[reference[t]]`` when
-    ``2**REUSE_FRAC_BITS * |q_t - q_a|**2 <= tau_code * |q_a|**2`` on the dequantised integer codes
-    ``q8 * q_mult[block]`` (``q_mult``: the Q blocks' integer scale mantissas, one exponent), else it is
-    computed. A zero query never reuses (its anchor norm test is ``0 <= 0`` only for another zero query)."""
+    resolved in order of depth. Token ``t`` reuses ``a = anchor[reference[t]]`` when :func:`reuse_check`
+    passes on the dequantised integer codes ``q8 * q_mult[block]`` (``q_mult``: the Q blocks' integer scale
+    mantissas, one exponent), else it is computed."""
     q8 = np.asarray(q8, dtype=np.int64)
     reference = np.asarray(reference, dtype=np.int64)
     n = len(reference)
     scaled = q8[:n] * np.repeat(np.asarray(q_mult, dtype=np.int64), block_size)[:n, None]
     depth = np.zeros(n, dtype=np.int64)
-    pending = reference >= 0
-    while pending.any():                               # depth of each chain, shallow tokens first
-        depth_new = np.where(reference >= 0, depth[np.maximum(reference, 0)] + 1, 0)
-        if np.array_equal(depth_new, depth):
+    while True:                                        # depth of each chain, shallow tokens first
+        deeper = np.where(reference >= 0, depth[np.maximum(reference, 0)] + 1, 0)
+        if np.array_equal(deeper, depth):
             break
-        if depth_new.max() > n:
+        if deeper.max() > n:
             raise ParoError("token reuse references form a cycle")
-        depth = depth_new
+        depth = deeper
     anchor = np.arange(n)
     for level in range(1, int(depth.max()) + 1 if n else 1):
         tokens = np.flatnonzero(depth == level)
         a = anchor[reference[tokens]]
-        diff = scaled[tokens] - scaled[a]
-        distance = (diff * diff).sum(axis=1) << REUSE_FRAC_BITS
-        norm = (scaled[a] * scaled[a]).sum(axis=1)
-        reuse = distance <= tau_code * norm
-        anchor[tokens] = np.where(reuse, a, tokens)
+        anchor[tokens] = np.where(reuse_check(scaled[tokens], scaled[a], tau_code), a, tokens)
     return anchor
 
 
