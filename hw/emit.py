@@ -25,6 +25,7 @@ from .array import SystolicArray
 from .pe import ProcessingElement
 from .engine import AttentionEngine
 from .lut_multiplier import LutMultiplier, plain_multiplier
+from .pooling import PoolingUnit
 from .reuse_check import ReuseCheck
 from .speculation import SpeculationUnit
 
@@ -34,7 +35,7 @@ __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 #: Designs ``paro generate --top`` can emit.
 TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine, "lut_multiplier": LutMultiplier,
         "fp_int_multiplier": plain_multiplier, "speculation": SpeculationUnit,
-        "reuse_check": ReuseCheck}
+        "reuse_check": ReuseCheck, "pooling": PoolingUnit}
 
 
 def build_top(config, top="array"):

@@ -24,3 +24,8 @@ def test_speculation_cocotb(simulator):
 def test_reuse_check_cocotb(simulator):
     config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=32, max_seq_len=256)
     run_bench(config, "reuse_check", "paro.sim.test_reuse_check", simulator, seed=20261129)
+
+
+def test_pooling_cocotb(simulator):
+    config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=256)
+    run_bench(config, "pooling", "paro.sim.test_pooling", simulator, seed=20261129)
