@@ -27,6 +27,7 @@ from .engine import AttentionEngine
 from .lut_multiplier import LutMultiplier, plain_multiplier
 from .pooling import PoolingUnit
 from .reuse_check import ReuseCheck
+from .row_packer import RowPacker
 from .speculation import SpeculationUnit
 
 __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
@@ -35,7 +36,7 @@ __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 #: Designs ``paro generate --top`` can emit.
 TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine, "lut_multiplier": LutMultiplier,
         "fp_int_multiplier": plain_multiplier, "speculation": SpeculationUnit,
-        "reuse_check": ReuseCheck, "pooling": PoolingUnit}
+        "reuse_check": ReuseCheck, "pooling": PoolingUnit, "row_packer": RowPacker}
 
 
 def build_top(config, top="array"):

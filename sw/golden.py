@@ -36,7 +36,7 @@ __all__ = [
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
     "layer_sequencer", "layer_reads", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
     "LUT_BLOCK", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "REUSE_FRAC_BITS", "LUT_QK_BITS", "pooled_codes",
-    "speculation_scores", "speculation_masses", "speculation_classes", "SPEC_FRAC_BITS", "reuse_check", "reuse_anchors", "lut_block_accumulate",
+    "speculation_scores", "speculation_masses", "speculation_classes", "SPEC_FRAC_BITS", "reuse_check", "reuse_anchors", "lut_block_accumulate", "row_packer",
 ]
 
 
@@ -870,3 +870,14 @@ def lut_block_accumulate(acc, e_block, v8_block, cv8, config):
     mant, exp = lut_fp(e_block, config)
     w = _int_matmul(mant << exp, np.asarray(v8_block, dtype=np.int64).T)
     return acc + round_shift(w * (np.int64(cv8) * P_LEVELS[8]), config.exp_bits)
+
+
+def row_packer(mask, group):
+    """SimPicker's grouping of one query block: the rows still computed after reuse (``mask``, one bool per
+    row), in ascending order, packed into array groups of ``group`` rows: a list of ``(row, group_end, last,
+    empty)``; a block with no computed row gives one beat ``(0, True, True, True)``."""
+    rows = np.flatnonzero(np.asarray(mask, dtype=bool)).tolist()
+    if not rows:
+        return [(0, True, True, True)]
+    return [(row, n % group == group - 1 or n == len(rows) - 1, n == len(rows) - 1, False)
+            for n, row in enumerate(rows)]

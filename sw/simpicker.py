@@ -149,11 +149,12 @@ def simpicker_head(head, layout, order, config, params, plan_bits=None, rows=Non
 
 
 def array_groups(computed_rows, size, grouping):
-    """Array groups of ``size`` query rows a query block needs for its ``computed_rows`` (bool, B): packed
-    (``ceil(count / size)``) with grouping, else the aligned groups holding at least one computed row."""
+    """Array groups of ``size`` query rows a query block needs for its ``computed_rows`` (bool, B): packed by
+    :func:`paro.sw.golden.row_packer` (``ceil(count / size)``) with grouping, else the aligned groups holding
+    at least one computed row."""
     computed_rows = np.asarray(computed_rows, dtype=bool)
-    if grouping:
-        return -(-int(computed_rows.sum()) // size)
+    if grouping:                                   # the row packer's groups (hw/row_packer.py)
+        return sum(1 for _, group_end, _, empty in golden.row_packer(computed_rows, size) if group_end and not empty)
     return int(computed_rows.reshape(-1, size).any(axis=1).sum())
 
 

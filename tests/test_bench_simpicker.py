@@ -29,3 +29,8 @@ def test_reuse_check_cocotb(simulator):
 def test_pooling_cocotb(simulator):
     config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=256)
     run_bench(config, "pooling", "paro.sim.test_pooling", simulator, seed=20261129)
+
+
+def test_row_packer_cocotb(simulator):
+    config = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=256)
+    run_bench(config, "row_packer", "paro.sim.test_row_packer", simulator, seed=20261129)
