@@ -29,6 +29,7 @@ from .pooling import PoolingUnit
 from .reuse_check import ReuseCheck
 from .row_packer import RowPacker
 from .speculation import SpeculationUnit
+from .speculator import Speculator
 
 __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 
@@ -36,7 +37,8 @@ __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 #: Designs ``paro generate --top`` can emit.
 TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine, "lut_multiplier": LutMultiplier,
         "fp_int_multiplier": plain_multiplier, "speculation": SpeculationUnit,
-        "reuse_check": ReuseCheck, "pooling": PoolingUnit, "row_packer": RowPacker}
+        "reuse_check": ReuseCheck, "pooling": PoolingUnit, "row_packer": RowPacker,
+        "speculator": Speculator}
 
 
 def build_top(config, top="array"):

@@ -34,3 +34,8 @@ def test_pooling_cocotb(simulator):
 def test_row_packer_cocotb(simulator):
     config = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=256)
     run_bench(config, "row_packer", "paro.sim.test_row_packer", simulator, seed=20261129)
+
+
+def test_speculator_cocotb(simulator):
+    config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=32, max_seq_len=256)
+    run_bench(config, "speculator", "paro.sim.test_speculator", simulator, seed=20261129)
