@@ -12,7 +12,7 @@ from paro.config import AcceleratorConfig
 from paro.errors import ParoError
 from paro.sw.contract import check_engine_config
 
-__all__ = ["ConfiguredComponent", "EngineBlock"]
+__all__ = ["ConfiguredComponent", "EngineBlock", "check_lanes"]
 
 
 class ConfiguredComponent(wiring.Component):
@@ -43,3 +43,10 @@ class EngineBlock(ConfiguredComponent):
     @classmethod
     def check(cls, config):
         check_engine_config(config)
+
+
+def check_lanes(config, lanes, block):
+    """Refuse ``lanes`` (values a beat of ``block``, which walks a head_dim-long row in beats) unless it is a
+    power of two dividing ``head_dim``."""
+    if not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1) or config.head_dim % lanes:
+        raise ParoError(f"{block} lanes must be a power of two dividing head_dim {config.head_dim}, got {lanes}")

@@ -24,10 +24,9 @@ from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from paro.errors import ParoError
 from paro.sw.golden import REUSE_FRAC_BITS
 
-from .component import ConfiguredComponent
+from .component import ConfiguredComponent, check_lanes
 
 __all__ = ["ReuseCheck", "pair_layout", "MULT_BITS"]
 
@@ -44,9 +43,7 @@ def pair_layout(lanes):
 class ReuseCheck(ConfiguredComponent):
     @classmethod
     def check(cls, config, lanes=8):
-        if lanes < 1 or lanes & (lanes - 1) or config.head_dim % lanes:
-            raise ParoError(f"reuse check lanes must be a power of two dividing head_dim {config.head_dim}, "
-                            f"got {lanes}")
+        check_lanes(config, lanes, "reuse check")
 
     def __init__(self, config, lanes=8):
         self._lanes = lanes

@@ -20,10 +20,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from paro.config import SCORE_WIDTH
-from paro.errors import ParoError
 from paro.sw.golden import SPEC_FRAC_BITS
 
-from .component import ConfiguredComponent
+from .component import ConfiguredComponent, check_lanes
 from .pooling import pooled_layout
 from .speculation import SpeculationUnit, class_layout
 
@@ -47,9 +46,7 @@ def key_layout(config):
 class Speculator(ConfiguredComponent):
     @classmethod
     def check(cls, config, lanes=8):
-        if lanes < 1 or lanes & (lanes - 1) or config.head_dim % lanes:
-            raise ParoError(f"speculator lanes must be a power of two dividing head_dim {config.head_dim}, "
-                            f"got {lanes}")
+        check_lanes(config, lanes, "speculator")
 
     def __init__(self, config, lanes=8):
         self._lanes = lanes

@@ -11,16 +11,14 @@ engine RTL yet, so these are not RTL cycles; the report says so in its units.
 """
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
 from ..sw.calibrate import calibrate
 from ..sw.simpicker import SimPickerParams, evaluate
 from ..sw.workloads import make_workload
-from .bench import _pyplot, _save
+from .bench import _pyplot, _save, write_result
 from .precision import _config
 from .provenance import progress, provenance
 
@@ -84,10 +82,7 @@ def bench_simpicker(output, params=None):
         "combined_vs_paro": by_name["PARO"]["ideal_cycles"] / by_name["PARO + SimPicker"]["ideal_cycles"],
         "combined_vs_simpicker": by_name["+ grouping"]["ideal_cycles"] / by_name["PARO + SimPicker"]["ideal_cycles"],
     }
-    atomic_write(output, json.dumps(result, indent=2) + "\n")
-    plot = output.with_suffix(".png")
-    _plot(result, plot)
-    return result, plot
+    return write_result(output, result, _plot)
 
 
 def _plot(result, path):

@@ -71,9 +71,15 @@ def bench_array(output, simulator="verilator", sizes=ARRAY_BENCH_SIZES, base=Non
         "records": records,
         "summary": summary,
     }
+    return write_result(output, result, _plot_array)
+
+
+def write_result(output, result, plotter):
+    """Write a bench's ``result`` to ``output`` (JSON, atomically) and its plot beside it (``plotter(result,
+    path)``, a PNG); return ``(result, plot path)``."""
     atomic_write(output, json.dumps(result, indent=2) + "\n")
-    plot = output.with_suffix(".png")
-    _plot_array(result, plot)
+    plot = Path(output).with_suffix(".png")
+    plotter(result, plot)
     return result, plot
 
 
@@ -139,10 +145,7 @@ def bench_engine_speed(plan_path, output, head=1, build_dir=None):
                                        "excluded; programming and reading back included)",
                   "run_cycles": "cycles simulated", "wall_seconds": "seconds of the run"},
     }
-    atomic_write(output, json.dumps(result, indent=2) + "\n")
-    plot = output.with_suffix(".png")
-    _plot_speed(result, plot)
-    return result, plot
+    return write_result(output, result, _plot_speed)
 
 
 def _plot_speed(result, path):

@@ -12,15 +12,13 @@ Two parts, written to one JSON (and a PNG beside it):
   rel_l1 (golden model vs fp64), the same on a held-out sample, the integer program's gap to the Lagrangian.
 """
 
-import json
 from pathlib import Path
 
 from ..config import AcceleratorConfig
-from ..files import atomic_write
 from ..sw.calibrate import ERROR_METRICS, calibrate, fitting_seq_len
 from ..sw.program import engine_layer
 from ..sw.workloads import make_workload
-from .bench import _pyplot, _save
+from .bench import _pyplot, _save, write_result
 from .provenance import progress, provenance
 from .simulate import ideal_cycles, run_layers
 
@@ -103,10 +101,7 @@ def bench_precision(output, build_dir=None):
                   "cosine, rel_l1": "golden-model output vs fp64 dense attention (rel_l1: sum |error| / sum |fp64|)",
                   "rel_l1_vs_dense": "rel_l1 over the all-8-bit dense plan's, same run"},
     }
-    atomic_write(output, json.dumps(result, indent=2) + "\n")
-    plot = output.with_suffix(".png")
-    _plot(result, plot)
-    return result, plot
+    return write_result(output, result, _plot)
 
 
 def _label(row):

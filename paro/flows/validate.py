@@ -7,7 +7,6 @@ bitmaps (random or clustered near the diagonal, as reordered plans are), their d
 blocks, heads per start and the memory's read latency; random Q/K/V give the golden codes.
 """
 
-import json
 import time
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import numpy as np
 
 from ..config import MAX_PE_STAGES, AcceleratorConfig
 from ..errors import ParoError
-from ..files import atomic_write
 from ..sw.contract import check_engine_config
 from ..sw.cycles import Memory, layer_cycles
 from ..sw.program import random_layer
-from .bench import _pyplot, _save
+from .bench import _pyplot, _save, write_result
 from .provenance import progress, provenance
 from .simulate import ideal_cycles, run_layers
 
@@ -141,10 +139,7 @@ def bench_model_validation(output, points=24, seed=20261128, build_dir=None):
                   "error": "(model - rtl) / rtl", "read_latency": "memory cycles before each read burst's data"},
         "records": records,
     }
-    atomic_write(output, json.dumps(result, indent=2) + "\n")
-    plot = output.with_suffix(".png")
-    _plot(result, plot)
-    return result, plot
+    return write_result(output, result, _plot)
 
 
 def _plot(result, path):
