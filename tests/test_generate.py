@@ -72,7 +72,9 @@ def test_console_script_exit_status(tmp_path):
     assert not (tmp_path / "x.v").exists()
 
 
-LINT_CASES = [("pe", 4, 4), ("array", 2, 2), ("array", 4, 4), ("array", 8, 8), ("array", 2, 4), ("engine", 4, 4)]
+LINT_CASES = [("pe", 4, 4), ("array", 2, 2), ("array", 4, 4), ("array", 8, 8), ("array", 2, 4), ("engine", 4, 4)] \
+    + [(top, 4, 4) for top in ("lut_multiplier", "fp_int_multiplier", "speculation", "reuse_check", "pooling",
+                               "row_packer", "speculator")]
 ENGINE_ARGS = ["--block-size", "16", "--head-dim", "32", "--max-seq-len", "128"]
 
 
@@ -82,7 +84,7 @@ def test_verilator_lint_clean(tmp_path, top, rows, cols):
     if problem:
         pytest.fail(problem) if os.environ.get("CI") else pytest.skip(problem)
     out = tmp_path / "paro.v"
-    extra = ENGINE_ARGS if top == "engine" else []
+    extra = ENGINE_ARGS if top not in ("pe", "array") else []
     assert main(["generate", "--top", top, "--rows", str(rows), "--cols", str(cols), *extra, "-o", str(out)]) == 0
     env = {**os.environ, **verilator_env()}
     proc = subprocess.run(["verilator", "--lint-only", "-Wall", WAIVERS, str(out), "--top-module", "paro"],
