@@ -43,7 +43,7 @@ def held(m, valid, ready, payload, name, unless=0, assume=False):
 
 def stream_held(m, port, name, unless=0, assume=False):
     """:func:`held` on a ``lib.stream`` interface."""
-    held(m, port.valid, port.ready, port.payload.as_value(), name, unless, assume)
+    held(m, port.valid, port.ready, Value.cast(port.payload), name, unless, assume)
 
 
 def free_constant(m, shape, name):

@@ -39,8 +39,9 @@ from amaranth.lib.wiring import In, Out
 from paro.sw.golden import LUT_ENTRIES
 
 from .component import ConfiguredComponent
+from .formal import stream_held
 
-__all__ = ["LutMultiplier", "fp_layout", "lane_layout", "product_layout", "plain_multiplier"]
+__all__ = ["LutMultiplier", "fp_layout", "lane_layout", "product_layout", "plain_multiplier", "formal_properties"]
 
 
 def fp_layout(config):
@@ -142,3 +143,10 @@ class LutMultiplier(ConfiguredComponent):
                                     - Mux(nibbles.high < 0, operand.mant << 4, 0))
                 m.d.sync += self.o.payload.products[lane].eq((table[nibbles.low] + (high << 4)) << operand.exp)
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``o`` keeps the stream rules while ``p`` and ``v`` are assumed to keep theirs: back-pressure loses and repeats nothing."""
+    stream_held(m, dut.p, "p", assume=True)
+    stream_held(m, dut.v, "v", assume=True)
+    stream_held(m, dut.o, "o")

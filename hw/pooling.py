@@ -18,8 +18,9 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from .component import ConfiguredComponent
+from .formal import stream_held
 
-__all__ = ["PoolingUnit", "pooled_layout"]
+__all__ = ["PoolingUnit", "pooled_layout", "formal_properties"]
 
 
 def pooled_layout(config):
@@ -56,3 +57,10 @@ class PoolingUnit(ConfiguredComponent):
             with m.If(closing):
                 m.d.sync += [row.eq(0), self.o.valid.eq(1)]
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``o`` keeps the stream rules while ``i`` is assumed to keep its: a
+    pooled row waits unchanged until taken."""
+    stream_held(m, dut.i, "i", assume=True)
+    stream_held(m, dut.o, "o")

@@ -27,8 +27,9 @@ from amaranth.lib.wiring import In, Out
 from paro.sw.golden import REUSE_FRAC_BITS
 
 from .component import ConfiguredComponent, check_lanes
+from .formal import stream_held
 
-__all__ = ["ReuseCheck", "pair_layout", "MULT_BITS"]
+__all__ = ["ReuseCheck", "pair_layout", "MULT_BITS", "formal_properties"]
 
 #: Width of a Q block's integer scale mantissa (:func:`paro.sw.golden.int_multipliers`).
 MULT_BITS = 15
@@ -83,3 +84,9 @@ class ReuseCheck(ConfiguredComponent):
                 m.d.sync += [distance.eq(0), norm.eq(0), self.o.valid.eq(1),
                              self.o.payload.reuse.eq((total_distance << REUSE_FRAC_BITS) <= self.tau * total_norm)]
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``o`` keeps the stream rules while ``i`` is assumed to keep its: a decision waits unchanged until taken."""
+    stream_held(m, dut.i, "i", assume=True)
+    stream_held(m, dut.o, "o")

@@ -23,8 +23,9 @@ from amaranth.lib.wiring import In, Out
 from paro.errors import ParoError
 
 from .component import ConfiguredComponent
+from .formal import stream_held
 
-__all__ = ["RowPacker", "packed_layout"]
+__all__ = ["RowPacker", "packed_layout", "formal_properties"]
 
 
 def packed_layout(config):
@@ -74,3 +75,9 @@ class RowPacker(ConfiguredComponent):
         with m.If(self.mask.valid & self.mask.ready):
             m.d.sync += [pending.eq(self.mask.payload), empty.eq(self.mask.payload == 0), in_group.eq(0)]
         return m
+
+
+def formal_properties(m, dut):
+    """Proved by ``paro formal`` (k-induction): ``o`` keeps the stream rules while ``mask`` is assumed to keep its: a packed row waits unchanged until taken."""
+    stream_held(m, dut.mask, "mask", assume=True)
+    stream_held(m, dut.o, "o")

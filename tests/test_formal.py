@@ -21,6 +21,14 @@ def test_fast_properties_are_proved(tmp_path, capsys):
     assert "scheduler: PASS (k-induction, depth 12" in capsys.readouterr().out
 
 
+def test_simpicker_units_keep_the_stream_rules(tmp_path):
+    report = tmp_path / "formal.json"
+    names = ["lut_multiplier", "pooling", "reuse_check", "row_packer"]
+    assert main(["formal", "--only", ",".join(names), "--report", str(report), "--build-dir", str(tmp_path)]) == 0
+    checks = json.loads(report.read_text())["checks"]
+    assert [(c["name"], c["status"], c["method"]) for c in checks] == [(n, "PASS", "prove") for n in names]
+
+
 class _Overwrites(scheduler.BlockScheduler):
     """A broken scheduler: its output register takes the next kept block even while the current one waits."""
 

