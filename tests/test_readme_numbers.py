@@ -112,6 +112,13 @@ def _soak(r):
             f"0 mismatches")
 
 
+def _soak_short(r):
+    points = [p["config"] for p in r["points"]]
+    two_bit = sum(2 in p["bitwidths"] for p in points)
+    pipelined = sum(p["pe_stages"] > 0 for p in points)
+    return _soak(r) + f" ({two_bit} of the {len(points)} points with 2-bit blocks, {pipelined} with pipelined PEs)"
+
+
 def _bits(row):
     return "{" + ", ".join(str(b) for b in row["bitwidths"]) + "}"
 
@@ -174,7 +181,8 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
          ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
          ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality),
-         ("simpicker_small.json", _simpicker), ("synth_generic_4x4.json", _lut_area)]
+         ("simpicker_small.json", _simpicker), ("synth_generic_4x4.json", _lut_area),
+         ("soak_short.json", _soak_short)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])
