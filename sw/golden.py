@@ -34,9 +34,10 @@ __all__ = [
     "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
-    "layer_sequencer", "layer_reads", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
-    "LUT_BLOCK", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "REUSE_FRAC_BITS", "LUT_QK_BITS", "pooled_codes",
-    "speculation_scores", "speculation_masses", "speculation_classes", "SPEC_FRAC_BITS", "reuse_check", "reuse_anchors", "lut_block_accumulate", "row_packer",
+    "layer_sequencer", "layer_reads", "bit_length", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
+    "LUT_BLOCK", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS", "LUT_QK_BITS",
+    "pooled_codes", "speculation_scores", "speculation_masses", "speculation_classes", "reuse_check",
+    "reuse_anchors", "lut_block_accumulate", "row_packer",
 ]
 
 
@@ -318,6 +319,12 @@ def exp2_numerators(t, config):
     return np.where(n > config.exp_bits, 0, mantissa >> np.minimum(n, 62))
 
 
+def bit_length(values):
+    """Exact bit length of non-negative integers below ``2**53`` (0 for 0): the binary exponent ``frexp``
+    gives, exact because such integers are exact in float64."""
+    return np.frexp(np.asarray(values, dtype=np.float64))[1].astype(np.int64)
+
+
 #: Largest leading-zero shift of a (row, block) segment of numerators (a 4-bit field in hardware).
 P_SHIFT_MAX = 15
 
@@ -329,13 +336,7 @@ def p_shift(e_block, config):
     low-mass block keeps its relative precision at 4 bits (block floating point over the row segment).
     """
     peak = np.asarray(e_block, dtype=np.int64).max(axis=-1)
-    length = np.zeros_like(peak)
-    nonzero = peak > 0
-    length[nonzero] = np.floor(np.log2(peak[nonzero])).astype(np.int64) + 1
-    # log2 of an exact power of two can round below the integer; correct the bit length exactly.
-    length = np.where(nonzero & ((np.int64(1) << np.maximum(length, 0)) <= peak), length + 1, length)
-    length = np.where(nonzero & ((np.int64(1) << np.maximum(length - 1, 0)) > peak), length - 1, length)
-    return np.where(nonzero, np.clip(config.exp_bits - length, 0, P_SHIFT_MAX), 0)
+    return np.where(peak > 0, np.clip(config.exp_bits - bit_length(peak), 0, P_SHIFT_MAX), 0)
 
 
 def p_quantize(e_block, bits, config):
@@ -735,10 +736,7 @@ def lut_fp(e, config):
     if e.size and (e.min() < 0 or e.max() > (1 << config.exp_bits)):
         raise ParoError(f"lut_fp takes numerators in [0, 2**{config.exp_bits}], got [{e.min()}, {e.max()}]")
     top = config.lut_mant_bits + 1
-    length = np.zeros_like(e)
-    for bit in range(config.exp_bits + 1):          # exact bit length, no float log2
-        length = np.where(e >> bit > 0, bit + 1, length)
-    exp = np.maximum(length - top, 0)
+    exp = np.maximum(bit_length(e) - top, 0)
     mant = round_shift(e, exp)
     carry = mant >> top > 0
     return np.where(carry, mant >> 1, mant), np.where(carry, exp + 1, exp)
@@ -783,8 +781,7 @@ def speculation_scores(q8, k8, cq, ck, shift, block_size):
     """Block-reduced scores ``x_ij``: pooled Q of query block i times pooled K of key block j, scaled to the
     base-2 exponent domain like the engine's scores (:func:`scores_log2`, 8-bit)."""
     s = _int_matmul(pooled_codes(q8, block_size), pooled_codes(k8, block_size))
-    return round_shift(s * (np.asarray(cq, dtype=np.int64)[:, None] * np.asarray(ck, dtype=np.int64)[None, :]),
-                       shift)
+    return scores_log2(s, np.asarray(cq, dtype=np.int64)[:, None], ck, np.full(len(ck), 8), shift)
 
 
 #: Fractional bits of the speculation's mass fractions (``important_mass``, ``negligible_mass``).
