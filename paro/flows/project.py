@@ -32,22 +32,19 @@ held at the GPU's time while the accelerator replaces the attention.
 """
 
 import dataclasses
-import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..config import AcceleratorConfig
 from ..errors import ParoError
-from ..files import atomic_write
 from ..sw.calibrate import calibrate
 from ..sw.contract import engine_buffers
 from ..sw.cycles import BREAKDOWN, Memory, layer_cycles
 from ..sw.plan import load_plan
 from ..sw.workloads import make_workload
-from .bench import _pyplot, _save
+from .bench import _pyplot, _save, write_result
 from .provenance import progress, provenance
 from .simulate import ideal_cycles
 
@@ -260,8 +257,7 @@ def project(model="cogvideox-5b", plan_path=None, density=0.25, kept_bits=6.0, c
         "seconds": round(time.monotonic() - start, 1),
     }
     if report:
-        atomic_write(report, json.dumps(result, indent=2) + "\n")
-        _plot(result, Path(report).with_suffix(".png"))
+        write_result(report, result, _plot)
     return result
 
 

@@ -14,23 +14,20 @@ the score buffer sized for the plan's longest row, ``kv_cache_blocks`` cache slo
 per-column datapath (score unit, P lanes, accumulators) are left out: the same for every point of a size.
 """
 
-import json
 import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..config import AcceleratorConfig
 from ..errors import ParoError
-from ..files import atomic_write
 from ..sw.calibrate import calibrate
 from ..sw.contract import engine_buffers
 from ..sw.cycles import Memory, layer_cycles
 from ..sw.workloads import make_workload
-from .bench import _pyplot, _save
+from .bench import _pyplot, _save, write_result
 from .project import engine_for
 from .provenance import progress, provenance
 from .simulate import ideal_cycles
@@ -214,8 +211,7 @@ def sweep(workload="small", heads=None, arrays="4x4,8x8,8x16,16x16", block_sizes
         "seconds": round(time.monotonic() - start, 1),
     }
     if report:
-        atomic_write(report, json.dumps(result, indent=2) + "\n")
-        _plot(result, Path(report).with_suffix(".png"))
+        write_result(report, result, _plot)
     return result
 
 

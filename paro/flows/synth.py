@@ -132,6 +132,10 @@ def generic_stats(config, top, work_dir):
     }
 
 
+class DoesNotFit(ParoError):
+    """The design does not fit the target device (the place-and-route tools said so)."""
+
+
 def _platform(target):
     module, name = BOARDS[target]["platform"]
     return getattr(importlib.import_module(module), name)()
@@ -195,7 +199,7 @@ def _place_and_route(config, design, target, work_dir, log):
         fit = re.search(r"(Design uses|Unable to place|Unable to find a placement|"
                         r"too many|does not fit)[^\n]*", text)
         if fit:
-            raise ParoError(f"the {config.rows}x{config.cols} array does not fit {board['board']}: {fit.group(0).strip()}")
+            raise DoesNotFit(f"the {config.rows}x{config.cols} array does not fit {board['board']}: {fit.group(0).strip()}")
         last = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
         raise ParoError(f"{target} flow failed ({last[0].strip()}); logs in {work_dir}")
     report = json.loads((work_dir / "paro_report.json").read_text())

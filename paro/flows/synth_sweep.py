@@ -7,18 +7,16 @@ and LUTs per size, one line per pipeline depth. A point that does not fit the de
 (``fits: false``) and the sweep goes on.
 """
 
-import json
 import re
 import sys
 import time
-from pathlib import Path
 
 from ..config import MAX_PE_STAGES, AcceleratorConfig
 from ..errors import ParoError
-from ..files import atomic_write, build_root
-from .bench import _pyplot, _save
+from ..files import build_root
+from .bench import _pyplot, _save, write_result
 from .provenance import progress, provenance
-from .synth import _fpga
+from .synth import DoesNotFit, _fpga
 
 __all__ = ["synth_sweep", "parse_sizes", "parse_stages", "SWEEP_SIZES", "SWEEP_STAGES"]
 
@@ -65,9 +63,7 @@ def synth_sweep(base, target, sizes=SWEEP_SIZES, stages=SWEEP_STAGES, report=Non
         point = {"rows": config.rows, "cols": config.cols, "pe_stages": config.pe_stages}
         try:
             fpga = _fpga(config, target, work, log=lambda message: None)
-        except ParoError as error:
-            if "does not fit" not in str(error):
-                raise
+        except DoesNotFit as error:
             points.append({**point, "fits": False, "reason": str(error)})
             progress(f"  does not fit: {error}")
             continue
@@ -81,8 +77,7 @@ def synth_sweep(base, target, sizes=SWEEP_SIZES, stages=SWEEP_STAGES, report=Non
               "units": {"fmax_mhz": "nextpnr achieved clock frequency (MHz)",
                         "array": "the array's own resources: the whole design minus a harness-only build"}}
     if report:
-        atomic_write(report, json.dumps(result, indent=2) + "\n")
-        _plot(result, Path(report).with_suffix(".png"))
+        write_result(report, result, _plot)
     return result
 
 
