@@ -12,7 +12,7 @@ controller waits for it before the output stage reads. The output stage reads th
 (synchronous, one cycle latency).
 """
 
-from amaranth import Const, Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from paro.sw.golden import P_SHIFT_MAX
 
 from .component import ConfiguredComponent
+from .rounding import round_shift
 from .tile_queue import cv_width, tile_layout
 
 __all__ = ["OutputAccumulator", "accumulator_layout"]
@@ -61,7 +62,7 @@ class OutputAccumulator(ConfiguredComponent):
         for r in range(R):
             term = Signal(signed(cfg.acc_width + cv_width(cfg) + 1), name=f"term{r}")
             m.d.comb += [
-                term.eq((staged.u[r] * staged.cv + ((Const(1, 17) << staged.z) >> 1)) >> staged.z),
+                term.eq(round_shift(staged.u[r] * staged.cv, staged.z)),
                 write.data[r].eq(Mux(staged.first, 0, read.data[r]) + term),
             ]
         m.d.comb += [write.addr.eq(staged.addr), write.en.eq(staged.valid)]

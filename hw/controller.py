@@ -22,7 +22,10 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
 
 While a block computes, ``hint`` names the scheduler's next kept block (K in pass A, V in pass B) so the
 fetcher can bring it early. All buffer read addresses come from here (synchronous reads, enabled by the
-feed's ``advance``); K and V rows come from the cache slot the fetcher gave with the block (``slot``).
+feed's ``advance``): for the banked Q, K and score buffers the first row (query, key or query) of the beat's
+lanes and the word of the step (each lane reads the next row: :class:`~.row_buffer.RowBuffer`,
+:class:`~.score_buffer.ScoreBuffer`); K and V rows come from the cache slot the fetcher gave with the block
+(``slot``).
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -30,6 +33,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH
+from paro.sw.contract import row_buffer_geometry
 from paro.sw.golden import CV2_FROM_CV4, K_REDUCE_SHIFT
 
 from .component import ConfiguredComponent
@@ -42,6 +46,14 @@ from .segment_shift import SegmentShift
 from .tile_queue import ck_width, cv_width, tile_layout
 
 __all__ = ["EngineController", "formal_properties"]
+
+
+def _words(config, rows, readers):
+    return row_buffer_geometry(config, rows, readers)["words_per_row"]
+
+
+def _log2(value):
+    return value.bit_length() - 1
 
 
 class EngineController(ConfiguredComponent):
@@ -57,10 +69,11 @@ class EngineController(ConfiguredComponent):
             **{f"{t}_data": In(16) for t in ("cq", "ck", "cv8", "cv4")}, "cq": Out(16),
             "want": Out(stream.Signature(want_layout(config))), "slot": In(range(config.kv_cache_blocks)),
             "hint": Out(want_layout(config)), "hint_valid": Out(1),
-            "q_addr": Out(data.ArrayLayout(range(2 * B), R)),
-            "k_addr": Out(data.ArrayLayout(range(config.kv_cache_blocks * B), lanes)),
+            "q_row": Out(range(2 * B)), "q_word": Out(range(_words(config, 2 * B, R))),
+            "k_row": Out(range(config.kv_cache_blocks * B)),
+            "k_word": Out(range(_words(config, config.kv_cache_blocks * B, lanes))),
             "v_addr": Out(range(config.kv_cache_blocks * B)),
-            "s_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), lanes)),
+            "s_query": Out(range(B)), "s_key": Out(range(config.max_kept_keys)),
             "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "seg_addr": Out(range(config.max_kept_blocks)), "seg_data": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
@@ -113,9 +126,7 @@ class EngineController(ConfiguredComponent):
             return block & self.want.ready
 
         def score_addresses(key):
-            for n in range(lanes):
-                m.d.comb += self.s_addr[n].eq((query_group * keys_per_tile + n) * cfg.max_kept_keys
-                                              + kept_index * B + key)
+            m.d.comb += [self.s_query.eq(query_group * keys_per_tile), self.s_key.eq(kept_index * B + key)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -142,8 +153,11 @@ class EngineController(ConfiguredComponent):
                     m.next = "A_TILES"
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)
-                m.d.comb += [self.q_addr[r].eq(query_block[0] * B + query_group * R + r) for r in range(R)]
-                m.d.comb += [self.k_addr[n].eq(key_slot * B + key_group * keys_per_tile + n) for n in range(lanes)]
+                m.d.comb += [self.q_row.eq(query_block[0] * B + query_group * R),
+                             self.q_word.eq(step >> _log2(row_buffer_geometry(cfg, 2 * B, R)["word_bytes"])),
+                             self.k_row.eq(key_slot * B + key_group * keys_per_tile),
+                             self.k_word.eq(step >> _log2(row_buffer_geometry(cfg, cfg.kv_cache_blocks * B,
+                                                                                 lanes)["word_bytes"]))]
                 m.d.comb += [tile.query_group.eq(query_group), tile.key_group.eq(key_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
                              tile.ck.eq(ck), self.tile_push.eq(self.fire & (step == 0)),

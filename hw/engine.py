@@ -20,6 +20,8 @@ block                                  does
 :class:`~.operand_feed.OperandFeed`    issue stage: array operands (with K reduction and P lanes), row sums
 :class:`~.array.SystolicArray`         the PE array: one tile ``C = A B^T`` at a time
 :class:`~.tile_queue.TileQueue`        descriptors of tiles in flight, matched to drained beats
+:class:`~.row_buffer.RowBuffer`        the K, Q (in banks: a word per lane) and V (a row) buffers
+:class:`~.score_buffer.ScoreBuffer`    the score buffer, in banks: R scores written, a score per lane read
 :class:`~.score_unit.ScoreUnit`        pass A: scaled scores into the score buffer, row and segment maxima
 :class:`~.accumulator.OutputAccumulator` pass B: scaled PV columns into the output accumulators
 :class:`~.output_stage.OutputStage`    reciprocals and output codes (to the memory writer)
@@ -90,23 +92,28 @@ from .descriptor import DescriptorUnit
 from .fetcher import Fetcher
 from .mem_reader import MemoryReader
 from .mem_writer import MemoryWriter
-from .operand_feed import OperandFeed, row_layout
+from .operand_feed import OperandFeed
 from .output_stage import OutputStage
 from .registers import RegisterFile
+from .row_buffer import RowBuffer
 from .scheduler import BlockScheduler
+from .score_buffer import ScoreBuffer
 from .score_unit import ScoreUnit
 from .sequencer import LayerSequencer
 from .tile_queue import TileQueue
 
-__all__ = ["AttentionEngine"]
+__all__ = ["AttentionEngine", "engine_signature"]
+
+
+def engine_signature(config):
+    """The engine's ports: the AXI4 memory master, the AXI4-Lite control slave, ``busy`` and ``done``."""
+    return wiring.Signature({"m_axi": Out(axi4_signature(config.axi_data_bits)), "axil": In(AxiLiteSignature),
+                             "busy": Out(1), "done": Out(1)})
 
 
 class AttentionEngine(EngineBlock):
     def __init__(self, config):
-        super().__init__(config, {
-            "m_axi": Out(axi4_signature(config.axi_data_bits)), "axil": In(AxiLiteSignature),
-            "busy": Out(1), "done": Out(1),
-        })
+        super().__init__(config, engine_signature(config))
 
     def elaborate(self, platform):
         m = Module()
@@ -123,20 +130,17 @@ class AttentionEngine(EngineBlock):
         (control, regs, ctrl, sched, feed, array, tiles, score, acc, out, fetch, reader, writer, seq, desc,
          table) = blocks.values()
 
-        # Buffers (sizes from the contract): K and V (the cache's slots), Q (two query blocks), scores
-        # (B x max_kept_keys), segment maxima (B per kept block).
+        # Buffers (sizes from the contract): K (the cache's slots) and Q (two query blocks) in banks, one per
+        # reading lane; V (the cache's slots), read a row at a time; scores (B x max_kept_keys) in banks;
+        # segment maxima (B per kept block).
         size = {name: buffer["entries"] for name, buffer in engine_buffers(cfg).items()}
-        kmem, vmem, qmem = (Memory(shape=row_layout(cfg), depth=size[f"{n}_buffer"], init=[]) for n in "kvq")
-        m.submodules.k_buffer, m.submodules.v_buffer, m.submodules.q_buffer = kmem, vmem, qmem
-        m.submodules.score_buffer = smem = Memory(shape=signed(SCORE_WIDTH), depth=size["score_buffer"], init=[])
+        m.submodules.k_buffer = kbuf = RowBuffer(cfg, size["k_buffer"], lanes)
+        m.submodules.q_buffer = qbuf = RowBuffer(cfg, size["q_buffer"], R)
+        m.submodules.v_buffer = vbuf = RowBuffer(cfg, size["v_buffer"], 1)
+        m.submodules.score_buffer = sbuf = ScoreBuffer(cfg)
         m.submodules.segment_buffer = gmem = Memory(shape=data.ArrayLayout(signed(SCORE_WIDTH), cfg.block_size),
                                                     depth=size["segment_buffer"], init=[])
-        k_wr, v_wr, q_wr, g_wr = kmem.write_port(), vmem.write_port(), qmem.write_port(), gmem.write_port()
-        s_wr = [smem.write_port() for _ in range(R)]
-        k_rd = [kmem.read_port() for _ in range(lanes)]
-        v_rd = vmem.read_port()
-        q_rd = [qmem.read_port() for _ in range(R)]
-        s_rd = [smem.read_port() for _ in range(lanes)]
+        g_wr = gmem.write_port()
         g_rd = gmem.read_port(transparent_for=(g_wr,))   # a one-block row's pass B may read it as it is written
 
         wiring.connect(m, wiring.flipped(self.axil), control.axil)
@@ -184,7 +188,7 @@ class AttentionEngine(EngineBlock):
             feed.cmd.eq(ctrl.cmd), feed.fire.eq(ctrl.fire), ctrl.advance.eq(feed.advance),
             ctrl.feed_busy.eq(feed.busy), feed.row_max.eq(score.row_max),
             feed.reset_sums.eq(ctrl.reset_sums), ctrl.row_max.eq(score.row_max),
-            v_rd.addr.eq(ctrl.v_addr), v_rd.en.eq(feed.advance), feed.v_row.eq(v_rd.data),
+            vbuf.rd_row.eq(ctrl.v_addr), vbuf.rd_en.eq(feed.advance), feed.v_row.eq(vbuf.rd_data[0]),
             ctrl.tile_room.eq(tiles.room), ctrl.tiles_empty.eq(tiles.empty),
             tiles.push.eq(ctrl.tile), tiles.push_en.eq(ctrl.tile_push),
             # drain side
@@ -203,18 +207,21 @@ class AttentionEngine(EngineBlock):
         # Every fetched line goes to one buffer (its write enable), at the fetcher's address.
         for enable, (en, addr, line) in ((fetch.desc_we, (desc.we, desc.addr, desc.data)),
                                          (fetch.table_we, (table.we, table.addr, table.data)),
-                                         (fetch.k_we, (k_wr.en, k_wr.addr, k_wr.data)),
-                                         (fetch.v_we, (v_wr.en, v_wr.addr, v_wr.data)),
-                                         (fetch.q_we, (q_wr.en, q_wr.addr, q_wr.data))):
+                                         (fetch.k_we, (kbuf.wr_en, kbuf.wr_addr, kbuf.wr_data)),
+                                         (fetch.v_we, (vbuf.wr_en, vbuf.wr_addr, vbuf.wr_data)),
+                                         (fetch.q_we, (qbuf.wr_en, qbuf.wr_addr, qbuf.wr_data))):
             m.d.comb += [en.eq(enable), addr.eq(fetch.wr_addr), line.eq(fetch.wr_data)]
         for t in ("cq", "ck", "cv8", "cv4"):
             m.d.comb += [getattr(table, f"{t}_addr").eq(getattr(ctrl, f"{t}_addr")),
                          getattr(ctrl, f"{t}_data").eq(getattr(table, f"{t}_data"))]
-        for r in range(R):
-            m.d.comb += [q_rd[r].addr.eq(ctrl.q_addr[r]), q_rd[r].en.eq(feed.advance), feed.q_rows[r].eq(q_rd[r].data),
-                         s_wr[r].addr.eq(score.wr_addr[r]), s_wr[r].data.eq(score.wr_data[r]),
-                         s_wr[r].en.eq(score.wr_en)]
-        for n in range(lanes):
-            m.d.comb += [k_rd[n].addr.eq(ctrl.k_addr[n]), k_rd[n].en.eq(feed.advance), feed.k_rows[n].eq(k_rd[n].data),
-                         s_rd[n].addr.eq(ctrl.s_addr[n]), s_rd[n].en.eq(feed.advance), feed.scores[n].eq(s_rd[n].data)]
+        m.d.comb += [
+            qbuf.rd_row.eq(ctrl.q_row), qbuf.rd_word.eq(ctrl.q_word), qbuf.rd_en.eq(feed.advance),
+            feed.q_words.eq(qbuf.rd_data),
+            kbuf.rd_row.eq(ctrl.k_row), kbuf.rd_word.eq(ctrl.k_word), kbuf.rd_en.eq(feed.advance),
+            feed.k_words.eq(kbuf.rd_data),
+            sbuf.wr_en.eq(score.wr_en), sbuf.wr_group.eq(score.wr_group), sbuf.wr_key.eq(score.wr_key),
+            sbuf.wr_data.eq(score.wr_data),
+            sbuf.rd_query.eq(ctrl.s_query), sbuf.rd_key.eq(ctrl.s_key), sbuf.rd_en.eq(feed.advance),
+            feed.scores.eq(sbuf.rd_data),
+        ]
         return m

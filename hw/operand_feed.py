@@ -5,13 +5,14 @@ Golden twin: :func:`paro.sw.golden.operand_feed` (the ``A`` and ``B`` operands o
 ``K`` (reduced to 4 or 2 bits in 4- and 2-bit blocks) for QK^T; ``V^T`` rows and quantized ``P`` for PV). A
 beat's PE mode follows its pass and its block's ``packing``: INT8, INT4/UINT4 or INT2/UINT2.
 
-Cycle behaviour: in the cycle the controller ``fire``s a command it also addresses the buffers (synchronous
-read ports, enabled by ``advance``); at the next edge the command enters the stage register, and the read
-data arrives with it. From the stage the beat is offered on ``a``/``b`` (always together); ``advance`` is
-high when the stage is empty or the array takes the beat, so the controller may fire every cycle the array
-accepts. ``beat`` marks a cycle in which the array took a beat. In a PV beat the P lanes
-(:class:`~paro.hw.p_lanes.PLanes`) compute ``e`` and ``P`` from the stored scores; on the first head-dimension
-group of a block ``e`` is added to the row sums of the lanes' queries. ``reset_sums`` zeroes the row sums.
+Cycle behaviour: in the cycle the controller ``fire``s a command it also addresses the buffers (synchronous read
+ports, enabled by ``advance``); at the next edge the command enters the stage register, and the read data
+arrives with it (Q and K as one word of each lane's row: the stage's step picks the byte). From the stage the
+beat is offered on ``a``/``b`` (always together); ``advance`` is high when the stage is empty or the array takes
+the beat, so the controller may fire every cycle the array accepts. ``beat`` marks a cycle in which the array
+took a beat. In a PV beat the P lanes (:class:`~paro.hw.p_lanes.PLanes`) compute ``e`` and ``P`` from the stored
+scores; on the first head-dimension group of a block ``e`` is added to the row sums of the lanes' queries.
+``reset_sums`` zeroes the row sums.
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
@@ -20,6 +21,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH, PEMode
+from paro.sw.contract import row_buffer_geometry
 from paro.sw.golden import P_SHIFT_MAX
 
 from .array import a_layout, b_layout
@@ -29,12 +31,23 @@ from .k_reduce import KReduction
 from .p_lanes import PLanes
 from .score_unit import lane_row_max
 
-__all__ = ["OperandFeed", "issue_layout", "row_layout", "formal_properties"]
+__all__ = ["OperandFeed", "issue_layout", "row_layout", "word_layout", "formal_properties"]
+
+
+def _byte(word, step):
+    """Byte ``step % len(word)`` of a buffer word (the word holds the step's byte of its row)."""
+    size = word.shape().length
+    return word[step[:(size - 1).bit_length()]] if size > 1 else word[0]
 
 
 def row_layout(config):
     """One token row of Q, K or V: ``head_dim`` signed bytes."""
     return data.ArrayLayout(signed(8), config.head_dim)
+
+
+def word_layout(config, rows, readers):
+    """The word each reader of a banked row buffer returns (:func:`~paro.sw.contract.row_buffer_geometry`)."""
+    return data.ArrayLayout(signed(8), row_buffer_geometry(config, rows, readers)["word_bytes"])
 
 
 def issue_layout(config):
@@ -51,8 +64,8 @@ class OperandFeed(ConfiguredComponent):
         R, B, lanes = config.rows, config.block_size, config.engine_lanes
         super().__init__(config, {
             "cmd": In(issue_layout(config)), "fire": In(1), "advance": Out(1), "busy": Out(1), "beat": Out(1),
-            "q_rows": In(data.ArrayLayout(row_layout(config), R)),
-            "k_rows": In(data.ArrayLayout(row_layout(config), lanes)),
+            "q_words": In(data.ArrayLayout(word_layout(config, 2 * B, R), R)),
+            "k_words": In(data.ArrayLayout(word_layout(config, config.kv_cache_blocks * B, lanes), lanes)),
             "v_row": In(row_layout(config)),
             "scores": In(data.ArrayLayout(signed(SCORE_WIDTH), lanes)),
             "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
@@ -80,9 +93,12 @@ class OperandFeed(ConfiguredComponent):
         m.submodules.k_reduce = k_reduce = KReduction(cfg)
         m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.z.eq(stage.z), p_lanes.packing.eq(stage.packing),
                      p_lanes.key_valid.eq(stage.key_valid)]
+        # The byte of the beat's step in each reader's word (the K and Q buffers return a word of the row).
+        k_bytes = [_byte(self.k_words[n], stage.step) for n in range(lanes)]
+        q_bytes = [_byte(self.q_words[r], stage.step) for r in range(R)]
         for n in range(lanes):
             m.d.comb += [p_lanes.row_max[n].eq(lane_row_max(cfg, self.row_max, n, stage.packing, stage.query_group)),
-                         k_reduce.k8[n].eq(self.k_rows[n][stage.step])]
+                         k_reduce.k8[n].eq(k_bytes[n])]
 
         a, b = self.a.payload, self.b.payload
         m.d.comb += [self.a.valid.eq(stage.valid), self.b.valid.eq(stage.valid), a.last.eq(stage.last),
@@ -92,9 +108,9 @@ class OperandFeed(ConfiguredComponent):
                 m.d.comb += a.mode.eq(Mux(stage.pass_b, PEMode.for_block(bits, "pv"), PEMode.for_block(bits, "qk")))
         for r in range(R):
             v = self.v_row[stage.dim_group * R + r] if d > R else self.v_row[r]
-            m.d.comb += a.a[r].eq(Mux(stage.pass_b, v, self.q_rows[r][stage.step]))
+            m.d.comb += a.a[r].eq(Mux(stage.pass_b, v, q_bytes[r]))
         # PE column c's operand word: the lanes c << packing .. of K (reduced) or P, one value per field
-        k_lanes = {8: [self.k_rows[n][stage.step] for n in range(C)], 4: k_reduce.k4,
+        k_lanes = {8: k_bytes[:C], 4: k_reduce.k4,
                    2: getattr(k_reduce, "k2", None)}
         word_fields = {8: ("int8", "int8"), 4: ("int4", "uint4"), 2: ("int2", "uint2")}
         for c in range(C):
@@ -110,12 +126,14 @@ class OperandFeed(ConfiguredComponent):
 
         sums = [Signal(cfg.row_sum_width, name=f"row_sum{q}") for q in range(B)]
         m.d.comb += [self.row_sum[q].eq(sums[q]) for q in range(B)]
-        with m.If(self.beat & stage.pass_b & stage.first_dim_group):
-            for q in range(B):
-                for bits in computed:
-                    width = C << PACKING[bits]          # queries per PV tile
-                    with m.If((stage.packing == PACKING[bits]) & (stage.query_group == q // width)):
-                        m.d.sync += sums[q].eq(sums[q] + p_lanes.e[q % width])
+        with m.If(self.beat & stage.pass_b & stage.first_dim_group), m.Switch(stage.packing):
+            for bits in computed:
+                width = C << PACKING[bits]              # queries per PV tile
+                with m.Case(PACKING[bits]), m.Switch(stage.query_group):
+                    for group in range(B // width):
+                        with m.Case(group):
+                            m.d.sync += [sums[q].eq(sums[q] + p_lanes.e[q % width])
+                                         for q in range(group * width, (group + 1) * width)]
         with m.If(self.reset_sums):
             m.d.sync += [s.eq(0) for s in sums]
         return m

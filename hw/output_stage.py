@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .accumulator import accumulator_layout
 from .component import ConfiguredComponent
 from .formal import held
+from .rounding import round_shift
 
 __all__ = ["OutputStage", "o_layout", "formal_properties"]
 
@@ -68,9 +69,9 @@ class OutputStage(ConfiguredComponent):
             scaled = Signal(signed(acc_width - pre + cfg.recip_bits + 2), name=f"scaled_out{r}")
             code = Signal(signed(acc_width - pre + cfg.recip_bits + 2), name=f"code{r}")
             m.d.comb += [
-                acc_pre.eq((self.rd_data[r] + ((1 << pre) >> 1)) >> pre),
+                acc_pre.eq(round_shift(self.rd_data[r], pre)),
                 scaled.eq(acc_pre * recip),
-                code.eq((scaled + ((Const(1, 64) << self.final_shift) >> 1)) >> self.final_shift),
+                code.eq(round_shift(scaled, self.final_shift)),
                 self.o.payload.o[r].eq(Mux(code >= limit, limit - 1, Mux(code < -limit, -limit, code))),
             ]
         m.d.comb += self.o.valid.eq(staged.valid)

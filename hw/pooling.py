@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from .component import ConfiguredComponent
 from .formal import stream_held
+from .rounding import round_shift
 
 __all__ = ["PoolingUnit", "pooled_layout", "formal_properties"]
 
@@ -52,7 +53,7 @@ class PoolingUnit(ConfiguredComponent):
                 total = acc + self.i.payload[n]
                 m.d.sync += acc.eq(total)
                 with m.If(closing):
-                    rounded = (total + (1 << (shift - 1) if shift else 0)) >> shift
+                    rounded = round_shift(total, shift)
                     m.d.sync += [acc.eq(0), self.o.payload[n].eq(rounded)]
             with m.If(closing):
                 m.d.sync += [row.eq(0), self.o.valid.eq(1)]

@@ -14,6 +14,7 @@ from paro.config import PACKING
 from paro.sw.golden import P_LEVELS, P_SHIFT_MAX
 
 from .component import ConfiguredComponent
+from .rounding import round_shift
 
 __all__ = ["PQuantizer"]
 
@@ -38,6 +39,6 @@ class PQuantizer(ConfiguredComponent):
         shift = Signal(range(bits + 1))
         m.d.comb += shift.eq(bits - self.z)
         rounded = Signal(bits + 8 + 1)
-        m.d.comb += rounded.eq((self.e * levels + ((1 << shift) >> 1)) >> shift)
+        m.d.comb += rounded.eq(round_shift(self.e * levels, shift))
         m.d.comb += self.p.eq(Mux(rounded > levels, levels, rounded))
         return m

@@ -6,23 +6,24 @@ already x16 for 4-bit and x64 for 2-bit blocks, by :func:`~paro.sw.golden.scores
 maxima over real keys by :func:`~paro.sw.golden.softmax_row_max`).
 
 A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
-same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer (``R`` write ports,
-address ``query * max_kept_keys + kept_index * B + key``) and, at the clock edge, raises each query's row
-maximum if the key is real (``key_block * B + key < n_tokens``), and its segment maximum (restarted at key 0
-of each block; the most negative score while the block has no real key). In the cycle after a block's last
-beat (key ``B - 1`` of query group ``B/R - 1``) it writes all ``B`` segment maxima as one entry at the
-block's ``kept_index`` (``seg_wr_*``, the segment buffer that pass B reads instead of rescanning the scores).
-``reset`` (one cycle, before a query block's pass A) sets every row maximum to the most negative score. No
-back-pressure: one beat per cycle.
+same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer
+(:class:`~.score_buffer.ScoreBuffer`: query group ``wr_group``, kept key ``wr_key = kept_index * B + key``) and,
+at the clock edge, raises each query's row maximum if the key is real (``key_block * B + key < n_tokens``), and
+its segment maximum (restarted at key 0 of each block; the most negative score while the block has no real key).
+In the cycle after a block's last beat (key ``B - 1`` of query group ``B/R - 1``) it writes all ``B`` segment
+maxima as one entry at the block's ``kept_index`` (``seg_wr_*``, the segment buffer that pass B reads instead of
+rescanning the scores). ``reset`` (one cycle, before a query block's pass A) sets every row maximum to the most
+negative score. No back-pressure: one beat per cycle.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH
 
 from .component import ConfiguredComponent
+from .rounding import round_shift
 from .tile_queue import ck_width, tile_layout
 
 __all__ = ["ScoreUnit", "lane_row_max"]
@@ -51,7 +52,7 @@ class ScoreUnit(ConfiguredComponent):
             "valid": In(1), "column": In(data.ArrayLayout(signed(config.acc_width), R)),
             "tile": In(tile_layout(config)), "beat": In(range(config.engine_lanes)),
             "cq": In(16), "score_shift": In(6), "n_tokens": In(range(config.max_seq_len + 1)), "reset": In(1),
-            "wr_en": Out(1), "wr_addr": Out(data.ArrayLayout(range(B * config.max_kept_keys), R)),
+            "wr_en": Out(1), "wr_group": Out(range(B // R)), "wr_key": Out(range(config.max_kept_keys)),
             "wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), R)),
             "row_max": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "seg_wr_en": Out(1), "seg_wr_addr": Out(range(config.max_kept_blocks)),
@@ -72,24 +73,27 @@ class ScoreUnit(ConfiguredComponent):
         real_key = Signal()
         m.d.comb += [key.eq((tile.key_group << tile.packing) * C + self.beat),
                      real_key.eq(tile.key_block * B + key < self.n_tokens),
-                     self.wr_en.eq(self.valid)]
+                     self.wr_en.eq(self.valid), self.wr_group.eq(tile.query_group),
+                     self.wr_key.eq(tile.kept_index * B + key)]
         for r in range(R):
             product = Signal(signed(cfg.acc_width + 16 + ck_width(cfg) + 1), name=f"scaled{r}")
             x = Signal(signed(SCORE_WIDTH), name=f"x{r}")
             m.d.comb += [
                 product.eq(self.column[r] * self.cq * tile.ck),
-                x.eq((product + ((Const(1, 64) << self.score_shift) >> 1)) >> self.score_shift),
-                self.wr_addr[r].eq((tile.query_group * R + r) * cfg.max_kept_keys + tile.kept_index * B + key),
+                x.eq(round_shift(product, self.score_shift)),
                 self.wr_data[r].eq(x),
             ]
-            for q in range(r, B, R):
-                mine = self.valid & (tile.query_group == q // R)
-                with m.If(mine & real_key & (x > maxima[q])):
-                    m.d.sync += maxima[q].eq(x)
-                with m.If(mine & (key == 0)):
-                    m.d.sync += segments[q].eq(Mux(real_key, x, LOWEST_SCORE))
-                with m.Elif(mine & real_key & (x > segments[q])):
-                    m.d.sync += segments[q].eq(x)
+            # only the beat's query group compares (a case, not a comparison per query of the block)
+            with m.If(self.valid), m.Switch(tile.query_group):
+                for group in range(B // R):
+                    q = group * R + r
+                    with m.Case(group):
+                        with m.If(real_key & (x > maxima[q])):
+                            m.d.sync += maxima[q].eq(x)
+                        with m.If(key == 0):
+                            m.d.sync += segments[q].eq(Mux(real_key, x, LOWEST_SCORE))
+                        with m.Elif(real_key & (x > segments[q])):
+                            m.d.sync += segments[q].eq(x)
         # The block's last beat: its segment maxima are final at this edge, written in the next cycle.
         m.d.sync += self.seg_wr_en.eq(self.valid & (key == B - 1) & (tile.query_group == B // R - 1))
         with m.If(self.valid):

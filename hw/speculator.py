@@ -24,6 +24,7 @@ from paro.sw.golden import SPEC_FRAC_BITS
 
 from .component import ConfiguredComponent, check_lanes
 from .pooling import pooled_layout
+from .rounding import round_shift
 from .speculation import SpeculationUnit, class_layout
 
 __all__ = ["Speculator", "row_layout", "key_layout", "MULT_WIDTH"]
@@ -88,7 +89,7 @@ class Speculator(ConfiguredComponent):
         scaled = Signal(signed(len(dot) + 2 * MULT_WIDTH + 1))
         m.d.comb += scaled.eq(dot * (row.cq * stored.ck))
         x = Signal(signed(SCORE_WIDTH))
-        m.d.comb += x.eq((scaled + ((1 << row.shift) >> 1)) >> row.shift)
+        m.d.comb += x.eq(round_shift(scaled, row.shift))
         real = Signal(signed(len(row.n_tokens) + 1))
         m.d.comb += real.eq(row.n_tokens - j * B)
 

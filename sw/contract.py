@@ -83,7 +83,8 @@ __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
            "MIN_SCORE_SHIFT", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
-           "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "check_kept_keys",
+           "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "row_buffer_geometry",
+           "row_buffer_place", "score_buffer_geometry", "score_buffer_place", "check_kept_keys",
            "descriptor_stride", "descriptor_lines", "bitmap_stride", "region_bytes", "memory_map",
            "layer_memory_map", "descriptor_words", "list_problem", "descriptor_problem", "head_counter_address",
            "table_bytes", "layer_memory", "layer_writes", "check_program", "check_layer",
@@ -246,9 +247,50 @@ def layer_memory_map(config, blocks_per_head, base=REGION_ALIGN):
     return desc_addr, heads
 
 
+def row_buffer_geometry(config, rows, readers):
+    """Banks of a token-row buffer of ``rows`` rows that ``readers`` consumers read at once (each a word of its
+    own row): ``{"banks", "word_bytes", "words_per_row", "bank_entries"}``. A row is ``words_per_row`` words
+    of ``word_bytes = max(1, head_dim // readers)`` bytes; word ``j`` of row ``k`` lives in bank
+    ``(k + j) % banks`` at address ``(k // banks) * words_per_row + j``, with ``banks = readers``. A whole
+    row is written in one cycle (its words fall in distinct banks), and ``readers`` rows of one aligned group
+    of ``banks`` rows read the same word index in one cycle (distinct banks too): one write and one read port
+    a bank, narrow words, so each bank maps onto block RAM."""
+    d = config.head_dim
+    word_bytes = max(1, d // readers)
+    words = d // word_bytes
+    if rows % readers:
+        raise ParoError(f"a row buffer of {rows} rows cannot have {readers} banks (not a multiple)")
+    return {"banks": readers, "word_bytes": word_bytes, "words_per_row": words,
+            "bank_entries": rows // readers * words}
+
+
+def row_buffer_place(row, word, geometry):
+    """``(bank, address)`` of word ``word`` of row ``row`` in a buffer of :func:`row_buffer_geometry`."""
+    banks, words = geometry["banks"], geometry["words_per_row"]
+    return (row + word) % banks, (row // banks) * words + word
+
+
+def score_buffer_geometry(config):
+    """Banks of the score buffer: ``{"banks", "bank_entries"}``. The score of query ``q`` (of the block) and
+    kept key ``k`` (of the row) lives in bank ``q % banks`` at address ``(q // banks) * max_kept_keys + k``,
+    ``banks = max(rows, engine_lanes)``: pass A writes ``rows`` consecutive queries a cycle (an aligned group),
+    pass B reads ``engine_lanes`` consecutive queries, both in distinct banks: one write and one read port a
+    bank."""
+    banks = max(config.rows, config.engine_lanes)
+    return {"banks": banks, "bank_entries": config.block_size // banks * config.max_kept_keys}
+
+
+def score_buffer_place(query, key, config):
+    """``(bank, address)`` of the score of ``query`` and kept key ``key`` (:func:`score_buffer_geometry`)."""
+    banks = score_buffer_geometry(config)["banks"]
+    return query % banks, (query // banks) * config.max_kept_keys + key
+
+
 def engine_buffers(config):
-    """Every on-chip buffer of the engine: name -> ``{"entries", "width", "bits"}`` (the hardware sizes its
-    memories from this; the params JSON reports it)."""
+    """Every on-chip buffer of the engine: name -> ``{"entries", "width", "bits", "banks"}`` (the hardware
+    sizes its memories from this; the params JSON reports it). ``entries`` and ``width`` are the logical
+    rows; banked buffers split them into ``banks`` memories of one write and one read port each
+    (:func:`row_buffer_geometry`, :func:`score_buffer_geometry`)."""
     B, d, R, line = config.block_size, config.head_dim, config.rows, 8 * config.head_dim
     sizes = {
         "k_buffer": (config.kv_cache_blocks * B, line), "v_buffer": (config.kv_cache_blocks * B, line),
@@ -260,7 +302,10 @@ def engine_buffers(config):
         "block_table": (_lines(config, TABLE_RECORD_BYTES * config.max_blocks), line),
         "head_counters": (config.max_heads, len(COUNTERS) * DATA_BITS),
     }
-    return {name: {"entries": entries, "width": width, "bits": entries * width}
+    banks = {"k_buffer": row_buffer_geometry(config, config.kv_cache_blocks * B, config.engine_lanes)["banks"],
+             "q_buffer": row_buffer_geometry(config, 2 * B, R)["banks"],
+             "score_buffer": score_buffer_geometry(config)["banks"]}
+    return {name: {"entries": entries, "width": width, "bits": entries * width, "banks": banks.get(name, 1)}
             for name, (entries, width) in sizes.items()}
 
 

@@ -37,7 +37,7 @@ __all__ = [
     "layer_sequencer", "layer_reads", "bit_length", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
     "LUT_BLOCK", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS", "LUT_QK_BITS",
     "pooled_codes", "speculation_scores", "speculation_masses", "speculation_classes", "reuse_check",
-    "reuse_anchors", "lut_block_accumulate", "row_packer",
+    "reuse_anchors", "lut_block_accumulate", "row_packer", "row_buffer", "score_buffer",
 ]
 
 
@@ -878,3 +878,25 @@ def row_packer(mask, group):
         return [(0, True, True, True)]
     return [(row, n % group == group - 1 or n == len(rows) - 1, n == len(rows) - 1, False)
             for n, row in enumerate(rows)]
+
+
+def row_buffer(rows, base, word, readers, word_bytes):
+    """What the ``readers`` ports of a token-row buffer return for a read at row ``base``, word ``word``
+    (``rows``: int8 ``[n, head_dim]``): reader ``n`` gets bytes ``word * word_bytes ..`` of row ``base + n``
+    if that row lies in ``base``'s aligned group of ``readers`` rows (every row the engine reads does), else
+    ``None`` (a bank of another group: the engine never uses it). Where each word is kept:
+    :func:`~paro.sw.contract.row_buffer_place`."""
+    rows = np.asarray(rows, dtype=np.int64)
+    group = base // readers
+    return [rows[base + n, word * word_bytes:(word + 1) * word_bytes].tolist()
+            if (base + n) // readers == group else None for n in range(readers)]
+
+
+def score_buffer(scores, query, key, lanes, banks):
+    """What the ``lanes`` read ports of the score buffer return for a read at ``query`` (the first lane's)
+    and kept key ``key`` (``scores``: ``[block_size, max_kept_keys]``): lane ``n`` gets ``scores[query + n,
+    key]`` if that query lies in ``query``'s aligned group of ``banks`` queries, else ``None``. Where each
+    score is kept: :func:`~paro.sw.contract.score_buffer_place`."""
+    scores = np.asarray(scores, dtype=np.int64)
+    group = query // banks
+    return [int(scores[query + n, key]) if (query + n) // banks == group else None for n in range(lanes)]

@@ -33,7 +33,8 @@ from paro.hw.tile_queue import TileQueue
 from paro.sw import golden
 from paro.sw.contract import (CONTROL_REGISTERS, COUNTER_STRIDE, DESCRIPTOR, REGISTERS, RESP_OKAY, RESP_SLVERR,
                               TABLE_FIELDS, bitmap_stride, descriptor_lines, descriptor_stride, descriptor_words,
-                              engine_buffers, head_counter_address, layer_memory_map, list_problem, table_bytes)
+                              engine_buffers, head_counter_address, layer_memory_map, list_problem,
+                              row_buffer_geometry, table_bytes)
 
 SEED = 20261128
 CONFIG = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=16, max_seq_len=128, max_kept_keys=48,
@@ -253,8 +254,9 @@ def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima(config, kept)
                         for r in range(R):
                             ctx.set(dut.column[r], int(s[query_group * R + r, index * B + key]))
                         assert ctx.get(dut.wr_en) == 1
+                        group, key_at = ctx.get(dut.wr_group), ctx.get(dut.wr_key)
                         for r in range(R):
-                            written[ctx.get(dut.wr_addr[r])] = ctx.get(dut.wr_data[r])
+                            written[(group * R + r) * config.max_kept_keys + key_at] = ctx.get(dut.wr_data[r])
                         await tick()
                         ctx.set(dut.valid, 0)
                         block_end = (key_group, query_group, beat) == (B // width - 1, B // R - 1, width - 1)
@@ -478,10 +480,6 @@ def test_operand_feed_builds_the_golden_tile_operands(config, bits, pass_b):
         ctx.set(dut.reset_sums, 1)
         await ctx.tick()
         ctx.set(dut.reset_sums, 0)
-        for r in range(R):
-            ctx.set(dut.q_rows[r], q8[R + r].tolist())
-        for n in range(lanes):
-            ctx.set(dut.k_rows[n], k8[width + n].tolist() if n < width else [0] * d)
         for q in range(B):
             ctx.set(dut.row_max[q], int(row_max[q]))
         ctx.set(dut.a.ready, 1)
@@ -495,6 +493,12 @@ def test_operand_feed_builds_the_golden_tile_operands(config, bits, pass_b):
                                   "first_dim_group": 1, "z": [int(z[n]) if n < width else 0 for n in range(lanes)]})
             if k > 0:                                                # the stage holds beat k - 1: its read data
                 ctx.set(dut.v_row, v8[k - 1].tolist())
+                for port, rows, readers in ((dut.q_words, q8[R:2 * R], R), (dut.k_words, k8[width:], lanes)):
+                    wb = row_buffer_geometry(config, 2 * B, readers)["word_bytes"]
+                    word = (k - 1) % d // wb                         # the word of the step, as the buffers give
+                    for n in range(readers):
+                        used = readers == R or n < width                # K lanes past the tile's keys: 0
+                        ctx.set(port[n], rows[n, word * wb:(word + 1) * wb].tolist() if used else [0] * wb)
                 for n in range(width):
                     ctx.set(dut.scores[n], int(x[n, k - 1]))
                 assert ctx.get(dut.a.valid) == 1 and ctx.get(dut.beat) == 1
