@@ -44,7 +44,7 @@ Cycle behaviour:
 from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.hdl import Assert
 from amaranth.utils import exact_log2
-from amaranth.lib import data, stream
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from paro.config import PEMode
@@ -53,7 +53,8 @@ from .component import ConfiguredComponent
 from .formal import past, stream_held
 from .pe import OperandB, PEControl, ProcessingElement
 
-__all__ = ["SystolicArray", "a_layout", "b_layout", "c_layout", "formal_properties", "formal_tiles"]
+__all__ = ["SystolicArray", "array_signature", "a_layout", "b_layout", "c_layout", "formal_properties",
+           "formal_tiles"]
 
 
 def a_layout(config):
@@ -77,6 +78,15 @@ def c_layout(config):
     })
 
 
+def array_signature(config):
+    """The array's ports: the ``a`` and ``b`` operand streams in, the ``c`` result stream out."""
+    return wiring.Signature({
+        "a": In(stream.Signature(a_layout(config))),
+        "b": In(stream.Signature(b_layout(config))),
+        "c": Out(stream.Signature(c_layout(config))),
+    })
+
+
 class SystolicArray(ConfiguredComponent):
     """R x C output-stationary systolic array; see the module docstring for streams and timing.
 
@@ -87,11 +97,7 @@ class SystolicArray(ConfiguredComponent):
     """
 
     def __init__(self, config):
-        super().__init__(config, {
-            "a": In(stream.Signature(a_layout(config))),
-            "b": In(stream.Signature(b_layout(config))),
-            "c": Out(stream.Signature(c_layout(config))),
-        })
+        super().__init__(config, array_signature(config))
         self.pes = [[ProcessingElement(config) for _ in range(config.cols)] for _ in range(config.rows)]
 
     def elaborate(self, platform):

@@ -1,15 +1,18 @@
 """Synthesis flows: generic Yosys statistics, the ECP5 flow with its constraint file, and clear errors."""
 
 import json
+import re
 
 import pytest
+from amaranth.back import rtlil
 
 from paro.flows.cli import main
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
-from paro.flows.synth import FLIP_FLOP_NAND2, _nand2, _tool_path, _transistors, synth
+from paro.flows.synth import FLIP_FLOP_NAND2, _critical_path, _nand2, _tool_path, _transistors, block_table, synth
 from paro.flows.synth_sweep import synth_sweep
-from paro.hw.synth_harness import harness_flip_flops
+from paro.hw.engine import AttentionEngine
+from paro.hw.synth_harness import HARNESS_TOPS, SynthHarness, harness_flip_flops, harness_input_bits
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +114,72 @@ def test_bad_sweep_is_one_line_without_a_file(tmp_path, capsys, argv, message):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paro: error:")]
     assert len(err) == 1 and message in err[0], err
     assert not report.exists()
+
+
+def test_engine_block_table_adds_submodules_to_their_block():
+    stat = {"modules": {
+        "\\paro": {"num_cells_by_type": {"LUT4": 100, "TRELLIS_FF": 300}},                 # the harness
+        "\\paro.engine": {"num_cells_by_type": {"LUT4": 7, "TRELLIS_DPR16X4": 4}},
+        "\\paro.engine.feed": {"num_cells_by_type": {"LUT4": 10, "CCU2C": 2}},
+        "\\paro.engine.feed.p_lanes": {"num_cells_by_type": {"LUT4": 5, "TRELLIS_FF": 3}},
+        "\\paro.engine.score_buffer": {"num_cells_by_type": {"DP16KD": 12, "PFUMX": 1}},
+        "\\paro.engine.array.pe_0_0": {"num_cells_by_type": {"MULT18X18D": 2}},
+    }}
+    table = block_table(stat)
+    assert set(table) == {"engine", "feed", "score_buffer", "array"}
+    assert table["feed"] == {"lut4": 15, "carry": 2, "flip_flops": 3, "brams": 0, "dsps": 0, "lutram": 0,
+                             "wide_mux": 0}
+    assert table["score_buffer"]["brams"] == 12 and table["array"]["dsps"] == 2 and table["engine"]["lutram"] == 4
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--top", "engine"], "--top engine needs an FPGA target (--target ecp5)"),
+    (["--top", "core", "--target", "ecp5"], "unknown --top 'core'; choose one of array, engine"),
+    (["--top", "engine", "--target", "ecp5", "--bitwidths", "0,8"], "the engine computes bitwidths"),
+    (["--top", "engine", "--target", "ecp5", "--sweep"], "--sweep places arrays of several sizes"),
+])
+def test_bad_engine_synth_is_one_line_without_a_file(tmp_path, capsys, argv, message):
+    report = tmp_path / "engine.json"
+    assert main(["synth", *argv, "--report", str(report), "--build-dir", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paro: error:")]
+    assert len(err) == 1 and message in err[0], err
+    assert not report.exists()
+
+
+def test_engine_harness_closes_every_port():
+    """The engine in its harness: every input bit of the elaborated engine module comes from the shift register
+    (as many as the signature the harness counts), every output it drives is folded (its constant ones, like
+    the AXI IDs, Yosys removes: the engine report measures the harness's flip-flops instead of counting them)."""
+    config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=64, kv_cache_blocks=2,
+                               axi_data_bits=32)
+    text = rtlil.convert(SynthHarness(config, "engine"), name="paro")        # elaborates the engine inside
+    module = text.split("module \\paro.engine\n", 1)[1].split("\nend\n", 1)[0]
+    ports = {"input": 0, "output": 0}
+    for width, direction, name in re.findall(r"^\s*wire width (\d+) (input|output) \d+ +\\(\S+)", module,
+                                             re.MULTILINE):
+        if name not in ("clk", "rst"):
+            ports[direction] += int(width)
+    assert harness_input_bits(config, "engine") == ports["input"] + 32 and ports["input"] > 32 + 32   # rdata
+    assert harness_flip_flops(config, "engine") - 32 - 1 - ports["input"] >= ports["output"] > 32 + 32   # wdata
+    assert HARNESS_TOPS["engine"][0] is AttentionEngine
+    assert "module \\paro.engine.score_buffer" in text and "module \\paro.engine.k_buffer" in text
+
+
+def test_engine_critical_path_names_its_blocks():
+    def step(cell, delay):
+        return {"delay": delay, "from": {"cell": cell}, "to": {"cell": cell}, "type": "logic"}
+    short = {"from": "posedge clk", "to": "posedge clk", "path": [step("engine.feed.a_FF", 1.0)]}
+    long = {"from": "posedge clk", "to": "posedge clk", "path": [
+        step("stimulus_TRELLIS_FF_Q", 0.5), step("engine.ctrl_LUT4_Z", 1.0), step("engine.score_unit.x_LUT4", 2.0),
+        step("engine.score_unit.mul_MULT18X18D", 3.0), step("engine.score_buffer.bank0_DP16KD", 0.25)]}
+    path = _critical_path({"critical_paths": [short, long]}, {"score_unit": {}, "score_buffer": {}, "feed": {}})
+    assert path["blocks"] == ["harness", "engine", "score_unit", "score_buffer"]
+    assert path["delay_ns"] == 6.75 and path["start"] == "stimulus_TRELLIS_FF_Q"
+    assert path["end"] == "engine.score_buffer.bank0_DP16KD" and _critical_path({}, {}) is None
+
+
+def test_block_table_of_the_harness_module_alone():
+    stat = {"modules": {"\\paro": {"num_cells_by_type": {"TRELLIS_FF": 300, "LUT4": 9}},
+                        "\\paro.engine": {"num_cells_by_type": {"TRELLIS_FF": 5}}}}
+    assert block_table(stat, top="") == {"": {"lut4": 9, "carry": 0, "flip_flops": 300, "brams": 0, "dsps": 0,
+                                              "lutram": 0, "wide_mux": 0}}

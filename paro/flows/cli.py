@@ -35,7 +35,7 @@ from .provenance import provenance
 from .simulate import simulate
 from .precision import bench_precision
 from .validate import bench_model_validation
-from .synth import TARGETS, synth
+from .synth import SYNTH_TOPS, TARGETS, synth
 from .synth_sweep import SWEEP_SIZES, SWEEP_STAGES, parse_sizes, parse_stages, synth_sweep
 
 __all__ = ["main"]
@@ -287,6 +287,27 @@ def cmd_plot(args):
 
 def cmd_synth(args):
     config = _config(args)
+    if args.top not in SYNTH_TOPS:
+        raise ParoError(f"unknown --top {args.top!r}; choose one of {', '.join(SYNTH_TOPS)}")
+    if args.top == "engine" and args.sweep:
+        raise ParoError("--sweep places arrays of several sizes; drop --top engine (or --sweep)")
+    if args.top == "engine":
+        result = synth(config, target=args.target, report=args.report, build_dir=args.build_dir, top="engine")
+        fpga = result[args.target]
+        print(f"{args.target} on {fpga['board']}: the {config.rows}x{config.cols} engine with its harness "
+              f"{fpga['luts']}/{fpga['luts_available']} LUTs, {fpga['flip_flops']} FFs, "
+              f"{fpga['dsps']}/{fpga['dsps_available']} DSPs, {fpga['brams']}/{fpga['brams_available']} BRAMs, "
+              f"Fmax {fpga['fmax_mhz']:.1f} MHz (target {fpga['target_mhz']:.1f} MHz); the engine alone "
+              f"{fpga['engine']['luts']} LUTs, {fpga['engine']['flip_flops']} FFs")
+        print(f"{'block':<16}{'LUT4':>8}{'carry':>7}{'FFs':>8}{'BRAMs':>7}{'DSPs':>6}{'LUTRAM':>8}")
+        for name, row in sorted(fpga["blocks"].items(), key=lambda item: -item[1]["lut4"]):
+            print(f"{name:<16}{row['lut4']:>8}{row['carry']:>7}{row['flip_flops']:>8}{row['brams']:>7}"
+                  f"{row['dsps']:>6}{row['lutram']:>8}")
+        if fpga.get("critical_path"):
+            print(f"critical path through: {' -> '.join(fpga['critical_path']['blocks'])}")
+        if args.report:
+            print(f"wrote {args.report}")
+        return
     if args.sweep:
         if args.target not in TARGETS:
             raise ParoError(f"unknown target {args.target!r}; choose one of {', '.join(TARGETS)}")
@@ -622,9 +643,12 @@ def build_parser():
     plot.add_argument("-o", "--output", required=True, help="folder for the PNGs")
     plot.set_defaults(func=cmd_plot)
 
-    syn = sub.add_parser("synth", help="synthesise the array: generic Yosys stats or an FPGA flow")
+    syn = sub.add_parser("synth", help="synthesise the array (generic Yosys stats or an FPGA flow) or the engine")
     _add_config_args(syn)
     syn.add_argument("--target", default="generic", help="generic (default), ecp5 or ice40")
+    syn.add_argument("--top", default="array",
+                     help="array (default: the PE array, generic stats and PE area, or FPGA) or engine (the whole "
+                          "attention engine on an FPGA target, per-block table)")
     syn.add_argument("--report", help="JSON report to write")
     syn.add_argument("--sweep", action="store_true",
                      help="place and route every --sweep-sizes x --sweep-stages point: Fmax and resources (+ PNG)")
