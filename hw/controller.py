@@ -200,7 +200,8 @@ class EngineController(ConfiguredComponent):
                              cmd.pass_b.eq(1), cmd.step.eq(step), cmd.dim_group.eq(dim_group),
                              cmd.query_group.eq(query_group), cmd.packing.eq(packing), cmd.last.eq(step == B - 1),
                              cmd.key_valid.eq(key_block * B + step < self.n_tokens),
-                             cmd.first_dim_group.eq(dim_group == 0), cmd.z.eq(segment_shift.z)]
+                             cmd.first_dim_group.eq(dim_group == 0), cmd.z.eq(segment_shift.z),
+                             cmd.row_max.eq(segment_shift.row_max)]
                 with m.If(self.fire):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == B - 1):

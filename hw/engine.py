@@ -186,7 +186,7 @@ class AttentionEngine(EngineBlock):
             regs.read_beat.eq(reader.beat), regs.write_beat.eq(writer.beat),
             # issue side
             feed.cmd.eq(ctrl.cmd), feed.fire.eq(ctrl.fire), ctrl.advance.eq(feed.advance),
-            ctrl.feed_busy.eq(feed.busy), feed.row_max.eq(score.row_max),
+            ctrl.feed_busy.eq(feed.busy),
             feed.reset_sums.eq(ctrl.reset_sums), ctrl.row_max.eq(score.row_max),
             vbuf.rd_row.eq(ctrl.v_addr), vbuf.rd_en.eq(feed.advance), feed.v_row.eq(vbuf.rd_data[0]),
             ctrl.tile_room.eq(tiles.room), ctrl.tiles_empty.eq(tiles.empty),

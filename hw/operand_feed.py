@@ -29,7 +29,6 @@ from .component import ConfiguredComponent
 from .formal import held
 from .k_reduce import KReduction
 from .p_lanes import PLanes
-from .score_unit import lane_row_max
 
 __all__ = ["OperandFeed", "issue_layout", "row_layout", "word_layout", "formal_properties"]
 
@@ -52,10 +51,11 @@ def word_layout(config, rows, readers):
 
 def issue_layout(config):
     """One issued beat: pass (QK^T or PV), step k within the tile, groups, mode, tile end, key validity, and
-    (PV) the P lanes' segment shifts ``z``."""
+    (PV) the P lanes' row maxima and segment shifts ``z`` (the controller selects both per lane)."""
     return data.StructLayout({"pass_b": 1, "step": range(max(config.block_size, config.head_dim)),
                               "dim_group": range(config.head_dim), "query_group": range(config.block_size),
                               "packing": 2, "last": 1, "key_valid": 1, "first_dim_group": 1,
+                              "row_max": data.ArrayLayout(signed(SCORE_WIDTH), config.engine_lanes),
                               "z": data.ArrayLayout(range(P_SHIFT_MAX + 1), config.engine_lanes)})
 
 
@@ -68,7 +68,6 @@ class OperandFeed(ConfiguredComponent):
             "k_words": In(data.ArrayLayout(word_layout(config, config.kv_cache_blocks * B, lanes), lanes)),
             "v_row": In(row_layout(config)),
             "scores": In(data.ArrayLayout(signed(SCORE_WIDTH), lanes)),
-            "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "reset_sums": In(1), "row_sum": Out(data.ArrayLayout(unsigned(config.row_sum_width), B)),
             "a": Out(stream.Signature(a_layout(config))), "b": Out(stream.Signature(b_layout(config))),
         })
@@ -97,8 +96,7 @@ class OperandFeed(ConfiguredComponent):
         k_bytes = [_byte(self.k_words[n], stage.step) for n in range(lanes)]
         q_bytes = [_byte(self.q_words[r], stage.step) for r in range(R)]
         for n in range(lanes):
-            m.d.comb += [p_lanes.row_max[n].eq(lane_row_max(cfg, self.row_max, n, stage.packing, stage.query_group)),
-                         k_reduce.k8[n].eq(k_bytes[n])]
+            m.d.comb += [p_lanes.row_max[n].eq(stage.row_max[n]), k_reduce.k8[n].eq(k_bytes[n])]
 
         a, b = self.a.payload, self.b.payload
         m.d.comb += [self.a.valid.eq(stage.valid), self.b.valid.eq(stage.valid), a.last.eq(stage.last),

@@ -83,17 +83,21 @@ class ScoreUnit(ConfiguredComponent):
                 x.eq(round_shift(product, self.score_shift)),
                 self.wr_data[r].eq(x),
             ]
-            # only the beat's query group compares (a case, not a comparison per query of the block)
+            # One pair of comparators per row: the beat's query group's maxima are selected, compared with x,
+            # and the new values written back to that group's registers only (a case on the group).
+            group_max, group_seg = (Signal(signed(SCORE_WIDTH), name=f"{n}{r}") for n in ("group_max", "group_seg"))
+            new_max, new_seg = (Signal(signed(SCORE_WIDTH), name=f"{n}{r}") for n in ("new_max", "new_seg"))
+            m.d.comb += [
+                group_max.eq(Array(maxima[g * R + r] for g in range(B // R))[tile.query_group]),
+                group_seg.eq(Array(segments[g * R + r] for g in range(B // R))[tile.query_group]),
+                new_max.eq(Mux(real_key & (x > group_max), x, group_max)),
+                new_seg.eq(Mux(key == 0, Mux(real_key, x, LOWEST_SCORE),
+                               Mux(real_key & (x > group_seg), x, group_seg))),
+            ]
             with m.If(self.valid), m.Switch(tile.query_group):
                 for group in range(B // R):
-                    q = group * R + r
                     with m.Case(group):
-                        with m.If(real_key & (x > maxima[q])):
-                            m.d.sync += maxima[q].eq(x)
-                        with m.If(key == 0):
-                            m.d.sync += segments[q].eq(Mux(real_key, x, LOWEST_SCORE))
-                        with m.Elif(real_key & (x > segments[q])):
-                            m.d.sync += segments[q].eq(x)
+                        m.d.sync += [maxima[group * R + r].eq(new_max), segments[group * R + r].eq(new_seg)]
         # The block's last beat: its segment maxima are final at this edge, written in the next cycle.
         m.d.sync += self.seg_wr_en.eq(self.valid & (key == B - 1) & (tile.query_group == B // R - 1))
         with m.If(self.valid):

@@ -480,8 +480,6 @@ def test_operand_feed_builds_the_golden_tile_operands(config, bits, pass_b):
         ctx.set(dut.reset_sums, 1)
         await ctx.tick()
         ctx.set(dut.reset_sums, 0)
-        for q in range(B):
-            ctx.set(dut.row_max[q], int(row_max[q]))
         ctx.set(dut.a.ready, 1)
         ctx.set(dut.b.ready, 1)
         columns = []
@@ -490,7 +488,8 @@ def test_operand_feed_builds_the_golden_tile_operands(config, bits, pass_b):
             if k < depth:
                 ctx.set(dut.cmd, {"pass_b": pass_b, "step": k, "dim_group": 0, "query_group": 1,
                                   "packing": PACKING[bits], "last": k == depth - 1, "key_valid": k < n_tokens,
-                                  "first_dim_group": 1, "z": [int(z[n]) if n < width else 0 for n in range(lanes)]})
+                                  "first_dim_group": 1, "z": [int(z[n]) if n < width else 0 for n in range(lanes)],
+                                  "row_max": [int(row_max[width + n]) if n < width else 0 for n in range(lanes)]})
             if k > 0:                                                # the stage holds beat k - 1: its read data
                 ctx.set(dut.v_row, v8[k - 1].tolist())
                 for port, rows, readers in ((dut.q_words, q8[R:2 * R], R), (dut.k_words, k8[width:], lanes)):
