@@ -19,6 +19,7 @@ Every report also compares the mixed-precision PE with the plainest INT8 PE the 
 (``pe_nand2_ratio``), and gives the array's cost at two sizes.
 """
 
+import hashlib
 import importlib
 import json
 import os
@@ -310,15 +311,18 @@ def synth(config, target="generic", report=None, work_dir=None, log=None, build_
     """Synthesise ``top`` (``array``, the default, or ``engine``) for ``config`` on ``target``; write ``report``
     (JSON) if given; return the dict.
 
-    Work files go to ``work_dir``, by default ``<build root>/synth/<target>_<R>x<C>`` (``<target>_engine_<R>x<C>``
-    for the engine; build root: ``build_dir`` or :func:`paro.files.build_root`).
+    Work files go to ``work_dir``, by default ``<build root>/synth/<target>_<R>x<C>`` (for the engine
+    ``<target>_engine_<R>x<C>_<config digest>``; build root: ``build_dir`` or :func:`paro.files.build_root`).
     """
     if target not in TARGETS:
         raise ParoError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if top not in SYNTH_TOPS:
         raise ParoError(f"unknown synthesis top {top!r}; choose one of {', '.join(SYNTH_TOPS)}")
     log = log or (lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
-    name = f"{target}_{config.rows}x{config.cols}" if top == "array" else f"{target}_engine_{config.rows}x{config.cols}"
+    if top == "array":
+        name = f"{target}_{config.rows}x{config.cols}"
+    else:                     # engines of one array size differ in every other parameter: a digest of the config
+        name = f"{target}_engine_{config.rows}x{config.cols}_{hashlib.sha1(config.to_json().encode()).hexdigest()[:8]}"
     work_dir = Path(work_dir or build_root(build_dir) / "synth" / name)
     if top == "engine":
         return _synth_engine(config, target, report, work_dir, log)
