@@ -22,9 +22,9 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
 
 While a block computes, ``hint`` names the scheduler's next kept block (K in pass A, V in pass B) so the
 fetcher can bring it early. All buffer read addresses come from here (synchronous reads, enabled by the
-feed's ``advance``): for the banked Q, K and score buffers the first row (query, key or query) of the beat's
-lanes and the word of the step (each lane reads the next row: :class:`~.row_buffer.RowBuffer`,
-:class:`~.score_buffer.ScoreBuffer`); K and V rows come from the cache slot the fetcher gave with the block
+feed's ``advance``): for the banked Q, K and score buffers the beat's first row (its first lane's query or
+key) and the word of the step; each further lane reads the next row (:class:`~.row_buffer.RowBuffer`,
+:class:`~.score_buffer.ScoreBuffer`). K and V rows come from the cache slot the fetcher gave with the block
 (``slot``).
 """
 
@@ -52,8 +52,9 @@ def _words(config, rows, readers):
     return row_buffer_geometry(config, rows, readers)["words_per_row"]
 
 
-def _log2(value):
-    return value.bit_length() - 1
+def _word_shift(config, rows, readers):
+    """log2 of the bytes in a word of a banked row buffer: the step's word is ``step >> shift``."""
+    return (row_buffer_geometry(config, rows, readers)["word_bytes"]).bit_length() - 1
 
 
 class EngineController(ConfiguredComponent):
@@ -154,10 +155,9 @@ class EngineController(ConfiguredComponent):
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)
                 m.d.comb += [self.q_row.eq(query_block[0] * B + query_group * R),
-                             self.q_word.eq(step >> _log2(row_buffer_geometry(cfg, 2 * B, R)["word_bytes"])),
+                             self.q_word.eq(step >> _word_shift(cfg, 2 * B, R)),
                              self.k_row.eq(key_slot * B + key_group * keys_per_tile),
-                             self.k_word.eq(step >> _log2(row_buffer_geometry(cfg, cfg.kv_cache_blocks * B,
-                                                                                 lanes)["word_bytes"]))]
+                             self.k_word.eq(step >> _word_shift(cfg, cfg.kv_cache_blocks * B, lanes))]
                 m.d.comb += [tile.query_group.eq(query_group), tile.key_group.eq(key_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
                              tile.ck.eq(ck), self.tile_push.eq(self.fire & (step == 0)),

@@ -34,7 +34,7 @@ __all__ = ["OperandFeed", "issue_layout", "row_layout", "word_layout", "formal_p
 
 
 def _byte(word, step):
-    """Byte ``step % len(word)`` of a buffer word (the word holds the step's byte of its row)."""
+    """Byte ``step % bytes`` of a buffer word of ``bytes`` bytes (the word holds the step's byte of its row)."""
     size = word.shape().length
     return word[step[:(size - 1).bit_length()]] if size > 1 else word[0]
 

@@ -1,6 +1,6 @@
-"""Row buffer: token rows (Q or K) in banks of narrow words, written a whole row a cycle and read by several
-consumers at once, each a word of its own row; one write and one read port a bank, so every bank is a plain
-block RAM.
+"""Row buffer: token rows (the engine's Q, K and V) in banks of narrow words, written a whole row a cycle and
+read by several consumers at once, each a word of its own row; one write and one read port a bank, so every
+bank is a plain block RAM. With one reader (V) it is one bank of whole rows.
 
 Golden twin: :func:`paro.sw.golden.row_buffer` (what the readers get); the placement is
 :func:`paro.sw.contract.row_buffer_place` and the geometry :func:`paro.sw.contract.row_buffer_geometry`:
@@ -52,7 +52,6 @@ class RowBuffer(ConfiguredComponent):
 
     def __init__(self, config, rows, readers):
         self.geometry = geometry = row_buffer_geometry(config, rows, readers)
-        self._rows, self._readers = rows, readers
         word = data.ArrayLayout(signed(8), geometry["word_bytes"])
         super().__init__(config, {
             "wr_en": In(1), "wr_addr": In(range(rows)), "wr_data": In(row_layout(config)),
