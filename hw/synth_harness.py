@@ -81,6 +81,11 @@ class SynthHarness(ConfiguredComponent):
         self._top, self._harness_only = top, harness_only
         super().__init__(config, {"led": wiring.Out(1)})
 
+    @property
+    def top(self):
+        """The design the harness holds: a name of :data:`HARNESS_TOPS`."""
+        return self._top
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config

@@ -255,7 +255,7 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False):
         fit = re.search(r"(Design uses|Unable to place|Unable to find a placement|"
                         r"too many|does not fit)[^\n]*", text)
         if fit:
-            raise DoesNotFit(f"the {config.rows}x{config.cols} {getattr(design, '_top', 'array')} does not fit "
+            raise DoesNotFit(f"the {config.rows}x{config.cols} {design.top} does not fit "
                              f"{board['board']}: {fit.group(0).strip()}")
         last = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
         raise ParoError(f"{target} flow failed ({last[0].strip()}); logs in {work_dir}")
