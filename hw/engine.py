@@ -64,8 +64,9 @@ Cycle behaviour: the array is fed one beat per cycle through a one-stage read pi
 groups follow each other without a gap). It waits one cycle per kept block and pass, for the pass switches
 (pipeline drain, ``~R + C + C*ppc`` cycles), the fetches (the first query block's Q rows; a kept block's K rows
 on a cache miss in pass A, its V rows on one in pass B: ``B * head_dim * 8 / axi_data_bits`` beats each plus
-memory latency), the output stage (``B * head_dim / R`` beats per query block) where the next block's pass A
-is shorter, and per head the descriptor and table reads. Overlapped: the prefetches (the next Q block and
+memory latency), the output stage (``B * head_dim / R`` beats per query block, the first after ``recip_stages
++ 1`` cycles of reciprocal pipeline) where the next block's pass A is shorter, and per head the descriptor and
+table reads. Overlapped: the prefetches (the next Q block and
 bitmap row, a fetched block's V, the hinted next kept block) with compute, and each query block's output
 stage and write-back with the next block's Q load and pass A (pass B waits for them: it overwrites the row
 sums and accumulators they read); not overlapped: cache-miss fetches the hint did not start early enough,

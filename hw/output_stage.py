@@ -3,18 +3,24 @@
 Golden twin: :func:`paro.sw.golden.output_stage` (``r = floor(2**recip_bits / l)``,
 ``codes = clip(round(round(A / 2**pre_shift) * r / 2**final_shift))`` in ``out_bits`` signed bits).
 
-``start`` (one cycle, after a query block's pass B has drained) begins the block: the stage then reads the
-accumulator memory one word per cycle (query-major, ``d/R`` words per query, ``B * d/R`` in all) through a
-one-stage pipeline and emits one ``o`` beat per word: ``R`` codes. Back-pressure on ``o`` holds the pipeline
-(nothing is lost or repeated). ``idle`` is high when the block's last beat has left (and before the first
-start). The stage reads ``row_sum`` while it runs: the engine keeps the row sums until it is idle.
-The reciprocal is a combinational divider: one per engine, used once per beat.
+``start`` (one cycle, after a query block's pass B has drained) begins the block: from the next cycle the stage
+takes one beat per cycle (query-major, ``d/R`` accumulator words per query, ``B * d/R`` in all) into a pipeline
+of ``recip_stages`` divider stages: each computes ``RECIP_BITS_PER_STAGE`` quotient bits of ``2**recip_bits /
+row_sum`` by restoring division (the beat's row sum taken as it enters; 0 gives 0). As a beat leaves the last
+divider stage the stage reads its accumulator word, and one cycle later offers it on ``o``: ``R`` codes. The first
+beat comes ``recip_stages + 1`` cycles after ``start``, then one a cycle (``recip_stages`` more than the single
+combinational divider this replaces, which limited the engine's clock to a few MHz on ECP5). Back-pressure on
+``o`` holds the whole pipeline and the read data (nothing is lost or repeated). ``idle`` is high when the
+block's last beat has left (and before the first start). The stage reads ``row_sum`` while it runs: the engine
+keeps the row sums until it is idle.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
+
+from paro.config import RECIP_BITS_PER_STAGE
 
 from .accumulator import accumulator_layout
 from .component import ConfiguredComponent
@@ -43,26 +49,50 @@ class OutputStage(ConfiguredComponent):
         m = Module()
         cfg = self._config
         B, R, groups = cfg.block_size, cfg.rows, cfg.head_dim // cfg.rows
+        width, stages, quotient_bits = cfg.row_sum_width, cfg.recip_stages, cfg.recip_bits + 1
         query = Signal(range(B + 1), init=B)           # B: no block in progress
         group = Signal(range(groups + 1))
-        staged = Signal(data.StructLayout({"valid": 1, "query": range(B)}))
+        # Divider stage s holds a beat after (s + 1) * RECIP_BITS_PER_STAGE quotient bits; the output stage
+        # ``out`` after all of them, with the accumulator word read as the beat entered it.
+        divider = data.StructLayout({"valid": 1, "addr": range(B * groups), "divisor": width,
+                                     "remainder": width + 1, "quotient": quotient_bits})
+        pipe = [Signal(divider, name=f"divide{s}") for s in range(stages)]
+        out = Signal(data.StructLayout({"valid": 1, "recip": quotient_bits}))
         advance, fire = Signal(), Signal()
-        m.d.comb += [advance.eq(~staged.valid | self.o.ready), fire.eq(advance & (query < B)),
-                     self.rd_en.eq(advance), self.rd_addr.eq(query * groups + group),
-                     self.idle.eq((query == B) & ~staged.valid)]
-        with m.If(advance):
-            m.d.sync += staged.valid.eq(fire)
+        m.d.comb += [advance.eq(~out.valid | self.o.ready), fire.eq(advance & (query < B)),
+                     self.rd_en.eq(advance), self.rd_addr.eq(pipe[-1].addr),
+                     self.idle.eq((query == B) & ~out.valid & ~Cat(*(p.valid for p in pipe)).any())]
         with m.If(fire):
-            m.d.sync += [staged.query.eq(query), group.eq(group + 1)]
+            m.d.sync += group.eq(group + 1)
             with m.If(group == groups - 1):
                 m.d.sync += [group.eq(0), query.eq(query + 1)]
         with m.If(self.start):
             m.d.sync += [query.eq(0), group.eq(0)]
 
-        row_sum = Signal(cfg.row_sum_width)
-        recip = Signal(cfg.recip_bits + 1)
-        m.d.comb += [row_sum.eq(Array(self.row_sum[q] for q in range(B))[staged.query]),
-                     recip.eq(Mux(row_sum == 0, 0, Const(1 << cfg.recip_bits, cfg.recip_bits + 1) // row_sum))]
+        def divide(state, first_bit):
+            """``RECIP_BITS_PER_STAGE`` restoring-division steps of ``2**recip_bits / divisor`` from quotient
+            bit ``first_bit`` down: ``(remainder, quotient)`` expressions."""
+            remainder, quotient = state["remainder"], state["quotient"]
+            for bit in range(first_bit, max(first_bit - RECIP_BITS_PER_STAGE, -1), -1):
+                shifted = Cat(Const(1 if bit == cfg.recip_bits else 0, 1), remainder[:width])
+                fits = shifted >= state["divisor"]
+                remainder = Mux(fits, shifted - state["divisor"], shifted)[:width + 1]
+                quotient = quotient | Mux(fits, 1 << bit, 0)
+            return remainder, quotient
+
+        row_sum = Array(self.row_sum[q] for q in range(B))[query]
+        with m.If(advance):
+            previous = {"valid": fire, "addr": query * groups + group, "divisor": row_sum,
+                        "remainder": Const(0, width + 1), "quotient": Const(0, quotient_bits)}
+            for s, stage in enumerate(pipe):
+                remainder, quotient = divide(previous, cfg.recip_bits - s * RECIP_BITS_PER_STAGE)
+                m.d.sync += [stage.valid.eq(previous["valid"]), stage.addr.eq(previous["addr"]),
+                             stage.divisor.eq(previous["divisor"]), stage.remainder.eq(remainder),
+                             stage.quotient.eq(quotient)]
+                previous = {name: stage[name] for name in ("valid", "addr", "divisor", "remainder", "quotient")}
+            last = pipe[-1]
+            m.d.sync += [out.valid.eq(last.valid), out.recip.eq(Mux(last.divisor == 0, 0, last.quotient))]
+
         pre, limit, acc_width = cfg.output_pre_shift, 1 << (cfg.out_bits - 1), cfg.acc_out_width
         for r in range(R):
             acc_pre = Signal(signed(acc_width - pre + 1), name=f"acc_pre{r}")
@@ -70,11 +100,11 @@ class OutputStage(ConfiguredComponent):
             code = Signal(signed(acc_width - pre + cfg.recip_bits + 2), name=f"code{r}")
             m.d.comb += [
                 acc_pre.eq(round_shift(self.rd_data[r], pre)),
-                scaled.eq(acc_pre * recip),
+                scaled.eq(acc_pre * out.recip),
                 code.eq(round_shift(scaled, self.final_shift)),
                 self.o.payload.o[r].eq(Mux(code >= limit, limit - 1, Mux(code < -limit, -limit, code))),
             ]
-        m.d.comb += self.o.valid.eq(staged.valid)
+        m.d.comb += self.o.valid.eq(out.valid)
         return m
 
 

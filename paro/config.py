@@ -26,6 +26,10 @@ PACKING = {8: 0, 4: 1, 2: 2}
 #: Most pipeline registers between a PE's multipliers and its accumulators.
 MAX_PE_STAGES = 2
 
+#: Quotient bits one pipeline stage of the output stage's reciprocal divider computes (a chain of this many
+#: subtract-and-compare steps between registers).
+RECIP_BITS_PER_STAGE = 4
+
 #: Largest array side the generator accepts; beyond this the emitted design (one module per PE, no
 #: deduplication in Amaranth) is too large to simulate or synthesise in reasonable time.
 MAX_ARRAY_SIDE = 64
@@ -274,6 +278,12 @@ class AcceleratorConfig:
         return self.row_sum_width + self.exp_bits
 
     @property
+    def recip_stages(self):
+        """Pipeline stages of the output stage's reciprocal divider: ``RECIP_BITS_PER_STAGE`` quotient bits a
+        stage, ``recip_bits + 1`` bits in all; each delays the output stage by one cycle."""
+        return -(-(self.recip_bits + 1) // RECIP_BITS_PER_STAGE)
+
+    @property
     def max_blocks(self):
         """Blocks per side of the attention map of the longest sequence: ``max_seq_len / block_size``."""
         return self.max_seq_len // self.block_size
@@ -312,7 +322,7 @@ class AcceleratorConfig:
         return {"depth": self.depth, "max_blocks": self.max_blocks, "max_kept_blocks": self.max_kept_blocks,
                 "acc_out_width": self.acc_out_width,
                 "output_pre_shift": self.output_pre_shift, "row_sum_width": self.row_sum_width,
-                "recip_bits": self.recip_bits, "score_width": SCORE_WIDTH,
+                "recip_bits": self.recip_bits, "recip_stages": self.recip_stages, "score_width": SCORE_WIDTH,
                 "max_products_per_cycle": self.max_products_per_cycle, "modes": [m.name for m in self.modes],
                 "lut_exp_max": self.lut_exp_max, "lut_product_width": self.lut_product_width}
 

@@ -303,7 +303,7 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
             else:
                 # B_WAIT: drained and the accumulator's last write done; the output stage starts.
                 w2 = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G + 1)])
-                out_idle = w2 + out_words + 4
+                out_idle = w2 + out_words + 4 + config.recip_stages     # + the reciprocal divider's pipeline
                 now = charge(w2, [("pass_switch", w2 + 1)])   # out_start, then LOAD_Q of the next block
     end = charge(now, [("output", out_idle)])          # OUT: the last block's output written; head_busy falls
     head_store = end + 1

@@ -357,6 +357,7 @@ def test_output_stage_codes_with_back_pressure():
     groups = d // R
     acc = rng.integers(-(1 << 30), 1 << 30, (B, d))
     row_sum = rng.integers(1 << CONFIG.exp_bits, 1 << (CONFIG.exp_bits + 3), B)
+    row_sum[:3] = [0, 1, (1 << CONFIG.row_sum_width) - 1]          # the divider's extremes (0: no real key)
     final_shift = 40
     codes = golden.output_stage(acc, row_sum, final_shift, CONFIG)
     m = Module()
@@ -374,6 +375,11 @@ def test_output_stage_codes_with_back_pressure():
         ctx.set(stage.start, 1)
         await ctx.tick()
         ctx.set(stage.start, 0)
+        ctx.set(stage.o.ready, 1)
+        for _ in range(CONFIG.recip_stages + 1):                      # the read and the divider fill
+            assert ctx.get(stage.o.valid) == 0
+            await ctx.tick()
+        assert ctx.get(stage.o.valid) == 1
         got = []
         for _ in range(20 * B * groups):
             ready = rng.random() < 0.6

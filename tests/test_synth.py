@@ -171,9 +171,10 @@ def test_engine_critical_path_names_its_blocks():
     short = {"from": "posedge clk", "to": "posedge clk", "path": [step("engine.feed.a_FF", 1.0)]}
     long = {"from": "posedge clk", "to": "posedge clk", "path": [
         step("stimulus_TRELLIS_FF_Q", 0.5), step("engine.ctrl_LUT4_Z", 1.0), step("engine.score_unit.x_LUT4", 2.0),
-        step("engine.score_unit.mul_MULT18X18D", 3.0), step("engine.score_buffer.bank0_DP16KD", 0.25)]}
+        step("engine.score_unit.mul_MULT18X18D", 3.0), step("$abc$123$lut", 0.0),
+        step("engine.score_buffer.bank0_DP16KD", 0.25)]}
     path = _critical_path({"critical_paths": [short, long]}, {"score_unit": {}, "score_buffer": {}, "feed": {}})
-    assert path["blocks"] == ["harness", "engine", "score_unit", "score_buffer"]
+    assert path["blocks"] == ["harness", "engine", "score_unit", "unnamed", "score_buffer"]
     assert path["delay_ns"] == 6.75 and path["start"] == "stimulus_TRELLIS_FF_Q"
     assert path["end"] == "engine.score_buffer.bank0_DP16KD" and _critical_path({}, {}) is None
 

@@ -203,16 +203,21 @@ def block_table(stat, design_module="paro", top="engine"):
 
 def _critical_path(report, blocks, top="engine"):
     """The longest path nextpnr reports: its delay and the blocks of ``top`` it runs through, in order
-    (``blocks``: the block names; a cell of ``top``'s own module counts as ``top``, any other as ``harness``).
-    Cells of the flattened netlist are named by their instance path, ``engine.feed.p_lanes....``."""
+    (``blocks``: the block names; a cell of ``top``'s own module counts as ``top``, a cell Yosys named itself
+    (``$...``) as ``unnamed``, any other as ``harness``). Cells of the flattened netlist are named by their
+    instance path, ``engine.feed.p_lanes....``."""
     paths = report.get("critical_paths", [])
     if not paths:
         return None
     path = max(paths, key=lambda p: sum(step.get("delay", 0) for step in p.get("path", [])))
     through = []
     for step in path.get("path", []):
-        parts = step.get("to", {}).get("cell", "").split(".")
-        block = "harness" if parts[0] != top else parts[1] if len(parts) > 2 and parts[1] in blocks else top
+        cell = step.get("to", {}).get("cell", "")
+        parts = cell.split(".")
+        if parts[0] != top:
+            block = "unnamed" if cell.startswith("$") else "harness"
+        else:
+            block = parts[1] if len(parts) > 2 and parts[1] in blocks else top
         if not through or through[-1] != block:
             through.append(block)
     return {"clock": path.get("from"), "blocks": through,
