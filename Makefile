@@ -134,7 +134,8 @@ synth: install
 	$(VENV)/bin/paro synth --rows 8 --cols 8 --pe-stages 2 --target ecp5 --report results/synth_ecp5_8x8.json
 
 # The whole engine placed and routed on the ULX3S 85F (buffers in block RAM), per-block table: the tiny and small
-# configurations of the engine benches (make bench-engine's small plan), PEs with 2 pipeline stages (~40 min).
+# configurations of the engine benches (make bench-engine's small plan), PEs with 2 pipeline stages. The tiny
+# engine takes ~20 min; the small one (78% of the LUTs) over an hour, most of it in nextpnr's router.
 synth-engine: install
 	@mkdir -p results
 	$(VENV)/bin/paro synth --top engine --target ecp5 --rows 4 --cols 4 --block-size 16 --head-dim 32 --max-seq-len 128 --kv-cache-blocks 3 --pe-stages 2 --report results/synth_ecp5_engine_tiny.json

@@ -57,6 +57,15 @@ def _ecp5(r):
             f"{f['target_mhz']:.0f} MHz met: {f['meets_target']}")
 
 
+def _ecp5_engine(r):
+    f, e = r["ecp5"], r["ecp5"]["engine"]
+    assert r["top"] == "engine" and r["config"]["pe_stages"] == 2 and f["blocks"]
+    assert sum(block["brams"] for block in f["blocks"].values()) == f["brams"]      # every BRAM is a buffer's
+    return (f"engine alone {e['luts']:,} LUTs, {e['flip_flops']:,} FFs, {e['dsps']} DSPs, {e['brams']} BRAMs (with the "
+            f"harness {f['luts']:,} of {f['luts_available']:,} LUTs, {f['brams']} of {f['brams_available']} BRAMs); "
+            f"Fmax {f['fmax_mhz']:.1f} MHz, target {f['target_mhz']:.0f} MHz met: {f['meets_target']}")
+
+
 def _pe_area(r):
     assert r["config"]["pe_stages"] == 0                  # the single-cycle PEs: the plainest comparison
     pe = r["pe"]["mixed"]
@@ -182,7 +191,7 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
          ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality),
          ("simpicker_small.json", _simpicker), ("synth_generic_4x4.json", _lut_area),
-         ("soak_short.json", _soak_short)]
+         ("soak_short.json", _soak_short), ("synth_ecp5_engine_tiny.json", _ecp5_engine)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])
