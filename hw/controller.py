@@ -33,7 +33,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH
-from paro.sw.contract import row_buffer_geometry
+from paro.sw.contract import engine_row_buffer
 from paro.sw.golden import CV2_FROM_CV4, K_REDUCE_SHIFT
 
 from .component import ConfiguredComponent
@@ -48,19 +48,15 @@ from .tile_queue import ck_width, cv_width, tile_layout
 __all__ = ["EngineController", "formal_properties"]
 
 
-def _words(config, rows, readers):
-    return row_buffer_geometry(config, rows, readers)["words_per_row"]
-
-
-def _word_shift(config, rows, readers):
-    """log2 of the bytes in a word of a banked row buffer: the step's word is ``step >> shift``."""
-    return (row_buffer_geometry(config, rows, readers)["word_bytes"]).bit_length() - 1
+def _word_shift(config, name):
+    """log2 of the bytes in a word of the engine's banked row buffer ``name``: the step's word is
+    ``step >> shift``."""
+    return engine_row_buffer(config, name)["word_bytes"].bit_length() - 1
 
 
 class EngineController(ConfiguredComponent):
     def __init__(self, config):
-        R, B, nb, tokens = config.rows, config.block_size, config.max_blocks, config.max_seq_len
-        lanes = config.engine_lanes
+        B, nb, tokens = config.block_size, config.max_blocks, config.max_seq_len
         super().__init__(config, {
             "start": In(1), "busy": Out(1), "done": Out(1),
             "n_tokens": In(range(tokens + 1)), "row_first": In(range(nb)), "row_end": In(range(nb + 1)),
@@ -70,9 +66,9 @@ class EngineController(ConfiguredComponent):
             **{f"{t}_data": In(16) for t in ("cq", "ck", "cv8", "cv4")}, "cq": Out(16),
             "want": Out(stream.Signature(want_layout(config))), "slot": In(range(config.kv_cache_blocks)),
             "hint": Out(want_layout(config)), "hint_valid": Out(1),
-            "q_row": Out(range(2 * B)), "q_word": Out(range(_words(config, 2 * B, R))),
+            "q_row": Out(range(2 * B)), "q_word": Out(range(engine_row_buffer(config, "q_buffer")["words_per_row"])),
             "k_row": Out(range(config.kv_cache_blocks * B)),
-            "k_word": Out(range(_words(config, config.kv_cache_blocks * B, lanes))),
+            "k_word": Out(range(engine_row_buffer(config, "k_buffer")["words_per_row"])),
             "v_addr": Out(range(config.kv_cache_blocks * B)),
             "s_query": Out(range(B)), "s_key": Out(range(config.max_kept_keys)),
             "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
@@ -155,9 +151,9 @@ class EngineController(ConfiguredComponent):
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)
                 m.d.comb += [self.q_row.eq(query_block[0] * B + query_group * R),
-                             self.q_word.eq(step >> _word_shift(cfg, 2 * B, R)),
+                             self.q_word.eq(step >> _word_shift(cfg, "q_buffer")),
                              self.k_row.eq(key_slot * B + key_group * keys_per_tile),
-                             self.k_word.eq(step >> _word_shift(cfg, cfg.kv_cache_blocks * B, lanes))]
+                             self.k_word.eq(step >> _word_shift(cfg, "k_buffer"))]
                 m.d.comb += [tile.query_group.eq(query_group), tile.key_group.eq(key_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
                              tile.ck.eq(ck), self.tile_push.eq(self.fire & (step == 0)),

@@ -80,7 +80,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from paro.config import SCORE_WIDTH
-from paro.sw.contract import OUTPUT_CODE_BYTES, engine_buffers
+from paro.sw.contract import OUTPUT_CODE_BYTES, engine_buffers, engine_row_buffer
 
 from .accumulator import OutputAccumulator
 from .array import SystolicArray
@@ -119,7 +119,6 @@ class AttentionEngine(EngineBlock):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        R, lanes = cfg.rows, cfg.engine_lanes
         blocks = {"control": AxiLiteSlave(), **{name: block(cfg) for name, block in (
             ("registers", RegisterFile), ("controller", EngineController), ("scheduler", BlockScheduler),
             ("feed", OperandFeed), ("array", SystolicArray), ("tiles", TileQueue), ("score_unit", ScoreUnit),
@@ -134,13 +133,15 @@ class AttentionEngine(EngineBlock):
         # Buffers (sizes from the contract): K (the cache's slots) and Q (two query blocks) in banks, one per
         # reading lane; V (the cache's slots), read a row at a time; scores (B x max_kept_keys) in banks;
         # segment maxima (B per kept block).
-        size = {name: buffer["entries"] for name, buffer in engine_buffers(cfg).items()}
-        m.submodules.k_buffer = kbuf = RowBuffer(cfg, size["k_buffer"], lanes)
-        m.submodules.q_buffer = qbuf = RowBuffer(cfg, size["q_buffer"], R)
-        m.submodules.v_buffer = vbuf = RowBuffer(cfg, size["v_buffer"], 1)
+        segments = engine_buffers(cfg)["segment_buffer"]["entries"]
+        row_buffers = {}
+        for name in ("k_buffer", "q_buffer", "v_buffer"):
+            geometry = engine_row_buffer(cfg, name)
+            m.submodules[name] = row_buffers[name] = RowBuffer(cfg, geometry["rows"], geometry["readers"])
+        kbuf, qbuf, vbuf = row_buffers["k_buffer"], row_buffers["q_buffer"], row_buffers["v_buffer"]
         m.submodules.score_buffer = sbuf = ScoreBuffer(cfg)
         m.submodules.segment_buffer = gmem = Memory(shape=data.ArrayLayout(signed(SCORE_WIDTH), cfg.block_size),
-                                                    depth=size["segment_buffer"], init=[])
+                                                    depth=segments, init=[])
         g_wr = gmem.write_port()
         g_rd = gmem.read_port(transparent_for=(g_wr,))   # a one-block row's pass B may read it as it is written
 

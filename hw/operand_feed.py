@@ -21,7 +21,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH, PEMode
-from paro.sw.contract import row_buffer_geometry
+from paro.sw.contract import engine_row_buffer
 from paro.sw.golden import P_SHIFT_MAX
 
 from .array import a_layout, b_layout
@@ -44,9 +44,10 @@ def row_layout(config):
     return data.ArrayLayout(signed(8), config.head_dim)
 
 
-def word_layout(config, rows, readers):
-    """The word each reader of a banked row buffer returns (:func:`~paro.sw.contract.row_buffer_geometry`)."""
-    return data.ArrayLayout(signed(8), row_buffer_geometry(config, rows, readers)["word_bytes"])
+def word_layout(geometry):
+    """The word each reader of a banked row buffer of ``geometry`` returns
+    (:func:`~paro.sw.contract.row_buffer_geometry`): ``word_bytes`` signed bytes."""
+    return data.ArrayLayout(signed(8), geometry["word_bytes"])
 
 
 def issue_layout(config):
@@ -64,8 +65,8 @@ class OperandFeed(ConfiguredComponent):
         R, B, lanes = config.rows, config.block_size, config.engine_lanes
         super().__init__(config, {
             "cmd": In(issue_layout(config)), "fire": In(1), "advance": Out(1), "busy": Out(1), "beat": Out(1),
-            "q_words": In(data.ArrayLayout(word_layout(config, 2 * B, R), R)),
-            "k_words": In(data.ArrayLayout(word_layout(config, config.kv_cache_blocks * B, lanes), lanes)),
+            "q_words": In(data.ArrayLayout(word_layout(engine_row_buffer(config, "q_buffer")), R)),
+            "k_words": In(data.ArrayLayout(word_layout(engine_row_buffer(config, "k_buffer")), lanes)),
             "v_row": In(row_layout(config)),
             "scores": In(data.ArrayLayout(signed(SCORE_WIDTH), lanes)),
             "reset_sums": In(1), "row_sum": Out(data.ArrayLayout(unsigned(config.row_sum_width), B)),

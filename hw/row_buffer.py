@@ -17,7 +17,7 @@ wrong group: the engine never uses them). Read data holds while ``rd_en`` is low
 transparent: a row written in the same cycle is read as it was.
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,7 +26,7 @@ from paro.errors import ParoError
 from paro.sw.contract import row_buffer_geometry
 
 from .component import ConfiguredComponent
-from .operand_feed import row_layout
+from .operand_feed import row_layout, word_layout
 
 __all__ = ["RowBuffer", "rotate"]
 
@@ -52,12 +52,11 @@ class RowBuffer(ConfiguredComponent):
 
     def __init__(self, config, rows, readers):
         self.geometry = geometry = row_buffer_geometry(config, rows, readers)
-        word = data.ArrayLayout(signed(8), geometry["word_bytes"])
         super().__init__(config, {
             "wr_en": In(1), "wr_addr": In(range(rows)), "wr_data": In(row_layout(config)),
             # (a one-word row still has a one-bit rd_word, unused: no zero-width ports in the Verilog)
             "rd_en": In(1), "rd_row": In(range(rows)), "rd_word": In(range(max(2, geometry["words_per_row"]))),
-            "rd_data": Out(data.ArrayLayout(word, readers)),
+            "rd_data": Out(data.ArrayLayout(word_layout(geometry), readers)),
         })
 
     def elaborate(self, platform):

@@ -83,8 +83,8 @@ __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
            "MIN_SCORE_SHIFT", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
-           "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "row_buffer_geometry",
-           "row_buffer_place", "score_buffer_geometry", "score_buffer_place", "check_kept_keys",
+           "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "engine_row_buffer",
+           "row_buffer_geometry", "row_buffer_place", "score_buffer_geometry", "score_buffer_place", "check_kept_keys",
            "descriptor_stride", "descriptor_lines", "bitmap_stride", "region_bytes", "memory_map",
            "layer_memory_map", "descriptor_words", "list_problem", "descriptor_problem", "head_counter_address",
            "table_bytes", "layer_memory", "layer_writes", "check_program", "check_layer",
@@ -264,6 +264,16 @@ def row_buffer_geometry(config, rows, readers):
             "bank_entries": rows // readers * words}
 
 
+def engine_row_buffer(config, name):
+    """The engine's ``k_buffer``, ``q_buffer`` or ``v_buffer``: :func:`row_buffer_geometry` plus its ``rows``
+    and ``readers`` (K: the cache's slots, read by ``engine_lanes`` lanes; Q: two query blocks, read by
+    ``rows`` lanes; V: the cache's slots, read a row at a time). The one place these pairs are chosen."""
+    B = config.block_size
+    rows, readers = {"k_buffer": (config.kv_cache_blocks * B, config.engine_lanes), "q_buffer": (2 * B, config.rows),
+                     "v_buffer": (config.kv_cache_blocks * B, 1)}[name]
+    return {"rows": rows, "readers": readers, **row_buffer_geometry(config, rows, readers)}
+
+
 def row_buffer_place(row, word, geometry):
     """``(bank, address)`` of word ``word`` of row ``row`` in a buffer of :func:`row_buffer_geometry`."""
     banks, words = geometry["banks"], geometry["words_per_row"]
@@ -292,9 +302,9 @@ def engine_buffers(config):
     rows; banked buffers split them into ``banks`` memories of one write and one read port each
     (:func:`row_buffer_geometry`, :func:`score_buffer_geometry`)."""
     B, d, R, line = config.block_size, config.head_dim, config.rows, 8 * config.head_dim
+    row_buffers = {name: engine_row_buffer(config, name) for name in ("k_buffer", "v_buffer", "q_buffer")}
     sizes = {
-        "k_buffer": (config.kv_cache_blocks * B, line), "v_buffer": (config.kv_cache_blocks * B, line),
-        "q_buffer": (2 * B, line),
+        **{name: (geometry["rows"], line) for name, geometry in row_buffers.items()},
         "score_buffer": (B * config.max_kept_keys, SCORE_WIDTH),
         "segment_buffer": (config.max_kept_blocks, B * SCORE_WIDTH),
         "output_accumulator": (B * (d // R), R * config.acc_out_width),
@@ -302,8 +312,7 @@ def engine_buffers(config):
         "block_table": (_lines(config, TABLE_RECORD_BYTES * config.max_blocks), line),
         "head_counters": (config.max_heads, len(COUNTERS) * DATA_BITS),
     }
-    banks = {"k_buffer": row_buffer_geometry(config, config.kv_cache_blocks * B, config.engine_lanes)["banks"],
-             "q_buffer": row_buffer_geometry(config, 2 * B, R)["banks"],
+    banks = {**{name: geometry["banks"] for name, geometry in row_buffers.items()},
              "score_buffer": score_buffer_geometry(config)["banks"]}
     return {name: {"entries": entries, "width": width, "bits": entries * width, "banks": banks.get(name, 1)}
             for name, (entries, width) in sizes.items()}
