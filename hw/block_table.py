@@ -7,7 +7,8 @@ line).
 The fetcher writes the table's lines (``we``, ``addr`` = line index, ``data``; at the clock edge) into a
 memory of ``ceil(8 * max_blocks / head_dim)`` lines. Four combinational read ports give ``cq_data``,
 ``ck_data``, ``cv8_data`` and ``cv4_data`` of the blocks at ``cq_addr`` (a query block), ``ck_addr``,
-``cv8_addr`` and ``cv4_addr`` (key blocks) in the same cycle.
+``cv8_addr`` and ``cv4_addr`` (key blocks) in the same cycle. A build with speculation (``spec_lanes``) has two
+more, ``spec_cq`` and ``spec_ck`` (the speculation path's own, :class:`~.spec_control.SpecControl`).
 """
 
 from amaranth import Module
@@ -21,13 +22,20 @@ from .component import EngineBlock
 __all__ = ["BlockTable"]
 
 
+def _read_ports(config):
+    """``{port prefix: table field}`` of the read ports."""
+    spec = {"spec_cq": "CQ", "spec_ck": "CK"} if config.spec_lanes else {}
+    return {**{name.lower(): name for name in TABLE_FIELDS}, **spec}
+
+
 class BlockTable(EngineBlock):
     def __init__(self, config):
         lines = engine_buffers(config)["block_table"]["entries"]
+        ports = _read_ports(config)
         super().__init__(config, {
             "we": In(1), "addr": In(range(max(lines, 2))), "data": In(8 * config.head_dim),
-            **{f"{t.lower()}_addr": In(range(config.max_blocks)) for t in TABLE_FIELDS},
-            **{f"{t.lower()}_data": Out(16) for t in TABLE_FIELDS},
+            **{f"{port}_addr": In(range(config.max_blocks)) for port in ports},
+            **{f"{port}_data": Out(16) for port in ports},
         })
 
     def elaborate(self, platform):
@@ -39,11 +47,11 @@ class BlockTable(EngineBlock):
                                             depth=engine_buffers(cfg)["block_table"]["entries"], init=[])
         write = lines.write_port()
         m.d.comb += [write.en.eq(self.we), write.addr.eq(self.addr), write.data.eq(self.data)]
-        for field, name in enumerate(TABLE_FIELDS):
+        for port, name in _read_ports(cfg).items():
             read = lines.read_port(domain="comb")
-            block = getattr(self, f"{name.lower()}_addr")
+            block = getattr(self, f"{port}_addr")
             record = block[:shift] if shift else 0
             m.d.comb += [read.addr.eq(block >> shift),
-                         getattr(self, f"{name.lower()}_data").eq(
-                             read.data.word_select(record * len(TABLE_FIELDS) + field, 16))]
+                         getattr(self, f"{port}_data").eq(
+                             read.data.word_select(record * len(TABLE_FIELDS) + TABLE_FIELDS.index(name), 16))]
         return m

@@ -5,7 +5,9 @@ Golden twin: :func:`paro.sw.golden.engine_controller` (the tiles it issues, in o
 descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from ``row_first`` to ``row_end - 1``:
 
 * ``LOAD_Q``: wants query block ``i`` (Q rows, bitmap row) from the :class:`~.fetcher.Fetcher`; then resets the
-  row maxima, latches ``cq_i`` and starts the scheduler's walk of row ``i``.
+  row maxima, latches ``cq_i`` and starts the scheduler's walk of row ``i``. In a build with speculation the
+  walk waits (``SPEC``, ``spec_wait`` high) until the :class:`~.spec_control.SpecControl` has speculated the
+  row (``i < spec_row_ready``); without speculation in the descriptor it never waits.
 * ``A_NEXT`` / ``A_TILES``: per kept block (taken from the scheduler once its K rows are on chip),
   ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one a cycle while the feed advances; a tile's
   first beat pushes its descriptor (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty.
@@ -77,14 +79,18 @@ class EngineController(ConfiguredComponent):
             "reset_max": Out(1), "reset_sums": Out(1), "acc_pending": In(1),
             "tile": Out(tile_layout(config)), "tile_push": Out(1), "tile_room": In(1), "tiles_empty": In(1),
             "out_start": Out(1), "out_idle": In(1),
+            **({"spec_row_ready": In(range(nb + 1)), "spec_wait": Out(1)} if config.spec_lanes else {}),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
         R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.engine_lanes
-        busy, pass_b, query_block = Signal(), Signal(), Signal(range(cfg.max_blocks + 1))
-        key_block, kept_index = Signal(range(cfg.max_blocks)), Signal(range(cfg.max_kept_blocks + 1))
+        # named explicitly: begin_row's closure makes some of them cells, which the name tracer does not follow
+        busy, pass_b = Signal(name="busy"), Signal(name="pass_b")
+        query_block = Signal(range(cfg.max_blocks + 1), name="query_block")
+        key_block = Signal(range(cfg.max_blocks), name="key_block")
+        kept_index = Signal(range(cfg.max_kept_blocks + 1), name="kept_index")
         key_slot = Signal(range(cfg.kv_cache_blocks))          # the block's slot in the K/V buffers
         packing, ck, cv = Signal(2), Signal(ck_width(cfg)), Signal(cv_width(cfg))
         step = Signal(range(max(B, d) + 1))
@@ -125,6 +131,12 @@ class EngineController(ConfiguredComponent):
         def score_addresses(key):
             m.d.comb += [self.s_query.eq(query_group * keys_per_tile), self.s_key.eq(kept_index * B + key)]
 
+        def begin_row():
+            """Query block ``query_block``'s Q rows are on chip: reset the row maxima, latch ``cq``, walk it."""
+            m.d.comb += [self.reset_max.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
+            m.d.sync += [kept_index.eq(0), self.cq.eq(self.cq_data), pass_b.eq(0)]
+            m.next = "A_NEXT"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -134,9 +146,18 @@ class EngineController(ConfiguredComponent):
                 m.d.comb += [self.want.valid.eq(1), self.want.payload.kind.eq(WANT_Q),
                              self.want.payload.block.eq(query_block), self.cq_addr.eq(query_block)]
                 with m.If(self.want.ready):
-                    m.d.comb += [self.reset_max.eq(1), self.sched_start.eq(1), self.sched_count.eq(1)]
-                    m.d.sync += [kept_index.eq(0), self.cq.eq(self.cq_data), pass_b.eq(0)]
-                    m.next = "A_NEXT"
+                    if cfg.spec_lanes:
+                        with m.If(query_block < self.spec_row_ready):
+                            begin_row()
+                        with m.Else():
+                            m.next = "SPEC"
+                    else:
+                        begin_row()
+            if cfg.spec_lanes:
+                with m.State("SPEC"):
+                    m.d.comb += [self.cq_addr.eq(query_block), self.spec_wait.eq(1)]
+                    with m.If(query_block < self.spec_row_ready):
+                        begin_row()
             with m.State("A_NEXT"):
                 fetched = want_kept_block(WANT_K)
                 m.d.comb += self.ck_addr.eq(self.kept.payload.j)

@@ -13,14 +13,15 @@ row, ``ceil(N_BLOCKS / head_dim)``) and ``table_lines`` (lines of the block tabl
 Checks: ``list_error`` (combinational, from ``desc_addr`` and ``n_heads`` alone) is high when the list
 itself is illegal (code 1). ``error`` is the code of the first rule the held descriptor breaks (0: none),
 valid from the :data:`CHECK_LATENCY`-th cycle after the last line write: the first stage registers the range
-checks and every region's end address, the second the overflow and overlap checks and the priority encoding.
+checks, the speculation fields' check (code 10) and every region's end address, the second the overflow and
+overlap checks and the priority encoding.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib.wiring import In, Out
 
 from paro.sw.contract import (ADDRESS_FIELDS, AXI_ADDRESS_BITS, DATA_BITS, DESCRIPTOR, ERRORS, MIN_SCORE_SHIFT,
-                              REGION_ALIGN, TABLE_RECORD_BYTES, descriptor_lines, descriptor_stride)
+                              REGION_ALIGN, SPEC_FRAC_BITS, TABLE_RECORD_BYTES, descriptor_lines, descriptor_stride)
 
 from .component import EngineBlock
 
@@ -91,7 +92,14 @@ class DescriptorUnit(EngineBlock):
         code1 = Const(0, ERROR_BITS)
         for code, broken in reversed(checks):                    # the lowest broken code wins
             code1 = Mux(broken, code, code1)
-        m.d.sync += [stage1.eq(code1), list_high.eq(list_end)]
+        spec, important, negligible = word["SPEC"], word["SPEC_IMPORTANT"], word["SPEC_NEGLIGIBLE"]
+        if cfg.spec_lanes:
+            bad_spec = ((spec > 1) | ((spec == 1) & ((negligible >= important) | (important > 1 << SPEC_FRAC_BITS)))
+                        | ((spec == 0) & ((important != 0) | (negligible != 0))))
+        else:                                                    # a build without speculation
+            bad_spec = (spec != 0) | (important != 0) | (negligible != 0)
+        spec_error = Signal()                                    # code 10, checked last
+        m.d.sync += [stage1.eq(code1), list_high.eq(list_end), spec_error.eq(bad_spec)]
         m.d.sync += [end[name].eq(word[name] + size[name]) for name in ADDRESS_FIELDS]
 
         # Stage 2: overflow past the address space, output overlapping an input or the list.
@@ -99,5 +107,6 @@ class DescriptorUnit(EngineBlock):
         overlaps = [(word[name] < out_high) & (out_low < end[name]) for name in ADDRESS_FIELDS if name != "O_ADDR"]
         overlaps.append((self.desc_addr < out_high) & (out_low < list_high))
         past_space = Cat(*(end[name] > (1 << AXI_ADDRESS_BITS) for name in ADDRESS_FIELDS)).any()
-        m.d.sync += self.error.eq(Mux(stage1 != 0, stage1, Mux(past_space, 8, Mux(Cat(*overlaps).any(), 9, 0))))
+        m.d.sync += self.error.eq(Mux(stage1 != 0, stage1, Mux(past_space, 8, Mux(Cat(*overlaps).any(), 9,
+                                                                                  Mux(spec_error, 10, 0)))))
         return m

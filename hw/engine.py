@@ -25,6 +25,7 @@ block                                  does
 :class:`~.score_unit.ScoreUnit`        pass A: scaled scores into the score buffer, row and segment maxima
 :class:`~.accumulator.OutputAccumulator` pass B: scaled PV columns into the output accumulators
 :class:`~.output_stage.OutputStage`    reciprocals and output codes (to the memory writer)
+:class:`~.spec_control.SpecControl`    (``spec_lanes`` builds) SimPicker's block speculation of each row
 ====================================== ==================================================================
 
 Interfaces
@@ -74,7 +75,7 @@ the last block's output, and the descriptor check pass (``N_HEADS`` reads before
 simulate`` measures it; :mod:`paro.sw.cycles` models it.
 """
 
-from amaranth import Module, signed
+from amaranth import Module, Mux, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -101,6 +102,7 @@ from .scheduler import BlockScheduler
 from .score_buffer import ScoreBuffer
 from .score_unit import ScoreUnit
 from .sequencer import LayerSequencer
+from .spec_control import SpecControl
 from .tile_queue import TileQueue
 
 __all__ = ["AttentionEngine", "engine_signature"]
@@ -158,8 +160,11 @@ class AttentionEngine(EngineBlock):
         wiring.connect(m, reader.row, fetch.row)
         connect_members(m, self.m_axi, reader.axi)
         connect_members(m, self.m_axi, writer.axi)
-        wiring.connect(m, seq.meta, fetch.meta)
         row_end = desc.row_first + desc.row_count
+        if cfg.spec_lanes:
+            self._speculation(m, blocks, row_end)
+        else:
+            wiring.connect(m, seq.meta, fetch.meta)
         m.d.comb += [
             self.busy.eq(seq.busy), self.done.eq(seq.done),
             # register file <-> sequencer, descriptor unit
@@ -227,3 +232,26 @@ class AttentionEngine(EngineBlock):
             feed.scores.eq(sbuf.rd_data),
         ]
         return m
+
+    def _speculation(self, m, blocks, row_end):
+        """The speculation control (a ``spec_lanes`` build): its K pool wants share the fetcher's ``meta``
+        stream with the layer sequencer's (never at once: the sequencer asks only between heads); it marks
+        skipped blocks in the scheduler and holds each row's walk until the row is speculated."""
+        m.submodules.spec_control = spec = SpecControl(self._config)
+        seq, fetch, desc, table = blocks["sequencer"], blocks["fetcher"], blocks["descriptor"], blocks["block_table"]
+        ctrl, sched, regs = blocks["controller"], blocks["scheduler"], blocks["registers"]
+        m.d.comb += [
+            fetch.meta.valid.eq(seq.meta.valid | spec.pool.valid),
+            fetch.meta.payload.eq(Mux(seq.meta.valid, seq.meta.payload, spec.pool.payload)),
+            seq.meta.ready.eq(fetch.meta.ready & seq.meta.valid),
+            spec.pool.ready.eq(fetch.meta.ready & ~seq.meta.valid),
+            spec.start.eq(seq.run), spec.spec.eq(desc.spec), spec.important.eq(desc.spec_important),
+            spec.negligible.eq(desc.spec_negligible), spec.n_blocks.eq(desc.n_blocks), spec.n_tokens.eq(desc.n_tokens),
+            spec.score_shift.eq(desc.score_shift), spec.row_first.eq(desc.row_first), spec.row_end.eq(row_end),
+            spec.q_we.eq(fetch.q_we), spec.pool_we.eq(fetch.pool_we), spec.bitmap_we.eq(fetch.bitmap_we),
+            spec.wr_addr.eq(fetch.wr_addr), spec.wr_data.eq(fetch.wr_data), spec.q_tags.eq(fetch.q_tags),
+            table.spec_cq_addr.eq(spec.cq_addr), spec.cq_data.eq(table.spec_cq_data),
+            table.spec_ck_addr.eq(spec.ck_addr), spec.ck_data.eq(table.spec_ck_data),
+            sched.skip_en.eq(spec.skip_en), sched.skip_half.eq(spec.skip_half), sched.skip_j.eq(spec.skip_j),
+            ctrl.spec_row_ready.eq(spec.row_ready), regs.spec_busy.eq(spec.busy), regs.spec_wait.eq(ctrl.spec_wait),
+        ]

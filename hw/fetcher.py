@@ -29,6 +29,10 @@ prefetch, a waiting want, a meta want, the Q prefetch, the hint. A hinted block 
 the controller will want it, after the current block's want touched its slot, so the cache makes the same
 decisions as for the wants alone: :func:`paro.sw.golden.kv_cache` still predicts every fetch.
 ``start`` (a new head) empties the cache and forgets both Q halves.
+
+Speculation (a build with ``spec_lanes``): ``meta`` also takes ``WANT_POOL`` (key block ``block``'s K rows,
+always read, like a meta want); its lines go out with ``pool_we`` (to the pooling unit, no buffer). ``q_tags``
+names the query block each Q half holds (``max_blocks``: none), complete with its bitmap row.
 """
 
 from amaranth import Module, Mux, Signal
@@ -40,7 +44,7 @@ from paro.sw.contract import AXI_ADDRESS_BITS, descriptor_lines, descriptor_stri
 
 from .component import EngineBlock
 from .formal import free_constant, stream_held
-from .kv_cache import WANT_DESC, WANT_K, WANT_Q, WANT_TABLE, WANT_V, BlockCache, want_layout
+from .kv_cache import WANT_DESC, WANT_K, WANT_POOL, WANT_Q, WANT_TABLE, WANT_V, BlockCache, want_layout
 from .mem_reader import max_request_rows, read_request_layout
 from .operand_feed import row_layout
 
@@ -75,6 +79,8 @@ class Fetcher(EngineBlock):
             "q_we": Out(1), "k_we": Out(1), "v_we": Out(1), "bitmap_we": Out(1), "desc_we": Out(1),
             "table_we": Out(1),
             "wr_addr": Out(range(write_lines(config))), "wr_data": Out(row_layout(config)),
+            **({"pool_we": Out(1), "q_tags": Out(data.ArrayLayout(range(config.max_blocks + 1), 2))}
+               if config.spec_lanes else {}),
         })
 
     def elaborate(self, platform):
@@ -104,8 +110,8 @@ class Fetcher(EngineBlock):
                                             self.bitmap_addr + ((current.block * self.bitmap_lines) << _log2(d)),
                                             self.q_addr + (current.block << _log2(B * d)))),
                              lines.eq(Mux(current.part, self.bitmap_lines, B))]
-            with m.Case(WANT_K, WANT_V):
-                base = Mux(kind == WANT_K, self.k_addr, self.v_addr)
+            with m.Case(WANT_K, WANT_V, *((WANT_POOL,) if cfg.spec_lanes else ())):
+                base = Mux(kind == WANT_V, self.v_addr, self.k_addr)
                 m.d.comb += [address.eq(base + (current.block << _log2(B * d))), lines.eq(B)]
             with m.Case(WANT_DESC):
                 m.d.comb += [address.eq(self.desc_addr + (current.block << _log2(descriptor_stride(cfg)))),
@@ -189,6 +195,8 @@ class Fetcher(EngineBlock):
                              self.v_we.eq(self.row.valid & (kind == WANT_V)),
                              self.desc_we.eq(self.row.valid & (kind == WANT_DESC)),
                              self.table_we.eq(self.row.valid & (kind == WANT_TABLE))]
+                if cfg.spec_lanes:
+                    m.d.comb += self.pool_we.eq(self.row.valid & (kind == WANT_POOL))
                 with m.If(self.row.valid):
                     m.d.sync += row_index.eq(row_index + 1)
                     with m.If(row_index == lines - 1):
@@ -210,6 +218,8 @@ class Fetcher(EngineBlock):
                                 m.d.sync += meta_done.eq(1)
         with m.If(self.start):
             m.d.sync += [pending_q.eq(0), pending_v.eq(0), q_tag[0].eq(cfg.max_blocks), q_tag[1].eq(cfg.max_blocks)]
+        if cfg.spec_lanes:
+            m.d.comb += [self.q_tags[h].eq(q_tag[h]) for h in range(2)]
         return m
 
 

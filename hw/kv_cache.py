@@ -25,11 +25,12 @@ from amaranth.lib.wiring import In, Out
 
 from .component import EngineBlock
 
-__all__ = ["BlockCache", "want_layout", "WANT_Q", "WANT_K", "WANT_V", "WANT_DESC", "WANT_TABLE"]
+__all__ = ["BlockCache", "want_layout", "WANT_Q", "WANT_K", "WANT_V", "WANT_DESC", "WANT_TABLE", "WANT_POOL"]
 
 #: What the engine wants on chip: the Q rows (and bitmap row) of a query block, the K or V rows of a key
-#: block (the controller's wants), a head's descriptor or its block table (the layer sequencer's).
-WANT_Q, WANT_K, WANT_V, WANT_DESC, WANT_TABLE = 0, 1, 2, 3, 4
+#: block (the controller's wants), a head's descriptor or its block table (the layer sequencer's), a key
+#: block's K rows for the speculation's pooling (:class:`~.spec_control.SpecControl`'s; not kept).
+WANT_Q, WANT_K, WANT_V, WANT_DESC, WANT_TABLE, WANT_POOL = 0, 1, 2, 3, 4, 5
 
 
 def want_layout(config):

@@ -11,10 +11,11 @@ Region ``HEAD_COUNTERS_REGION`` reads the per-head counters (word ``head * COUNT
 
 Counters: ``CYCLES`` counts cycles with ``busy``, ``ARRAY_BEATS`` cycles with ``beat``, ``KEPT8``,
 ``KEPT4``, ``KEPT2`` and ``SKIPPED`` cycles with the scheduler's ``kept8``/``kept4``/``kept2``/``skipped``,
-``BYTES_READ`` and ``BYTES_WRITTEN`` add ``axi_data_bits / 8`` for each ``read_beat`` and ``write_beat``; ``clear`` (the
+``BYTES_READ`` and ``BYTES_WRITTEN`` add ``axi_data_bits / 8`` for each ``read_beat`` and ``write_beat``,
+``SPEC_BUSY`` and ``SPEC_WAIT`` count cycles with ``spec_busy`` and ``spec_wait``; ``clear`` (the
 sequencer accepting a start) zeroes them. ``STALL_CYCLES`` reads ``CYCLES - ARRAY_BEATS``. A second set
 counts the same events while ``head_active``, zeroed by ``head_start``; ``head_store`` (one cycle) writes it,
-``STALL_CYCLES`` included, to the per-head memory at ``head`` (``max_heads x 8`` words).
+``STALL_CYCLES`` included, to the per-head memory at ``head`` (``max_heads x len(COUNTERS)`` words).
 """
 
 from amaranth import Cat, Module, Signal
@@ -37,7 +38,7 @@ CSRBus = wiring.Signature({"we": Out(1), "addr": Out(ADDRESS_BITS), "wdata": Out
 #: Counters that count events (STALL_CYCLES is derived), with the event's port name.
 _EVENTS = {"CYCLES": None, "ARRAY_BEATS": "beat", "KEPT8": "kept8", "KEPT4": "kept4", "KEPT2": "kept2",
            "SKIPPED": "skipped",
-           "BYTES_READ": "read_beat", "BYTES_WRITTEN": "write_beat"}
+           "BYTES_READ": "read_beat", "BYTES_WRITTEN": "write_beat", "SPEC_BUSY": "spec_busy", "SPEC_WAIT": "spec_wait"}
 
 
 class RegisterFile(ConfiguredComponent):

@@ -19,6 +19,11 @@ kept block: skipping costs no array cycle unless a whole run of zeros is longer 
 Kept blocks come out in column order; the PE mode follows each block's bitwidth and mode changes cost no
 cycle in the array, so no regrouping by bitwidth is needed.
 
+Speculation (a build with ``spec_lanes``): ``skip_en`` with ``skip_half`` and ``skip_j`` marks block ``skip_j``
+of half ``skip_half`` skipped (at the clock edge; :class:`~.spec_control.SpecControl` does it for the blocks
+it classes negligible, after the row's bitmap arrived and before its walks); a walk passes a marked block as a
+0-bit one. Writing a bitmap line clears the marks of its blocks.
+
 Counting (for the pass that has ``count`` set at ``start``): ``kept8``, ``kept4``, ``kept2`` and ``skipped`` are
 high for one cycle per block of each kind the walk passes (the register file counts them).
 """
@@ -57,6 +62,7 @@ class BlockScheduler(EngineBlock):
             "start": In(1), "row": In(range(nb)), "count": In(1),
             "o": Out(stream.Signature(kept_layout(nb))),
             "kept8": Out(1), "kept4": Out(1), "kept2": Out(1), "skipped": Out(1),
+            **({"skip_en": In(1), "skip_half": In(1), "skip_j": In(range(nb))} if config.spec_lanes else {}),
         })
 
     def elaborate(self, platform):
@@ -75,7 +81,18 @@ class BlockScheduler(EngineBlock):
         half = Signal()
         entry = Signal(8)
         log2_d = d.bit_length() - 1
-        m.d.comb += [rd.addr.eq(half * half_lines + (col >> log2_d)), entry.eq(rd.data.word_select(col[:log2_d], 8))]
+        m.d.comb += rd.addr.eq(half * half_lines + (col >> log2_d))
+        if cfg.spec_lanes:
+            # one mark per entry of both halves, laid out as the bitmap lines (bit = entry index)
+            marks = Signal(2 * half_lines * d)
+            with m.If(self.wr_en):
+                m.d.sync += marks.word_select(self.wr_addr, d).eq(0)
+            with m.If(self.skip_en):
+                m.d.sync += marks.bit_select(self.skip_half * (half_lines * d) + self.skip_j, 1).eq(1)
+            marked = marks.bit_select(half * (half_lines * d) + col, 1)
+            m.d.comb += entry.eq(Mux(marked, 0, rd.data.word_select(col[:log2_d], 8)))
+        else:
+            m.d.comb += entry.eq(rd.data.word_select(col[:log2_d], 8))
         free = ~self.o.valid | self.o.ready
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)

@@ -5,9 +5,9 @@ Golden twins: :func:`paro.sw.golden.speculation_scores` (``x_j = round(pooled_q 
 :func:`paro.sw.golden.speculation_classes` (in :class:`~paro.hw.speculation.SpeculationUnit`).
 
 Before a head's rows, the pooled K rows (:class:`~paro.hw.pooling.PoolingUnit`) and their key multipliers go
-in through ``k_wr``, and a plan's row of allowed blocks through ``allow_wr`` (one bit per key block; all ones
-without a plan). A row beat on ``i`` brings the pooled Q row of a query block, its multiplier ``cq``, the
-score shift, the head's key blocks and real tokens. For each key block ``j`` the unit reads the pooled K row
+in through ``k_wr``. A row beat on ``i`` brings the pooled Q row of a query block, its multiplier ``cq``, the
+score shift, the head's key blocks and real tokens, and the plan's row of allowed blocks (``allowed``, one bit
+per key block; all ones without a plan). For each key block ``j`` the unit reads the pooled K row
 (one cycle), forms the dot product on ``lanes`` multipliers (``head_dim / lanes`` cycles), scales and rounds
 it (one cycle) and hands ``x_j``, the allowed bit and the block's real keys to the speculation unit; the
 classes come out on ``o`` as that unit gives them. A row of ``n`` key blocks takes ``n * (head_dim / lanes +
@@ -36,7 +36,8 @@ MULT_WIDTH = 15
 def row_layout(config):
     """An ``i`` beat: one query block's pooled Q row and what scaling and the row's extent need."""
     return data.StructLayout({"q": pooled_layout(config), "cq": unsigned(MULT_WIDTH), "shift": range(64),
-                              "n_blocks": range(1, config.max_blocks + 1), "n_tokens": range(config.max_seq_len + 1)})
+                              "n_blocks": range(1, config.max_blocks + 1), "n_tokens": range(config.max_seq_len + 1),
+                              "allowed": config.max_blocks})
 
 
 def key_layout(config):
@@ -54,7 +55,6 @@ class Speculator(ConfiguredComponent):
         blocks = config.max_blocks
         super().__init__(config, {
             "k_wr_en": In(1), "k_wr_addr": In(range(blocks)), "k_wr_data": In(key_layout(config)),
-            "allow_wr_en": In(1), "allow_wr_addr": In(range(blocks)), "allow_wr_data": In(1),
             "i": In(stream.Signature(row_layout(config))),
             "o": Out(stream.Signature(class_layout())),
             "important": In(range((1 << SPEC_FRAC_BITS) + 1)),
@@ -66,10 +66,8 @@ class Speculator(ConfiguredComponent):
         cfg, lanes = self._config, self._lanes
         B, d, blocks = cfg.block_size, cfg.head_dim, cfg.max_blocks
         m.submodules.keys = keys = Memory(shape=key_layout(cfg), depth=blocks, init=[])
-        m.submodules.allowed = allowed = Memory(shape=1, depth=blocks, init=[])
-        k_wr, k_rd, a_wr, a_rd = keys.write_port(), keys.read_port(), allowed.write_port(), allowed.read_port()
-        m.d.comb += [k_wr.en.eq(self.k_wr_en), k_wr.addr.eq(self.k_wr_addr), k_wr.data.eq(self.k_wr_data),
-                     a_wr.en.eq(self.allow_wr_en), a_wr.addr.eq(self.allow_wr_addr), a_wr.data.eq(self.allow_wr_data)]
+        k_wr, k_rd = keys.write_port(), keys.read_port()
+        m.d.comb += [k_wr.en.eq(self.k_wr_en), k_wr.addr.eq(self.k_wr_addr), k_wr.data.eq(self.k_wr_data)]
         m.submodules.spec = spec = SpeculationUnit(cfg)
         m.d.comb += [spec.important.eq(self.important), spec.negligible.eq(self.negligible),
                      self.o.valid.eq(spec.o.valid), self.o.payload.eq(spec.o.payload), spec.o.ready.eq(self.o.ready)]
@@ -78,7 +76,7 @@ class Speculator(ConfiguredComponent):
         j = Signal(range(blocks + 1))
         beat = Signal(range(d // lanes))
         dot = Signal(signed(16 + (d - 1).bit_length() + 1))   # d products of two INT8 codes
-        m.d.comb += [k_rd.addr.eq(j), a_rd.addr.eq(j)]
+        m.d.comb += k_rd.addr.eq(j)
         stored = k_rd.data
 
         products = 0
@@ -93,7 +91,7 @@ class Speculator(ConfiguredComponent):
         real = Signal(signed(len(row.n_tokens) + 1))
         m.d.comb += real.eq(row.n_tokens - j * B)
 
-        m.d.comb += [spec.i.payload.x.eq(x), spec.i.payload.allowed.eq(a_rd.data),
+        m.d.comb += [spec.i.payload.x.eq(x), spec.i.payload.allowed.eq(row.allowed.bit_select(j, 1)),
                      spec.i.payload.keys.eq(Mux(real >= B, B, Mux(real > 0, real, 0))),
                      spec.i.payload.last.eq(j + 1 == row.n_blocks)]
         with m.FSM() as fsm:

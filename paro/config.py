@@ -143,7 +143,7 @@ class AcceleratorConfig:
         token row).
     max_heads
         Heads one engine start may run (descriptors in the list, ``N_HEADS``); in [1, 4096]. The engine keeps
-        each head's counters on chip (``max_heads x 9`` words), readable after the run.
+        each head's counters on chip (``max_heads x 11`` words), readable after the run.
     pe_stages
         Pipeline registers between a PE's multipliers and its accumulators, for Fmax: 0 (multiply and
         accumulate in one cycle) to 2. Each stage delays a tile's results, and so the array's drain, by one
@@ -155,6 +155,10 @@ class AcceleratorConfig:
         Mantissa bits of that FP operand below its explicit leading one (7 as in BF16, 10 as in FP16); in
         [1, 10]. The operand is a softmax numerator (at most ``2**exp_bits``) rounded to ``lut_mant_bits + 1``
         significant bits, so its exponent runs from 0 to ``lut_exp_max = exp_bits - lut_mant_bits``.
+    spec_lanes
+        Multipliers of the engine's SimPicker speculation path (:mod:`paro.hw.spec_control`: pooled Q x pooled
+        K products, ``head_dim / spec_lanes`` cycles a key block); 0 builds the engine without it (a descriptor
+        that asks for speculation is then refused). A power of two in [1, head_dim], or 0.
     """
     rows: int = 4
     cols: int = 4
@@ -173,6 +177,7 @@ class AcceleratorConfig:
     pe_stages: int = 0
     lut_lanes: int = 16
     lut_mant_bits: int = 7
+    spec_lanes: int = 0
 
     def __post_init__(self):
         def check_int(name, value):
@@ -192,6 +197,11 @@ class AcceleratorConfig:
         if not (_is_pow2(value) and 1 <= value <= 256):
             raise ParoError(f"lut_lanes must be a power of two in [1, 256], got {value}")
         object.__setattr__(self, "lut_lanes", value)
+        value = check_int("spec_lanes", self.spec_lanes)
+        if value and not (_is_pow2(value) and value <= self.head_dim):
+            raise ParoError(f"spec_lanes must be 0 (no speculation) or a power of two in [1, head_dim "
+                            f"{self.head_dim}], got {value}")
+        object.__setattr__(self, "spec_lanes", value)
         for name, low, high in (("score_frac_bits", 4, 12), ("exp_bits", 10, 16), ("out_bits", 8, 16),
                                 ("lut_mant_bits", 1, 10)):
             value = check_int(name, getattr(self, name))

@@ -102,11 +102,16 @@ def compare(config, layer, codes, totals, per_head, expect_error=None):
                 dim = int(np.flatnonzero(got != want)[0]) // R * R
                 raise Mismatch("mismatch", f"head {head}, output query {query}, head dims {dim}..{dim + R - 1}: "
                                            f"got {got[dim:dim + R].tolist()}, golden {want[dim:dim + R].tolist()}")
-        bitmap = np.asarray(prog.bitmap)[rows.start:rows.stop]
+        bitmap = np.asarray(prog.computed_bitmap)[rows.start:rows.stop]       # speculation's skips included
         expected = {name: int((bitmap == bits).sum())
                     for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("KEPT2", 2), ("SKIPPED", 0))}
         expected["BYTES_READ"] = reads[head]
         expected["BYTES_WRITTEN"] = region_bytes(config, "O_ADDR", len(rows))
+        if not int(prog.descriptor.get("SPEC", 0)):
+            expected.update(SPEC_BUSY=0, SPEC_WAIT=0)
+        elif not counters["SPEC_BUSY"] > counters["SPEC_WAIT"] > 0:    # the first row waits for its speculation
+            raise Mismatch("mismatch", f"head {head}: speculation counters SPEC_BUSY = {counters['SPEC_BUSY']}, "
+                                       f"SPEC_WAIT = {counters['SPEC_WAIT']}; expected SPEC_BUSY > SPEC_WAIT > 0")
         for name, value in expected.items():
             if counters[name] != value:
                 raise Mismatch("mismatch", f"head {head}: counter {name} = {counters[name]}, expected {value}")

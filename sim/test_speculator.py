@@ -34,18 +34,17 @@ async def run_head(dut, rng, config, sink, stall):
     pooled_q, pooled_k = pooled_codes(q8, B), pooled_codes(k8, B)
     dut.important.value, dut.negligible.value = important, negligible
     rows, keys_layout, classes = row_layout(config), key_layout(config), class_layout()
+    dut.k_wr_en.value = 1
+    for j in range(blocks):
+        dut.k_wr_addr.value = j
+        dut.k_wr_data.value = keys_layout.const({"k": pooled_k[j].tolist(), "ck": int(ck[j])}).as_bits()
+        await RisingEdge(dut.clk)
+    dut.k_wr_en.value = 0
     for i in range(blocks):
-        dut.allow_wr_en.value = 1
-        dut.k_wr_en.value = int(i == 0)
-        for j in range(blocks):
-            dut.allow_wr_addr.value, dut.allow_wr_data.value = j, int(allowed[i, j])
-            dut.k_wr_addr.value = j
-            dut.k_wr_data.value = keys_layout.const({"k": pooled_k[j].tolist(), "ck": int(ck[j])}).as_bits()
-            await RisingEdge(dut.clk)
-        dut.allow_wr_en.value, dut.k_wr_en.value = 0, 0
         dut.i__valid.value = 1
         dut.i__payload.value = rows.const({"q": pooled_q[i].tolist(), "cq": int(cq[i]), "shift": shift,
-                                           "n_blocks": blocks, "n_tokens": n_tokens}).as_bits()
+                                           "n_blocks": blocks, "n_tokens": n_tokens,
+                                           "allowed": sum(int(a) << j for j, a in enumerate(allowed[i]))}).as_bits()
         while True:
             await FallingEdge(dut.clk)
             taken = dut.i__ready.value == 1
@@ -65,7 +64,7 @@ async def run_heads(dut, name, stall, heads=4):
     config = bench_config()
     rng = bench_rng(name)
     await start_clock(dut)
-    dut.i__valid.value, dut.k_wr_en.value, dut.allow_wr_en.value = 0, 0, 0
+    dut.i__valid.value, dut.k_wr_en.value = 0, 0
     await reset(dut)
     sink = StreamSink(dut, "o", rng, stall=stall)
     cocotb.start_soon(sink.run())

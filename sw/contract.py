@@ -32,15 +32,17 @@ register         address access legal values / meaning
 ``ERROR``        0x19    r      bits 0-7 the first refused descriptor's :data:`ERRORS` code, bits 8-31 its head
 ``HEADS_DONE``   0x1A    r      heads finished in the last start
 ``KEPT2``        0x1B    r      2-bit blocks computed (pass A)
+``SPEC_BUSY``    0x1C    r      cycles the speculation path worked (pooling K, classing rows)
+``SPEC_WAIT``    0x1D    r      cycles the controller waited for a row's speculation (its exposed cost)
 ================ ======= ====== =====================================================================
 
 Per-head counters, region 1 (``HEAD_COUNTERS``): word ``head * COUNTER_STRIDE + n`` (``COUNTER_STRIDE`` = 16,
-the next power of two above the 9 counters) holds counter ``COUNTERS[n]`` of that
+the next power of two above the 11 counters) holds counter ``COUNTERS[n]`` of that
 head (from reading its descriptor to its last output write; ``STALL_CYCLES`` included), written when the
 head finishes.
 
 Descriptor (``DESCRIPTOR_WORDS`` little-endian 32-bit words; list entry ``h`` at ``DESC_ADDR + h *
-descriptor_stride``): word ``n`` is ``DESCRIPTOR[n]``; words 12-15 are reserved (write 0).
+descriptor_stride``): word ``n`` is ``DESCRIPTOR[n]``; word 15 is reserved (write 0).
 
 ================ ==== =========================================================================================
 field            word legal values (checked by the engine before any head runs, and by :func:`check_layer`)
@@ -60,6 +62,11 @@ field            word legal values (checked by the engine before any head runs, 
 ``FINAL_SHIFT``  9    ``[1, 127]``: right shift of the output stage
 ``ROW_FIRST``    10   first query block to compute, ``ROW_FIRST + ROW_COUNT <= N_BLOCKS``
 ``ROW_COUNT``    11   query blocks to compute (only their codes are written), ``>= 1``
+``SPEC``         12   0: run the bitmap as it is; 1: SimPicker's block speculation (a build with ``spec_lanes``):
+                      per query block, blocks it classes negligible are skipped too (docs/simpicker.md)
+``SPEC_IMPORTANT`` 13 with ``SPEC`` 1: important mass fraction in units of ``2**-SPEC_FRAC_BITS``,
+                      ``[1, 2**SPEC_FRAC_BITS]``; else 0
+``SPEC_NEGLIGIBLE`` 14 with ``SPEC`` 1: negligible mass fraction, ``[0, SPEC_IMPORTANT - 1]``; else 0
 ================ ==== =========================================================================================
 
 Every address is a multiple of ``REGION_ALIGN``; every region lies in the ``AXI_ADDRESS_BITS`` address space;
@@ -81,14 +88,14 @@ from paro.files import atomic_write_bytes, read_npz
 __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "CONTROL_REGISTERS", "COUNTERS",
            "COUNTER_STRIDE", "HEAD_COUNTERS_REGION", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
-           "MIN_SCORE_SHIFT", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
+           "MIN_SCORE_SHIFT", "SPEC_FRAC_BITS", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
            "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "engine_row_buffer",
            "row_buffer_geometry", "row_buffer_place", "score_buffer_geometry", "score_buffer_place", "check_kept_keys",
            "descriptor_stride", "descriptor_lines", "bitmap_stride", "region_bytes", "memory_map",
            "layer_memory_map", "descriptor_words", "list_problem", "descriptor_problem", "head_counter_address",
-           "table_bytes", "layer_memory", "layer_writes", "check_program", "check_layer",
-           "save_layer", "load_layer"]
+           "table_bytes", "layer_memory", "descriptor_fields", "DESCRIPTOR_DEFAULTS", "layer_writes", "check_program",
+           "check_layer", "save_layer", "load_layer"]
 
 ADDRESS_BITS = 24
 OFFSET_BITS = 20
@@ -104,6 +111,8 @@ AXIL_ADDRESS_BITS = ADDRESS_BITS + 2
 RESP_OKAY, RESP_SLVERR = 0, 2
 #: Smallest score shift the scaling unit supports (keeps the scaled score within SCORE_WIDTH bits).
 MIN_SCORE_SHIFT = 12
+#: Fractional bits of SimPicker's speculation thresholds (``SPEC_IMPORTANT``, ``SPEC_NEGLIGIBLE``).
+SPEC_FRAC_BITS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,12 +144,14 @@ REGISTERS = {r.name: r for r in (
     Register("ERROR", 0x19, "r", "code | head << 8 of the first refused descriptor"),
     Register("HEADS_DONE", 0x1A, "r", "heads finished in the last start"),
     Register("KEPT2", 0x1B, "r", "2-bit blocks computed"),
+    Register("SPEC_BUSY", 0x1C, "r", "cycles the speculation path worked"),
+    Register("SPEC_WAIT", 0x1D, "r", "cycles the controller waited for speculation"),
 )}
 #: Registers written before START, in the order they are written.
 CONTROL_REGISTERS = ("DESC_ADDR", "N_HEADS")
 #: Counters (totals in registers, per head in region HEAD_COUNTERS_REGION), read after done.
 COUNTERS = ("CYCLES", "ARRAY_BEATS", "STALL_CYCLES", "KEPT8", "KEPT4", "KEPT2", "SKIPPED", "BYTES_READ",
-            "BYTES_WRITTEN")
+            "BYTES_WRITTEN", "SPEC_BUSY", "SPEC_WAIT")
 #: Words per head in region HEAD_COUNTERS_REGION: the counters, padded to a power of two.
 COUNTER_STRIDE = 1 << (len(COUNTERS) - 1).bit_length()
 HEAD_COUNTERS_REGION = 1
@@ -164,7 +175,8 @@ class Field:
         """Bits the hardware keeps after the descriptor passed its checks."""
         return {"N_TOKENS": config.max_seq_len.bit_length(), "N_BLOCKS": config.max_blocks.bit_length(),
                 "ROW_FIRST": config.max_blocks.bit_length(), "ROW_COUNT": config.max_blocks.bit_length(),
-                "SCORE_SHIFT": 6, "FINAL_SHIFT": 7}.get(self.name, DATA_BITS)
+                "SCORE_SHIFT": 6, "FINAL_SHIFT": 7, "SPEC": 1, "SPEC_IMPORTANT": SPEC_FRAC_BITS + 1,
+                "SPEC_NEGLIGIBLE": SPEC_FRAC_BITS + 1}.get(self.name, DATA_BITS)
 
 
 DESCRIPTOR = tuple(Field(name, word, doc) for word, (name, doc) in enumerate((
@@ -173,8 +185,12 @@ DESCRIPTOR = tuple(Field(name, word, doc) for word, (name, doc) in enumerate((
     ("TABLE_ADDR", "byte address of the block table"), ("N_TOKENS", "real tokens of the head"),
     ("N_BLOCKS", "query (= key) blocks of the head"), ("SCORE_SHIFT", "right shift of the score scaling"),
     ("FINAL_SHIFT", "right shift of the output stage"), ("ROW_FIRST", "first query block to compute"),
-    ("ROW_COUNT", "query blocks to compute"))))
+    ("ROW_COUNT", "query blocks to compute"), ("SPEC", "0: the bitmap as it is, 1: block speculation"),
+    ("SPEC_IMPORTANT", "speculation's important mass fraction"),
+    ("SPEC_NEGLIGIBLE", "speculation's negligible mass fraction"))))
 DESCRIPTOR_WORDS = 16
+#: Fields a descriptor may leave out (speculation off).
+DESCRIPTOR_DEFAULTS = {"SPEC": 0, "SPEC_IMPORTANT": 0, "SPEC_NEGLIGIBLE": 0}
 ADDRESS_FIELDS = ("Q_ADDR", "K_ADDR", "V_ADDR", "O_ADDR", "BITMAP_ADDR", "TABLE_ADDR")
 #: The block table's record: four 16-bit entries per key block, in this order.
 TABLE_FIELDS = ("CQ", "CK", "CV8", "CV4")
@@ -184,7 +200,7 @@ TABLE_RANGE = (1, (1 << 15) - 1)
 
 #: Codes of a refused descriptor (``ERROR`` bits 0-7), in the order the engine checks them; 0 is none.
 ERRORS = {1: "LIST", 2: "N_BLOCKS", 3: "N_TOKENS", 4: "ROWS", 5: "SCORE_SHIFT", 6: "FINAL_SHIFT",
-          7: "ALIGN", 8: "SPACE", 9: "OVERLAP"}
+          7: "ALIGN", 8: "SPACE", 9: "OVERLAP", 10: "SPEC"}
 
 
 def _lines(config, nbytes):
@@ -329,8 +345,15 @@ def check_engine_config(config):
                         f"beat fits a token row)")
 
 
+def descriptor_fields(fields):
+    """Every :data:`DESCRIPTOR` field of ``fields`` (name -> value), those of :data:`DESCRIPTOR_DEFAULTS` it
+    leaves out at their defaults."""
+    return {**DESCRIPTOR_DEFAULTS, **fields}
+
+
 def descriptor_words(fields):
     """The ``DESCRIPTOR_WORDS`` words of a descriptor with ``fields`` (name -> value; reserved words 0)."""
+    fields = descriptor_fields(fields)
     return [int(fields[f.name]) & 0xFFFFFFFF for f in DESCRIPTOR] + [0] * (DESCRIPTOR_WORDS - len(DESCRIPTOR))
 
 
@@ -362,6 +385,7 @@ def descriptor_problem(config, fields, desc_addr, n_heads):
     code, message = list_problem(config, desc_addr, n_heads)
     if code:
         return code, message
+    fields = descriptor_fields(fields)
     B, space = config.block_size, 1 << AXI_ADDRESS_BITS
     list_end = desc_addr + n_heads * descriptor_stride(config)
     blocks, tokens = fields["N_BLOCKS"], fields["N_TOKENS"]
@@ -392,6 +416,17 @@ def descriptor_problem(config, fields, desc_addr, n_heads):
         if low < out_high and out_low < high:
             return 9, (f"the output region [{out_low:#x}, {out_high:#x}) overlaps {name}'s [{low:#x}, {high:#x}); "
                        f"move O_ADDR")
+    spec, important, negligible = fields["SPEC"], fields["SPEC_IMPORTANT"], fields["SPEC_NEGLIGIBLE"]
+    if spec > 1:
+        return 10, f"SPEC = {spec} is not 0 (the bitmap as it is) or 1 (block speculation)"
+    if spec and not config.spec_lanes:
+        return 10, ("SPEC = 1 asks for block speculation, which this engine was built without; build with "
+                    "--spec-lanes N (a power of two <= head_dim)")
+    if spec and not 0 <= negligible < important <= 1 << SPEC_FRAC_BITS:
+        return 10, (f"SPEC_IMPORTANT = {important} and SPEC_NEGLIGIBLE = {negligible} must satisfy 0 <= negligible "
+                    f"< important <= {1 << SPEC_FRAC_BITS} (mass fractions in units of 2**-{SPEC_FRAC_BITS})")
+    if not spec and (important or negligible):
+        return 10, "SPEC_IMPORTANT and SPEC_NEGLIGIBLE must be 0 without speculation (SPEC = 0)"
     return 0, None
 
 
@@ -418,6 +453,12 @@ class EngineProgram:
     v8: np.ndarray
     codes: np.ndarray        # expected output codes [n_blocks * block_size, head_dim]
     out_exp: int             # dequantise: codes * 2**-out_exp
+    speculated: np.ndarray = None   # with SPEC: the bitmap after the engine's speculation (what it computes)
+
+    @property
+    def computed_bitmap(self):
+        """The blocks the engine computes: the bitmap, less those speculation skips."""
+        return self.bitmap if self.speculated is None else self.speculated
 
     @property
     def rows(self):
@@ -436,7 +477,7 @@ class EngineLayer:
 def check_program(config, prog, desc_addr, n_heads):
     """Raise a one-line :class:`ParoError` naming the first descriptor field, table or array of ``prog`` (in a
     list of ``n_heads`` at ``desc_addr``) that this engine build cannot take."""
-    missing = [f.name for f in DESCRIPTOR if f.name not in prog.descriptor]
+    missing = [f.name for f in DESCRIPTOR if f.name not in descriptor_fields(prog.descriptor)]
     if missing:
         raise ParoError(f"descriptor has no field {missing[0]}")
     code, message = descriptor_problem(config, {name: int(v) for name, v in prog.descriptor.items()},
@@ -458,6 +499,12 @@ def check_program(config, prog, desc_addr, n_heads):
     if unknown:
         raise ParoError(f"bitmap has bitwidth {unknown[0]}; this engine computes {list(config.bitwidths)}")
     check_kept_keys(config, bitmap)
+    if prog.speculated is not None:
+        speculated = np.asarray(prog.speculated)
+        if speculated.shape != bitmap.shape or np.any((speculated != bitmap) & (speculated != 0)):
+            raise ParoError("the speculated bitmap must be the bitmap with some blocks set to 0 (skipped)")
+        if not int(prog.descriptor.get("SPEC", 0)):
+            raise ParoError("a program with a speculated bitmap needs SPEC = 1 in its descriptor")
     shape = (blocks * B, config.head_dim)
     for name in ("q8", "k8", "v8", "codes"):
         array = np.asarray(getattr(prog, name))
@@ -538,7 +585,7 @@ def save_layer(config, layer, path, check=True):
         check_layer(config, layer)
     header = {"format": LAYER_FORMAT, "version": LAYER_VERSION, "config": config.to_dict(),
               "desc_addr": int(layer.desc_addr),
-              "heads": [{"descriptor": {f.name: int(p.descriptor[f.name]) for f in DESCRIPTOR},
+              "heads": [{"descriptor": {f.name: int(descriptor_fields(p.descriptor)[f.name]) for f in DESCRIPTOR},
                          "out_exp": int(p.out_exp)} for p in layer.heads]}
     arrays = {}
     for n, prog in enumerate(layer.heads):
@@ -546,6 +593,8 @@ def save_layer(config, layer, path, check=True):
                        f"h{n}_v8": np.asarray(prog.v8, dtype=np.int8),
                        f"h{n}_bitmap": np.asarray(prog.bitmap, dtype=np.uint8),
                        f"h{n}_codes": np.asarray(prog.codes, dtype=np.int32),
+                       **({} if prog.speculated is None else
+                          {f"h{n}_speculated": np.asarray(prog.speculated, dtype=np.uint8)}),
                        **{f"h{n}_table_{name}": np.asarray(prog.tables[name], dtype=np.int64)
                           for name in TABLE_FIELDS}})
     buffer = io.BytesIO()
@@ -577,7 +626,7 @@ def load_layer(path, check=True):
     try:
         config = AcceleratorConfig.from_dict(header["config"])
         desc_addr = int(header["desc_addr"])
-        heads = [({f.name: int(h["descriptor"][f.name]) for f in DESCRIPTOR}, int(h["out_exp"]))
+        heads = [({f.name: int(descriptor_fields(h["descriptor"])[f.name]) for f in DESCRIPTOR}, int(h["out_exp"]))
                  for h in header["heads"]]
     except (KeyError, TypeError, ValueError, ParoError) as error:
         raise bad("header", f"is incomplete or invalid ({type(error).__name__}: {error})") from None
@@ -591,7 +640,8 @@ def load_layer(path, check=True):
         programs.append(EngineProgram(
             descriptor, {name: arrays[f"h{n}_table_{name}"].astype(np.int64) for name in TABLE_FIELDS},
             arrays[f"h{n}_bitmap"].astype(np.uint8),
-            *(arrays[f"h{n}_{a}"].astype(np.int64) for a in ("q8", "k8", "v8", "codes")), out_exp))
+            *(arrays[f"h{n}_{a}"].astype(np.int64) for a in ("q8", "k8", "v8", "codes")), out_exp,
+            arrays[f"h{n}_speculated"].astype(np.uint8) if f"h{n}_speculated" in arrays else None))
     layer = EngineLayer(desc_addr, programs)
     try:
         if check:

@@ -23,6 +23,12 @@ steps per kept block), with each block's cycle behaviour as its docstring in ``h
   ``read_latency`` cycles after its turn begins, then its beats at ``bytes_per_cycle`` (at most one data beat
   a cycle). Writes never hold the engine up beyond their own beats.
 
+* **Speculation** (``hw/spec_control.py``, heads with ``SPEC``): the K pooling pass (one fetch per key block,
+  after the meta wants in the fetcher's order, the next asked the cycle after one is served), then per query
+  block, once its Q rows and bitmap row are on chip and the previous row is done, ``n (d / spec_lanes + 2) +
+  n**2 + 4n`` cycles (``n`` key blocks: the speculator's pooled products, then the speculation unit's masses
+  and classes); the controller walks a row only after its speculation (``SPEC``).
+
 It reports cycles per head (the per-head ``CYCLES`` counter: from its descriptor read to its store) and for
 the start (``CYCLES``: every busy cycle), bytes read and written, and where the cycles of each head go
 (``breakdown``: ``compute`` is the ideal, the rest are the costs beyond it). The model covers the modes the
@@ -39,7 +45,7 @@ from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bi
                        check_engine_config, descriptor_lines, descriptor_stride, layer_memory_map)
 from .golden import axi_bursts
 
-__all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "BREAKDOWN"]
+__all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "spec_row_cycles", "BREAKDOWN"]
 
 #: Where a head's cycles go: ``compute`` (kept-block MACs over the array's peak: the ideal) and the costs
 #: beyond it, in the order the model charges a wait to them.
@@ -53,6 +59,7 @@ BREAKDOWN = {
     "pass_switch": "the array, tile queue and accumulator draining at the ends of pass A and pass B",
     "output": "waiting for the output stage and its write-back (the next pass B, or the head's last block)",
     "head_setup": "the head's descriptor and block table reads, and the first query block's start",
+    "speculation": "waiting for a query block's speculation (SPEC heads: the K pooling pass and the first row)",
 }
 
 #: Fixed cycles of the sequencer and controller state changes (from the RTL's state machines).
@@ -91,6 +98,8 @@ class HeadCycles:
     kv_fetches: int
     kv_wants: int
     row_cycles: list = dataclasses.field(default_factory=list)
+    spec_busy: int = 0
+    spec_wait: int = 0
 
 
 def _bursts(config, address, nbytes):
@@ -125,12 +134,13 @@ def kv_cache_fetches(wants, slots):
     return decisions
 
 
-def _job(cost, early_from=None, early_priority=5, want_from=None, priority=None):
+def _job(cost, early_from=None, early_priority=5, want_from=None, priority=None, delay=0):
     """A fetch job: from ``early_from`` it may start as a prefetch or hinted fetch (``early_priority``: 4 for the
     Q prefetch, 5 for a hint), from ``want_from`` as a want (priority 2); ``priority`` fixes it (1: the V
-    prefetch after a K fetch). ``then``: a job that becomes ready when this one is done."""
+    prefetch after a K fetch, 3: a speculation pool want). ``then``: a job that becomes ready ``delay`` cycles
+    after this one is done."""
     return {"cost": cost, "early_from": early_from, "early_priority": early_priority, "want_from": want_from,
-            "priority": priority, "done": None, "then": None}
+            "priority": priority, "done": None, "then": None, "delay": delay}
 
 
 class _Fetcher:
@@ -170,7 +180,7 @@ class _Fetcher:
             job["done"] = self.free = t + job["cost"]
             if job["then"]:
                 follow = job["then"]
-                follow["early_from"] = self.free
+                follow["early_from"] = self.free + follow["delay"]
                 self.jobs.append(follow)
         return target["done"]
 
@@ -181,11 +191,20 @@ def _fetch_cost(config, memory, address, nbytes, evict=None):
     return 4 + extra + _bursts(config, address, nbytes) * memory.read_latency + memory.beat_cycles(config, nbytes)
 
 
-def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memory(), start=0):
+def spec_row_cycles(config, n_blocks):
+    """Cycles from the speculator taking a query block's row to the speculation unit's last class beat
+    (``hw/speculator.py``, ``hw/speculation.py``): per key block a read, ``d / spec_lanes`` product beats and a
+    score beat, then two cycles a block for the masses and ``n + 2`` a block for the classes."""
+    n = n_blocks
+    return n * (config.head_dim // config.spec_lanes + 2) + n * n + 4 * n
+
+
+def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memory(), start=0, spec=False):
     """Model one head (its ``bitmap``, query blocks ``rows``, regions at ``addresses``, descriptor at
     ``desc_address``) from the cycle its
     sequencer enters ``RUN_DESC`` (``start``); return ``(HeadCycles, end)`` where ``end`` is the cycle of its
-    ``head_store``."""
+    ``head_store``. ``spec``: the head runs block speculation (``SPEC``); ``bitmap`` is then the speculated one
+    (:func:`paro.sw.golden.spec_control`), what the engine walks."""
     R, C, B, d = config.rows, config.cols, config.block_size, config.head_dim
     bitmap = np.asarray(bitmap)
     n = bitmap.shape[1]
@@ -206,6 +225,16 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
     stall["head_setup"] += t + 1 - start
     now = t + 1                                            # the controller's LOAD_Q of the first query block
     q_bytes, bitmap_bytes = B * d, lines["bitmap"] * d
+    spec_free = spec_wait = 0
+    if spec:                       # the K pooling pass: one want a key block, each the cycle after the last's ready
+        pools = [_job(_fetch_cost(config, memory, addresses["K_ADDR"] + j * B * d, B * d), priority=3, delay=1)
+                 for j in range(n)]
+        pools[0]["early_from"] = now
+        fetcher.jobs.append(pools[0])
+        for first, then in zip(pools, pools[1:]):
+            first["then"] = then
+        bytes_read += n * B * d
+        spec_cycles = spec_row_cycles(config, n)
 
     def q_job(block, early_from=None):
         cost = 7 + (_bursts(config, addresses["Q_ADDR"] + block * B * d, q_bytes)
@@ -258,8 +287,16 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
         job = prefetch or q_job(i)
         job["want_from"] = now
         ready = fetcher.run_until(job) if job["done"] is None else job["done"]
-        s = charge(now, [("q_fetch" if index else "head_setup", ready)])
-        prefetch = q_job(i + 1, early_from=s + 1) if i + 1 < rows.stop else None
+        s = hit = charge(now, [("q_fetch" if index else "head_setup", ready)])     # the Q want's hit
+        prefetch = q_job(i + 1, early_from=hit + 1) if i + 1 < rows.stop else None
+        if spec:                    # SpecControl: row i once pooled (ROW 2 cycles after the last pool) and on chip
+            if not index:
+                spec_free = fetcher.run_until(pools[-1]) + 2
+            spec_start = max(spec_free, job["done"])
+            spec_free = spec_start + spec_cycles + 1      # row_ready passes row i; SpecControl back in ROW
+            if spec_free > hit:                           # LOAD_Q -> SPEC, the walk once row_ready passes i
+                s = charge(hit, [("speculation", max(hit + 1, spec_free))])
+                spec_wait += s - hit
         for bits in (8, 4, 2):
             counts[f"kept{bits}"] += sum(1 for _, b in kept if b == bits)
         counts["skipped"] += n - len(kept)
@@ -314,13 +351,15 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
     bytes_read += len(rows) * (q_bytes + bitmap_bytes)
     return HeadCycles(cycles=int(cycles), breakdown=breakdown, bytes_read=int(bytes_read), bytes_written=written,
                       kv_fetches=kv_fetches, kv_wants=len(wants), **counts,
-                      row_cycles=np.diff(row_starts + [head_store]).tolist()), head_store
+                      row_cycles=np.diff(row_starts + [head_store]).tolist(),
+                      spec_busy=int(spec_free - 1 - t) if spec else 0, spec_wait=int(spec_wait)), head_store
 
 
-def layer_cycles(config, bitmaps, rows=None, memory=Memory()):
+def layer_cycles(config, bitmaps, rows=None, memory=Memory(), specs=None):
     """Model one engine start of heads with ``bitmaps`` (each computing query blocks ``rows``: a range, or a list
     of one range per head) in the contract's default memory layout; return ``(totals, per_head)``: totals
-    ``cycles`` (every busy cycle of the start), ``bytes_read``, ``bytes_written``; per head :class:`HeadCycles`."""
+    ``cycles`` (every busy cycle of the start), ``bytes_read``, ``bytes_written``; per head :class:`HeadCycles`.
+    ``specs``: per head whether it runs block speculation (its bitmap then the speculated one)."""
     check_engine_config(config)          # refuses what the engine does not run
     blocks = [np.asarray(b).shape[1] for b in bitmaps]
     desc_addr, maps = layer_memory_map(config, blocks)
@@ -332,14 +371,15 @@ def layer_cycles(config, bitmaps, rows=None, memory=Memory()):
     per_head = []
     seen = {}       # a head's run depends only on its bitmap and where its reads cross burst boundaries
     head_rows = rows if isinstance(rows, list) else [rows] * len(bitmaps)
-    for h, (bitmap, addresses, rows) in enumerate(zip(bitmaps, maps, head_rows)):
+    for h, (bitmap, addresses, rows, spec) in enumerate(zip(bitmaps, maps, head_rows, specs or [False] * len(bitmaps))):
         t += 1                                           # RUN_START
         desc_address = desc_addr + h * descriptor_stride(config)
         bitmap = np.asarray(bitmap)
-        key = (bitmap.shape, bitmap.tobytes(), rows, desc_address % BURST_BOUNDARY,
+        key = (bitmap.shape, bitmap.tobytes(), rows, bool(spec), desc_address % BURST_BOUNDARY,
                tuple(a % BURST_BOUNDARY for a in addresses.values()))
         if key not in seen:
-            head, store = head_cycles(config, bitmap, addresses, desc_address, rows=rows, memory=memory, start=t)
+            head, store = head_cycles(config, bitmap, addresses, desc_address, rows=rows, memory=memory, start=t,
+                                      spec=bool(spec))
             seen[key] = (head, store - t)
         head, duration = seen[key]
         per_head.append(head)

@@ -21,7 +21,8 @@ from paro.config import PACKING, SCORE_WIDTH, PEMode
 from paro.errors import ParoError
 
 from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
-                       RESP_OKAY, RESP_SLVERR, TABLE_FIELDS, TABLE_RECORD_BYTES, bitmap_stride, descriptor_lines,
+                       RESP_OKAY, RESP_SLVERR, SPEC_FRAC_BITS, TABLE_FIELDS, TABLE_RECORD_BYTES, bitmap_stride,
+                       descriptor_lines,
                        descriptor_problem, descriptor_stride, list_problem, region_bytes)
 
 __all__ = [
@@ -35,7 +36,8 @@ __all__ = [
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
     "layer_sequencer", "layer_reads", "bit_length", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
-    "LUT_BLOCK", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS", "LUT_QK_BITS",
+    "LUT_BLOCK", "spec_control", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS",
+    "LUT_QK_BITS",
     "pooled_codes", "speculation_scores", "speculation_masses", "speculation_classes", "reuse_check",
     "reuse_anchors", "lut_block_accumulate", "row_packer", "row_buffer", "score_buffer",
 ]
@@ -673,7 +675,8 @@ def kv_cache(wants, config):
 
 def fetcher(bitmap, descriptor, config, desc_address):
     """The read requests ``(address, lines)`` (lines of ``head_dim`` bytes) the engine makes for a head whose
-    descriptor is at ``desc_address``: the descriptor and the block table, then per query block ``i``
+    descriptor is at ``desc_address``: the descriptor and the block table, with ``SPEC`` every K block once
+    (pooled for speculation; ``bitmap`` is then the speculated one, :func:`spec_control`), then per query block ``i``
     (``ROW_FIRST``, ``ROW_COUNT`` of them) its ``B`` query rows and bitmap row ``i``, and the K and V rows the
     block cache (:func:`kv_cache`) fetches for the row's wants (pass A: K of each kept block, pass B: V of
     each). Listed in want order; the hardware's prefetch of the next query block interleaves the Q and
@@ -685,6 +688,8 @@ def fetcher(bitmap, descriptor, config, desc_address):
     stride = bitmap_stride(config, blocks)
     requests = [(desc_address, descriptor_lines(config)),
                 (int(descriptor["TABLE_ADDR"]), region_bytes(config, "TABLE_ADDR", blocks) // d)]
+    if int(descriptor.get("SPEC", 0)):            # speculation pools every K block once
+        requests += [(int(descriptor["K_ADDR"]) + j * B * d, B) for j in range(blocks)]
     wants = []
     for i in rows:
         requests += [(int(descriptor["Q_ADDR"]) + i * B * d, B),
@@ -702,7 +707,7 @@ def layer_reads(layer, config):
     then each head's :func:`fetcher` requests. Returns ``(total, per_head)``."""
     stride = descriptor_stride(config)
     per_head = [sum(lines * config.head_dim for _, lines in
-                    fetcher(prog.bitmap, prog.descriptor, config, layer.desc_addr + head * stride))
+                    fetcher(prog.computed_bitmap, prog.descriptor, config, layer.desc_addr + head * stride))
                 for head, prog in enumerate(layer.heads)]
     return len(layer.heads) * descriptor_lines(config) * config.head_dim + sum(per_head), per_head
 
@@ -784,10 +789,6 @@ def speculation_scores(q8, k8, cq, ck, shift, block_size):
     return scores_log2(s, np.asarray(cq, dtype=np.int64)[:, None], ck, np.full(len(ck), 8), shift)
 
 
-#: Fractional bits of the speculation's mass fractions (``important_mass``, ``negligible_mass``).
-SPEC_FRAC_BITS = 16
-
-
 def speculation_masses(x, key_tokens, config, allowed=None):
     """Estimated mass of every block from its block-reduced score: ``m_ij = 2**-(max_j x_ij - x_ij)`` through
     the engine's exponent unit (:func:`exp2_numerators`) times the block's real keys ``key_tokens[j]``; 0 for
@@ -822,6 +823,21 @@ def speculation_classes(masses, important_code, negligible_code):
     classes = np.empty_like(ranked)
     np.put_along_axis(classes, order, ranked, axis=1)
     return classes
+
+
+def spec_control(q8, k8, cq, ck, shift, n_tokens, bitmap, important_code, negligible_code, config):
+    """The engine's block speculation (:class:`paro.hw.spec_control.SpecControl`) of a head: its ``bitmap``
+    (in memory) with every block the speculation classes negligible set to 0, per query block from the
+    block-reduced scores of the pooled Q and K (:func:`speculation_scores` with the head's table multipliers
+    ``cq``, ``ck`` and ``SCORE_SHIFT``), masses over the blocks the bitmap keeps (:func:`speculation_masses`)
+    and :func:`speculation_classes`. Important and unimportant blocks keep their bits (the LUT path is not
+    in the engine)."""
+    B = config.block_size
+    bitmap = np.asarray(bitmap)
+    x = speculation_scores(q8, k8, cq, ck, shift, B)
+    key_tokens = np.clip(n_tokens - np.arange(bitmap.shape[1]) * B, 0, B)
+    classes = speculation_classes(speculation_masses(x, key_tokens, config, bitmap), important_code, negligible_code)
+    return np.where(classes == SPEC_SKIP, 0, bitmap).astype(bitmap.dtype)
 
 
 def reuse_check(scaled_t, scaled_a, tau_code):

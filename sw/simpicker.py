@@ -269,7 +269,7 @@ def evaluate(workload, config, params, method, plan=None, scales_from_plan=True,
         "dense_int8_cycles": sums["dense_cycles"],
         "speedup_vs_dense_int8": sums["dense_cycles"] / max(sums["cycles"], 1),
         "units": {"ideal_cycles": "analytical (sw.simpicker.head_ideal_cycles): every unit busy every cycle, "
-                                  "not RTL; SimPicker is not in the engine yet",
+                                  "not RTL (the engine runs block speculation only: paro simulate --method)",
                   "fractions": "of the blocks each method could compute (real keys; for both, the plan's kept)",
                   "cosine, rel_l1": "golden-model output vs fp64 dense attention, evaluation query blocks"},
         "heads": per_head,

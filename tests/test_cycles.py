@@ -9,11 +9,12 @@ import pytest
 from paro.config import AcceleratorConfig
 from paro.errors import ParoError
 from paro.flows.cli import main
-from paro.flows.simulate import ideal_cycles
+from paro.flows.simulate import ideal_cycles, run_layers
 from paro.flows.validate import design_point, point_bitmaps, validate_point
 from paro.sw import golden
 from paro.sw.cycles import BREAKDOWN, Memory, kv_cache_fetches, layer_cycles
 from paro.sw.plan import load_plan
+from paro.sw.program import random_layer
 
 SEED = 20261128
 
@@ -75,6 +76,33 @@ def test_model_equals_the_rtl(verilator, latency, clustered):
     assert record["model_bytes_read"] == record["rtl_bytes_read"]
 
 
+@pytest.mark.parametrize("latency", [0, 9])
+def test_model_equals_the_rtl_with_speculation(verilator, latency):
+    """Block speculation (``SPEC`` heads) in the model and in the RTL (fast mode, Verilator): a dense head (12
+    key blocks) whose speculation only the first row waits for, a head of one kept block per row whose
+    speculation (one multiplier, 56 key blocks: ~5,300 cycles a row against ~4,300 of compute) is exposed on
+    every row, and the same head without speculation, in one start. Cycles per head and in total,
+    ``SPEC_BUSY``, ``SPEC_WAIT`` and bytes read are the model's exactly."""
+    config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=32, max_seq_len=1024, axi_data_bits=64,
+                               kv_cache_blocks=4, spec_lanes=1)
+    n, one = 56, 1 << golden.SPEC_FRAC_BITS
+    sparse = np.zeros((n, n), dtype=np.uint8)
+    sparse[np.arange(n), (np.arange(n) * 5) % n] = 8
+    bitmaps = [np.full((12, 12), 8, dtype=np.uint8), sparse, sparse]
+    specs = [(round(0.8 * one), round(0.1 * one)), (one, 0), None]
+    layer = random_layer(config, bitmaps, seed=SEED, specs=specs)
+    print("seed", SEED, "dense head: speculation skips", int((layer.heads[0].computed_bitmap == 0).sum()), "blocks")
+    [(totals, counters)] = run_layers(config, [layer], verilator, gap=0, tag="spec-model", fast=True,
+                                      read_latency=latency)
+    modelled, heads = layer_cycles(config, [p.computed_bitmap for p in layer.heads],
+                                   specs=[s is not None for s in specs], memory=Memory(read_latency=latency))
+    got = [(c["CYCLES"], c["SPEC_BUSY"], c["SPEC_WAIT"], c["BYTES_READ"]) for c in counters]
+    assert got == [(h.cycles, h.spec_busy, h.spec_wait, h.bytes_read) for h in heads]
+    assert totals["CYCLES"] == modelled["cycles"]
+    assert heads[1].spec_wait > heads[0].spec_wait > 0 and heads[1].breakdown["speculation"] == heads[1].spec_wait
+    assert sum(heads[1].breakdown.values()) == heads[1].cycles
+
+
 def test_model_cli_report(tiny_plan, tmp_path, capsys):
     report = tmp_path / "model.json"
     assert main(["model", "--plan", str(tiny_plan), "--engines", "2", "--read-latency", "10",
@@ -88,6 +116,29 @@ def test_model_cli_report(tiny_plan, tmp_path, capsys):
     assert result["dense_int8_cycles"] > result["cycles"] > result["ideal_cycles"] / 2
     assert sum(result["breakdown"].values()) == sum(e["cycles"] for e in result["per_head"])
     assert "cycles (model)" in capsys.readouterr().out
+
+
+def test_model_and_simulate_agree_on_speculation(verilator, tmp_path, capsys):
+    """``paro model --method both`` and ``paro simulate --method both --fast`` on a tiny plan of an engine with
+    speculation, skipping within the plan (negligible mass 0.3): the same cycles, blocks and speculation
+    counters; ``--method simpicker`` with the LUT path is refused by both with the same line."""
+    plan, model_report, sim_report = tmp_path / "spec.npz", tmp_path / "model.json", tmp_path / "sim.json"
+    assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.6", "--spec-lanes", "4",
+                 "-o", str(plan)]) == 0
+    method = ["--method", "both", "--no-lut", "--reuse-threshold", "0", "--negligible-mass", "0.3"]
+    assert main(["model", "--plan", str(plan), "--heads", "0,1", *method, "--report", str(model_report)]) == 0
+    assert main(["simulate", "--plan", str(plan), "--heads", "0,1", *method, "--fast", "--report", str(sim_report),
+                 "--build-dir", str(tmp_path / "build")]) == 0
+    modelled, simulated = json.loads(model_report.read_text()), json.loads(sim_report.read_text())
+    keys = ("blocks_8bit", "blocks_4bit", "blocks_skipped", "speculation_busy_cycles", "speculation_wait_cycles")
+    for m, s in zip(modelled["per_head"], simulated["per_head"]):
+        assert m["cycles"] == s["cycles"] and m["bytes_read"] == s["bytes_read"]
+        assert {k: m["counters"][k] for k in keys} == {k: s["counters"][k] for k in keys}
+    assert sum(s["counters"]["blocks_skipped_by_speculation"] for s in simulated["per_head"]) > 0
+    capsys.readouterr()
+    for command in ("model", "simulate"):
+        assert main([command, "--plan", str(plan), "--method", "simpicker"]) == 2
+        assert "the LUT path is not in it yet; pass --no-lut" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [

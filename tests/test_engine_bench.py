@@ -10,7 +10,7 @@ import pytest
 from paro.errors import ParoError
 from paro.flows.cli import main
 from paro.flows.simulate import run_layers
-from paro.sw.contract import EngineLayer, layer_memory_map
+from paro.sw.contract import EngineLayer, check_layer, layer_memory_map
 from paro.sw.plan import load_plan
 from paro.config import AcceleratorConfig
 from paro.sw import golden
@@ -42,19 +42,24 @@ def _tiny_layer(plan, bitmaps):
 @TINY_VERILATOR
 def test_engine_tiny_layer_and_refused_descriptors(simulator, tmp_path):
     """Four tiny heads in one start (mixed, all-8-bit dense, one kept block per row, every bitwidth), each
-    head's counters read back after it; then two layers the engine itself must refuse, nothing written: a
-    descriptor with zero tokens (head 1) and a misaligned K address (head 0)."""
+    head's counters read back after it; then three layers the engine itself must refuse, nothing written: a
+    descriptor with zero tokens (head 1), a misaligned K address (head 0) and speculation asked of a build
+    without it (head 0, code 10)."""
     plan = _tiny_plan(tmp_path)
     nb = plan.bitmap.shape[1]
     one_block = np.zeros((nb, nb), dtype=np.uint8)
     one_block[np.arange(nb), (np.arange(nb) + 1) % nb] = np.where(np.arange(nb) % 2, 4, 8)
     layer = _tiny_layer(plan, [None, np.full((nb, nb), 8, dtype=np.uint8), one_block, None])
     assert {0, 4, 8} <= set(np.unique(layer.heads[0].bitmap).tolist()), "the mixed plan must use every bitwidth"
-    zero_tokens, misaligned = _tiny_layer(plan, [None, None]), _tiny_layer(plan, [None])
+    zero_tokens, misaligned, speculating = _tiny_layer(plan, [None, None]), _tiny_layer(plan, [None]), \
+        _tiny_layer(plan, [None])
     zero_tokens.heads[1].descriptor["N_TOKENS"] = 0
     misaligned.heads[0].descriptor["K_ADDR"] += 64
-    [(totals, per_head), _, _] = run_layers(plan.config, [layer, zero_tokens, misaligned], simulator,
-                                            expect_errors=[None, (3, 1), (7, 0)])
+    speculating.heads[0].descriptor.update(SPEC=1, SPEC_IMPORTANT=1 << 15, SPEC_NEGLIGIBLE=0)
+    with pytest.raises(ParoError, match="SPEC = 1 asks for block speculation, which this engine was built without"):
+        check_layer(plan.config, speculating)
+    [(totals, per_head), _, _, _] = run_layers(plan.config, [layer, zero_tokens, misaligned, speculating], simulator,
+                                               expect_errors=[None, (3, 1), (7, 0), (10, 0)])
     assert totals["HEADS_DONE"] == 4 and per_head[1]["KEPT8"] == nb * nb and per_head[1]["SKIPPED"] == 0
     assert per_head[2]["KEPT8"] + per_head[2]["KEPT4"] == nb
     assert totals["CYCLES"] > sum(h["CYCLES"] for h in per_head)           # the check pass is in the total
@@ -148,3 +153,32 @@ def test_pipelined_pe_adds_only_drain_latency_and_the_model_follows(verilator):
     tiles = len(golden.engine_controller(bitmap, config))
     print(f"pe_stages 0: {runs[0]:,} cycles, 2: {runs[2]:,} ({tiles} tiles)")
     assert 0 < runs[2] - runs[0] <= 2 * tiles
+
+
+def test_engine_block_speculation(simulator, tmp_path):
+    """SimPicker's block speculation in the engine (a ``spec_lanes`` build): a dense tiny head (every block
+    8-bit, SimPicker alone) and the plan's head (SimPicker within PARO's bitmap) speculated, and a head
+    without speculation, in one start with random stalls; outputs and counters bit-exact against
+    ``golden.spec_control`` -> ``attention_head``. Speculation must skip blocks of the dense head, and the
+    engine then computes exactly the speculated bitmap; then a build without speculation refuses ``SPEC``."""
+    path = tmp_path / "tiny.npz"
+    assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "3",
+                 "--spec-lanes", "8", "-o", str(path)]) == 0
+    plan = load_plan(path)
+    nb, one = plan.bitmap.shape[1], 1 << golden.SPEC_FRAC_BITS
+    workload = plan_workload(plan)
+    desc_addr, maps = layer_memory_map(plan.config, [nb] * 3)
+    specs = [(round(0.8 * one), round(0.1 * one)), (round(0.8 * one), round(0.02 * one)), None]
+    bitmaps = [np.full((nb, nb), 8, dtype=np.uint8), None, None]
+    layer = EngineLayer(desc_addr, [engine_program(plan, head, bitmap=bitmap, workload=workload, addresses=addresses,
+                                                   spec=spec)
+                                    for head, (bitmap, addresses, spec) in enumerate(zip(bitmaps, maps, specs))])
+    dense = layer.heads[0]
+    skipped = int((dense.speculated == 0).sum())
+    print(f"dense head: speculation skips {skipped} of {nb * nb} blocks")
+    assert 0 < skipped < nb * nb - nb
+    [(totals, per_head)] = run_layers(plan.config, [layer], simulator, gap=0.2, tag="engine-spec")
+    assert per_head[0]["SKIPPED"] == skipped and per_head[0]["KEPT8"] == nb * nb - skipped
+    assert per_head[2]["SPEC_BUSY"] == 0 and per_head[0]["SPEC_WAIT"] > 0
+    print("SPEC_BUSY", [h["SPEC_BUSY"] for h in per_head], "SPEC_WAIT", [h["SPEC_WAIT"] for h in per_head],
+          "CYCLES", [h["CYCLES"] for h in per_head])

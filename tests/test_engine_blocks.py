@@ -32,8 +32,8 @@ from paro.hw.sequencer import LayerSequencer
 from paro.hw.tile_queue import TileQueue
 from paro.sw import golden
 from paro.sw.contract import (CONTROL_REGISTERS, COUNTER_STRIDE, DESCRIPTOR, REGISTERS, RESP_OKAY, RESP_SLVERR,
-                              TABLE_FIELDS, bitmap_stride, descriptor_lines, descriptor_stride, descriptor_words,
-                              engine_buffers, head_counter_address, layer_memory_map, list_problem,
+                              TABLE_FIELDS, bitmap_stride, descriptor_fields, descriptor_lines, descriptor_stride,
+                              descriptor_words, engine_buffers, head_counter_address, layer_memory_map, list_problem,
                               row_buffer_geometry, table_bytes)
 
 SEED = 20261128
@@ -908,20 +908,26 @@ def _descriptor_cases(cfg, rng):
         2: {"N_BLOCKS": 0}, 3: {"N_TOKENS": 0}, 4: {"ROW_FIRST": 2, "ROW_COUNT": DESC_BLOCKS - 1},
         5: {"SCORE_SHIFT": 11},
         6: {"FINAL_SHIFT": 128}, 7: {"TABLE_ADDR": base["TABLE_ADDR"] + 64}, 8: {"O_ADDR": (1 << 32) - 4096},
-        9: {"O_ADDR": base["V_ADDR"]},
+        9: {"O_ADDR": base["V_ADDR"]}, 10: {"SPEC": 2},
     }
     cases = [(0, base)] + [(code, {**base, **change}) for code, change in broken.items()]
+    # speculation: only a build with it takes SPEC = 1, and only with 0 <= negligible < important <= 2**16
+    legal = {"SPEC": 1, "SPEC_IMPORTANT": 1 << 16, "SPEC_NEGLIGIBLE": (1 << 16) - 1}
+    cases += [(0 if cfg.spec_lanes else 10, {**base, **legal}),
+              (10, {**base, **legal, "SPEC_NEGLIGIBLE": 1 << 16}), (10, {**base, **legal, "SPEC_IMPORTANT": 0}),
+              (10, {**base, **legal, "SPEC_IMPORTANT": (1 << 16) + 1}), (10, {**base, "SPEC_NEGLIGIBLE": 1})]
     cases += [(None, {**base, "N_BLOCKS": int(rng.integers(1, 1 << 32))}),          # wide values, never truncated
               (None, {**base, "N_TOKENS": (1 << 32) - 1}), (None, {**base, "O_ADDR": desc_addr})]
     return desc_addr, cases
 
 
-def test_descriptor_unit_checks_like_its_twin():
+@pytest.mark.parametrize("spec_lanes", [0, 8], ids=["no-speculation", "speculation"])
+def test_descriptor_unit_checks_like_its_twin(spec_lanes):
     """Each rule broken in turn (and wide values that a truncating datapath would take): the unit's code equals
     golden.descriptor_check after CHECK_LATENCY cycles; fields and line counts of a legal descriptor read back;
-    list_error follows the list rule."""
+    list_error follows the list rule. In a build with speculation and one without (which refuses SPEC = 1)."""
     rng = np.random.default_rng(SEED)
-    cfg = DESC_CONFIG
+    cfg = dataclasses.replace(DESC_CONFIG, spec_lanes=spec_lanes)
     dut = DescriptorUnit(cfg)
     desc_addr, cases = _descriptor_cases(cfg, rng)
     d = cfg.head_dim
@@ -948,7 +954,8 @@ def test_descriptor_unit_checks_like_its_twin():
             assert code is None or want == code, (code, want)
             assert ctx.get(dut.error) == want, fields
             if want == 0:
-                assert all(ctx.get(getattr(dut, f.name.lower())) == fields[f.name] for f in DESCRIPTOR)
+                assert all(ctx.get(getattr(dut, f.name.lower())) == descriptor_fields(fields)[f.name]
+                           for f in DESCRIPTOR)
                 assert ctx.get(dut.bitmap_lines) == bitmap_stride(cfg, DESC_BLOCKS) // d
                 assert ctx.get(dut.table_lines) == table_bytes(cfg, DESC_BLOCKS) // d
 

@@ -42,7 +42,7 @@ def test_engine_params_report_every_buffer_in_bits():
     assert buffers["q_buffer"]["bits"] == 2 * 64 * 64 * 8                # two query blocks (prefetch)
     assert buffers["bitmap_rows"]["bits"] == 2 * 64 * 8                  # two rows of 64 one-byte entries
     assert buffers["block_table"]["bits"] == 64 * 4 * 16                 # CQ, CK, CV8, CV4 per block
-    assert buffers["head_counters"]["bits"] == config.max_heads * 9 * 32        # 9 counters a head
+    assert buffers["head_counters"]["bits"] == config.max_heads * 11 * 32       # 11 counters a head
     assert buffers["output_accumulator"]["bits"] == 64 * 64 * config.acc_out_width
     assert buffers["total_bits"] == sum(b["bits"] for name, b in buffers.items() if name != "total_bits")
     assert "buffers" not in params(config, "array")

@@ -189,5 +189,16 @@ def test_cli_calibrate_reports_simpicker_and_refuses_bad_thresholds(tmp_path, ca
                  "--negligible-mass", "-1", "-o", str(bad)]) == 2
     assert not bad.exists()
     assert capsys.readouterr().err.strip().splitlines() == ["paro: error: negligible_mass must be >= 0, got -1.0"]
+    # the engine RTL: speculation needs a build with it; the LUT path and token reuse are not in it yet
     assert main(["simulate", "--plan", str(plan), "--method", "simpicker"]) == 2
-    assert "not in the engine RTL yet" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("paro: error: --method simpicker needs an engine built with "
+                                              "speculation; this plan's has none: calibrate it with --spec-lanes N")
+    spec_plan = tmp_path / "spec.npz"
+    assert main(["calibrate", "--workload", "tiny", "--density", "0.5", "--spec-lanes", "8", "-o", str(spec_plan)]) == 0
+    capsys.readouterr()
+    for flags, message in ((["--method", "simpicker"], "the LUT path is not in it yet; pass --no-lut"),
+                           (["--method", "both", "--no-lut"], "token reuse is not in the engine RTL yet; pass "
+                                                              "--reuse-threshold 0")):
+        assert main(["simulate", "--plan", str(spec_plan), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]

@@ -251,5 +251,5 @@ def test_unknown_bench_is_refused_without_a_file(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "precisoin", "-o", str(out)]) == 2
     assert _error_line(capsys) == ("paro: error: unknown bench 'precisoin'; choose one of: array, engine-speed, "
-                                   "model-validation, precision, simpicker")
+                                   "model-validation, precision, simpicker, simpicker-rtl")
     assert not out.exists()

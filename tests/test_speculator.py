@@ -43,21 +43,17 @@ def run(pooled_q, pooled_k, cq, ck, shift, n_tokens, allowed, important, negligi
     async def testbench(ctx):
         ctx.set(dut.important, important)
         ctx.set(dut.negligible, negligible)
+        for j in range(blocks):                      # the pooled K rows, then the rows with their plan bits
+            ctx.set(dut.k_wr_en, 1)
+            ctx.set(dut.k_wr_addr, j)
+            ctx.set(dut.k_wr_data, {"k": pooled_k[j].tolist(), "ck": int(ck[j])})
+            await ctx.tick()
+        ctx.set(dut.k_wr_en, 0)
         for i in range(pooled_q.shape[0]):
-            ctx.set(dut.allow_wr_en, 1)              # this row's plan bits, then the row
-            for j in range(blocks):
-                ctx.set(dut.allow_wr_addr, j)
-                ctx.set(dut.allow_wr_data, int(allowed[i, j]))
-                if i == 0:
-                    ctx.set(dut.k_wr_en, 1)
-                    ctx.set(dut.k_wr_addr, j)
-                    ctx.set(dut.k_wr_data, {"k": pooled_k[j].tolist(), "ck": int(ck[j])})
-                await ctx.tick()
-            ctx.set(dut.allow_wr_en, 0)
-            ctx.set(dut.k_wr_en, 0)
             ctx.set(dut.i.valid, 1)
             ctx.set(dut.i.payload, {"q": pooled_q[i].tolist(), "cq": int(cq[i]), "shift": int(shift),
-                                    "n_blocks": blocks, "n_tokens": int(n_tokens)})
+                                    "n_blocks": blocks, "n_tokens": int(n_tokens),
+                                    "allowed": sum(int(a) << j for j, a in enumerate(allowed[i]))})
             while not ctx.get(dut.i.ready):
                 await ctx.tick()
             await ctx.tick()

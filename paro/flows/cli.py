@@ -22,7 +22,7 @@ from ..sw.reorder import TokenLayout
 from ..sw.simpicker import METHODS as SIMPICKER_METHODS
 from ..sw.simpicker import SimPickerParams, evaluate as evaluate_simpicker
 from ..sw.workloads import make_workload
-from .ablation import bench_simpicker
+from .ablation import bench_simpicker, bench_simpicker_rtl
 from .bench import bench_array, bench_engine_speed
 from .capture import capture_random_inputs, load_transformer   # torch and diffusers only when called
 from .model import model
@@ -77,6 +77,9 @@ def _add_simpicker_args(parser):
     parser.add_argument("--reuse-threshold", type=float, default=defaults.reuse_threshold,
                         help="SimPicker: a token reuses its anchor's output within this relative L2 distance "
                              "(0: no reuse)")
+    parser.add_argument("--no-lut", action="store_true",
+                        help="SimPicker: unimportant blocks take the full path too (speculation without the LUT "
+                             "path; what the engine RTL runs so far)")
 
 
 def _add_kept_keys_arg(parser):
@@ -94,6 +97,9 @@ def _add_kept_keys_arg(parser):
                         help="lanes of SimPicker's LUT FP x INT multiplier (INT8 operands a cycle)")
     parser.add_argument("--lut-mant-bits", type=int, default=AcceleratorConfig.lut_mant_bits,
                         help="mantissa bits of its FP operand below the leading one (7: BF16, 10: FP16)")
+    parser.add_argument("--spec-lanes", type=int, default=AcceleratorConfig.spec_lanes,
+                        help="multipliers of the engine's SimPicker speculation path (pooled Q x K); 0 (default) "
+                             "builds the engine without speculation")
 
 
 def _config(args):
@@ -101,7 +107,7 @@ def _config(args):
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=args.max_heads, pe_stages=args.pe_stages, lut_lanes=args.lut_lanes,
-                             lut_mant_bits=args.lut_mant_bits)
+                             lut_mant_bits=args.lut_mant_bits, spec_lanes=args.spec_lanes)
 
 
 def cmd_generate(args):
@@ -113,9 +119,17 @@ def cmd_generate(args):
 
 
 def cmd_bench(args):
-    if args.which not in ("array", "engine-speed", "model-validation", "precision", "simpicker"):
+    if args.which not in ("array", "engine-speed", "model-validation", "precision", "simpicker", "simpicker-rtl"):
         raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed, model-validation, "
-                        f"precision, simpicker")
+                        f"precision, simpicker, simpicker-rtl")
+    if args.which == "simpicker-rtl":
+        result, plot = bench_simpicker_rtl(args.output, build_dir=args.build_dir)
+        for row in result["rows"]:
+            quality = "" if row["cosine"] is None else f", cosine {row['cosine']:.4f}, rel_l1 {row['rel_l1']:.4f}"
+            print(f"{row['name']:52s} {row['cycles']:>11,} cycles ({row['speedup_vs_dense_int8']:.2f}x dense "
+                  f"INT8){quality}")
+        print(f"wrote {args.output} and {plot}")
+        return 0
     if args.which == "simpicker":
         result, plot = bench_simpicker(args.output)
         for row in result["rows"]:
@@ -232,7 +246,8 @@ def cmd_calibrate(args):
 
 def _simpicker_params(args):
     return SimPickerParams.for_method(args.method, important_mass=args.important_mass,
-                                      negligible_mass=args.negligible_mass, reuse_threshold=args.reuse_threshold)
+                                      negligible_mass=args.negligible_mass, reuse_threshold=args.reuse_threshold,
+                                      lut=not args.no_lut)
 
 
 def _simpicker_report(method, params, workload, holdout, plan, config):
@@ -250,7 +265,8 @@ def _calibration_config(args, workload):
                              max_seq_len=fitting_seq_len(workload.layout, args.block_size),
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=max(args.max_heads, workload.heads), pe_stages=args.pe_stages,
-                             lut_lanes=args.lut_lanes, lut_mant_bits=args.lut_mant_bits)
+                             lut_lanes=args.lut_lanes, lut_mant_bits=args.lut_mant_bits,
+                             spec_lanes=args.spec_lanes)
 
 
 def _calibrate_captures(args, layout):
@@ -345,7 +361,11 @@ def _print_simulation(result):
               f"ideal {entry['ideal_cycles']} (utilization {entry['utilization']:.3f}), dense INT8 "
               f"{entry['dense_int8_cycles']} cycles ({entry['speedup_vs_dense_int8']:.2f}x); bytes read "
               f"{entry['bytes_read']} ({entry['bytes_read_vs_dense']:.2f}x dense); blocks 8-bit {c['blocks_8bit']}, "
-              f"4-bit {c['blocks_4bit']}, skipped {c['blocks_skipped']}, stall cycles {c['stall_cycles']}")
+              f"4-bit {c['blocks_4bit']}, skipped {c['blocks_skipped']}, stall cycles {c['stall_cycles']}; "
+              f"cosine {entry['cosine']:.4f}, rel_l1 {entry['rel_l1']:.4f}")
+        if result["method"] != "paro":
+            print(f"  {result['method']}: speculation skipped {c['blocks_skipped_by_speculation']} blocks, worked "
+                  f"{c['speculation_busy_cycles']} cycles, the engine waited {c['speculation_wait_cycles']}")
     first, last = result["query_blocks"]
     print(f"{len(result['heads'])} head(s) in one start, query blocks {first}..{last} on {result['simulator']} "
           f"({result['mode']} mode): bit_exact {result['bit_exact']}, {result['cycles']} cycles, utilization "
@@ -398,10 +418,6 @@ def cmd_capture(args):
 
 
 def cmd_simulate(args):
-    if args.method != "paro":
-        raise ParoError(f"--method {args.method}: SimPicker's speculation, reuse and LUT path are not in the engine "
-                        f"RTL yet (docs/simpicker.md); evaluate them with paro calibrate --method {args.method}, "
-                        f"simulate with --method paro")
     if not 0 <= args.gap < 1:
         raise ParoError(f"--gap must be in [0, 1), got {args.gap}")
     if args.read_latency < 0:
@@ -409,7 +425,8 @@ def cmd_simulate(args):
     heads = args.heads if args.heads is not None else [args.head]
     result = simulate(args.plan, simulator=args.simulator, heads=heads, rows=args.rows, report=args.report,
                       build_dir=args.build_dir, gap=args.gap, read_latency=args.read_latency, fast=args.fast,
-                      plan_layer=args.layer, plan_step=args.step)
+                      plan_layer=args.layer, plan_step=args.step, method=args.method,
+                      params=_simpicker_params(args))
     _print_simulation(result)
     if args.report:
         print(f"wrote {args.report}")
@@ -420,7 +437,7 @@ def cmd_model(args):
         raise ParoError(f"--read-latency must be >= 0 cycles, got {args.read_latency}")
     result = model(args.plan, heads=args.heads, rows=args.rows, read_latency=args.read_latency,
                    bytes_per_cycle=args.bytes_per_cycle, engines=args.engines, report=args.report,
-                   plan_layer=args.layer, plan_step=args.step)
+                   plan_layer=args.layer, plan_step=args.step, method=args.method, params=_simpicker_params(args))
     for entry in result["per_head"]:
         print(f"head {entry['head']} ({entry['order']}, engine {entry['engine']}): {entry['cycles']} cycles, ideal "
               f"{entry['ideal_cycles']} (utilization {entry['utilization']:.3f}), dense INT8 "
@@ -663,8 +680,7 @@ def build_parser():
     sim.add_argument("--plan", required=True, help="BlockPlan file (.npz) from paro calibrate")
     _add_plan_selection(sim)
     sim.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
-    sim.add_argument("--method", choices=SIMPICKER_METHODS, default="paro",
-                     help="paro (default); simpicker and both are refused until SimPicker is in the engine")
+    _add_simpicker_args(sim)
     sim.add_argument("--head", type=int, default=0, help="head of the plan to run (default 0)")
     sim.add_argument("--heads", type=_heads, default=None, help="heads to run: 'all' or a list like 0,3 (a layer)")
     sim.add_argument("--rows", type=_rows, default=None,
@@ -694,6 +710,7 @@ def build_parser():
     mod.add_argument("--engines", type=_positive_int, default=1,
                      help="engines sharing the memory; heads go to them round robin (default 1)")
     mod.add_argument("--report", help="JSON report to write")
+    _add_simpicker_args(mod)
     mod.set_defaults(func=cmd_model)
 
     proj = sub.add_parser("project", help="a CogVideoX attention layer on paro engines (cycle model) next to an H100")
@@ -768,7 +785,8 @@ def build_parser():
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
     bench.add_argument("which", help="benchmark: array, engine-speed (needs --plan), model-validation, "
-                                     "precision (2-bit blocks on small) or simpicker (the SimPicker ablation on small)")
+                                     "precision (2-bit blocks on small), simpicker (the SimPicker ablation on small, "
+                                     "ideal cycles) or simpicker-rtl (its rows the engine RTL runs, RTL cycles)")
     bench.add_argument("--points", type=int, default=24, help="model-validation: random design points (default 24)")
     bench.add_argument("--seed", type=int, default=20261128, help="model-validation: seed of the design points")
     bench.add_argument("--plan", help="engine-speed: the plan whose head is simulated")

@@ -4,7 +4,9 @@ seconds instead of an RTL simulation's minutes or hours, with the same fields ``
 Heads are spread over ``engines`` engines round robin (head h on engine h mod E), each engine running its heads
 as one start; the engines share the memory's bandwidth equally (``bytes_per_cycle`` in total, ``None``: each
 engine's bus peak, one AXI data beat a cycle). The layer takes as long as the slowest engine. The dense INT8
-baseline is the same heads with every block kept at 8 bits, on the same engines and memory.
+baseline is the same heads with every block kept at 8 bits, on the same engines and memory. ``--method
+simpicker|both`` models the engine's block speculation (what ``paro simulate`` runs): the blocks it skips come
+from the golden model's speculation on the plan's data (no attention run), its timing from the model.
 """
 
 import json
@@ -16,15 +18,18 @@ from ..errors import ParoError
 from ..files import atomic_write
 from ..sw.cycles import BREAKDOWN, Memory, layer_cycles
 from ..sw.plan import load_plan
+from ..sw.program import plan_workload, speculated_bitmap
+from ..sw.simpicker import SimPickerParams
 from .provenance import progress, provenance
-from .simulate import ideal_cycles
+from .simulate import _speculation, ideal_cycles
 
 __all__ = ["model", "model_layer"]
 
 
-def model_layer(config, bitmaps, rows=None, read_latency=0, bytes_per_cycle=None, engines=1):
-    """Model heads with ``bitmaps`` on ``engines`` engines sharing ``bytes_per_cycle``; return ``(cycles,
-    per_head)``: the layer's cycles (the slowest engine's start) and per head ``(engine, HeadCycles)``."""
+def model_layer(config, bitmaps, rows=None, read_latency=0, bytes_per_cycle=None, engines=1, spec=False):
+    """Model heads with ``bitmaps`` on ``engines`` engines sharing ``bytes_per_cycle`` (``spec``: every head runs
+    block speculation, its bitmap the speculated one); return ``(cycles, per_head)``: the layer's cycles (the
+    slowest engine's start) and per head ``(engine, HeadCycles)``."""
     if engines < 1:
         raise ParoError(f"engines must be >= 1, got {engines}")
     if read_latency < 0:
@@ -36,7 +41,8 @@ def model_layer(config, bitmaps, rows=None, read_latency=0, bytes_per_cycle=None
     per_head, cycles = [None] * len(bitmaps), 0
     for engine in range(min(engines, len(bitmaps))):
         mine = list(range(engine, len(bitmaps), engines))
-        totals, heads = layer_cycles(config, [bitmaps[h] for h in mine], rows=rows, memory=memory)
+        totals, heads = layer_cycles(config, [bitmaps[h] for h in mine], rows=rows, memory=memory,
+                                     specs=[spec] * len(mine))
         cycles = max(cycles, totals["cycles"])
         for h, head in zip(mine, heads):
             per_head[h] = (engine, head)
@@ -44,13 +50,15 @@ def model_layer(config, bitmaps, rows=None, read_latency=0, bytes_per_cycle=None
 
 
 def model(plan_path, heads="all", rows=None, read_latency=0, bytes_per_cycle=None, engines=1, report=None,
-          plan_layer=None, plan_step=None):
+          plan_layer=None, plan_step=None, method="paro", params=None):
     """Model heads of a plan (``rows``: a range of query blocks, default all) and their dense INT8 baseline;
     write ``report`` (JSON: totals at the top, ``per_head`` entries, the ``breakdown`` of where cycles go);
-    return the dict."""
+    return the dict. ``method`` and ``params`` as for :func:`paro.flows.simulate.simulate`."""
     start = time.monotonic()
     plan = load_plan(plan_path, plan_layer, plan_step)
     config = plan.config
+    params = params or SimPickerParams.for_method(method)
+    spec = _speculation(method, params, config)
     heads = list(range(plan.heads)) if heads == "all" else list(heads)
     for head in heads:
         if not 0 <= head < plan.heads:
@@ -63,19 +71,25 @@ def model(plan_path, heads="all", rows=None, read_latency=0, bytes_per_cycle=Non
     progress(f"cycle model: {len(heads)} head(s) on {engines} engine(s), query blocks {window.start}.."
              f"{window.stop - 1}, plan and dense INT8")
     options = dict(rows=rows, read_latency=read_latency, bytes_per_cycle=bytes_per_cycle, engines=engines)
-    cycles, per_head = model_layer(config, [plan.bitmap[h] for h in heads], **options)
+    bitmaps = [plan.bitmap[h] for h in heads]
+    if spec is not None:        # the blocks speculation leaves (SimPicker alone: of every block at 8 bits)
+        workload = plan_workload(plan)
+        bitmaps = [speculated_bitmap(plan, h, spec, workload, dense=method == "simpicker",
+                                     own_order=method == "simpicker") for h in heads]
+    cycles, per_head = model_layer(config, bitmaps, spec=spec is not None, **options)
     dense_bitmaps = [np.full((blocks, blocks), 8, dtype=np.uint8)] * len(heads)
     dense_cycles, dense_heads = model_layer(config, dense_bitmaps, **options)
     entries = []
-    for head, (engine, h), (_, dense) in zip(heads, per_head, dense_heads):
-        ideal = ideal_cycles(config, plan.bitmap[head][window.start:window.stop])
+    for head, bitmap, (engine, h), (_, dense) in zip(heads, bitmaps, per_head, dense_heads):
+        ideal = ideal_cycles(config, bitmap[window.start:window.stop])
         entries.append({
             "head": head, "engine": engine, "order": plan.orders[head], "cycles": h.cycles, "ideal_cycles": ideal,
             "dense_int8_cycles": dense.cycles, "bytes_read": h.bytes_read, "bytes_written": h.bytes_written,
             "dense_int8_bytes_read": dense.bytes_read, "utilization": ideal / h.cycles,
             "speedup_vs_dense_int8": dense.cycles / h.cycles, "kv_cache_hit_rate": 1 - h.kv_fetches / h.kv_wants,
             "counters": {"blocks_8bit": h.kept8, "blocks_4bit": h.kept4, "blocks_2bit": h.kept2,
-                         "blocks_skipped": h.skipped},
+                         "blocks_skipped": h.skipped, "speculation_busy_cycles": h.spec_busy,
+                         "speculation_wait_cycles": h.spec_wait},
             "breakdown": h.breakdown})
     breakdown = {k: sum(e["breakdown"][k] for e in entries) for k in BREAKDOWN}
     total = {"cycles": cycles, "ideal_cycles": sum(e["ideal_cycles"] for e in entries),
@@ -86,6 +100,7 @@ def model(plan_path, heads="all", rows=None, read_latency=0, bytes_per_cycle=Non
     result = {
         "benchmark": "model", **provenance(), "plan": str(plan_path), "plan_layer": plan_layer,
         "plan_step": plan_step, "heads": heads, "query_blocks": [window.start, window.stop - 1],
+        "method": method, "simpicker": None if spec is None else {**params.to_dict(), "codes": list(spec)},
         "config": config.to_dict(), **total,
         "utilization": total["ideal_cycles"] * 1.0 / (cycles * engines),
         "speedup_vs_dense_int8": dense_cycles / cycles,

@@ -28,9 +28,14 @@ from ..sim.engine_check import Mismatch
 from ..sim.fast import run_fast
 from ..sim.runner import SIMULATORS, BenchFailure, run_bench, simulator_problem
 from ..sim.streams import CLOCK_NS
+from ..sw.calibrate import IDENTITY
+from ..sw.calibrate import _dense_rows as dense_rows
+from ..sw.calibrate import _Metrics as Metrics
 from ..sw.contract import MAX_BURST_BEATS, check_engine_config, check_layer, save_layer
 from ..sw.plan import load_plan
 from ..sw.program import engine_layer, plan_workload
+from ..sw.reorder import permutation_indices
+from ..sw.simpicker import METHODS, SimPickerParams
 from .provenance import progress, provenance
 
 __all__ = ["simulate", "ideal_cycles", "run_layers"]
@@ -129,8 +134,9 @@ def _failure(where, status, layer, detail):
 
 def _summary(config, prog, counters):
     """Cycles, ideal cycles and bytes of one head (ideal over the query blocks it computes)."""
-    rows = prog.rows
-    return {"cycles": counters["CYCLES"], "ideal_cycles": ideal_cycles(config, prog.bitmap[rows.start:rows.stop]),
+    rows = prog.rows                 # speculation's skips are not computed: not in the ideal either
+    return {"cycles": counters["CYCLES"],
+            "ideal_cycles": ideal_cycles(config, prog.computed_bitmap[rows.start:rows.stop]),
             "bytes_read": counters["BYTES_READ"], "bytes_written": counters["BYTES_WRITTEN"]}
 
 
@@ -141,12 +147,46 @@ def _ratios(entry):
             "bytes_read_vs_dense": entry["bytes_read"] / entry["dense_int8_bytes_read"]}
 
 
+def _speculation(method, params, config):
+    """``(important_code, negligible_code)`` of the engine's block speculation for ``method`` (None for
+    ``paro``), or a one-line refusal of what the engine RTL cannot run yet."""
+    if method not in METHODS:
+        raise ParoError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "paro":
+        return None
+    if not config.spec_lanes:
+        raise ParoError(f"--method {method} needs an engine built with speculation; this plan's has none: calibrate "
+                        f"it with --spec-lanes N (a power of two <= head_dim {config.head_dim})")
+    if params.lut:
+        raise ParoError(f"--method {method}: the engine RTL runs SimPicker's block speculation only, the LUT path is "
+                        f"not in it yet; pass --no-lut (unimportant blocks take the full path)")
+    if params.reuse_threshold:
+        raise ParoError(f"--method {method}: token reuse is not in the engine RTL yet; pass --reuse-threshold 0")
+    important, negligible, _ = params.codes(config)
+    return important, negligible
+
+
+def _quality(plan, workload, prog, head, own_order):
+    """Cosine and relative L1 of the head's output codes (the engine's, bit-exact) against fp64 dense
+    attention, over the real query tokens of the query blocks it computes."""
+    B = plan.config.block_size
+    index = permutation_indices(plan.layout, IDENTITY if own_order else plan.orders[head])
+    positions = np.arange(prog.rows.start * B, min(prog.rows.stop * B, len(index)))
+    out = np.asarray(prog.codes)[positions].astype(np.float64) * 2.0 ** -prog.out_exp
+    cosine, rel_l1 = Metrics().add(out, dense_rows(*workload.head(head), index[positions], plan.config)).result()
+    return {"cosine": cosine, "rel_l1": rel_l1}
+
+
 def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=None, gap=0.0, build_dir=None,
-             read_latency=0, fast=False, plan_layer=None, plan_step=None):
+             read_latency=0, fast=False, plan_layer=None, plan_step=None, method="paro", params=None):
     """Simulate heads of a plan (``rows``: a range of query blocks, default all) plus their dense INT8
     baselines; write ``report`` (JSON: totals at the top, ``per_head`` entries); return the dict. ``fast``
     uses the fast run mode (Verilator, C++ harness) instead of the cocotb bench. ``plan_layer`` and
-    ``plan_step`` pick the plan from a plan set (:func:`paro.sw.plan.load_plan`)."""
+    ``plan_step`` pick the plan from a plan set (:func:`paro.sw.plan.load_plan`). ``method``
+    (:data:`paro.sw.simpicker.METHODS`) with ``params`` (:class:`~paro.sw.simpicker.SimPickerParams`):
+    ``simpicker`` runs the engine's block speculation on every block at 8 bits, tokens in their natural order
+    with each head's own scales; ``both`` on the plan's bitmap, order and scales. Each head's entry gives its
+    output quality against fp64 dense attention."""
     if simulator not in SIMULATORS:
         raise ParoError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     problem = simulator_problem(simulator)
@@ -155,6 +195,9 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
     plan = load_plan(plan_path, plan_layer, plan_step)
     config = plan.config
     check_engine_config(config)
+    params = params or SimPickerParams.for_method(method)
+    spec = _speculation(method, params, config)
+    own_order = method == "simpicker"
     heads = list(range(plan.heads)) if heads == "all" else list(heads)
     for head in heads:
         if not 0 <= head < plan.heads:
@@ -165,7 +208,9 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
     tokens = plan.bitmap.shape[1] * config.block_size
     dense_config = config if config.max_kept_keys >= tokens else dataclasses.replace(config, max_kept_keys=None)
     progress(f"golden model: {len(heads)} head(s) and their dense INT8 baselines")
-    layer = engine_layer(plan, heads, workload=workload, rows=rows)
+    # SimPicker alone speculates on every block: like the dense run it may keep every key
+    layer = engine_layer(plan, heads, workload=workload, rows=rows, dense=own_order, spec=spec, own_order=own_order)
+    config = dense_config if own_order else config
     dense_layer = engine_layer(plan, heads, workload=workload, rows=rows, dense=True)
     for name, c, candidate in (("plan", config, layer), ("dense INT8 baseline", dense_config, dense_layer)):
         try:
@@ -189,13 +234,17 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
     per_head = []
     for head, prog, dense, c, dc in zip(heads, layer.heads, dense_layer.heads, counters, dense_counters):
         plan_run, dense_run = _summary(config, prog, c), _summary(config, dense, dc)
-        entry = {"head": head, "order": plan.orders[head], "bit_exact": True, **plan_run,
+        computed = slice(prog.rows.start, prog.rows.stop)
+        speculated = int(((prog.bitmap != 0) & (prog.computed_bitmap == 0))[computed].sum())
+        entry = {"head": head, "order": IDENTITY if own_order else plan.orders[head], "bit_exact": True, **plan_run,
+                 **_quality(plan, workload, prog, head, own_order),
                  "dense_int8_cycles": dense_run["cycles"], "dense_int8_ideal_cycles": dense_run["ideal_cycles"],
                  "dense_int8_bytes_read": dense_run["bytes_read"],
                  "counters": {"blocks_8bit": c["KEPT8"], "blocks_4bit": c["KEPT4"], "blocks_2bit": c["KEPT2"],
                               "blocks_skipped": c["SKIPPED"],
                               "busy_cycles": c["CYCLES"], "array_beats": c["ARRAY_BEATS"],
-                              "stall_cycles": c["STALL_CYCLES"]},
+                              "stall_cycles": c["STALL_CYCLES"], "blocks_skipped_by_speculation": speculated,
+                              "speculation_busy_cycles": c["SPEC_BUSY"], "speculation_wait_cycles": c["SPEC_WAIT"]},
                  "dense_counters": dc}
         per_head.append({**entry, **_ratios(entry)})
     # Totals of the whole start (the layer's registers: descriptor checks and per-head setup included).
@@ -209,6 +258,7 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
         "plan_step": plan_step,
         "heads": heads,
         "query_blocks": [first, first + count - 1], "simulator": simulator, "mode": "fast" if fast else "cocotb",
+        "method": method, "simpicker": None if spec is None else {**params.to_dict(), "codes": list(spec)},
         "config": config.to_dict(), "bit_exact": True, **total, **_ratios(total),
         "dense_int8_max_kept_keys": dense_config.max_kept_keys,
         "memory": {"model": "C++ AXI4 RAM (fast mode)" if fast else "cocotbext-axi AxiRam",
@@ -220,7 +270,11 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
                   "bytes_read": "bytes the engine's AXI4 master read (descriptors, block tables, bitmap rows, Q, "
                                 "and K/V blocks on cache misses)",
                   "ideal_cycles": "kept-block MACs / (R*C*products per PE per cycle in each block's mode)",
-                  "stall_cycles": "busy cycles in which the array took no input beat"},
+                  "stall_cycles": "busy cycles in which the array took no input beat",
+                  "cosine, rel_l1": "the engine's output codes (bit-exact with the golden model) against fp64 dense "
+                                    "attention, real query tokens of the computed query blocks",
+                  "speculation_busy_cycles": "cycles the speculation path worked (K pooling, row classes); "
+                                             "speculation_wait_cycles: those the controller waited for it"},
         "per_head": per_head, "simulation_speed": stats, "seconds": round(time.monotonic() - start, 1),
     }
     if report:
