@@ -179,6 +179,14 @@ def _simpicker(r):
         + f"; grouping {r['grouping_gain']:.2f}x; reused tokens {r['rows'][-1]['reused_tokens']:.3f}"
 
 
+def _simpicker_rtl(r):
+    assert "RTL" in r["units"]["cycles"] and r["not_in_rtl"]
+    rows = r["rows"]
+    return "; ".join([f"{rows[0]['name']} {rows[0]['cycles']:,} cycles"]
+                     + [f"{row['name']} {row['cycles']:,} ({row['speedup_vs_dense_int8']:.2f}x, cosine "
+                        f"{row['cosine']:.4f})" for row in rows[1:]])
+
+
 CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibration),
          ("small_calibration.json", _heldout), ("small_calibration.json", _reorder),
          ("engine_small_head1.json", _engine), ("engine_small_layer.json", _engine),
@@ -190,7 +198,8 @@ CELLS = [("array_throughput.json", _array), ("small_calibration.json", _calibrat
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
          ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
          ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality),
-         ("simpicker_small.json", _simpicker), ("synth_generic_4x4.json", _lut_area),
+         ("simpicker_small.json", _simpicker), ("simpicker_rtl_small.json", _simpicker_rtl),
+         ("synth_generic_4x4.json", _lut_area),
          ("soak_short.json", _soak_short), ("synth_ecp5_engine_tiny.json", _ecp5_engine)]
 
 
