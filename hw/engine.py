@@ -252,6 +252,7 @@ class AttentionEngine(EngineBlock):
             spec.wr_addr.eq(fetch.wr_addr), spec.wr_data.eq(fetch.wr_data), spec.q_tags.eq(fetch.q_tags),
             table.spec_cq_addr.eq(spec.cq_addr), spec.cq_data.eq(table.spec_cq_data),
             table.spec_ck_addr.eq(spec.ck_addr), spec.ck_data.eq(table.spec_ck_data),
-            sched.skip_en.eq(spec.skip_en), sched.skip_half.eq(spec.skip_half), sched.skip_j.eq(spec.skip_j),
+            sched.mark_en.eq(spec.mark_en), sched.mark_low.eq(spec.mark_low), sched.mark_half.eq(spec.mark_half),
+            sched.mark_j.eq(spec.mark_j),
             ctrl.spec_row_ready.eq(spec.row_ready), regs.spec_busy.eq(spec.busy), regs.spec_wait.eq(ctrl.spec_wait),
         ]

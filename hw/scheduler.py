@@ -19,10 +19,11 @@ kept block: skipping costs no array cycle unless a whole run of zeros is longer 
 Kept blocks come out in column order; the PE mode follows each block's bitwidth and mode changes cost no
 cycle in the array, so no regrouping by bitwidth is needed.
 
-Speculation (a build with ``spec_lanes``): ``skip_en`` with ``skip_half`` and ``skip_j`` marks block ``skip_j``
-of half ``skip_half`` skipped (at the clock edge; :class:`~.spec_control.SpecControl` does it for the blocks
-it classes negligible, after the row's bitmap arrived and before its walks); a walk passes a marked block as a
-0-bit one. Writing a bitmap line clears the marks of its blocks.
+Speculation (a build with ``spec_lanes``): ``mark_en`` with ``mark_half`` and ``mark_j`` marks block ``mark_j``
+of half ``mark_half`` skipped, or with ``mark_low`` low-bit (at the clock edge; :class:`~.spec_control.SpecControl`
+does it for the blocks it classes negligible, or unimportant on the low-bit path, after the row's bitmap
+arrived and before its walks); a walk passes a skipped block as a 0-bit one and a low-bit block as a 4-bit one
+(a 2-bit block stays 2-bit). Writing a bitmap line clears the marks of its blocks.
 
 Counting (for the pass that has ``count`` set at ``start``): ``kept8``, ``kept4``, ``kept2`` and ``skipped`` are
 high for one cycle per block of each kind the walk passes (the register file counts them).
@@ -62,7 +63,8 @@ class BlockScheduler(EngineBlock):
             "start": In(1), "row": In(range(nb)), "count": In(1),
             "o": Out(stream.Signature(kept_layout(nb))),
             "kept8": Out(1), "kept4": Out(1), "kept2": Out(1), "skipped": Out(1),
-            **({"skip_en": In(1), "skip_half": In(1), "skip_j": In(range(nb))} if config.spec_lanes else {}),
+            **({"mark_en": In(1), "mark_low": In(1), "mark_half": In(1), "mark_j": In(range(nb))}
+               if config.spec_lanes else {}),
         })
 
     def elaborate(self, platform):
@@ -83,14 +85,17 @@ class BlockScheduler(EngineBlock):
         log2_d = d.bit_length() - 1
         m.d.comb += rd.addr.eq(half * half_lines + (col >> log2_d))
         if cfg.spec_lanes:
-            # one mark per entry of both halves, laid out as the bitmap lines (bit = entry index)
-            marks = Signal(2 * half_lines * d)
+            # skip and low-bit marks, one each per entry of both halves, laid out as the bitmap lines
+            skips, lows = Signal(2 * half_lines * d), Signal(2 * half_lines * d)
             with m.If(self.wr_en):
-                m.d.sync += marks.word_select(self.wr_addr, d).eq(0)
-            with m.If(self.skip_en):
-                m.d.sync += marks.bit_select(self.skip_half * (half_lines * d) + self.skip_j, 1).eq(1)
-            marked = marks.bit_select(half * (half_lines * d) + col, 1)
-            m.d.comb += entry.eq(Mux(marked, 0, rd.data.word_select(col[:log2_d], 8)))
+                m.d.sync += [skips.word_select(self.wr_addr, d).eq(0), lows.word_select(self.wr_addr, d).eq(0)]
+            with m.If(self.mark_en):
+                mark = self.mark_half * (half_lines * d) + self.mark_j
+                m.d.sync += [skips.bit_select(mark, 1).eq(~self.mark_low), lows.bit_select(mark, 1).eq(self.mark_low)]
+            here = half * (half_lines * d) + col
+            raw = rd.data.word_select(col[:log2_d], 8)
+            lowered = Mux(lows.bit_select(here, 1) & (raw != 0) & (raw != 2), 4, raw)
+            m.d.comb += entry.eq(Mux(skips.bit_select(here, 1), 0, lowered))
         else:
             m.d.comb += entry.eq(rd.data.word_select(col[:log2_d], 8))
         free = ~self.o.valid | self.o.ready

@@ -1,11 +1,13 @@
 """Speculation control: SimPicker's block speculation inside the engine, for a head whose descriptor has ``SPEC``.
 
-Golden twin: :func:`paro.sw.golden.spec_control` (the bitmap less the blocks classed negligible). The
+Golden twin: :func:`paro.sw.golden.spec_control` (the bitmap less the blocks classed negligible, with
+``SPEC`` 2 the unimportant ones at 4 bits). The
 speculation's arithmetic is that of its parts: :class:`~.pooling.PoolingUnit` (the rounded mean of a block's
 rows), :class:`~.speculator.Speculator` (pooled products on ``spec_lanes`` multipliers, the score unit's
 scaling) and its :class:`~.speculation.SpeculationUnit` (estimated masses, classes).
 
-Per head (``start`` with ``spec`` high; with ``spec`` low it does nothing and every row is ready at once):
+Per head (``start`` with ``spec``, the descriptor's ``SPEC``, not 0; with 0 it does nothing and every row is
+ready at once):
 
 1. **Pool K.** ``pool`` asks the :class:`~.fetcher.Fetcher` for key block ``0 .. n_blocks - 1``'s K rows in
    turn (``WANT_POOL``, one want at a time, held until ready); the fetched rows (``pool_we`` with
@@ -16,14 +18,16 @@ Per head (``start`` with ``spec`` high; with ``spec`` low it does nothing and ev
    the bitmap lines it writes (``bitmap_we``) give the allowed bits per half (entry non-zero). Once the
    fetcher holds block ``r`` (``q_tags[r % 2] == r``, Q and bitmap row), one row beat (pooled Q, ``CQ`` of
    ``r`` from table port ``cq``, ``score_shift``, ``n_blocks``, ``n_tokens``, allowed bits) goes to the
-   speculator; each class beat it gives back that is ``SPEC_SKIP`` marks the block in the
-   :class:`~.scheduler.BlockScheduler`'s half ``r % 2`` (``skip_en``, ``skip_half``, ``skip_j``). After the
-   row's last class ``row_ready`` becomes ``r + 1``: the controller walks row ``r`` only once ``row_ready >
-   r``. Important and unimportant blocks keep their bits (the LUT path is not in the engine).
+   speculator; each class beat it gives back that is ``SPEC_SKIP`` marks the block skipped in the
+   :class:`~.scheduler.BlockScheduler`'s half ``r % 2`` (``mark_en``, ``mark_half``, ``mark_j``), and with
+   ``SPEC`` 2 each ``SPEC_LUT`` (unimportant) one low-bit (``mark_low``: run at 4 bits). After the row's last
+   class ``row_ready`` becomes ``r + 1``: the controller walks row ``r`` only once ``row_ready > r``.
+   Important blocks keep their bits, and unimportant ones with ``SPEC`` 1 (the LUT path is not in the
+   engine).
 
-Timing: the pool pass takes the K fetches (``B`` lines each, back to back as the fetcher serves them), a row
-``n * (head_dim / spec_lanes + 2) + n**2 + 5n`` cycles (``n = n_blocks``; :mod:`paro.hw.speculator`) plus one
-per skipped block's beat. Row ``r + 1``'s speculation runs while the engine computes row ``r`` (its Q and
+Timing: the pool pass takes the K fetches (``B`` lines each, as the fetcher serves them), a row
+``n * (head_dim / spec_lanes + 2) + n**2 + 4n`` cycles from taking its beat to its last class (``n =
+n_blocks``; :mod:`paro.hw.speculator`, :func:`paro.sw.cycles.spec_row_cycles`). Row ``r + 1``'s speculation runs while the engine computes row ``r`` (its Q and
 bitmap row are prefetched), so only the first row's, and any row longer to speculate than to compute, is
 exposed: the controller counts the cycles it waits (``SPEC_WAIT``); ``busy`` (``SPEC_BUSY``) is high while a
 pass or a row is under way.
@@ -35,7 +39,8 @@ from amaranth.lib.wiring import In, Out
 
 from paro.errors import ParoError
 from paro.sw.contract import DESCRIPTOR, engine_buffers
-from paro.sw.golden import SPEC_SKIP
+from paro.sw.contract import SPEC_LOW_BITS
+from paro.sw.golden import SPEC_LUT, SPEC_SKIP
 
 from .component import EngineBlock
 from .fetcher import write_lines
@@ -59,7 +64,7 @@ class SpecControl(EngineBlock):
         nb = config.max_blocks
         widths = {f.name: f.width(config) for f in DESCRIPTOR}
         super().__init__(config, {
-            "start": In(1), "spec": In(1), "important": In(widths["SPEC_IMPORTANT"]),
+            "start": In(1), "spec": In(widths["SPEC"]), "important": In(widths["SPEC_IMPORTANT"]),
             "negligible": In(widths["SPEC_NEGLIGIBLE"]),
             "n_blocks": In(range(nb + 1)), "n_tokens": In(range(config.max_seq_len + 1)), "score_shift": In(6),
             "row_first": In(range(nb)), "row_end": In(range(nb + 1)),
@@ -67,7 +72,7 @@ class SpecControl(EngineBlock):
             "q_we": In(1), "pool_we": In(1), "bitmap_we": In(1), "wr_addr": In(range(write_lines(config))),
             "wr_data": In(row_layout(config)), "q_tags": In(data.ArrayLayout(range(nb + 1), 2)),
             "cq_addr": Out(range(nb)), "cq_data": In(16), "ck_addr": Out(range(nb)), "ck_data": In(16),
-            "skip_en": Out(1), "skip_half": Out(1), "skip_j": Out(range(nb)),
+            "mark_en": Out(1), "mark_low": Out(1), "mark_half": Out(1), "mark_j": Out(range(nb)),
             "row_ready": Out(range(nb + 1)), "busy": Out(1),
         })
 
@@ -112,13 +117,13 @@ class SpecControl(EngineBlock):
                      spec.i.payload.cq.eq(self.cq_data), spec.i.payload.shift.eq(self.score_shift),
                      spec.i.payload.n_blocks.eq(self.n_blocks), spec.i.payload.n_tokens.eq(self.n_tokens),
                      spec.i.payload.allowed.eq(allowed.word_select(half, half_lines * d)[:nb]),
-                     self.skip_half.eq(half), self.skip_j.eq(j)]
+                     self.mark_half.eq(half), self.mark_j.eq(j)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [row.eq(self.row_first), j.eq(0), k_count.eq(0),
-                                 self.row_ready.eq(Mux(self.spec, self.row_first, self.row_end))]
-                    with m.If(self.spec):
+                                 self.row_ready.eq(Mux(self.spec != 0, self.row_first, self.row_end))]
+                    with m.If(self.spec != 0):
                         m.next = "POOL"
             with m.State("POOL"):                       # one K block at a time, until all are asked for
                 m.d.comb += [self.pool.valid.eq(1), self.pool.payload.kind.eq(WANT_POOL),
@@ -136,7 +141,10 @@ class SpecControl(EngineBlock):
                     m.d.sync += j.eq(0)
                     m.next = "CLASSES"
             with m.State("CLASSES"):
-                m.d.comb += [spec.o.ready.eq(1), self.skip_en.eq(spec.o.valid & (spec.o.payload.cls == SPEC_SKIP))]
+                cls = spec.o.payload.cls
+                low = (cls == SPEC_LUT) & (self.spec == SPEC_LOW_BITS)        # unimportant, on the low-bit path
+                m.d.comb += [spec.o.ready.eq(1), self.mark_low.eq(low),
+                             self.mark_en.eq(spec.o.valid & ((cls == SPEC_SKIP) | low))]
                 with m.If(spec.o.valid):
                     m.d.sync += j.eq(j + 1)
                     with m.If(spec.o.payload.last):

@@ -63,7 +63,8 @@ field            word legal values (checked by the engine before any head runs, 
 ``ROW_FIRST``    10   first query block to compute, ``ROW_FIRST + ROW_COUNT <= N_BLOCKS``
 ``ROW_COUNT``    11   query blocks to compute (only their codes are written), ``>= 1``
 ``SPEC``         12   0: run the bitmap as it is; 1: SimPicker's block speculation (a build with ``spec_lanes``):
-                      per query block, blocks it classes negligible are skipped too (docs/simpicker.md)
+                      per query block, blocks it classes negligible are skipped too (docs/simpicker.md); 2: as
+                      1, and blocks it classes unimportant run at 4 bits (8-bit blocks; 4 and 2 stay)
 ``SPEC_IMPORTANT`` 13 with ``SPEC`` 1: important mass fraction in units of ``2**-SPEC_FRAC_BITS``,
                       ``[1, 2**SPEC_FRAC_BITS]``; else 0
 ``SPEC_NEGLIGIBLE`` 14 with ``SPEC`` 1: negligible mass fraction, ``[0, SPEC_IMPORTANT - 1]``; else 0
@@ -88,7 +89,8 @@ from paro.files import atomic_write_bytes, read_npz
 __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "CONTROL_REGISTERS", "COUNTERS",
            "COUNTER_STRIDE", "HEAD_COUNTERS_REGION", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
-           "MIN_SCORE_SHIFT", "SPEC_FRAC_BITS", "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
+           "MIN_SCORE_SHIFT", "SPEC_FRAC_BITS", "SPEC_OFF", "SPEC_SKIP_ONLY", "SPEC_LOW_BITS",
+           "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
            "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "engine_row_buffer",
            "row_buffer_geometry", "row_buffer_place", "score_buffer_geometry", "score_buffer_place", "check_kept_keys",
@@ -113,6 +115,9 @@ RESP_OKAY, RESP_SLVERR = 0, 2
 MIN_SCORE_SHIFT = 12
 #: Fractional bits of SimPicker's speculation thresholds (``SPEC_IMPORTANT``, ``SPEC_NEGLIGIBLE``).
 SPEC_FRAC_BITS = 16
+#: ``SPEC`` values: no speculation; negligible blocks skipped (unimportant ones keep their bits); negligible
+#: blocks skipped and unimportant ones at 4 bits (the low-bit path).
+SPEC_OFF, SPEC_SKIP_ONLY, SPEC_LOW_BITS = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +180,7 @@ class Field:
         """Bits the hardware keeps after the descriptor passed its checks."""
         return {"N_TOKENS": config.max_seq_len.bit_length(), "N_BLOCKS": config.max_blocks.bit_length(),
                 "ROW_FIRST": config.max_blocks.bit_length(), "ROW_COUNT": config.max_blocks.bit_length(),
-                "SCORE_SHIFT": 6, "FINAL_SHIFT": 7, "SPEC": 1, "SPEC_IMPORTANT": SPEC_FRAC_BITS + 1,
+                "SCORE_SHIFT": 6, "FINAL_SHIFT": 7, "SPEC": 2, "SPEC_IMPORTANT": SPEC_FRAC_BITS + 1,
                 "SPEC_NEGLIGIBLE": SPEC_FRAC_BITS + 1}.get(self.name, DATA_BITS)
 
 
@@ -185,7 +190,8 @@ DESCRIPTOR = tuple(Field(name, word, doc) for word, (name, doc) in enumerate((
     ("TABLE_ADDR", "byte address of the block table"), ("N_TOKENS", "real tokens of the head"),
     ("N_BLOCKS", "query (= key) blocks of the head"), ("SCORE_SHIFT", "right shift of the score scaling"),
     ("FINAL_SHIFT", "right shift of the output stage"), ("ROW_FIRST", "first query block to compute"),
-    ("ROW_COUNT", "query blocks to compute"), ("SPEC", "0: the bitmap as it is, 1: block speculation"),
+    ("ROW_COUNT", "query blocks to compute"),
+    ("SPEC", "0: the bitmap as it is, 1: block speculation, 2: and unimportant blocks at 4 bits"),
     ("SPEC_IMPORTANT", "speculation's important mass fraction"),
     ("SPEC_NEGLIGIBLE", "speculation's negligible mass fraction"))))
 DESCRIPTOR_WORDS = 16
@@ -417,11 +423,12 @@ def descriptor_problem(config, fields, desc_addr, n_heads):
             return 9, (f"the output region [{out_low:#x}, {out_high:#x}) overlaps {name}'s [{low:#x}, {high:#x}); "
                        f"move O_ADDR")
     spec, important, negligible = fields["SPEC"], fields["SPEC_IMPORTANT"], fields["SPEC_NEGLIGIBLE"]
-    if spec > 1:
-        return 10, f"SPEC = {spec} is not 0 (the bitmap as it is) or 1 (block speculation)"
+    if spec > SPEC_LOW_BITS:
+        return 10, (f"SPEC = {spec} is not 0 (the bitmap as it is), 1 (block speculation) or 2 (block speculation, "
+                    f"unimportant blocks at 4 bits)")
     if spec and not config.spec_lanes:
-        return 10, ("SPEC = 1 asks for block speculation, which this engine was built without; build with "
-                    "--spec-lanes N (a power of two <= head_dim)")
+        return 10, (f"SPEC = {spec} asks for block speculation, which this engine was built without; build with "
+                    f"--spec-lanes N (a power of two <= head_dim)")
     if spec and not 0 <= negligible < important <= 1 << SPEC_FRAC_BITS:
         return 10, (f"SPEC_IMPORTANT = {important} and SPEC_NEGLIGIBLE = {negligible} must satisfy 0 <= negligible "
                     f"< important <= {1 << SPEC_FRAC_BITS} (mass fractions in units of 2**-{SPEC_FRAC_BITS})")
@@ -501,10 +508,12 @@ def check_program(config, prog, desc_addr, n_heads):
     check_kept_keys(config, bitmap)
     if prog.speculated is not None:
         speculated = np.asarray(prog.speculated)
-        if speculated.shape != bitmap.shape or np.any((speculated != bitmap) & (speculated != 0)):
-            raise ParoError("the speculated bitmap must be the bitmap with some blocks set to 0 (skipped)")
+        low = np.where(bitmap > 4, 4, bitmap)                    # an unimportant block on the low-bit path
+        if speculated.shape != bitmap.shape or np.any((speculated != bitmap) & (speculated != 0) & (speculated != low)):
+            raise ParoError("the speculated bitmap must be the bitmap with some blocks set to 0 (skipped) or, with "
+                            "SPEC = 2, to 4 bits")
         if not int(prog.descriptor.get("SPEC", 0)):
-            raise ParoError("a program with a speculated bitmap needs SPEC = 1 in its descriptor")
+            raise ParoError("a program with a speculated bitmap needs SPEC = 1 or 2 in its descriptor")
     shape = (blocks * B, config.head_dim)
     for name in ("q8", "k8", "v8", "codes"):
         array = np.asarray(getattr(prog, name))

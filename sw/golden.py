@@ -21,9 +21,9 @@ from paro.config import PACKING, SCORE_WIDTH, PEMode
 from paro.errors import ParoError
 
 from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
-                       RESP_OKAY, RESP_SLVERR, SPEC_FRAC_BITS, TABLE_FIELDS, TABLE_RECORD_BYTES, bitmap_stride,
-                       descriptor_lines,
-                       descriptor_problem, descriptor_stride, list_problem, region_bytes)
+                       RESP_OKAY, RESP_SLVERR, SPEC_FRAC_BITS, SPEC_LOW_BITS, SPEC_OFF, SPEC_SKIP_ONLY, TABLE_FIELDS,
+                       TABLE_RECORD_BYTES, bitmap_stride, descriptor_lines, descriptor_problem, descriptor_stride,
+                       list_problem, region_bytes)
 
 __all__ = [
     "wrap", "operand_range", "check_operand", "pack_operand_b", "unpack_operand_b",
@@ -36,8 +36,8 @@ __all__ = [
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
     "layer_sequencer", "layer_reads", "bit_length", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
-    "LUT_BLOCK", "spec_control", "SPEC_SKIP", "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS",
-    "LUT_QK_BITS",
+    "LUT_BLOCK", "spec_control", "low_bit_blocks", "SPEC_OFF", "SPEC_SKIP_ONLY", "SPEC_LOW_BITS", "SPEC_SKIP",
+    "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS", "LUT_QK_BITS",
     "pooled_codes", "speculation_scores", "speculation_masses", "speculation_classes", "reuse_check",
     "reuse_anchors", "lut_block_accumulate", "row_packer", "row_buffer", "score_buffer",
 ]
@@ -825,19 +825,28 @@ def speculation_classes(masses, important_code, negligible_code):
     return classes
 
 
-def spec_control(q8, k8, cq, ck, shift, n_tokens, bitmap, important_code, negligible_code, config):
+def low_bit_blocks(bits):
+    """Blocks at PARO's 4-bit mode, the low-bit path of SimPicker's unimportant blocks: ``min(bits, 4)`` of
+    every computed block (2-bit blocks stay at 2; 0 stays 0)."""
+    bits = np.asarray(bits)
+    return np.where(bits > 4, 4, bits).astype(bits.dtype)
+
+
+def spec_control(q8, k8, cq, ck, shift, n_tokens, bitmap, important_code, negligible_code, config,
+                 mode=SPEC_SKIP_ONLY):
     """The engine's block speculation (:class:`paro.hw.spec_control.SpecControl`) of a head: its ``bitmap``
-    (in memory) with every block the speculation classes negligible set to 0, per query block from the
+    (in memory) with every block the speculation classes negligible set to 0 and, with ``mode``
+    ``SPEC_LOW_BITS``, every unimportant one at 4 bits (:func:`low_bit_blocks`); per query block from the
     block-reduced scores of the pooled Q and K (:func:`speculation_scores` with the head's table multipliers
     ``cq``, ``ck`` and ``SCORE_SHIFT``), masses over the blocks the bitmap keeps (:func:`speculation_masses`)
-    and :func:`speculation_classes`. Important and unimportant blocks keep their bits (the LUT path is not
-    in the engine)."""
+    and :func:`speculation_classes`. Important blocks keep their bits (the LUT path is not in the engine)."""
     B = config.block_size
     bitmap = np.asarray(bitmap)
     x = speculation_scores(q8, k8, cq, ck, shift, B)
     key_tokens = np.clip(n_tokens - np.arange(bitmap.shape[1]) * B, 0, B)
     classes = speculation_classes(speculation_masses(x, key_tokens, config, bitmap), important_code, negligible_code)
-    return np.where(classes == SPEC_SKIP, 0, bitmap).astype(bitmap.dtype)
+    cheap = low_bit_blocks(bitmap) if mode == SPEC_LOW_BITS else bitmap
+    return np.where(classes == SPEC_SKIP, 0, np.where(classes == SPEC_LUT, cheap, bitmap)).astype(bitmap.dtype)
 
 
 def reuse_check(scaled_t, scaled_a, tau_code):

@@ -67,28 +67,30 @@ def _quantized_head(plan, head_index, workload, own_order):
 
 def speculated_bitmap(plan, head_index, spec, workload=None, dense=False, own_order=False):
     """The blocks the engine computes for head ``head_index`` with block speculation ``spec`` (``(important_code,
-    negligible_code)``): the plan's bitmap (``dense``: every block at 8 bits) less the blocks
-    :func:`paro.sw.golden.spec_control` skips; no golden attention run (for the cycle model)."""
+    negligible_code, mode)``): the plan's bitmap (``dense``: every block at 8 bits) as
+    :func:`paro.sw.golden.spec_control` leaves it; no golden attention run (for the cycle model)."""
     head = _quantized_head(plan, head_index, workload or plan_workload(plan), own_order)
     blocks = plan.bitmap.shape[1]
     bitmap = np.full((blocks, blocks), 8, dtype=np.uint8) if dense else plan.bitmap[head_index]
     cq, ck, shift = head.score_multipliers(plan.config)
-    return golden.spec_control(head.q8, head.k8, cq, ck, shift, head.n_tokens, bitmap, *spec, plan.config)
+    important, negligible, mode = spec
+    return golden.spec_control(head.q8, head.k8, cq, ck, shift, head.n_tokens, bitmap, important, negligible,
+                               plan.config, mode)
 
 
 def head_program(config, head, bitmap, rows, addresses=None, spec=None):
     """The engine program of a quantised head (:class:`~paro.sw.quant.QuantizedHead`) with ``bitmap``,
     computing the query blocks ``rows``, its regions at ``addresses`` (default:
-    :func:`~paro.sw.contract.memory_map`). ``spec``: ``(important_code, negligible_code)`` runs the engine's
-    block speculation on the bitmap (``SPEC`` = 1; the golden codes are those of the speculated bitmap,
-    :func:`paro.sw.golden.spec_control`)."""
+    :func:`~paro.sw.contract.memory_map`). ``spec``: ``(important_code, negligible_code, mode)`` runs the
+    engine's block speculation on the bitmap (``SPEC`` = ``mode``, 1 or 2; the golden codes are those of the
+    speculated bitmap, :func:`paro.sw.golden.spec_control`)."""
     cq, ck, score_shift = head.score_multipliers(config)
     speculated, fields = None, {}
     if spec is not None:
-        important, negligible = spec
+        important, negligible, mode = spec
         speculated = golden.spec_control(head.q8, head.k8, cq, ck, score_shift, head.n_tokens, bitmap, important,
-                                          negligible, config)
-        fields = {"SPEC": 1, "SPEC_IMPORTANT": important, "SPEC_NEGLIGIBLE": negligible}
+                                          negligible, config, mode)
+        fields = {"SPEC": mode, "SPEC_IMPORTANT": important, "SPEC_NEGLIGIBLE": negligible}
     codes, out_exp = golden.attention_head(head, bitmap if speculated is None else speculated, config, rows=rows)
     cv, ev = head.value_multipliers(config)
     descriptor = {**(addresses or memory_map(config, bitmap.shape[0])),

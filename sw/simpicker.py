@@ -2,8 +2,9 @@
 
 * **Speculation** (:func:`paro.sw.golden.speculation_classes` on the masses that block-reduced scores
   estimate, :func:`paro.sw.golden.speculation_masses`): every (query block,
-  key block) is important (full path), unimportant (the LUT path: K at 4 bits for QK^T, FP numerators x INT8
-  V through the LUT multiplier for PV) or negligible (skipped).
+  key block) is important (full path), unimportant (a cheaper path: the LUT path, K at 4 bits for QK^T and
+  FP numerators x INT8 V through the LUT multiplier for PV; or PARO's 4-bit mode; or the full path) or
+  negligible (skipped).
 * **Token reuse** (:func:`paro.sw.golden.reuse_anchors`): a video token compares its query with its anchor
   through the token at the same (height, width) one frame earlier; a close one takes the anchor's output.
 * **Grouping**: the rows a query block still computes after reuse are packed into dense array groups.
@@ -29,10 +30,12 @@ from .calibrate import _Metrics as Metrics
 from .quant import quantize_head
 from .reorder import permutation_indices, permute_tokens
 
-__all__ = ["METHODS", "SimPickerParams", "frame_references", "simpicker_head", "array_groups", "head_ideal_cycles",
+__all__ = ["METHODS", "UNIMPORTANT_PATHS", "SimPickerParams", "frame_references", "simpicker_head", "array_groups", "head_ideal_cycles",
            "evaluate"]
 
 METHODS = ("paro", "simpicker", "both")
+#: Paths of SimPicker's unimportant blocks (:class:`SimPickerParams`).
+UNIMPORTANT_PATHS = ("lut", "low", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +51,10 @@ class SimPickerParams:
     reuse_threshold
         Token reuse when ``|q_t - q_anchor| <= reuse_threshold * |q_anchor|`` (relative L2 of the dequantised
         queries); in [0, 1]; 0 turns reuse off.
-    lut
-        Unimportant blocks take the LUT path; when off they take the full path (speculation only).
+    unimportant
+        The path of unimportant blocks (:data:`UNIMPORTANT_PATHS`): ``lut`` (QK^T with K at 4 bits, PV
+        through the LUT multiplier: ``LUT_BLOCK``), ``low`` (PARO's 4-bit mode for QK^T and PV: the block at
+        ``min(bits, 4)``; 2-bit blocks stay) or ``full`` (the block's own bits: speculation only skips).
     grouping
         Pack the rows left after reuse into dense array groups; when off a group of rows is skipped only when
         every row of it is reused.
@@ -57,7 +62,7 @@ class SimPickerParams:
     important_mass: float = 0.8
     negligible_mass: float = 0.02
     reuse_threshold: float = 0.1
-    lut: bool = True
+    unimportant: str = "lut"
     grouping: bool = True
 
     def __post_init__(self):
@@ -70,6 +75,8 @@ class SimPickerParams:
         for name in ("important_mass", "negligible_mass", "reuse_threshold"):
             if getattr(self, name) > 1:
                 raise ParoError(f"{name} must be in [0, 1] (a fraction), got {getattr(self, name)}")
+        if self.unimportant not in UNIMPORTANT_PATHS:
+            raise ParoError(f"unimportant path {self.unimportant!r} is not one of {', '.join(UNIMPORTANT_PATHS)}")
         if self.negligible_mass >= self.important_mass:
             raise ParoError(f"negligible_mass {self.negligible_mass} must be below important_mass "
                             f"{self.important_mass}")
@@ -128,8 +135,9 @@ def simpicker_head(head, layout, order, config, params, plan_bits=None, rows=Non
     masses = golden.speculation_masses(x, key_tokens, config, allowed)
     classes = golden.speculation_classes(masses, important_code, negligible_code)
     bits = np.full((blocks, blocks), 8, dtype=np.int64) if allowed is None else allowed.astype(np.int64)
-    lut_code_block = golden.LUT_BLOCK if params.lut else bits
-    bitmap = np.where(classes == golden.SPEC_FULL, bits, np.where(classes == golden.SPEC_LUT, lut_code_block, 0))
+    cheap = {"lut": np.full_like(bits, golden.LUT_BLOCK), "low": golden.low_bit_blocks(bits),
+             "full": bits}[params.unimportant]
+    bitmap = np.where(classes == golden.SPEC_FULL, bits, np.where(classes == golden.SPEC_LUT, cheap, 0))
 
     q_mult, _ = golden.int_multipliers(head.q_scale)
     reference = frame_references(layout, order) if tau_code else np.full(n, -1, dtype=np.int64)

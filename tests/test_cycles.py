@@ -79,7 +79,7 @@ def test_model_equals_the_rtl(verilator, latency, clustered):
 @pytest.mark.parametrize("latency", [0, 9])
 def test_model_equals_the_rtl_with_speculation(verilator, latency):
     """Block speculation (``SPEC`` heads) in the model and in the RTL (fast mode, Verilator): a dense head (12
-    key blocks) whose speculation only the first row waits for, a head of one kept block per row whose
+    key blocks, unimportant blocks at 4 bits) whose speculation only the first row waits for, a head of one kept block per row whose
     speculation (one multiplier, 56 key blocks: ~5,300 cycles a row against ~4,300 of compute) is exposed on
     every row, and the same head without speculation, in one start. Cycles per head and in total,
     ``SPEC_BUSY``, ``SPEC_WAIT`` and bytes read are the model's exactly."""
@@ -89,7 +89,7 @@ def test_model_equals_the_rtl_with_speculation(verilator, latency):
     sparse = np.zeros((n, n), dtype=np.uint8)
     sparse[np.arange(n), (np.arange(n) * 5) % n] = 8
     bitmaps = [np.full((12, 12), 8, dtype=np.uint8), sparse, sparse]
-    specs = [(round(0.8 * one), round(0.1 * one)), (one, 0), None]
+    specs = [(round(0.8 * one), round(0.1 * one), golden.SPEC_LOW_BITS), (one, 0, golden.SPEC_SKIP_ONLY), None]
     layer = random_layer(config, bitmaps, seed=SEED, specs=specs)
     print("seed", SEED, "dense head: speculation skips", int((layer.heads[0].computed_bitmap == 0).sum()), "blocks")
     [(totals, counters)] = run_layers(config, [layer], verilator, gap=0, tag="spec-model", fast=True,
@@ -120,12 +120,13 @@ def test_model_cli_report(tiny_plan, tmp_path, capsys):
 
 def test_model_and_simulate_agree_on_speculation(verilator, tmp_path, capsys):
     """``paro model --method both`` and ``paro simulate --method both --fast`` on a tiny plan of an engine with
-    speculation, skipping within the plan (negligible mass 0.3): the same cycles, blocks and speculation
+    speculation, skipping within the plan (negligible mass 0.3) and lowering unimportant blocks to 4 bits: the
+    same cycles, blocks and speculation
     counters; ``--method simpicker`` with the LUT path is refused by both with the same line."""
     plan, model_report, sim_report = tmp_path / "spec.npz", tmp_path / "model.json", tmp_path / "sim.json"
     assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.6", "--spec-lanes", "4",
                  "-o", str(plan)]) == 0
-    method = ["--method", "both", "--no-lut", "--reuse-threshold", "0", "--negligible-mass", "0.3"]
+    method = ["--method", "both", "--unimportant", "low", "--reuse-threshold", "0", "--negligible-mass", "0.3"]
     assert main(["model", "--plan", str(plan), "--heads", "0,1", *method, "--report", str(model_report)]) == 0
     assert main(["simulate", "--plan", str(plan), "--heads", "0,1", *method, "--fast", "--report", str(sim_report),
                  "--build-dir", str(tmp_path / "build")]) == 0
@@ -138,7 +139,7 @@ def test_model_and_simulate_agree_on_speculation(verilator, tmp_path, capsys):
     capsys.readouterr()
     for command in ("model", "simulate"):
         assert main([command, "--plan", str(plan), "--method", "simpicker"]) == 2
-        assert "the LUT path is not in it yet; pass --no-lut" in capsys.readouterr().err
+        assert "the LUT path is not in the engine RTL yet; pass --unimportant low" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [

@@ -157,10 +157,11 @@ def test_pipelined_pe_adds_only_drain_latency_and_the_model_follows(verilator):
 
 def test_engine_block_speculation(simulator, tmp_path):
     """SimPicker's block speculation in the engine (a ``spec_lanes`` build): a dense tiny head (every block
-    8-bit, SimPicker alone) and the plan's head (SimPicker within PARO's bitmap) speculated, and a head
-    without speculation, in one start with random stalls; outputs and counters bit-exact against
-    ``golden.spec_control`` -> ``attention_head``. Speculation must skip blocks of the dense head, and the
-    engine then computes exactly the speculated bitmap; then a build without speculation refuses ``SPEC``."""
+    8-bit, SimPicker alone) speculated with unimportant blocks on the full path (``SPEC`` 1), the plan's head
+    (SimPicker within PARO's bitmap) with unimportant blocks at 4 bits (``SPEC`` 2), and a head without
+    speculation, in one start with random stalls; outputs and counters bit-exact against
+    ``golden.spec_control`` -> ``attention_head``. Speculation must skip blocks of the dense head and lower
+    some of the plan head's 8-bit blocks, and the engine computes exactly the speculated bitmaps."""
     path = tmp_path / "tiny.npz"
     assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "3",
                  "--spec-lanes", "8", "-o", str(path)]) == 0
@@ -168,7 +169,8 @@ def test_engine_block_speculation(simulator, tmp_path):
     nb, one = plan.bitmap.shape[1], 1 << golden.SPEC_FRAC_BITS
     workload = plan_workload(plan)
     desc_addr, maps = layer_memory_map(plan.config, [nb] * 3)
-    specs = [(round(0.8 * one), round(0.1 * one)), (round(0.8 * one), round(0.02 * one)), None]
+    specs = [(round(0.8 * one), round(0.1 * one), golden.SPEC_SKIP_ONLY),
+             (round(0.6 * one), round(0.02 * one), golden.SPEC_LOW_BITS), None]
     bitmaps = [np.full((nb, nb), 8, dtype=np.uint8), None, None]
     layer = EngineLayer(desc_addr, [engine_program(plan, head, bitmap=bitmap, workload=workload, addresses=addresses,
                                                    spec=spec)
@@ -177,8 +179,12 @@ def test_engine_block_speculation(simulator, tmp_path):
     skipped = int((dense.speculated == 0).sum())
     print(f"dense head: speculation skips {skipped} of {nb * nb} blocks")
     assert 0 < skipped < nb * nb - nb
+    lowered = (layer.heads[1].bitmap == 8) & (layer.heads[1].speculated == 4)
+    print(f"plan head: speculation lowers {int(lowered.sum())} 8-bit blocks to 4 bits")
+    assert lowered.any()
     [(totals, per_head)] = run_layers(plan.config, [layer], simulator, gap=0.2, tag="engine-spec")
     assert per_head[0]["SKIPPED"] == skipped and per_head[0]["KEPT8"] == nb * nb - skipped
+    assert per_head[1]["KEPT4"] == int((layer.heads[1].speculated == 4).sum())
     assert per_head[2]["SPEC_BUSY"] == 0 and per_head[0]["SPEC_WAIT"] > 0
     print("SPEC_BUSY", [h["SPEC_BUSY"] for h in per_head], "SPEC_WAIT", [h["SPEC_WAIT"] for h in per_head],
           "CYCLES", [h["CYCLES"] for h in per_head])

@@ -908,7 +908,7 @@ def _descriptor_cases(cfg, rng):
         2: {"N_BLOCKS": 0}, 3: {"N_TOKENS": 0}, 4: {"ROW_FIRST": 2, "ROW_COUNT": DESC_BLOCKS - 1},
         5: {"SCORE_SHIFT": 11},
         6: {"FINAL_SHIFT": 128}, 7: {"TABLE_ADDR": base["TABLE_ADDR"] + 64}, 8: {"O_ADDR": (1 << 32) - 4096},
-        9: {"O_ADDR": base["V_ADDR"]}, 10: {"SPEC": 2},
+        9: {"O_ADDR": base["V_ADDR"]}, 10: {"SPEC": 3},
     }
     cases = [(0, base)] + [(code, {**base, **change}) for code, change in broken.items()]
     # speculation: only a build with it takes SPEC = 1, and only with 0 <= negligible < important <= 2**16

@@ -20,18 +20,19 @@ SEED = 20261129
 CONFIG = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=32, max_seq_len=512, spec_lanes=4)
 
 
-def run(head, bitmap, table, shift, important, negligible, rng, gap=0.3):
-    """Run one head through SpecControl; returns the marked blocks per row and, per row, whether
-    ``row_ready`` passed it before its last mark (it must not)."""
+def run(head, bitmap, table, shift, important, negligible, rng, mode, gap=0.3):
+    """Run one head through SpecControl (``SPEC`` = ``mode``); returns the blocks marked skipped and low-bit per
+    row and, per row, whether ``row_ready`` passed it before its last mark (it must not)."""
     cfg, B = CONFIG, CONFIG.block_size
     dut = SpecControl(cfg)
     blocks = bitmap.shape[0]
     half_lines = engine_buffers(cfg)["bitmap_rows"]["entries"] // 2
     marks = [set() for _ in range(blocks)]
+    lows = [set() for _ in range(blocks)]
     early = []
 
     async def testbench(ctx):
-        for name, value in (("spec", 1), ("important", important), ("negligible", negligible),
+        for name, value in (("spec", mode), ("important", important), ("negligible", negligible),
                             ("n_blocks", blocks), ("n_tokens", head.n_tokens), ("score_shift", shift),
                             ("row_first", 0), ("row_end", blocks)):
             ctx.set(getattr(dut, name), value)
@@ -45,10 +46,10 @@ def run(head, bitmap, table, shift, important, negligible, rng, gap=0.3):
             """One clock: the block table answers the addresses, the marks are recorded."""
             ctx.set(dut.cq_data, int(table["CQ"][min(ctx.get(dut.cq_addr), blocks - 1)]))
             ctx.set(dut.ck_data, int(table["CK"][min(ctx.get(dut.ck_addr), blocks - 1)]))
-            if ctx.get(dut.skip_en):
+            if ctx.get(dut.mark_en):
                 row = ctx.get(dut.row_ready)
-                marks[pending_row[0]].add(ctx.get(dut.skip_j))
-                assert ctx.get(dut.skip_half) == pending_row[0] % 2
+                (lows if ctx.get(dut.mark_low) else marks)[pending_row[0]].add(ctx.get(dut.mark_j))
+                assert ctx.get(dut.mark_half) == pending_row[0] % 2
                 early.append(row > pending_row[0])
             await ctx.tick()
 
@@ -99,11 +100,12 @@ def run(head, bitmap, table, shift, important, negligible, rng, gap=0.3):
     sim.add_clock(1e-6)
     sim.add_testbench(testbench)
     sim.run()
-    return marks, early
+    return marks, lows, early
 
 
-@pytest.mark.parametrize("plan", [False, True], ids=["dense", "with-a-plan"])
-def test_spec_control_marks_the_golden_skips(plan):
+@pytest.mark.parametrize("plan, mode", [(False, golden.SPEC_SKIP_ONLY), (True, golden.SPEC_LOW_BITS)],
+                         ids=["dense-skips", "plan-skips-and-low-bits"])
+def test_spec_control_marks_the_golden_skips(plan, mode):
     rng = np.random.default_rng(SEED + plan)
     workload = make_workload("tiny")
     head, _ = quantize_head(*workload.head(1), CONFIG.block_size)
@@ -115,12 +117,20 @@ def test_spec_control_marks_the_golden_skips(plan):
         bitmap[np.arange(blocks), np.arange(blocks)] = 8
     one = 1 << golden.SPEC_FRAC_BITS
     important, negligible = round(0.7 * one), round(0.15 * one)
-    want = golden.spec_control(head.q8, head.k8, cq, ck, shift, head.n_tokens, bitmap, important, negligible, CONFIG)
-    print(f"seed {SEED + plan}: {blocks} blocks, golden skips {int(((want == 0) & (bitmap != 0)).sum())} kept blocks")
+    want = golden.spec_control(head.q8, head.k8, cq, ck, shift, head.n_tokens, bitmap, important, negligible, CONFIG,
+                               mode)
+    x = golden.speculation_scores(head.q8, head.k8, cq, ck, shift, CONFIG.block_size)
+    keys = np.clip(head.n_tokens - np.arange(blocks) * CONFIG.block_size, 0, CONFIG.block_size)
+    classes = golden.speculation_classes(golden.speculation_masses(x, keys, CONFIG, bitmap), important, negligible)
+    print(f"seed {SEED + plan}: {blocks} blocks, golden skips {int(((want == 0) & (bitmap != 0)).sum())} kept blocks, "
+          f"lowers {int(((want < bitmap) & (want != 0)).sum())}")
     assert np.any((want == 0) & (bitmap != 0)), "the head should have blocks to skip"
-    marks, early = run(head, bitmap, {"CQ": cq, "CK": ck}, shift, important, negligible, rng)
+    assert mode == golden.SPEC_SKIP_ONLY or np.any((want == 4) & (bitmap == 8)), "and blocks to lower"
+    marks, lows, early = run(head, bitmap, {"CQ": cq, "CK": ck}, shift, important, negligible, rng, mode)
     for r in range(blocks):
         assert marks[r] == set(np.flatnonzero(want[r] == 0).tolist()), f"row {r}"
+        low = classes[r] == golden.SPEC_LUT if mode == golden.SPEC_LOW_BITS else np.zeros(blocks, dtype=bool)
+        assert lows[r] == set(np.flatnonzero(low).tolist()), f"row {r}"
     assert not any(early), "row_ready passed a row before its last mark"
 
 

@@ -32,10 +32,10 @@ __all__ = ["bench_simpicker", "bench_simpicker_rtl", "PLAN_BUDGET", "VARIANTS", 
 PLAN_BUDGET = (0.35, 2.5)
 #: (name, method, SimPicker switches) of each row after dense INT8.
 VARIANTS = (("PARO", "paro", {}),
-            ("SimPicker: speculation", "simpicker", {"lut": False, "grouping": False}),
-            ("+ LUT path", "simpicker", {"lut": True, "grouping": False}),
-            ("+ grouping", "simpicker", {"lut": True, "grouping": True}),
-            ("PARO + SimPicker", "both", {"lut": True, "grouping": True, "negligible_mass": 0.0}))
+            ("SimPicker: speculation", "simpicker", {"unimportant": "full", "grouping": False}),
+            ("+ LUT path", "simpicker", {"unimportant": "lut", "grouping": False}),
+            ("+ grouping", "simpicker", {"unimportant": "lut", "grouping": True}),
+            ("PARO + SimPicker", "both", {"unimportant": "lut", "grouping": True, "negligible_mass": 0.0}))
 
 
 def _row(name, calibration, heldout):
@@ -125,11 +125,13 @@ def _plot(result, path):
 
 
 #: (name, method, SimPicker switches) of the RTL ablation's engine runs: what the engine RTL runs of SimPicker
-#: so far is block speculation (unimportant blocks on the full path, no token reuse).
+#: so far is block speculation, unimportant blocks on the full path or the low-bit path (no token reuse).
 RTL_VARIANTS = (("PARO", "paro", {}),
-                ("SimPicker: block speculation", "simpicker", {}),
-                ("PARO + SimPicker: block speculation", "both", {}),
-                ("PARO + SimPicker: block speculation, negligible 0.02", "both", {"negligible_mass": 0.02}))
+                ("SimPicker: block speculation", "simpicker", {"unimportant": "full"}),
+                ("+ low-bit path", "simpicker", {"unimportant": "low"}),
+                ("PARO + SimPicker: block speculation", "both", {"unimportant": "full"}),
+                ("PARO + SimPicker: + low-bit path", "both", {"unimportant": "low"}),
+                ("PARO + SimPicker: negligible 0.02", "both", {"unimportant": "full", "negligible_mass": 0.02}))
 #: SimPicker's mechanisms the RTL ablation cannot run yet (the engine refuses them with one line).
 NOT_IN_RTL = ("token reuse", "LUT path", "grouping")
 #: Heads of small the RTL ablation simulates (each about a minute of fast-mode simulation per run).
@@ -153,7 +155,7 @@ def bench_simpicker_rtl(output, heads=RTL_HEADS, build_dir=None):
         save_plan(plan, plan_path)
         for name, method, switches in RTL_VARIANTS:
             progress(f"simpicker RTL bench: {name}, heads {list(heads)}")
-            params = SimPickerParams.for_method(method, lut=False, reuse_threshold=0.0, **switches)
+            params = SimPickerParams.for_method(method, reuse_threshold=0.0, **switches)
             run = simulate(plan_path, heads=list(heads), build_dir=build_dir, fast=True, method=method,
                            params=params)
             if not rows:

@@ -20,7 +20,7 @@ from ..sw.plan import load_plan, save_plan, save_plan_set
 from ..sw.plots import plot_plan
 from ..sw.reorder import TokenLayout
 from ..sw.simpicker import METHODS as SIMPICKER_METHODS
-from ..sw.simpicker import SimPickerParams, evaluate as evaluate_simpicker
+from ..sw.simpicker import UNIMPORTANT_PATHS, SimPickerParams, evaluate as evaluate_simpicker
 from ..sw.workloads import make_workload
 from .ablation import bench_simpicker, bench_simpicker_rtl
 from .bench import bench_array, bench_engine_speed
@@ -77,9 +77,9 @@ def _add_simpicker_args(parser):
     parser.add_argument("--reuse-threshold", type=float, default=defaults.reuse_threshold,
                         help="SimPicker: a token reuses its anchor's output within this relative L2 distance "
                              "(0: no reuse)")
-    parser.add_argument("--no-lut", action="store_true",
-                        help="SimPicker: unimportant blocks take the full path too (speculation without the LUT "
-                             "path; what the engine RTL runs so far)")
+    parser.add_argument("--unimportant", choices=UNIMPORTANT_PATHS, default=defaults.unimportant,
+                        help="SimPicker: the path of unimportant blocks: lut (the LUT FP x INT multiplier, default), "
+                             "low (PARO's 4-bit mode) or full (their own bits); the engine RTL runs low and full")
 
 
 def _add_kept_keys_arg(parser):
@@ -247,7 +247,7 @@ def cmd_calibrate(args):
 def _simpicker_params(args):
     return SimPickerParams.for_method(args.method, important_mass=args.important_mass,
                                       negligible_mass=args.negligible_mass, reuse_threshold=args.reuse_threshold,
-                                      lut=not args.no_lut)
+                                      unimportant=args.unimportant)
 
 
 def _simpicker_report(method, params, workload, holdout, plan, config):

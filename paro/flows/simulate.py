@@ -31,7 +31,8 @@ from ..sim.streams import CLOCK_NS
 from ..sw.calibrate import IDENTITY
 from ..sw.calibrate import _dense_rows as dense_rows
 from ..sw.calibrate import _Metrics as Metrics
-from ..sw.contract import MAX_BURST_BEATS, check_engine_config, check_layer, save_layer
+from ..sw.contract import (MAX_BURST_BEATS, SPEC_LOW_BITS, SPEC_SKIP_ONLY, check_engine_config, check_layer,
+                           save_layer)
 from ..sw.plan import load_plan
 from ..sw.program import engine_layer, plan_workload
 from ..sw.reorder import permutation_indices
@@ -148,8 +149,8 @@ def _ratios(entry):
 
 
 def _speculation(method, params, config):
-    """``(important_code, negligible_code)`` of the engine's block speculation for ``method`` (None for
-    ``paro``), or a one-line refusal of what the engine RTL cannot run yet."""
+    """``(important_code, negligible_code, SPEC mode)`` of the engine's block speculation for ``method`` (None
+    for ``paro``), or a one-line refusal of what the engine RTL cannot run yet."""
     if method not in METHODS:
         raise ParoError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "paro":
@@ -157,13 +158,13 @@ def _speculation(method, params, config):
     if not config.spec_lanes:
         raise ParoError(f"--method {method} needs an engine built with speculation; this plan's has none: calibrate "
                         f"it with --spec-lanes N (a power of two <= head_dim {config.head_dim})")
-    if params.lut:
-        raise ParoError(f"--method {method}: the engine RTL runs SimPicker's block speculation only, the LUT path is "
-                        f"not in it yet; pass --no-lut (unimportant blocks take the full path)")
+    if params.unimportant == "lut":
+        raise ParoError(f"--method {method}: the LUT path is not in the engine RTL yet; pass --unimportant low "
+                        f"(unimportant blocks at 4 bits) or --unimportant full")
     if params.reuse_threshold:
         raise ParoError(f"--method {method}: token reuse is not in the engine RTL yet; pass --reuse-threshold 0")
     important, negligible, _ = params.codes(config)
-    return important, negligible
+    return important, negligible, SPEC_LOW_BITS if params.unimportant == "low" else SPEC_SKIP_ONLY
 
 
 def _quality(plan, workload, prog, head, own_order):
