@@ -166,7 +166,8 @@ def _fpga(config, target, work_dir, log, top="array"):
     router = ENGINE_ROUTER if hierarchy else None
     result = _place_and_route(config, SynthHarness(config, top), target, Path(work_dir), log, hierarchy, router)
     harness = _place_and_route(config, SynthHarness(config, top, harness_only=True), target,
-                               Path(work_dir).with_name(Path(work_dir).name + "_harness_only"), log, router=router)
+                               Path(work_dir).with_name(Path(work_dir).name + "_harness_only"), log, router=router,
+                               abc=hierarchy)
     # The array drives every output bit, so the harness's flip-flops are counted; the engine drives some
     # constant (AXI IDs, burst types, strobes), whose output registers Yosys removes: there they are measured
     # (the harness module's own flip-flops in the hierarchical run).
@@ -230,10 +231,17 @@ def _critical_path(report, blocks, top="engine"):
 #: nextpnr's router for the engine: the small engine (78% of the 85F's LUTs) left router1 with 198,000 of
 #: 294,000 arcs unrouted after 39 minutes, going slower; router2 routes congested designs in one pass.
 ENGINE_ROUTER = "router2"
+#: The engine's LUT mapping: Yosys 0.70's ABC9 (synth_ecp5's default) fails an assertion in
+#: ABC_OPS_REINTEGRATE on the flat small engine (and on the hierarchical one), so the engine's builds stop
+#: synth_ecp5 before its LUT mapping, map with ABC (``abc -lut 4``) and finish it.
+ENGINE_LUT_MAPPING = "abc -lut 4"
 
 
-def _place_and_route(config, design, target, work_dir, log, hierarchy=False, router=None):
+def _place_and_route(config, design, target, work_dir, log, hierarchy=False, router=None, abc=None):
+    """``abc`` (default: ``hierarchy``, the engine's builds): map LUTs with :data:`ENGINE_LUT_MAPPING`
+    instead of synth_ecp5's ABC9."""
     board = BOARDS[target]
+    abc = hierarchy if abc is None else abc
     env = dict(os.environ)
     for var, tool in board["tools"].items():
         env[var] = _tool_path(tool, board["package"][tool])
@@ -245,6 +253,10 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, rou
     options = "--report paro_report.json --timing-allow-fail" + (f" --router {router}" if router else "")
     overrides = {"nextpnr_opts": options,
                  "script_after_synth": "tee -q -o paro_stat.json stat -json"}
+    if abc and target == "ecp5":
+        overrides.update(synth_opts="-run begin:map_luts",
+                         script_after_synth=f"{ENGINE_LUT_MAPPING}; clean; synth_ecp5 -top paro -run map_cells:; "
+                                            f"tee -q -o paro_stat.json stat -json")
     if target == "ecp5":
         overrides["add_preferences"] = constraint_file.read_text()
     plan = platform.build(design, name="paro", do_build=False, **overrides)
@@ -301,6 +313,7 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, rou
         "constraint_file_target_mhz": _constraint_target_mhz(target),
         "meets_target": float(clock["achieved"]) >= float(clock["constraint"]),
         "utilization": util, "router": router or "router1",
+        "lut_mapping": ENGINE_LUT_MAPPING if abc and target == "ecp5" else "abc9 (synth_ecp5)",
         "seconds": round(time.monotonic() - start, 1),
     }
     if hierarchy:
@@ -309,8 +322,8 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, rou
         # (Yosys 0.70's ABC9 fails an assertion on this hierarchical netlist), so its cells add up close to,
         # not exactly to, the placed ones.
         log(f"{target}: Yosys synth_ecp5 -noflatten for the per-block table")
-        _yosys("read_rtlil paro.il; synth_ecp5 -noflatten -top paro -run begin:map_luts; abc -lut 4; clean; "
-               "synth_ecp5 -noflatten -top paro -run map_cells:check; tee -q -o paro_blocks.json stat -json",
+        _yosys(f"read_rtlil paro.il; synth_ecp5 -noflatten -top paro -run begin:map_luts; {ENGINE_LUT_MAPPING}; "
+               f"clean; synth_ecp5 -noflatten -top paro -run map_cells:check; tee -q -o paro_blocks.json stat -json",
                work_dir)
         blocks = json.loads((work_dir / "paro_blocks.json").read_text())
         result["blocks"] = block_table(blocks)
