@@ -203,3 +203,11 @@ def test_cli_calibrate_reports_simpicker_and_refuses_bad_thresholds(tmp_path, ca
         assert main(["simulate", "--plan", str(spec_plan), *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+    # bad thresholds end simulate and model with one line, before anything is built or written
+    report = tmp_path / "bad.json"
+    for command, value in (("simulate", "nan"), ("model", "-0.5")):
+        assert main([command, "--plan", str(spec_plan), "--method", "simpicker", "--unimportant", "low",
+                     "--reuse-threshold", "0", "--important-mass", value, "--report", str(report)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("paro: error: important_mass must be"), err
+        assert not report.exists()
