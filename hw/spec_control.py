@@ -1,10 +1,10 @@
 """Speculation control: SimPicker's block speculation inside the engine, for a head whose descriptor has ``SPEC``.
 
 Golden twin: :func:`paro.sw.golden.spec_control` (the bitmap less the blocks classed negligible, with
-``SPEC`` 2 the unimportant ones at 4 bits). The
-speculation's arithmetic is that of its parts: :class:`~.pooling.PoolingUnit` (the rounded mean of a block's
-rows), :class:`~.speculator.Speculator` (pooled products on ``spec_lanes`` multipliers, the score unit's
-scaling) and its :class:`~.speculation.SpeculationUnit` (estimated masses, classes).
+``SPEC`` 2 the unimportant ones at 4 bits). The speculation's arithmetic is that of its parts:
+:class:`~.pooling.PoolingUnit` (the rounded mean of a block's rows), :class:`~.speculator.Speculator` (pooled
+products on ``spec_lanes`` multipliers, the score unit's scaling) and its
+:class:`~.speculation.SpeculationUnit` (estimated masses, classes).
 
 Per head (``start`` with ``spec``, the descriptor's ``SPEC``, not 0; with 0 it does nothing and every row is
 ready at once):
@@ -27,10 +27,10 @@ ready at once):
 
 Timing: the pool pass takes the K fetches (``B`` lines each, as the fetcher serves them), a row
 ``n * (head_dim / spec_lanes + 2) + n**2 + 4n`` cycles from taking its beat to its last class (``n =
-n_blocks``; :mod:`paro.hw.speculator`, :func:`paro.sw.cycles.spec_row_cycles`). Row ``r + 1``'s speculation runs while the engine computes row ``r`` (its Q and
-bitmap row are prefetched), so only the first row's, and any row longer to speculate than to compute, is
-exposed: the controller counts the cycles it waits (``SPEC_WAIT``); ``busy`` (``SPEC_BUSY``) is high while a
-pass or a row is under way.
+n_blocks``; :mod:`paro.hw.speculator`, :func:`paro.sw.cycles.spec_row_cycles`). Row ``r + 1``'s speculation
+runs while the engine computes row ``r`` (its Q and bitmap row are prefetched), so only the first row's, and
+any row longer to speculate than to compute, is exposed: the controller counts the cycles it waits
+(``SPEC_WAIT``); ``busy`` (``SPEC_BUSY``) is high while a pass or a row is under way.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -38,8 +38,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from paro.errors import ParoError
-from paro.sw.contract import DESCRIPTOR, engine_buffers
-from paro.sw.contract import SPEC_LOW_BITS
+from paro.sw.contract import DESCRIPTOR, SPEC_LOW_BITS, engine_buffers
 from paro.sw.golden import SPEC_LUT, SPEC_SKIP
 
 from .component import EngineBlock

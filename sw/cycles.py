@@ -45,7 +45,8 @@ from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bi
                        check_engine_config, descriptor_lines, descriptor_stride, layer_memory_map)
 from .golden import axi_bursts
 
-__all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "spec_row_cycles", "BREAKDOWN"]
+__all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "spec_row_cycles",
+           "BREAKDOWN"]
 
 #: Where a head's cycles go: ``compute`` (kept-block MACs over the array's peak: the ideal) and the costs
 #: beyond it, in the order the model charges a wait to them.
@@ -371,7 +372,8 @@ def layer_cycles(config, bitmaps, rows=None, memory=Memory(), specs=None):
     per_head = []
     seen = {}       # a head's run depends only on its bitmap and where its reads cross burst boundaries
     head_rows = rows if isinstance(rows, list) else [rows] * len(bitmaps)
-    for h, (bitmap, addresses, rows, spec) in enumerate(zip(bitmaps, maps, head_rows, specs or [False] * len(bitmaps))):
+    specs = specs or [False] * len(bitmaps)
+    for h, (bitmap, addresses, rows, spec) in enumerate(zip(bitmaps, maps, head_rows, specs)):
         t += 1                                           # RUN_START
         desc_address = desc_addr + h * descriptor_stride(config)
         bitmap = np.asarray(bitmap)
