@@ -167,14 +167,17 @@ def _speculation(method, params, config):
     return important, negligible, SPEC_LOW_BITS if params.unimportant == "low" else SPEC_SKIP_ONLY
 
 
-def _quality(plan, workload, prog, head, own_order):
+def _quality(plan, workload, prog, head, own_order, totals):
     """Cosine and relative L1 of the head's output codes (the engine's, bit-exact) against fp64 dense
-    attention, over the real query tokens of the query blocks it computes."""
+    attention, over the real query tokens of the query blocks it computes; also added to ``totals`` (the
+    layer's, pooled over its heads)."""
     B = plan.config.block_size
     index = permutation_indices(plan.layout, IDENTITY if own_order else plan.orders[head])
     positions = np.arange(prog.rows.start * B, min(prog.rows.stop * B, len(index)))
     out = np.asarray(prog.codes)[positions].astype(np.float64) * 2.0 ** -prog.out_exp
-    cosine, rel_l1 = Metrics().add(out, dense_rows(*workload.head(head), index[positions], plan.config)).result()
+    ref = dense_rows(*workload.head(head), index[positions], plan.config)
+    totals.add(out, ref)
+    cosine, rel_l1 = Metrics().add(out, ref).result()
     return {"cosine": cosine, "rel_l1": rel_l1}
 
 
@@ -232,13 +235,13 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
         [(totals, counters)] = run_layers(config, [layer], simulator, stats=stats, **options)
         [(dense_totals, dense_counters)] = run_layers(dense_config, [dense_layer], simulator, tag="engine-dense",
                                                       stats=stats, **options)
-    per_head = []
+    per_head, quality = [], Metrics()
     for head, prog, dense, c, dc in zip(heads, layer.heads, dense_layer.heads, counters, dense_counters):
         plan_run, dense_run = _summary(config, prog, c), _summary(config, dense, dc)
         computed = slice(prog.rows.start, prog.rows.stop)
         speculated = int(((prog.bitmap != 0) & (prog.computed_bitmap == 0))[computed].sum())
         entry = {"head": head, "order": IDENTITY if own_order else plan.orders[head], "bit_exact": True, **plan_run,
-                 **_quality(plan, workload, prog, head, own_order),
+                 **_quality(plan, workload, prog, head, own_order, quality),
                  "dense_int8_cycles": dense_run["cycles"], "dense_int8_ideal_cycles": dense_run["ideal_cycles"],
                  "dense_int8_bytes_read": dense_run["bytes_read"],
                  "counters": {"blocks_8bit": c["KEPT8"], "blocks_4bit": c["KEPT4"], "blocks_2bit": c["KEPT2"],
@@ -254,6 +257,7 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
              "dense_int8_cycles": dense_totals["CYCLES"],
              "dense_int8_ideal_cycles": sum(e["dense_int8_ideal_cycles"] for e in per_head),
              "dense_int8_bytes_read": dense_totals["BYTES_READ"], "heads_done": totals["HEADS_DONE"]}
+    total["cosine"], total["rel_l1"] = quality.result()
     result = {
         "benchmark": "simulate", **provenance(), "plan": str(plan_path), "plan_layer": plan_layer,
         "plan_step": plan_step,
@@ -273,7 +277,8 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
                   "ideal_cycles": "kept-block MACs / (R*C*products per PE per cycle in each block's mode)",
                   "stall_cycles": "busy cycles in which the array took no input beat",
                   "cosine, rel_l1": "the engine's output codes (bit-exact with the golden model) against fp64 dense "
-                                    "attention, real query tokens of the computed query blocks",
+                                    "attention, real query tokens of the computed query blocks (top level: "
+                                    "pooled over the heads)",
                   "speculation_busy_cycles": "cycles the speculation path worked (K pooling, row classes); "
                                              "speculation_wait_cycles: those the controller waited for it"},
         "per_head": per_head, "simulation_speed": stats, "seconds": round(time.monotonic() - start, 1),
