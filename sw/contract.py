@@ -96,8 +96,8 @@ __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "
            "row_buffer_geometry", "row_buffer_place", "score_buffer_geometry", "score_buffer_place", "check_kept_keys",
            "descriptor_stride", "descriptor_lines", "bitmap_stride", "region_bytes", "memory_map",
            "layer_memory_map", "descriptor_words", "list_problem", "descriptor_problem", "head_counter_address",
-           "table_bytes", "layer_memory", "descriptor_fields", "DESCRIPTOR_DEFAULTS", "layer_writes", "check_program",
-           "check_layer", "save_layer", "load_layer"]
+           "table_bytes", "layer_memory", "descriptor_fields", "low_bit_blocks", "DESCRIPTOR_DEFAULTS", "layer_writes",
+           "check_program", "check_layer", "save_layer", "load_layer"]
 
 ADDRESS_BITS = 24
 OFFSET_BITS = 20
@@ -116,8 +116,15 @@ MIN_SCORE_SHIFT = 12
 #: Fractional bits of SimPicker's speculation thresholds (``SPEC_IMPORTANT``, ``SPEC_NEGLIGIBLE``).
 SPEC_FRAC_BITS = 16
 #: ``SPEC`` values: no speculation; negligible blocks skipped (unimportant ones keep their bits); negligible
-#: blocks skipped and unimportant ones at 4 bits (the low-bit path).
+#: blocks skipped and unimportant ones at 4 bits (the low-bit path, :func:`low_bit_blocks`).
 SPEC_OFF, SPEC_SKIP_ONLY, SPEC_LOW_BITS = 0, 1, 2
+
+
+def low_bit_blocks(bits):
+    """Blocks at PARO's 4-bit mode, the low-bit path of SimPicker's unimportant blocks (``SPEC_LOW_BITS``):
+    ``min(bits, 4)`` of every computed block (2-bit blocks stay at 2; 0 stays 0)."""
+    bits = np.asarray(bits)
+    return np.where(bits > 4, 4, bits).astype(bits.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -507,13 +514,15 @@ def check_program(config, prog, desc_addr, n_heads):
         raise ParoError(f"bitmap has bitwidth {unknown[0]}; this engine computes {list(config.bitwidths)}")
     check_kept_keys(config, bitmap)
     if prog.speculated is not None:
-        speculated = np.asarray(prog.speculated)
-        low = np.where(bitmap > 4, 4, bitmap)                    # an unimportant block on the low-bit path
-        if speculated.shape != bitmap.shape or np.any((speculated != bitmap) & (speculated != 0) & (speculated != low)):
+        speculated, spec = np.asarray(prog.speculated), int(prog.descriptor.get("SPEC", SPEC_OFF))
+        if not spec:
+            raise ParoError("a program with a speculated bitmap needs SPEC = 1 or 2 in its descriptor")
+        kept = speculated.shape == bitmap.shape and ((speculated == bitmap) | (speculated == 0))
+        if spec == SPEC_LOW_BITS and speculated.shape == bitmap.shape:
+            kept |= speculated == low_bit_blocks(bitmap)                 # an unimportant block at 4 bits
+        if not np.all(kept):
             raise ParoError("the speculated bitmap must be the bitmap with some blocks set to 0 (skipped) or, with "
                             "SPEC = 2, to 4 bits")
-        if not int(prog.descriptor.get("SPEC", 0)):
-            raise ParoError("a program with a speculated bitmap needs SPEC = 1 or 2 in its descriptor")
     shape = (blocks * B, config.head_dim)
     for name in ("q8", "k8", "v8", "codes"):
         array = np.asarray(getattr(prog, name))

@@ -23,7 +23,7 @@ from paro.errors import ParoError
 from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
                        RESP_OKAY, RESP_SLVERR, SPEC_FRAC_BITS, SPEC_LOW_BITS, SPEC_OFF, SPEC_SKIP_ONLY, TABLE_FIELDS,
                        TABLE_RECORD_BYTES, bitmap_stride, descriptor_lines, descriptor_problem, descriptor_stride,
-                       list_problem, region_bytes)
+                       list_problem, low_bit_blocks, region_bytes)
 
 __all__ = [
     "wrap", "operand_range", "check_operand", "pack_operand_b", "unpack_operand_b",
@@ -823,13 +823,6 @@ def speculation_classes(masses, important_code, negligible_code):
     classes = np.empty_like(ranked)
     np.put_along_axis(classes, order, ranked, axis=1)
     return classes
-
-
-def low_bit_blocks(bits):
-    """Blocks at PARO's 4-bit mode, the low-bit path of SimPicker's unimportant blocks: ``min(bits, 4)`` of
-    every computed block (2-bit blocks stay at 2; 0 stays 0)."""
-    bits = np.asarray(bits)
-    return np.where(bits > 4, 4, bits).astype(bits.dtype)
 
 
 def spec_control(q8, k8, cq, ck, shift, n_tokens, bitmap, important_code, negligible_code, config,

@@ -72,10 +72,16 @@ def speculated_bitmap(plan, head_index, spec, workload=None, dense=False, own_or
     head = _quantized_head(plan, head_index, workload or plan_workload(plan), own_order)
     blocks = plan.bitmap.shape[1]
     bitmap = np.full((blocks, blocks), 8, dtype=np.uint8) if dense else plan.bitmap[head_index]
-    cq, ck, shift = head.score_multipliers(plan.config)
+    return _speculate(plan.config, head, bitmap, spec)
+
+
+def _speculate(config, head, bitmap, spec):
+    """``bitmap`` as the engine's block speculation ``spec`` (``(important_code, negligible_code, mode)``)
+    leaves it for the quantised ``head`` (:func:`paro.sw.golden.spec_control`)."""
+    cq, ck, shift = head.score_multipliers(config)
     important, negligible, mode = spec
     return golden.spec_control(head.q8, head.k8, cq, ck, shift, head.n_tokens, bitmap, important, negligible,
-                               plan.config, mode)
+                               config, mode)
 
 
 def head_program(config, head, bitmap, rows, addresses=None, spec=None):
@@ -88,8 +94,7 @@ def head_program(config, head, bitmap, rows, addresses=None, spec=None):
     speculated, fields = None, {}
     if spec is not None:
         important, negligible, mode = spec
-        speculated = golden.spec_control(head.q8, head.k8, cq, ck, score_shift, head.n_tokens, bitmap, important,
-                                          negligible, config, mode)
+        speculated = _speculate(config, head, bitmap, spec)
         fields = {"SPEC": mode, "SPEC_IMPORTANT": important, "SPEC_NEGLIGIBLE": negligible}
     codes, out_exp = golden.attention_head(head, bitmap if speculated is None else speculated, config, rows=rows)
     cv, ev = head.value_multipliers(config)

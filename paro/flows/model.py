@@ -21,7 +21,7 @@ from ..sw.plan import load_plan
 from ..sw.program import plan_workload, speculated_bitmap
 from ..sw.simpicker import SimPickerParams
 from .provenance import progress, provenance
-from .simulate import _speculation, ideal_cycles
+from .simulate import engine_speculation, ideal_cycles
 
 __all__ = ["model", "model_layer"]
 
@@ -58,7 +58,7 @@ def model(plan_path, heads="all", rows=None, read_latency=0, bytes_per_cycle=Non
     plan = load_plan(plan_path, plan_layer, plan_step)
     config = plan.config
     params = params or SimPickerParams.for_method(method)
-    spec = _speculation(method, params, config)
+    spec = engine_speculation(method, params, config)
     heads = list(range(plan.heads)) if heads == "all" else list(heads)
     for head in heads:
         if not 0 <= head < plan.heads:

@@ -39,7 +39,7 @@ from ..sw.reorder import permutation_indices
 from ..sw.simpicker import METHODS, SimPickerParams
 from .provenance import progress, provenance
 
-__all__ = ["simulate", "ideal_cycles", "run_layers"]
+__all__ = ["simulate", "ideal_cycles", "run_layers", "engine_speculation"]
 
 
 def ideal_cycles(config, bitmap):
@@ -148,7 +148,7 @@ def _ratios(entry):
             "bytes_read_vs_dense": entry["bytes_read"] / entry["dense_int8_bytes_read"]}
 
 
-def _speculation(method, params, config):
+def engine_speculation(method, params, config):
     """``(important_code, negligible_code, SPEC mode)`` of the engine's block speculation for ``method`` (None
     for ``paro``), or a one-line refusal of what the engine RTL cannot run yet."""
     if method not in METHODS:
@@ -200,7 +200,7 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
     config = plan.config
     check_engine_config(config)
     params = params or SimPickerParams.for_method(method)
-    spec = _speculation(method, params, config)
+    spec = engine_speculation(method, params, config)
     own_order = method == "simpicker"
     heads = list(range(plan.heads)) if heads == "all" else list(heads)
     for head in heads:

@@ -163,11 +163,10 @@ def _fpga(config, target, work_dir, log, top="array"):
     harness-only build, its flip-flops counted) and ``array`` or ``engine`` the difference: the design's own
     resources. The engine keeps its hierarchy through synthesis: ``blocks`` gives each block's cells."""
     hierarchy = top == "engine"
-    router = ENGINE_ROUTER if hierarchy else None
-    result = _place_and_route(config, SynthHarness(config, top), target, Path(work_dir), log, hierarchy, router)
+    result = _place_and_route(config, SynthHarness(config, top), target, Path(work_dir), log, hierarchy,
+                              engine=hierarchy)
     harness = _place_and_route(config, SynthHarness(config, top, harness_only=True), target,
-                               Path(work_dir).with_name(Path(work_dir).name + "_harness_only"), log, router=router,
-                               abc=hierarchy)
+                               Path(work_dir).with_name(Path(work_dir).name + "_harness_only"), log, engine=hierarchy)
     # The array drives every output bit, so the harness's flip-flops are counted; the engine drives some
     # constant (AXI IDs, burst types, strobes), whose output registers Yosys removes: there they are measured
     # (the harness module's own flip-flops in the hierarchical run).
@@ -229,7 +228,8 @@ def _critical_path(report, blocks, top="engine"):
 
 
 #: nextpnr's router for the engine: the small engine (78% of the 85F's LUTs) left router1 with 198,000 of
-#: 294,000 arcs unrouted after 39 minutes, going slower; router2 routes congested designs in one pass.
+#: 294,000 arcs unrouted after 39 minutes, going slower. Router2 negotiates congestion over the whole design
+#: (it routes the tiny engine; on the small one it too stopped converging, at ~17,000 overused wires).
 ENGINE_ROUTER = "router2"
 #: The engine's LUT mapping: Yosys 0.70's ABC9 (synth_ecp5's default) fails an assertion in
 #: ABC_OPS_REINTEGRATE on the flat small engine (and on the hierarchical one), so the engine's builds stop
@@ -237,11 +237,12 @@ ENGINE_ROUTER = "router2"
 ENGINE_LUT_MAPPING = "abc -lut 4"
 
 
-def _place_and_route(config, design, target, work_dir, log, hierarchy=False, router=None, abc=None):
-    """``abc`` (default: ``hierarchy``, the engine's builds): map LUTs with :data:`ENGINE_LUT_MAPPING`
-    instead of synth_ecp5's ABC9."""
+def _place_and_route(config, design, target, work_dir, log, hierarchy=False, engine=False):
+    """``engine``: the engine's flow (its design or its harness alone): route with :data:`ENGINE_ROUTER` and,
+    on ECP5, map LUTs with :data:`ENGINE_LUT_MAPPING` instead of synth_ecp5's ABC9."""
     board = BOARDS[target]
-    abc = hierarchy if abc is None else abc
+    router = ENGINE_ROUTER if engine else None
+    abc = engine and target == "ecp5"
     env = dict(os.environ)
     for var, tool in board["tools"].items():
         env[var] = _tool_path(tool, board["package"][tool])
@@ -253,7 +254,7 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, rou
     options = "--report paro_report.json --timing-allow-fail" + (f" --router {router}" if router else "")
     overrides = {"nextpnr_opts": options,
                  "script_after_synth": "tee -q -o paro_stat.json stat -json"}
-    if abc and target == "ecp5":
+    if abc:
         overrides.update(synth_opts="-run begin:map_luts",
                          script_after_synth=f"{ENGINE_LUT_MAPPING}; clean; synth_ecp5 -top paro -run map_cells:; "
                                             f"tee -q -o paro_stat.json stat -json")
@@ -313,7 +314,7 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, rou
         "constraint_file_target_mhz": _constraint_target_mhz(target),
         "meets_target": float(clock["achieved"]) >= float(clock["constraint"]),
         "utilization": util, "router": router or "router1",
-        "lut_mapping": ENGINE_LUT_MAPPING if abc and target == "ecp5" else "abc9 (synth_ecp5)",
+        "lut_mapping": ENGINE_LUT_MAPPING if abc else f"synth_{target} default",
         "seconds": round(time.monotonic() - start, 1),
     }
     if hierarchy:
