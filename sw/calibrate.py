@@ -1,15 +1,18 @@
 """``paro calibrate``: choose each head's token order, block mask and block bitwidths; measure the accuracy.
 
-Per head, three passes over the attention rows, one query block at a time (memory ``O(B x tokens)``):
+Per head, two passes over the attention rows, one query block at a time (memory ``O(B x tokens)``):
 
-1. **Order.** Attention mass per block for all six orders (:func:`sw.sparsity.block_masses`). The metric:
-   the fraction of the attention mass that the kept blocks capture at the evaluation density (``--density``,
-   or 0.25 when only ``--avg-bits`` is given). The order with the largest captured mass wins; ties (within
-   1e-9) keep the identity order (FHW), else the first in ``PERMUTATIONS``.
-2. **Errors.** In the chosen order (and in the identity order, for comparison) the per-block errors the bit
-   allocation minimises: ``e0`` (block mass), ``e2``, ``e4`` and ``e8`` (L1 of the attention probabilities
+1. **Identity order, and every order's masses.** The per-block errors (below) in the identity order (FHW,
+   the token order), and from the same softmax rows the attention mass per block for all six orders
+   (:class:`sw.sparsity.MassAccumulator`). The order metric: the fraction of the attention mass that the
+   kept blocks capture at the evaluation density (``--density``, or 0.25 when only ``--avg-bits`` is given).
+   The order with the largest captured mass wins; ties (within 1e-9) keep FHW, else the first in
+   ``PERMUTATIONS``.
+2. **Errors in the chosen order** (none when it is FHW): the per-block errors the bit allocation minimises
+   (:func:`block_errors`): ``e0`` (block mass), ``e2``, ``e4`` and ``e8`` (L1 of the attention probabilities
    when the block's P is computed at 2 bits with K reduced to 2 bits, at 4 bits with K reduced to 4 bits, or
-   at 8 bits; ``e2`` only for a configuration with 2-bit blocks) - see :mod:`sw.quant`.
+   at 8 bits; ``e2`` only for a configuration with 2-bit blocks) - see :mod:`sw.quant`. The identity order's
+   errors give the comparison plan.
    Bitwidths are then allocated jointly for all heads of the layer (:mod:`sw.allocation`: integer
    programming by default, the Lagrangian as the fast option; the report gives both objectives).
 3. **Accuracy.** The bit-exact golden model's output (:func:`sw.golden.attention_head`), dequantised and
@@ -18,10 +21,17 @@ Per head, three passes over the attention rows, one query block at a time (memor
    at the same budgets gives ``cosine_identity`` / ``rel_l1_identity``.
 4. **Held-out** (optional): the same measurement on Q/K/V the plan was not calibrated on (another sample or
    step), with the plan's orders and bitmaps (:func:`held_out_quality`).
+
+Heads run ``jobs`` at a time in threads (:func:`parallel_map`), phases 1-2 and 3 each; the report's
+``seconds`` gives each phase's wall clock. A CogVideoX-5B layer (48 heads x 17,776 tokens) calibrates in
+under 3 minutes on 2 cores (``make bench-calibration``, ``results/calibration_speed_cogvideox.json``).
 """
 
+import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -33,11 +43,12 @@ from .contract import check_kept_keys
 from .plan import BlockPlan
 from .allocation import allocate
 from .quant import quantize_head
-from .reorder import PERMUTATIONS, permutation_indices, permute_tokens
-from .sparsity import attention_rows, block_masses, captured_mass
+from .reorder import PERMUTATIONS, permute_tokens
+from .sparsity import MassAccumulator, attention_rows, captured_mass
 
 __all__ = ["calibrate", "held_out_quality", "block_errors", "fitting_seq_len", "Progress", "REORDER_PAYS_GAIN",
-           "ERROR_METRICS"]
+           "ERROR_METRICS",
+           "parallel_map", "default_jobs", "dense_rows"]
 
 IDENTITY = "FHW"
 #: A head's pattern "runs across the identity order's contiguous axis" when the best order captures at
@@ -52,10 +63,34 @@ def fitting_seq_len(layout, block_size):
     return max(64, 1 << (layout.padded(block_size) - 1).bit_length())
 
 
+def default_jobs():
+    """The CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_map(function, items, jobs=None):
+    """``[function(item) for item in items]``, ``jobs`` items at a time in threads (default
+    :func:`default_jobs`). numpy releases the GIL inside its loops, so heads run on separate cores; BLAS is
+    held to one thread for the duration (threads of its own would contend with the workers, and results must
+    not depend on how many there are)."""
+    from threadpoolctl import threadpool_limits   # the CLI starts without it
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ParoError(f"--jobs must be at least 1, got {jobs}")
+    items = list(items)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if jobs == 1 or len(items) <= 1:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(min(jobs, len(items))) as pool:
+            return list(pool.map(function, items))
+
+
 class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per 10% otherwise."""
+    """A progress bar on stderr: redrawn in place on a terminal, one line per 10% otherwise. Callable from
+    several threads."""
 
     def __init__(self, total, label, stream=None):
+        self.lock = threading.Lock()
         self.total, self.label, self.done = max(1, total), label, 0
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -63,6 +98,10 @@ class Progress:
         self.last_decile = -1
 
     def __call__(self, amount=1):
+        with self.lock:
+            self._advance(amount)
+
+    def _advance(self, amount):
         self.done = min(self.total, self.done + amount)
         fraction = self.done / self.total
         elapsed = time.monotonic() - self.start
@@ -102,25 +141,38 @@ def _metrics(out, ref):
     return _Metrics().add(out, ref).result()
 
 
-def _block_sum(x, block_size):
-    """Sum a (B, tokens_padded) matrix over key blocks -> (B, nk)."""
-    return x.reshape(x.shape[0], -1, block_size).sum(axis=2)
-
-
-def _p_round(pt, levels, block_size):
-    """Float model of :func:`sw.golden.p_quantize`: per (row, block) leading-zero scale, then ``levels``."""
-    blocks = pt.reshape(pt.shape[0], -1, block_size)
-    peak = blocks.max(axis=2, keepdims=True)
-    scale = 2.0 ** np.clip(np.floor(-np.log2(np.maximum(peak, 1e-30))), 0, golden.P_SHIFT_MAX)
-    return (np.rint(blocks * scale * levels) / (scale * levels)).reshape(pt.shape)
-
-
 #: The per-block error the bit allocation minimises: ``probability`` (L1 of the attention probabilities) or
 #: ``output`` (L1 of the attention output the block's error causes).
 ERROR_METRICS = ("probability", "output")
 
 
-def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="probability"):
+def key_interleave(blocks, block_size):
+    """Key order of the calibration's score columns: row ``w * blocks + j`` of a ``(keys, query rows)`` score
+    matrix holds key ``j * block_size + w``. Viewed as ``(block_size, blocks, rows)``, every per-(row, block)
+    peak or sum and every per-row maximum or sum then reduces over leading axes, element-wise across
+    contiguous vectors (vectorised), instead of over ``block_size``-long runs one block at a time, which is
+    several times slower in numpy; and the matrix goes to the sparse mass sums without a transposed copy."""
+    return (np.arange(blocks)[None, :] * block_size + np.arange(block_size)[:, None]).ravel()
+
+
+def _round_p(x, levels):
+    """Float model of :func:`sw.golden.p_quantize` on exp values ``x`` (B, blocks, rows) in the layout of
+    :func:`key_interleave`, values above 1 clamped to 1 first (in place): per (row, block) a leading-zero scale
+    from the block's peak, then ``levels`` steps. Returns the rounded values (a new array)."""
+    peak = x.max(axis=0)
+    over = peak > 1
+    if over.any():                       # a reduced K can score above the row's fp maximum: rare, fixed in place
+        j, r = np.nonzero(over)
+        x[:, j, r] = np.minimum(x[:, j, r], 1.0)
+        peak = np.minimum(peak, 1.0)
+    factor = 2.0 ** np.clip(np.floor(-np.log2(np.maximum(peak, 1e-30))), 0, golden.P_SHIFT_MAX) * levels
+    y = x * factor
+    np.rint(y, out=y)
+    y /= factor
+    return y
+
+
+def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="probability", masses=None):
     """Per-block errors ``{0: e0, 4: e4, 8: e8}`` and ``2: e2`` with 2-bit blocks (float32 [nq, nk]) of one head
     in its token order, and ``"mass"``: each block's attention mass (which masks and floors follow).
 
@@ -129,56 +181,80 @@ def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="p
     ``dP = P - P_b`` over the block's keys: the change of row r's output when only this block's P changes and
     the row is renormalised, to first order (exactly: that divided by the row's remaining mass ``1 - sum_k
     dP_rk``). Rounding noise mostly cancels in that sum; a skipped block's missing mass does
-    not, so the output metric weighs the two as the attention output sees them."""
+    not, so the output metric weighs the two as the attention output sees them.
+
+    One query block at a time (memory ``O(B x tokens)``), scores as ``(keys, rows)`` with the keys in the
+    order of :func:`key_interleave`; per query block one fp score product and one per reduced K (2 and 4
+    bits); each row's differences are summed unnormalised (``|exp(s - m) - round(exp(s_b - m))|``) and
+    divided by its softmax sum once per block. ``masses``: a :class:`sw.sparsity.MassAccumulator` (keys as
+    :func:`key_interleave`) that the softmax rows are added to as they are computed, for the masses of every
+    order from this one pass; the rows must then be in token order (the identity order)."""
     if metric not in ERROR_METRICS:
         raise ParoError(f"unknown error metric {metric!r}; choose one of {', '.join(ERROR_METRICS)}")
     B, n = config.block_size, head.n_tokens
     padded = head.q8.shape[0]
     nb = padded // B
     d = qp.shape[1]
-    k_mean = scales[3]
-    valid = np.arange(padded) < n
-    kpad = np.zeros((padded, d), dtype=np.float32)
-    kpad[:n] = kp
+    inv_sqrt_d = np.float32(1 / np.sqrt(d))       # a power of two for d = 4**k: scaling Q first is exact
+    order = key_interleave(nb, B)
+    keys = np.zeros((padded, d), dtype=np.float32)
+    keys[:n] = kp
+    keys = keys[order]
+    tail = n - (nb - 1) * B                       # real keys of the last key block
+    q_scaled = np.asarray(qp, dtype=np.float32) * inv_sqrt_d
+    k_mean = np.asarray(scales[3], dtype=np.float32)
     # K as the engine's K reduction leaves it, per computed bitwidth below 8 (dequantised)
     reduced = {b: (float(1 << golden.K_REDUCE_SHIFT[b]) * golden.reduce_k(head.k8, b)
-                   * np.repeat(head.k_scale, B)[:, None]).T.astype(np.float32)
+                   * np.repeat(head.k_scale, B)[:, None])[order].astype(np.float32)
                for b in (2, 4) if b in config.bitwidths}
     out = {b: np.zeros((nb, nb), dtype=np.float32) for b in ("mass", 0, *reduced, 8)}
     if metric == "output":
         v_blocks = np.zeros((padded, d), dtype=np.float32)
         v_blocks[:n] = vp
+        v_keys = v_blocks[order]
         v_blocks = v_blocks.reshape(nb, B, d)
 
-    def error(dp, o):
-        """The metric's error of each key block for the rows' probability change ``dp``."""
+    def error(delta, row_sum):
+        """The metric's error per key block of unnormalised probability changes ``delta`` (B, nb, rows)."""
         if metric == "probability":
-            return _block_sum(np.abs(dp), B).sum(axis=0)
-        blocks = dp.reshape(dp.shape[0], nb, B).transpose(1, 0, 2)              # (key block, row, key)
-        change = blocks @ v_blocks - blocks.sum(axis=2)[:, :, None] * o[None]    # (key block, row, d)
-        return np.abs(change).sum(axis=(1, 2))
+            return (np.abs(delta, out=delta).sum(axis=0) / row_sum).sum(axis=1)
+        by_block = np.ascontiguousarray(delta.transpose(1, 2, 0))                  # (key block, row, key)
+        change = by_block @ v_blocks - by_block.sum(axis=2)[:, :, None] * o[None]  # (key block, row, d)
+        return (np.abs(change).sum(axis=2) / row_sum).sum(axis=1)
 
     for i in range(nb):
-        rows = slice(i * B, min((i + 1) * B, n))
-        if rows.start >= n:
+        rows_i = slice(i * B, min((i + 1) * B, n))
+        if rows_i.start >= n:
             break
-        s = (qp[rows].astype(np.float32) @ kpad.T) / np.float32(np.sqrt(d))
-        s[:, ~valid] = -np.inf
-        m = s.max(axis=1, keepdims=True)
-        pt = np.exp(s - m)
-        l = pt.sum(axis=1, keepdims=True)
-        p = pt / l
-        q_deq = head.q8[rows].astype(np.float32) * np.float32(head.q_scale[i])
-        shift = (qp[rows].astype(np.float32) @ k_mean.astype(np.float32)[:, None]) / np.float32(np.sqrt(d))
-        o = p @ v_blocks.reshape(padded, d) if metric == "output" else None
-        out["mass"][i] = _block_sum(p, B).sum(axis=0)
-        out[0][i] = out["mass"][i] if metric == "probability" else error(p, o)
-        out[8][i] = error(p - _p_round(pt, golden.P_LEVELS[8], B) / l, o)
+        s = keys @ q_scaled[rows_i].T                                    # (keys, rows)
+        s3 = s.reshape(B, nb, -1)
+        s3[tail:, nb - 1] = -np.inf
+        m = s3.max(axis=0).max(axis=0)                                  # per block, then per row: vectorised
+        s -= m
+        pt = np.exp(s, out=s)
+        pt3 = pt.reshape(s3.shape)
+        block_sums = pt3.sum(axis=0)
+        l = block_sums.sum(axis=0)
+        o = (pt.T @ v_keys) / l[:, None] if metric == "output" else None
+        if masses is not None:
+            masses.add(rows_i.start, pt / l)
+        out["mass"][i] = (block_sums / l).sum(axis=1)
+        out[0][i] = out["mass"][i] if metric == "probability" else error(pt3.copy(), l)
+        delta = _round_p(pt3, golden.P_LEVELS[8])
+        delta -= pt3
+        out[8][i] = error(delta, l)
+        q_deq = head.q8[rows_i].astype(np.float32) * np.float32(head.q_scale[i]) * inv_sqrt_d
+        shift = q_scaled[rows_i] @ k_mean
         for b, k_b in reduced.items():
-            s_b = (q_deq @ k_b) / np.float32(np.sqrt(d)) + shift
-            s_b[:, ~valid] = -np.inf
-            pt_b = np.minimum(np.exp(s_b - m), 1.0)
-            out[b][i] = error(p - _p_round(pt_b, golden.P_LEVELS[b], B) / l, o)
+            s_b = k_b @ q_deq.T
+            s_b += shift
+            s_b -= m
+            s_b3 = s_b.reshape(s3.shape)
+            s_b3[tail:, nb - 1] = -np.inf
+            np.exp(s_b, out=s_b)
+            delta = _round_p(s_b3, golden.P_LEVELS[b])
+            delta -= pt3
+            out[b][i] = error(delta, l)
         if progress:
             progress()
     for b in out:
@@ -201,16 +277,27 @@ def evaluation_blocks(blocks):
     return sorted(set(np.linspace(0, blocks - 1, EVAL_QUERY_BLOCKS).round().astype(int).tolist()))
 
 
-def _masked_rows(qp, kp, vp, bitmap, config, blocks):
-    """fp64 attention over the kept blocks only (full precision), query blocks ``blocks``: the sparsity loss."""
+def _reference_rows(qp, kp, vp, bitmap, config, blocks):
+    """fp64 references of query blocks ``blocks`` (in the head's order): dense attention, and attention over
+    the kept blocks only at full precision (the sparsity loss). One score product serves both; the kept
+    keys' softmax reuses the dense exponentials (its own normalisation)."""
     B, n = config.block_size, qp.shape[0]
-    keep_cols = np.repeat(bitmap > 0, B, axis=1)[:, :n]
-    rows = [attention_rows(qp, kp, i * B, min((i + 1) * B, n), valid=keep_cols[i], dtype=np.float64)
-            @ vp.astype(np.float64) for i in blocks if i * B < n]
-    return np.concatenate(rows)
+    keys, values = kp.astype(np.float64).T, vp.astype(np.float64)
+    scale = 1 / np.sqrt(qp.shape[1])
+    dense, masked = [], []
+    for i in blocks:
+        if i * B >= n:
+            continue
+        e = (qp[i * B:min((i + 1) * B, n)].astype(np.float64) @ keys) * scale
+        e -= e.max(axis=1, keepdims=True)
+        np.exp(e, out=e)
+        dense.append((e @ values) / e.sum(axis=1, keepdims=True))
+        e[:, ~np.repeat(bitmap[i] > 0, B)[:n]] = 0
+        masked.append((e @ values) / e.sum(axis=1, keepdims=True))
+    return np.concatenate(masked), np.concatenate(dense)
 
 
-def _dense_rows(q, k, v, tokens, config):
+def dense_rows(q, k, v, tokens, config):
     """fp64 dense attention of the query ``tokens`` (original order), ``block_size`` rows at a time."""
     out = []
     for start in range(0, len(tokens), config.block_size):
@@ -219,17 +306,16 @@ def _dense_rows(q, k, v, tokens, config):
     return np.concatenate(out)
 
 
-def _evaluate(qkv, permuted, head, bitmap, config, index):
+def _evaluate(permuted, head, bitmap, config):
     """Golden-model output, the same kept blocks at full precision, and fp64 dense attention for the real
-    query tokens of :func:`evaluation_blocks`: three aligned (tokens, d) float64 arrays. ``qkv`` in the
-    original token order, ``permuted`` the same in the head's order (``index``: its permutation indices)."""
+    query tokens of :func:`evaluation_blocks`: three aligned (tokens, d) float64 arrays, in the head's token
+    order (``permuted``: Q/K/V in it)."""
     B, n = config.block_size, head.n_tokens
     blocks = evaluation_blocks(bitmap.shape[0])
     positions = np.concatenate([np.arange(i * B, min((i + 1) * B, n)) for i in blocks])
     codes, out_exp = golden.attention_head(head, bitmap, config, rows=blocks)
     out = codes[positions].astype(np.float64) * 2.0 ** -out_exp
-    fp = _masked_rows(*permuted, bitmap, config, blocks)
-    return out, fp, _dense_rows(*qkv, index[positions], config)
+    return (out, *_reference_rows(*permuted, bitmap, config, blocks))
 
 
 def _check_holdout(workload, holdout):
@@ -243,24 +329,28 @@ def _check_holdout(workload, holdout):
         raise ParoError("the held-out Q/K/V is the calibration data itself; pass another sample or file")
 
 
-def held_out_quality(holdout, entries, config, layout):
+def held_out_quality(holdout, entries, config, layout, jobs=None):
     """The plan's orders and bitmaps on Q/K/V they were not calibrated on: golden-model output vs fp64
     dense attention (``cosine``, ``rel_l1``) and the same kept blocks at full precision. Quantisation scales
     (and the K mean) come from the held-out data itself, as the host computes them for each run."""
-    totals = {"plan": _Metrics(), "fp_mask": _Metrics()}
-    per_head = []
     progress = Progress(len(entries), "held-out evaluation")
-    for entry in entries:
+
+    def one(entry):
         h, order, bitmap = entry["head"], entry["order"], entry["bitmap_chosen"]
         qkv = holdout.head(h)
         permuted = tuple(permute_tokens(x, layout, order, axis=0) for x in qkv)
         head, _ = quantize_head(*permuted, config.block_size)
-        out, fp, ref = _evaluate(qkv, permuted, head, bitmap, config, permutation_indices(layout, order))
+        out, fp, ref = _evaluate(permuted, head, bitmap, config)
+        progress()
+        return h, out, fp, ref
+
+    totals = {"plan": _Metrics(), "fp_mask": _Metrics()}
+    per_head = []
+    for h, out, fp, ref in parallel_map(one, entries, jobs):
         totals["plan"].add(out, ref)
         totals["fp_mask"].add(fp, ref)
         cosine, rel_l1 = _metrics(out, ref)
         per_head.append({"head": h, "cosine": cosine, "rel_l1": rel_l1})
-        progress()
     cosine, rel_l1 = totals["plan"].result()
     cosine_fp, rel_l1_fp = totals["fp_mask"].result()
     return {"workload": holdout.source(), "cosine": cosine, "rel_l1": rel_l1, "cosine_fp_mask": cosine_fp,
@@ -269,13 +359,80 @@ def held_out_quality(holdout, entries, config, layout):
             "heads": per_head}
 
 
+def _order_and_errors(workload, h, config, eval_density, error_metric, progress):
+    """Head ``h``'s token order (by captured mass) and the block errors in it and in the identity order."""
+    layout, B = workload.layout, config.block_size
+    nb = -(-layout.tokens // B)
+    q, k, v = workload.head(h)
+    # The identity order is the token order: its error pass also gives every order's block masses.
+    accumulator = MassAccumulator(layout, B, key_tokens=key_interleave(nb, B))
+    head, scales = quantize_head(q, k, v, B)
+    identity = {"order": IDENTITY, "scales": scales,
+                "errors": block_errors(q, k, head, scales, config, progress=lambda: progress(1), vp=v,
+                                       metric=error_metric, masses=accumulator)}
+    masses = accumulator.result()
+    captured = {o: captured_mass(masses[o], eval_density) for o in PERMUTATIONS}
+    # Ties (within float noise: some orders put the same tokens in every block) keep FHW, else the
+    # first order in PERMUTATIONS, so the choice never rests on the order of floating-point sums.
+    top = max(captured.values())
+    order = next(o for o in (IDENTITY,) + PERMUTATIONS if captured[o] >= top - 1e-9)
+    entry = {"head": h, "kind": workload.head_kind(h), "order": order, "captured_mass": captured,
+             "identity_top25_mass": captured_mass(masses[IDENTITY], 0.25),
+             "block_mass": masses[order], "block_mass_identity": masses[IDENTITY], "identity": identity}
+    if order == IDENTITY:
+        entry["chosen"] = identity
+        progress(nb)
+    else:
+        qp, kp, vp = (permute_tokens(x, layout, order, axis=0) for x in (q, k, v))
+        head, scales = quantize_head(qp, kp, vp, B)
+        entry["chosen"] = {"order": order, "scales": scales,
+                           "errors": block_errors(qp, kp, head, scales, config, progress=lambda: progress(1),
+                                                  vp=vp, metric=error_metric)}
+    return entry
+
+
+def _head_quality(workload, entry, config, progress):
+    """One head's report entry: the golden model's accuracy in its order and in the identity order, the same
+    kept blocks at full precision; ``arrays``: the (output, reference) pairs the layer's totals add up."""
+    layout, B = workload.layout, config.block_size
+    qkv = workload.head(entry["head"])
+    result = {}
+    for tag in ("chosen", "identity"):
+        o = entry[tag]["order"]
+        permuted = tuple(permute_tokens(x, layout, o, axis=0) for x in qkv)
+        head, _ = quantize_head(*permuted, B, scales=entry[tag]["scales"])
+        result[tag] = _evaluate(permuted, head, entry[f"bitmap_{tag}"], config)
+    (out, fp, ref), (out_id, fp_id, ref_id) = result["chosen"], result["identity"]
+    bitmap = entry["bitmap_chosen"]
+    cosine, rel_l1 = _metrics(out, ref)
+    cosine_fp, rel_l1_fp = _metrics(fp, ref)
+    cosine_id, rel_l1_id = _metrics(out_id, ref_id)
+    cosine_fp_id, rel_l1_fp_id = _metrics(fp_id, ref_id)
+    kept = bitmap > 0
+    progress()
+    return {
+        "head": entry["head"], "kind": entry["kind"], "order": entry["order"],
+        "density": float(kept.mean()), "avg_bits": float(bitmap.mean()),
+        "avg_bits_kept": float(bitmap[kept].mean()),
+        "blocks_by_bits": {str(b): int((bitmap == b).sum()) for b in config.bitwidths},
+        "cosine": cosine, "rel_l1": rel_l1, "cosine_fp_mask": cosine_fp, "rel_l1_fp_mask": rel_l1_fp,
+        "cosine_identity": cosine_id, "rel_l1_identity": rel_l1_id,
+        "cosine_fp_mask_identity": cosine_fp_id, "rel_l1_fp_mask_identity": rel_l1_fp_id,
+        "captured_mass": entry["captured_mass"], "identity_top25_mass": entry["identity_top25_mass"],
+        "reorder_gain": entry["captured_mass"][entry["order"]] - entry["captured_mass"][IDENTITY],
+        "arrays": {"chosen": (out, ref), "identity": (out_id, ref_id), "fp_mask": (fp, ref)},
+    }
+
+
 def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allocation="ilp", holdout=None,
-              error_metric="probability"):
+              error_metric="probability", jobs=None):
     """Calibrate every head of ``workload``; returns ``(BlockPlan, report dict)``. ``allocation``: the bit
     allocation method (:mod:`sw.allocation`: ``ilp`` or ``lagrangian``); ``error_metric``: what it minimises
     (:data:`ERROR_METRICS`, :func:`block_errors`). ``holdout``: another workload of the
     same layout (another sample or step), or a list of them, to evaluate the plan on as well
-    (:func:`held_out_quality`; the report's ``heldout`` is a dict, or a list for a list)."""
+    (:func:`held_out_quality`; the report's ``heldout`` is a dict, or a list for a list). ``jobs``: heads
+    calibrated at once (:func:`parallel_map`; default: the CPUs this process may use); the plan and the
+    report do not depend on it."""
     if density is None and avg_bits is None:
         raise ParoError("give --density, --avg-bits or both")
     if error_metric not in ERROR_METRICS:
@@ -303,31 +460,20 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
     nb = -(-layout.tokens // B)
     log = log or (lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
 
-    heads = []
-    progress = Progress(workload.heads * 3 * nb, f"calibrate {workload.heads} heads x {layout.tokens} tokens")
-    for h in range(workload.heads):
-        q, k, v = workload.head(h)
-        masses = block_masses(q, k, layout, B, progress=lambda rows: progress(1))
-        captured = {o: captured_mass(masses[o], eval_density) for o in PERMUTATIONS}
-        # Ties (within float noise: some orders put the same tokens in every block) keep FHW, else the
-        # first order in PERMUTATIONS, so the choice never rests on the order of floating-point sums.
-        top = max(captured.values())
-        order = next(o for o in (IDENTITY,) + PERMUTATIONS if captured[o] >= top - 1e-9)
-        entry = {"head": h, "kind": workload.head_kind(h), "order": order, "captured_mass": captured,
-                 "identity_top25_mass": captured_mass(masses[IDENTITY], 0.25),
-                 "block_mass": masses[order], "block_mass_identity": masses[IDENTITY]}
-        for tag, o in (("chosen", order), ("identity", IDENTITY)):
-            if tag == "identity" and o == order:
-                entry["identity"] = entry["chosen"]
-                progress(nb)
-                continue
-            qp, kp, vp = (permute_tokens(x, layout, o, axis=0) for x in (q, k, v))
-            head, scales = quantize_head(qp, kp, vp, B)
-            entry[tag] = {"order": o, "scales": scales,
-                          "errors": block_errors(qp, kp, head, scales, config, progress=lambda: progress(1),
-                                                 vp=vp, metric=error_metric)}
-        heads.append(entry)
+    jobs = default_jobs() if jobs is None else jobs
+    clock = [time.monotonic()]
+    seconds = {}
 
+    def phase(name):
+        now = time.monotonic()
+        seconds[name] = round(now - clock[0], 3)
+        clock[0] = now
+
+    progress = Progress(workload.heads * 2 * nb, f"calibrate {workload.heads} heads x {layout.tokens} tokens")
+    heads = parallel_map(lambda h: _order_and_errors(workload, h, config, eval_density, error_metric, progress),
+                         range(workload.heads), jobs)
+
+    phase("orders_and_errors")
     log(f"allocating block bitwidths ({allocation})")
     allocation_report = None
     for tag in ("chosen", "identity"):
@@ -341,41 +487,14 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
         except ParoError as error:
             raise ParoError(f"head {entry['head']}: {error}, or lower --density") from None
 
-    report_heads = []
-    totals = {key: _Metrics() for key in ("chosen", "identity", "fp_mask")}
+    phase("allocation")
     progress = Progress(workload.heads, "golden model and fp64 references")
-    for entry in heads:
-        h = entry["head"]
-        qkv = workload.head(h)
-        result = {}
-        for tag in ("chosen", "identity"):
-            o = entry[tag]["order"]
-            permuted = tuple(permute_tokens(x, layout, o, axis=0) for x in qkv)
-            head, _ = quantize_head(*permuted, B, scales=entry[tag]["scales"])
-            result[tag] = _evaluate(qkv, permuted, head, entry[f"bitmap_{tag}"], config,
-                                    permutation_indices(layout, o))
-        (out, fp, ref), (out_id, fp_id, ref_id) = result["chosen"], result["identity"]
-        totals["chosen"].add(out, ref)
-        totals["identity"].add(out_id, ref_id)
-        totals["fp_mask"].add(fp, ref)
-        bitmap = entry["bitmap_chosen"]
-        cosine, rel_l1 = _metrics(out, ref)
-        cosine_fp, rel_l1_fp = _metrics(fp, ref)
-        cosine_id, rel_l1_id = _metrics(out_id, ref_id)
-        cosine_fp_id, rel_l1_fp_id = _metrics(fp_id, ref_id)
-        kept = bitmap > 0
-        report_heads.append({
-            "head": h, "kind": entry["kind"], "order": entry["order"],
-            "density": float(kept.mean()), "avg_bits": float(bitmap.mean()),
-            "avg_bits_kept": float(bitmap[kept].mean()),
-            "blocks_by_bits": {str(b): int((bitmap == b).sum()) for b in config.bitwidths},
-            "cosine": cosine, "rel_l1": rel_l1, "cosine_fp_mask": cosine_fp, "rel_l1_fp_mask": rel_l1_fp,
-            "cosine_identity": cosine_id, "rel_l1_identity": rel_l1_id,
-            "cosine_fp_mask_identity": cosine_fp_id, "rel_l1_fp_mask_identity": rel_l1_fp_id,
-            "captured_mass": entry["captured_mass"], "identity_top25_mass": entry["identity_top25_mass"],
-            "reorder_gain": entry["captured_mass"][entry["order"]] - entry["captured_mass"][IDENTITY],
-        })
-        progress()
+    measured = parallel_map(lambda entry: _head_quality(workload, entry, config, progress), heads, jobs)
+    totals = {key: _Metrics() for key in ("chosen", "identity", "fp_mask")}
+    for quality in measured:
+        for key, (out, ref) in quality.pop("arrays").items():
+            totals[key].add(out, ref)
+    report_heads = measured
 
     all_maps = np.stack([e["bitmap_chosen"] for e in heads])
     cosine, rel_l1 = totals["chosen"].result()
@@ -410,9 +529,13 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
         },
         "heads": report_heads,
     }
+    phase("quality")
     if holdouts:
-        held = [held_out_quality(other, heads, config, layout) for other in holdouts]
+        held = [held_out_quality(other, heads, config, layout, jobs) for other in holdouts]
         report["heldout"] = held if isinstance(holdout, (list, tuple)) else held[0]
+        phase("heldout")
+    report["seconds"] = {**seconds, "total": round(sum(seconds.values()), 3)}   # wall clock per phase
+    report["jobs"] = jobs
     plan = BlockPlan(
         config=config, layout=layout, orders=[e["order"] for e in heads], bitmap=all_maps,
         q_scale=np.stack([e["chosen"]["scales"][0] for e in heads]),

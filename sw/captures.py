@@ -64,10 +64,10 @@ def step_groups(steps, groups):
 
 
 def calibrate_captures(folder, layout, make_config, density=None, avg_bits=None, groups=1, heads=None,
-                       allocation="ilp", log=None, error_metric="probability"):
+                       allocation="ilp", log=None, error_metric="probability", jobs=None):
     """One plan per (layer, timestep group) of the captures in ``folder``; returns ``(PlanSet, report)``.
     ``make_config(workload)`` gives the accelerator config from the first capture loaded (its head_dim and
-    heads), so no file is read twice."""
+    heads), so no file is read twice. ``jobs``: as for :func:`sw.calibrate.calibrate`."""
     found = find_captures(folder)
     layers = sorted({layer for _, layer in found})
     parts = step_groups([s for s, _ in found], groups)
@@ -82,7 +82,8 @@ def calibrate_captures(folder, layout, make_config, density=None, avg_bits=None,
             if log:
                 log(f"layer {layer}, steps {steps[0]}..{steps[-1]}: calibrating on step {middle}")
             plan, report = calibrate(workload, config, density=density, avg_bits=avg_bits, log=log,
-                                     allocation=allocation, holdout=others or None, error_metric=error_metric)
+                                     allocation=allocation, holdout=others or None, error_metric=error_metric,
+                                     jobs=jobs)
             entries.append({"layer": layer, "group": group, "steps": steps})
             plans.append(plan)
             reports.append({

@@ -25,7 +25,7 @@ from paro.errors import ParoError
 
 from . import golden
 from .calibrate import IDENTITY, evaluation_blocks
-from .calibrate import _dense_rows as dense_rows
+from .calibrate import dense_rows
 from .calibrate import _Metrics as Metrics
 from .quant import quantize_head
 from .reorder import permutation_indices, permute_tokens

@@ -1,7 +1,8 @@
 """Block sparsity: attention mass per block (for all six token orders at once) and block masks.
 
-The attention map is never held whole: rows are computed one query block at a time (``B x tokens``
-float32), so memory stays ``O(B x tokens)`` even for CogVideoX's 17,776 tokens.
+The attention map is never held whole: its rows arrive one query block at a time (``B x tokens`` float32;
+:func:`sw.calibrate.block_errors` computes them for its own errors and hands them on), so memory stays
+``O(B x tokens)`` even for CogVideoX's 17,776 tokens.
 """
 
 import numpy as np
@@ -10,7 +11,7 @@ from paro.errors import ParoError
 
 from .reorder import PERMUTATIONS, permutation_indices
 
-__all__ = ["attention_rows", "block_masses", "block_mask", "captured_mass"]
+__all__ = ["attention_rows", "MassAccumulator", "block_mask", "captured_mass"]
 
 
 def attention_rows(q, k, start, stop, valid=None, dtype=np.float32):
@@ -24,33 +25,60 @@ def attention_rows(q, k, start, stop, valid=None, dtype=np.float32):
     return s
 
 
-def block_masses(q, k, layout, block_size, orders=PERMUTATIONS, progress=None):
-    """Attention mass per (query block, key block) in each token order: ``{order: float64[nq, nk]}``.
+class MassAccumulator:
+    """Attention mass per (query block, key block) in several token orders at once, from softmax rows handed
+    in a block of query rows at a time (:meth:`add`): ``result()`` gives ``{order: float64[nq, nk]}``,
+    normalised so the whole map sums to 1 (each real query row contributes ``1 / tokens``).
 
-    Normalised so the whole map sums to 1 (each real query row contributes ``1 / tokens``). Padding tokens
-    (the last block's tail) carry no mass. One pass over the attention rows serves all orders: each block of
-    rows is summed into the key blocks of every order at once, by one product with a sparse one-hot matrix
-    (token -> key block, per order), without gathering the rows into each order first.
-    """
-    from scipy.sparse import csr_array   # the CLI starts without scipy
-    n = layout.tokens
-    nb = -(-n // block_size)
-    position = {o: np.argsort(permutation_indices(layout, o)) for o in orders}   # token -> position in order
-    key_block = np.concatenate([n_o * nb + position[o] // block_size for n_o, o in enumerate(orders)])
-    onehot_t = csr_array((np.ones(n * len(orders), dtype=np.float32), (key_block, np.tile(np.arange(n), len(orders)))),
-                         shape=(nb * len(orders), n))
-    masses = {o: np.zeros((nb, nb)) for o in orders}
-    for start in range(0, n, block_size):
-        rows = attention_rows(q, k, start, min(start + block_size, n))
-        by_key_block = (onehot_t @ rows.T).T                                  # (rows, orders x nb)
-        for n_o, o in enumerate(orders):
-            np.add.at(masses[o], position[o][start:start + rows.shape[0]] // block_size,
-                      by_key_block[:, n_o * nb:(n_o + 1) * nb])
-        if progress:
-            progress(rows.shape[0])
-    for o in orders:
-        masses[o] /= n
-    return masses
+    The rows come transposed, ``(keys, rows)``, in any key order: ``key_tokens[c]`` is the token of key row
+    ``c`` (default: token order); keys of a token ``>= tokens`` (padding) are ignored. Each block of rows is
+    summed into the key blocks of every order by one product with a sparse one-hot matrix (key -> key block,
+    per order), and into each order's query blocks by a bincount, without gathering the rows into each order
+    first. Memory: ``O(orders x blocks**2)``."""
+
+    #: Blocks of rows whose key-block sums wait to be added into the masses together (one bincount per order).
+    FLUSH = 16
+
+    def __init__(self, layout, block_size, orders=PERMUTATIONS, key_tokens=None):
+        from scipy.sparse import csr_array   # the CLI starts without scipy
+        n = self.tokens = layout.tokens
+        self.block_size, self.orders = block_size, tuple(orders)
+        nb = self.blocks = -(-n // block_size)
+        key_tokens = np.arange(n) if key_tokens is None else np.asarray(key_tokens)
+        real = np.nonzero(key_tokens < n)[0]
+        # token -> its block in each order
+        self.block_of = {o: np.argsort(permutation_indices(layout, o)) // block_size for o in self.orders}
+        key_block = np.concatenate([n_o * nb + self.block_of[o][key_tokens[real]]
+                                    for n_o, o in enumerate(self.orders)])
+        self.onehot_t = csr_array((np.ones(key_block.size, dtype=np.float32),
+                                   (key_block, np.tile(real, len(self.orders)))),
+                                  shape=(nb * len(self.orders), key_tokens.size))
+        self.masses = {o: np.zeros((nb, nb)) for o in self.orders}
+        self.pending = {o: [] for o in self.orders}
+
+    def add(self, start, rows_t):
+        """Softmax rows (float32, transposed: ``(keys, rows)``, keys as ``key_tokens``) of query tokens
+        ``start``, ``start + 1``, ..."""
+        count, nb = rows_t.shape[1], self.blocks
+        by_key_block = self.onehot_t @ rows_t                                   # (orders x nb, rows)
+        for n_o, o in enumerate(self.orders):
+            target = self.block_of[o][start:start + count] * nb + np.arange(nb)[:, None]   # (nb, rows)
+            self.pending[o].append((target.ravel(), by_key_block[n_o * nb:(n_o + 1) * nb].ravel()))
+        if len(self.pending[self.orders[0]]) >= self.FLUSH:
+            self._flush()
+
+    def _flush(self):
+        """Add the pending rows' block sums into each order's (query block, key block) masses."""
+        for o, parts in self.pending.items():
+            if parts:
+                target, weight = (np.concatenate(x) for x in zip(*parts))
+                self.masses[o] += np.bincount(target, weights=weight, minlength=self.blocks ** 2).reshape(
+                    self.blocks, self.blocks)
+                parts.clear()
+
+    def result(self):
+        self._flush()
+        return {o: m / self.tokens for o, m in self.masses.items()}
 
 
 def block_mask(mass, density):

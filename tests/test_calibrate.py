@@ -204,3 +204,106 @@ def test_output_error_metric_is_the_renormalised_output_change_of_a_skipped_bloc
         remaining = without.sum(axis=1, keepdims=True)
         change = (without / remaining - p) @ v.astype(np.float64) * remaining
         assert errors[0][i, j] * n == pytest.approx(np.abs(change).sum(), rel=2e-3), (i, j)
+
+
+def _block_errors_plainly(qp, kp, head, scales, config):
+    """The probability-metric errors written plainly (natural key order, one block at a time, P normalised
+    before rounding is compared): the twin the vectorised :func:`block_errors` must agree with."""
+    from paro.sw import golden
+    B, n, d = config.block_size, head.n_tokens, qp.shape[1]
+    nb = head.q8.shape[0] // B
+    kpad = np.zeros((nb * B, d), dtype=np.float32)
+    kpad[:n] = kp
+    out = {b: np.zeros((nb, nb)) for b in (0, 4, 8)}
+
+    def rounded(pt, levels):
+        blocks = pt.reshape(pt.shape[0], nb, B)
+        peak = np.minimum(blocks.max(axis=2, keepdims=True), 1.0)
+        scale = 2.0 ** np.clip(np.floor(-np.log2(np.maximum(peak, 1e-30))), 0, golden.P_SHIFT_MAX)
+        return (np.rint(np.minimum(blocks, 1.0) * scale * levels) / (scale * levels)).reshape(pt.shape)
+
+    k4 = (16.0 * golden.reduce_k(head.k8, 4) * np.repeat(head.k_scale, B)[:, None]).astype(np.float32)
+    for i in range(-(-n // B)):
+        rows = slice(i * B, min((i + 1) * B, n))
+        s = (qp[rows].astype(np.float32) @ kpad.T) / np.float32(np.sqrt(d))
+        s[:, n:] = -np.inf
+        m = s.max(axis=1, keepdims=True)
+        pt = np.exp(s - m)
+        l = pt.sum(axis=1, keepdims=True)
+        p = pt / l
+        shift = (qp[rows].astype(np.float32) @ scales[3].astype(np.float32)) / np.float32(np.sqrt(d))
+        s4 = (head.q8[rows].astype(np.float32) * np.float32(head.q_scale[i]) @ k4.T) / np.float32(np.sqrt(d))
+        s4 = s4 + shift[:, None]
+        s4[:, n:] = -np.inf
+        for b, approx in ((0, 0 * p), (8, rounded(pt, 127) / l), (4, rounded(np.exp(s4 - m), 15) / l)):
+            out[b][i] = np.abs(p - approx).reshape(p.shape[0], nb, B).sum(axis=(0, 2))
+    return {b: e / n for b, e in out.items()}
+
+
+@pytest.mark.parametrize("name, order", [("tiny", "HWF"), ("small", "WFH")])
+def test_block_errors_agree_with_their_plain_twin_and_masses_with_fp64(name, order):
+    """The vectorised error pass (interleaved keys, unnormalised sums) gives the plain formula's e0, e4 and e8
+    to float32 rounding (a product rounded one ulp apart may put an element on the other side of a P level:
+    a few blocks differ by up to 1%), and the masses it hands to a MassAccumulator on the way (identity order)
+    are every order's fp64 block masses."""
+    from paro.sw.calibrate import block_errors, key_interleave
+    from paro.sw.quant import quantize_head
+    from paro.sw.reorder import PERMUTATIONS, permute_tokens
+    from paro.sw.sparsity import MassAccumulator
+
+    workload = make_workload(name, heads=1)
+    config = AcceleratorConfig(head_dim=workload.head_dim, block_size=16 if name == "tiny" else 64)
+    B, layout = config.block_size, workload.layout
+    q, k, v = workload.head(0)
+    qp, kp, vp = (permute_tokens(x, layout, order, axis=0) for x in (q, k, v))
+    head, scales = quantize_head(qp, kp, vp, B)
+    fast = block_errors(qp, kp, head, scales, config)
+    plain = _block_errors_plainly(qp, kp, head, scales, config)
+    for b in (0, 4, 8):
+        relative = np.abs(fast[b] - plain[b]) / np.maximum(plain[b], 1e-3 * plain[b].max())
+        assert relative.max() < 1e-2 and (relative > 1e-4).mean() < 0.01, (b, relative.max())
+        assert fast[b].sum() == pytest.approx(plain[b].sum(), rel=1e-4), b
+    assert fast[4].sum() > 2 * fast[8].sum() > 0
+
+    nb = -(-layout.tokens // B)
+    accumulator = MassAccumulator(layout, B, key_tokens=key_interleave(nb, B))
+    head, scales = quantize_head(q, k, v, B)
+    block_errors(q, k, head, scales, config, masses=accumulator)
+    masses = accumulator.result()
+    for o in PERMUTATIONS:
+        qo, ko = (permute_tokens(x, layout, o, axis=0).astype(np.float64) for x in (q, k))
+        s = qo @ ko.T / np.sqrt(q.shape[1])
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        padded = np.zeros((nb * B, nb * B))
+        padded[:layout.tokens, :layout.tokens] = p
+        expected = padded.reshape(nb, B, nb, B).sum(axis=(1, 3)) / layout.tokens
+        assert np.allclose(masses[o], expected, rtol=1e-5, atol=1e-9), o
+
+
+def test_calibration_does_not_depend_on_jobs():
+    """Heads calibrated in threads give the plan and the report numbers of one thread, bit for bit."""
+    workload = make_workload("tiny")
+    config = AcceleratorConfig(head_dim=32, block_size=16)
+    one, r1 = calibrate(workload, config, density=0.5, avg_bits=3.0, jobs=1, **QUIET)
+    three, r3 = calibrate(workload, config, density=0.5, avg_bits=3.0, jobs=3, **QUIET)
+    assert one.orders == three.orders and np.array_equal(one.bitmap, three.bitmap)
+    assert np.array_equal(one.block_mass, three.block_mass) and np.array_equal(one.k_scale, three.k_scale)
+    assert r1["heads"] == r3["heads"] and (r1["cosine"], r1["rel_l1"]) == (r3["cosine"], r3["rel_l1"])
+    with pytest.raises(ParoError, match="--jobs must be at least 1, got 0"):
+        calibrate(workload, config, density=0.5, jobs=0, **QUIET)
+
+
+def test_calibration_speed_bench_times_a_child_calibration(tmp_path):
+    """``paro bench calibration-speed`` runs ``paro calibrate`` in a child process and records its wall clock,
+    peak memory and phases beside the command, config and target (here on ``tiny``, for speed)."""
+    from paro.flows.calibration_speed import CALIBRATION_TARGET, bench_calibration_speed
+
+    result, plot = bench_calibration_speed(tmp_path / "speed.json", workload="tiny", density=0.5, avg_bits=3.0)
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert saved["calibrate_command"] == "paro calibrate --workload tiny --density 0.5 --avg-bits 3.0"
+    assert saved["workload"]["name"] == "tiny" and saved["config"]["block_size"] == 64
+    assert 0 < sum(v for k, v in saved["phases_seconds"].items() if k != "total") <= saved["wall_seconds"]
+    assert set(saved["phases_seconds"]) == {"orders_and_errors", "allocation", "quality", "total"}
+    assert 50 < saved["peak_rss_mb"] < CALIBRATION_TARGET["peak_rss_mb"] and saved["jobs"] >= 1
+    assert saved["meets_target"] is True and plot.exists() and plot.stat().st_size > 1000

@@ -250,6 +250,6 @@ def test_malformed_command_line_is_one_line(tmp_path, capsys, argv, message):
 def test_unknown_bench_is_refused_without_a_file(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "precisoin", "-o", str(out)]) == 2
-    assert _error_line(capsys) == ("paro: error: unknown bench 'precisoin'; choose one of: array, engine-speed, "
-                                   "model-validation, precision, simpicker, simpicker-rtl")
+    assert _error_line(capsys) == ("paro: error: unknown bench 'precisoin'; choose one of: array, calibration-speed, "
+                                   "engine-speed, model-validation, precision, simpicker, simpicker-rtl")
     assert not out.exists()

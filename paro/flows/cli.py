@@ -24,6 +24,7 @@ from ..sw.simpicker import UNIMPORTANT_PATHS, SimPickerParams, evaluate as evalu
 from ..sw.workloads import make_workload
 from .ablation import bench_simpicker, bench_simpicker_rtl
 from .bench import bench_array, bench_engine_speed
+from .calibration_speed import bench_calibration_speed
 from .capture import capture_random_inputs, load_transformer   # torch and diffusers only when called
 from .model import model
 from .project import MODELS, SHARING, project
@@ -119,9 +120,17 @@ def cmd_generate(args):
 
 
 def cmd_bench(args):
-    if args.which not in ("array", "engine-speed", "model-validation", "precision", "simpicker", "simpicker-rtl"):
-        raise ParoError(f"unknown bench {args.which!r}; choose one of: array, engine-speed, model-validation, "
-                        f"precision, simpicker, simpicker-rtl")
+    if args.which not in ("array", "calibration-speed", "engine-speed", "model-validation", "precision", "simpicker",
+                          "simpicker-rtl"):
+        raise ParoError(f"unknown bench {args.which!r}; choose one of: array, calibration-speed, engine-speed, "
+                        f"model-validation, precision, simpicker, simpicker-rtl")
+    if args.which == "calibration-speed":
+        result, plot = bench_calibration_speed(args.output)
+        print(f"{result['calibrate_command']}: {result['wall_seconds']:.1f} s wall, peak {result['peak_rss_mb']:.0f} "
+              f"MB, {result['jobs']} jobs (target {result['target']['seconds']:.0f} s, "
+              f"{result['target']['peak_rss_mb']:.0f} MB: {'met' if result['meets_target'] else 'NOT met'}); "
+              f"wrote {args.output} and {plot}")
+        return 0
     if args.which == "simpicker-rtl":
         result, plot = bench_simpicker_rtl(args.output, build_dir=args.build_dir)
         for row in result["rows"]:
@@ -212,7 +221,8 @@ def cmd_calibrate(args):
         holdout = make_workload(qkv=args.holdout_qkv, layout=workload.layout, heads=args.heads)
     config = _calibration_config(args, workload)
     plan, report = calibrate(workload, config, density=args.density, avg_bits=args.avg_bits,
-                             allocation=args.allocation, holdout=holdout, error_metric=args.error_metric)
+                             allocation=args.allocation, holdout=holdout, error_metric=args.error_metric,
+                             jobs=args.jobs)
     if args.method != "paro":
         report["simpicker"] = _simpicker_report(args.method, params, workload, holdout, plan, config)
     save_plan(plan, args.output)
@@ -276,7 +286,7 @@ def _calibrate_captures(args, layout):
     plan_set, report = calibrate_captures(args.captures, layout, lambda first: _calibration_config(args, first),
                                           density=args.density, avg_bits=args.avg_bits,
                                           groups=args.step_groups, heads=args.heads, allocation=args.allocation,
-                                          error_metric=args.error_metric,
+                                          error_metric=args.error_metric, jobs=args.jobs,
                                           log=lambda message: print(f"[paro] {message}", file=sys.stderr, flush=True))
     save_plan_set(plan_set, args.output)
     if args.report:
@@ -628,6 +638,9 @@ def build_parser():
     cal.add_argument("--error-metric", choices=ERROR_METRICS, default="probability",
                      help="per-block error the allocation minimises: probability (L1 of P) or output (L1 of the "
                           "attention output the block's error causes)")
+    cal.add_argument("--jobs", type=int, default=None,
+                     help="heads calibrated at once, in threads (default: the CPUs available; each holds about "
+                          "300 MB at 17,776 tokens); the plan does not depend on it")
     cal.add_argument("--holdout-sample", type=int, default=None,
                      help="also evaluate the plan on this other sample (1..3) of the built-in workload")
     cal.add_argument("--holdout-qkv", default=None,
@@ -784,7 +797,8 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run a benchmark and write JSON + PNG")
-    bench.add_argument("which", help="benchmark: array, engine-speed (needs --plan), model-validation, "
+    bench.add_argument("which", help="benchmark: array, calibration-speed (a CogVideoX-5B layer's calibration: "
+                                     "wall clock, peak memory), engine-speed (needs --plan), model-validation, "
                                      "precision (2-bit blocks on small), simpicker (the SimPicker ablation on small, "
                                      "ideal cycles) or simpicker-rtl (its rows the engine RTL runs, RTL cycles)")
     bench.add_argument("--points", type=int, default=24, help="model-validation: random design points (default 24)")

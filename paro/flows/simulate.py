@@ -29,7 +29,7 @@ from ..sim.fast import run_fast
 from ..sim.runner import SIMULATORS, BenchFailure, run_bench, simulator_problem
 from ..sim.streams import CLOCK_NS
 from ..sw.calibrate import IDENTITY
-from ..sw.calibrate import _dense_rows as dense_rows
+from ..sw.calibrate import dense_rows
 from ..sw.calibrate import _Metrics as Metrics
 from ..sw.contract import (MAX_BURST_BEATS, SPEC_LOW_BITS, SPEC_SKIP_ONLY, check_engine_config, check_layer,
                            save_layer)
