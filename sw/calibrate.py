@@ -398,6 +398,10 @@ def _head_quality(workload, entry, config, progress):
     qkv = workload.head(entry["head"])
     result = {}
     for tag in ("chosen", "identity"):
+        if tag == "identity" and entry["identity"] is entry["chosen"] and np.array_equal(
+                entry["bitmap_identity"], entry["bitmap_chosen"]):
+            result[tag] = result["chosen"]             # the identity order chosen, the same bits: same numbers
+            continue
         o = entry[tag]["order"]
         permuted = tuple(permute_tokens(x, layout, o, axis=0) for x in qkv)
         head, _ = quantize_head(*permuted, B, scales=entry[tag]["scales"])
