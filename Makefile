@@ -59,7 +59,7 @@ bench-engine: install
 	$(VENV)/bin/paro simulate --plan results/small_plan.npz --head 1 --gap 0.2 --read-latency 40 --report results/engine_small_head1_latency40.json
 	$(VENV)/bin/paro bench engine-speed --plan results/small_plan.npz --head 1 -o results/engine_speed_small.json
 
-# CogVideoX-5B-shaped head (17,776 tokens): 2 heads calibrated (~2 min), 4 query-block rows of head 1 in the
+# CogVideoX-5B-shaped head (17,776 tokens): 2 heads calibrated (~10 s), 4 query-block rows of head 1 in the
 # fast mode with their dense INT8 baseline (~7 min, two 32,768-token builds).
 # (bench-engine: the small plan, head 1 and the whole 8-head layer in one start, fast mode; head 1 in the
 # cocotb bench with 40-cycle read latency and random bus pauses (~45 min); the simulation speed of both modes.)

@@ -73,7 +73,7 @@ def _plot_calibration_speed(result, path):
         ax.barh([0], [seconds], left=left, color=color, label=f"{name} {seconds:.0f} s")
         left += seconds
     ax.axvline(result["target"]["seconds"], color="black", linestyle="--", linewidth=1)
-    ax.annotate(f"target {result['target']['seconds']:.0f} s", (result["target"]["seconds"], 0.45), fontsize=8,
+    ax.annotate(f"target {result['target']['seconds']:.0f} s ", (result["target"]["seconds"], 0.25), fontsize=8,
                 ha="right")
     ax.set_yticks([])
     ax.set_xlabel("wall-clock seconds")
