@@ -89,9 +89,10 @@ class Progress:
     """A progress bar on stderr: redrawn in place on a terminal, one line per 10% otherwise. Callable from
     several threads."""
 
-    def __init__(self, total, label, stream=None):
+    def __init__(self, total, label, stream=None, items=None):
         self.lock = threading.Lock()
         self.total, self.label, self.done = max(1, total), label, 0
+        self.items, self.items_done = items, 0   # e.g. heads: the bar then says how many are finished
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.monotonic()
@@ -101,17 +102,28 @@ class Progress:
         with self.lock:
             self._advance(amount)
 
-    def _advance(self, amount):
+    def item_done(self):
+        """One of ``items`` finished: redrawn on a terminal, and a line when the last one is."""
+        with self.lock:
+            self.items_done += 1
+            self._advance(0, force=self.items_done == self.items)
+
+    def _advance(self, amount, force=False):
         self.done = min(self.total, self.done + amount)
         fraction = self.done / self.total
         elapsed = time.monotonic() - self.start
         eta = elapsed / fraction - elapsed if fraction > 0 else 0
         bar = "#" * int(30 * fraction)
-        text = f"[paro] {self.label} [{bar:<30}] {100 * fraction:5.1f}% {elapsed:6.0f}s elapsed, ~{eta:.0f}s left"
+        items = f" ({self.items_done}/{self.items} heads done)" if self.items else ""
+        text = (f"[paro] {self.label} [{bar:<30}] {100 * fraction:5.1f}%{items} {elapsed:6.0f}s elapsed, "
+                f"~{eta:.0f}s left")
+        # the last line waits for the last item when items are counted
+        final = self.done == self.total and (not self.items or self.items_done >= self.items)
+        pending = self.done == self.total and not final
         if self.tty:
-            self.stream.write("\r" + text + ("\n" if self.done == self.total else ""))
+            self.stream.write("\r" + text + ("\n" if final else ""))
             self.stream.flush()
-        elif int(10 * fraction) > self.last_decile:
+        elif (int(10 * fraction) > self.last_decile or force) and not pending:
             self.last_decile = int(10 * fraction)
             self.stream.write(text + "\n")
             self.stream.flush()
@@ -388,6 +400,7 @@ def _order_and_errors(workload, h, config, eval_density, error_metric, progress)
         entry["chosen"] = {"order": order, "scales": scales,
                            "errors": block_errors(qp, kp, head, scales, config, progress=lambda: progress(1),
                                                   vp=vp, metric=error_metric)}
+    progress.item_done()
     return entry
 
 
@@ -473,7 +486,8 @@ def calibrate(workload, config=None, density=None, avg_bits=None, log=None, allo
         seconds[name] = round(now - clock[0], 3)
         clock[0] = now
 
-    progress = Progress(workload.heads * 2 * nb, f"calibrate {workload.heads} heads x {layout.tokens} tokens")
+    progress = Progress(workload.heads * 2 * nb, f"calibrate {workload.heads} heads x {layout.tokens} tokens",
+                        items=workload.heads)
     heads = parallel_map(lambda h: _order_and_errors(workload, h, config, eval_density, error_metric, progress),
                          range(workload.heads), jobs)
 
