@@ -42,7 +42,7 @@ class MassAccumulator:
     def __init__(self, layout, block_size, orders=PERMUTATIONS, key_tokens=None):
         from scipy.sparse import csr_array   # the CLI starts without scipy
         n = self.tokens = layout.tokens
-        self.block_size, self.orders = block_size, tuple(orders)
+        self.orders = tuple(orders)
         nb = self.blocks = -(-n // block_size)
         key_tokens = np.arange(n) if key_tokens is None else np.asarray(key_tokens)
         real = np.nonzero(key_tokens < n)[0]
@@ -77,6 +77,7 @@ class MassAccumulator:
                 parts.clear()
 
     def result(self):
+        """``{order: float64[nq, nk]}`` of every row added so far."""
         self._flush()
         return {o: m / self.tokens for o, m in self.masses.items()}
 
