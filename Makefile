@@ -94,7 +94,7 @@ bench-simpicker-rtl: install
 	$(VENV)/bin/paro bench simpicker-rtl -o results/simpicker_rtl_small.json
 
 # A CogVideoX-5B layer on 420 16x16 engines at 2 GHz (430 dense INT8 TOPS) from the cycle model, next to the
-# measured H100 (calibrates 2 heads each, ~3 min each): memory shared on demand, and split equally.
+# measured H100 (calibrates 2 heads each, ~15 s each): memory shared on demand, and split equally.
 bench-project: install
 	@mkdir -p results
 	$(VENV)/bin/paro project --model cogvideox-5b --report results/projection_cogvideox-5b.json
