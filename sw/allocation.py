@@ -46,7 +46,7 @@ def allocation_error(errors, maps):
     total = 0.0
     for err, bitmap in zip(errors, maps):
         for bits in np.unique(bitmap):
-            total += float(err[int(bits)][bitmap == bits].sum())
+            total += float(err[int(bits)][bitmap == bits].sum(dtype=np.float64))
     return total
 
 

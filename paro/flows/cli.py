@@ -241,7 +241,7 @@ def cmd_calibrate(args):
     if "gap" in allocation:
         print(f"bit allocation: integer program objective {allocation['objective']:.6g} "
               f"({allocation['ilp']['status']}, {allocation['ilp']['seconds']:.1f} s), Lagrangian "
-              f"{allocation['lagrangian_objective']:.6g} ({100 * allocation['gap']:+.2f}%)")
+              f"{allocation['lagrangian_objective']:.6g} ({round(100 * allocation['gap'], 2) + 0.0:+.2f}%)")
     if "simpicker" in report:
         for name, result in (("calibration data", report["simpicker"]),
                              ("held-out data", report["simpicker"].get("heldout"))):
