@@ -269,8 +269,10 @@ def score_multipliers(q_scale, k_scale, head_dim, config):
 
 
 def _int_matmul(a, b_t):
-    """Exact integer ``a @ b_t.T`` through float64 BLAS (exact while every sum stays below 2**53)."""
-    return np.rint(np.asarray(a, dtype=np.float64) @ np.asarray(b_t, dtype=np.float64).T).astype(np.int64)
+    """Exact integer ``a @ b_t.T`` (transposing the last two axes) through float64 BLAS (exact while every sum
+    stays below 2**53)."""
+    return np.rint(np.asarray(a, dtype=np.float64) @ np.swapaxes(np.asarray(b_t, dtype=np.float64), -1, -2)
+                   ).astype(np.int64)
 
 
 def qk_block(q8_rows, k8_block, bits, acc_width):
@@ -357,14 +359,19 @@ def p_round(e, bits, z, config):
 
 
 def output_accumulate(acc, u, cv, z):
-    """``acc + round(u * cv / 2**z)`` with the block's V multiplier ``cv`` and per-row shifts ``z``."""
-    return acc + round_shift(np.asarray(u, dtype=np.int64) * np.int64(cv), np.asarray(z)[:, None])
+    """``acc + round(u * cv / 2**z)`` with the block's V multiplier ``cv`` and per-row shifts ``z``; for
+    stacked blocks (``u`` (blocks, rows, d), ``cv`` and ``z`` per block) the sum of every block's term."""
+    u, cv, z = np.asarray(u, dtype=np.int64), np.asarray(cv, dtype=np.int64), np.asarray(z)
+    if u.ndim == 2:
+        return acc + round_shift(u * cv, z[:, None])
+    return acc + round_shift(u * cv[:, None, None], z[..., None]).sum(axis=0)
 
 
 def pv_block(p_block, v8_block, bits, acc_width):
-    """The array's PV tile for one block: ``P~ V8`` (INT8 mode for 8-bit P, UINT4 for 4-bit, UINT2 for 2-bit)."""
+    """The array's PV tile for one block: ``P~ V8`` (INT8 mode for 8-bit P, UINT4 for 4-bit, UINT2 for 2-bit);
+    stacked blocks (leading axis) give one tile each."""
     check_operand(p_block, PEMode.for_block(bits, "pv"), "P")
-    return wrap(_int_matmul(p_block, np.asarray(v8_block).T), acc_width)
+    return wrap(_int_matmul(p_block, np.swapaxes(np.asarray(v8_block), -1, -2)), acc_width)
 
 
 #: A 2-bit block's V multiplier is this multiple of the 4-bit one (``L_4 / L_2``): the block table holds
@@ -421,7 +428,11 @@ def _qk_bits(code):
 
 def attention_block_row(i, head, bitmap_row, config, trace=False):
     """Output codes (B, d) of query block ``i``; with ``trace`` also every intermediate integer (a dict).
-    ``bitmap_row`` holds each key block's bitwidth (0: skipped) or ``LUT_BLOCK``."""
+    ``bitmap_row`` holds each key block's bitwidth (0: skipped) or ``LUT_BLOCK``.
+
+    The kept blocks of one bitwidth go through each stage together (their QK^T tiles, P quantisation and PV
+    tiles as stacked arrays): the integers are those of one block at a time, and the output accumulator's sum
+    of rounded terms does not depend on the order it adds them in."""
     B = config.block_size
     rows = slice(i * B, (i + 1) * B)
     kept = [(j, int(b)) for j, b in enumerate(bitmap_row) if b]
@@ -429,30 +440,37 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
         raise ParoError(f"query block {i} keeps no key block; every query row must keep at least one")
     cq, ck, shift = head.score_multipliers(config)
     cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
-    s = np.concatenate([qk_block(head.q8[rows], head.k8[j * B:(j + 1) * B], _qk_bits(b), config.acc_width)
-                        for j, b in kept], axis=1)
-    x = scores_log2(s, cq[i], np.repeat([ck[j] for j, _ in kept], B),
-                    np.repeat([_qk_bits(b) for _, b in kept], B), shift)
+    blocks = np.array([j for j, _ in kept])
+    qk_bits = np.array([_qk_bits(b) for _, b in kept])
+    s = np.zeros((B, len(kept) * B), dtype=np.int64)
+    for bits in np.unique(qk_bits):
+        at = np.flatnonzero(qk_bits == bits)
+        keys = head.k8.reshape(-1, B, head.k8.shape[1])[blocks[at]].reshape(-1, head.k8.shape[1])
+        s.reshape(B, len(kept), B)[:, at] = qk_block(head.q8[rows], keys, int(bits), config.acc_width).reshape(
+            B, len(at), B)
+    x = scores_log2(s, cq[i], np.repeat(ck[blocks], B), np.repeat(qk_bits, B), shift)
     valid = cols < head.n_tokens
     m = softmax_row_max(x, valid)
     e = np.where(valid, exp2_numerators(np.where(valid, m - x, 0), config), 0)
     l = softmax_row_sum(e)
     cv, ev = head.value_multipliers(config)
-    acc = np.zeros((B, head.v8.shape[1]), dtype=np.int64)
-    p_all, u_all = [], []
-    z_all = []
-    for n, (j, b) in enumerate(kept):
-        if b == LUT_BLOCK:
-            acc = lut_block_accumulate(acc, e[:, n * B:(n + 1) * B], head.v8[j * B:(j + 1) * B], cv[8][j], config)
-            p, z, u = None, None, None
-        else:
-            p, z = p_quantize(e[:, n * B:(n + 1) * B], b, config)
-            u = pv_block(p, head.v8[j * B:(j + 1) * B], b, config.acc_width)
-            acc = output_accumulate(acc, u, cv[b][j], z)
-        if trace:
-            p_all.append(p)
-            z_all.append(z)
-            u_all.append(u)
+    d = head.v8.shape[1]
+    acc = np.zeros((B, d), dtype=np.int64)
+    e_blocks = e.reshape(B, len(kept), B).transpose(1, 0, 2)                 # (kept block, row, key)
+    v_blocks = head.v8.reshape(-1, B, d)[blocks]                             # (kept block, key, d)
+    p_all, z_all, u_all = [None] * len(kept), [None] * len(kept), [None] * len(kept)
+    codes_of = np.array([b for _, b in kept])
+    for bits in np.unique(codes_of):
+        at = np.flatnonzero(codes_of == bits)
+        if bits == LUT_BLOCK:
+            for n in at:
+                acc = lut_block_accumulate(acc, e_blocks[n], v_blocks[n], cv[8][blocks[n]], config)
+            continue
+        p, z = p_quantize(e_blocks[at], int(bits), config)
+        u = pv_block(p, v_blocks[at], int(bits), config.acc_width)
+        acc = output_accumulate(acc, u, cv[int(bits)][blocks[at]], z)
+        for k, n in enumerate(at):
+            p_all[n], z_all[n], u_all[n] = p[k], z[k], u[k]
     r = reciprocal(l, config)
     final = output_final_shift(ev, head.out_exp(config), config)
     codes = output_codes(acc, r, final, config)
