@@ -48,10 +48,11 @@ def pareto_front(points):
 
 
 def _calibrate_task(workload, heads, block_size, density, kept_bits, max_seq_len):
-    """A plan's bitmaps and quality for one (block size, density, bits) (a Dask task)."""
+    """A plan's bitmaps and quality for one (block size, density, bits) (a Dask task; its heads in this task's
+    thread: the cluster's workers are the parallelism)."""
     w = make_workload(workload, heads=heads)
     config = AcceleratorConfig(block_size=block_size, head_dim=w.head_dim, max_seq_len=max_seq_len)
-    plan, report = calibrate(w, config, density=density, avg_bits=density * kept_bits)
+    plan, report = calibrate(w, config, density=density, avg_bits=density * kept_bits, jobs=1)
     return {"bitmaps": np.asarray(plan.bitmap), "config": plan.config.to_dict(), "cosine": report["cosine"],
             "rel_l1": report["rel_l1"]}
 
