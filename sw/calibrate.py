@@ -46,9 +46,8 @@ from .quant import quantize_head
 from .reorder import PERMUTATIONS, permute_tokens
 from .sparsity import MassAccumulator, attention_rows, captured_mass
 
-__all__ = ["calibrate", "held_out_quality", "block_errors", "fitting_seq_len", "Progress", "REORDER_PAYS_GAIN",
-           "ERROR_METRICS",
-           "parallel_map", "default_jobs", "dense_rows"]
+__all__ = ["calibrate", "held_out_quality", "block_errors", "key_interleave", "fitting_seq_len", "Progress",
+           "REORDER_PAYS_GAIN", "ERROR_METRICS", "parallel_map", "default_jobs", "dense_rows"]
 
 IDENTITY = "FHW"
 #: A head's pattern "runs across the identity order's contiguous axis" when the best order captures at
