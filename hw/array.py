@@ -51,7 +51,7 @@ from paro.config import PEMode
 
 from .component import ConfiguredComponent
 from .formal import past, stream_held
-from .pe import OperandB, PEControl, ProcessingElement
+from .pe import OperandB, OperandExponents, PEControl, ProcessingElement
 
 __all__ = ["SystolicArray", "array_signature", "a_layout", "b_layout", "c_layout", "formal_properties",
            "formal_tiles"]
@@ -66,9 +66,10 @@ def a_layout(config):
 
 
 def b_layout(config):
-    return data.StructLayout({
-        "b": data.ArrayLayout(OperandB, config.cols),
-    })
+    fields = {"b": data.ArrayLayout(OperandB, config.cols)}
+    if config.k4_cut == "leading-zero":        # each column's INT4 nibble exponents (the leading-zero cut)
+        fields["exp"] = data.ArrayLayout(OperandExponents, config.cols)
+    return data.StructLayout(fields)
 
 
 def c_layout(config):
@@ -88,7 +89,9 @@ def array_signature(config):
 
 
 class SystolicArray(ConfiguredComponent):
-    """R x C output-stationary systolic array; see the module docstring for streams and timing.
+    """R x C output-stationary systolic array; see the module docstring for streams and timing. With the
+    leading-zero cut (``k4_cut``) the ``b`` stream also carries each column's nibble exponents, which move
+    down the column with ``b``.
 
     Parameters
     ----------
@@ -140,15 +143,24 @@ class SystolicArray(ConfiguredComponent):
             m.d.comb += [pes[i][0].a.eq(a_feed), pes[i][0].ctl.eq(ctl_feed)]
             for j in range(1, cols):
                 m.d.comb += [pes[i][j].a.eq(pes[i][j - 1].a_out), pes[i][j].ctl.eq(pes[i][j - 1].ctl_out)]
+        lz = self._config.k4_cut == "leading-zero"
         for j in range(cols):
             b_feed = self.b.payload.b[j]
+            exp_feed = self.b.payload.exp[j] if lz else None
             for stage in range(j):
                 b_reg = Signal(OperandB, name=f"skew_b_{j}_{stage}")
                 m.d.sync += b_reg.eq(b_feed)
                 b_feed = b_reg
+                if lz:
+                    exp_reg = Signal(OperandExponents, name=f"skew_exp_{j}_{stage}")
+                    m.d.sync += exp_reg.eq(exp_feed)
+                    exp_feed = exp_reg
             m.d.comb += pes[0][j].b.eq(b_feed)
             for i in range(1, rows):
                 m.d.comb += pes[i][j].b.eq(pes[i - 1][j].b_out)
+            if lz:
+                m.d.comb += pes[0][j].b_exp.eq(exp_feed)
+                m.d.comb += [pes[i][j].b_exp.eq(pes[i - 1][j].b_exp_out) for i in range(1, rows)]
 
         # Drain: after the corner PE (the last to finish) latched its sums, emit one column per beat.
         corner = pes[rows - 1][cols - 1]

@@ -36,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH
 from paro.sw.contract import engine_row_buffer
-from paro.sw.golden import CV2_FROM_CV4, K_REDUCE_SHIFT
+from paro.sw.golden import CV2_FROM_CV4, k_reduce_shift
 
 from .component import ConfiguredComponent
 from .formal import past, stream_held
@@ -167,7 +167,8 @@ class EngineController(ConfiguredComponent):
                     bits = self.kept.payload.bits
                     m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot),
                                  packing.eq(per_bits(bits, PACKING.get)), step.eq(0), query_group.eq(0),
-                                 key_group.eq(0), ck.eq(per_bits(bits, lambda b: self.ck_data << K_REDUCE_SHIFT[b]))]
+                                 key_group.eq(0),
+                                 ck.eq(per_bits(bits, lambda b: self.ck_data << k_reduce_shift(b, cfg.k4_cut)))]
                     m.next = "A_TILES"
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)

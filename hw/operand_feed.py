@@ -112,6 +112,10 @@ class OperandFeed(ConfiguredComponent):
         k_lanes = {8: k_bytes[:C], 4: k_reduce.k4,
                    2: getattr(k_reduce, "k2", None)}
         word_fields = {8: ("int8", "int8"), 4: ("int4", "uint4"), 2: ("int2", "uint2")}
+        if cfg.k4_cut == "leading-zero":              # a 4-bit QK^T beat's nibble exponents (else 0)
+            four_bit_keys = ~stage.pass_b & (stage.packing == PACKING[4])
+            m.d.comb += [b.exp[c][k].eq(Mux(four_bit_keys, k_reduce.e4[2 * c + k], 0))
+                         for c in range(C) for k in range(2)]
         for c in range(C):
             word = b.b[c]
             for bits in computed:

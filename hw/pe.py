@@ -7,7 +7,8 @@ mode (:class:`paro.config.PEMode`) arrives with each beat and is chosen by the s
 block's planned bitwidth, not from the operand types:
 
 * ``INT8``  — the sub-products combine into one 8 x 8 product: ``acc0 += a * b`` (1 product/cycle).
-* ``INT4``  — ``acc0 += a * b.int4[0]``, ``acc1 += a * b.int4[1]`` (2 products/cycle, signed K).
+* ``INT4``  — ``acc0 += a * b.int4[0]``, ``acc1 += a * b.int4[1]`` (2 products/cycle, signed K); with the
+  leading-zero cut (``k4_cut``) ``acc_k += (a * b.int4[k]) << b_exp[k]`` (the nibble's exponent, 0..5).
 * ``UINT4`` — ``acc0 += a * b.uint4[0]``, ``acc1 += a * b.uint4[1]`` (2 products/cycle, P >= 0).
 * ``INT2``  — ``acc_k += a * b.int2[k]`` for k in 0..3 (4 products/cycle, signed K).
 * ``UINT2`` — ``acc_k += a * b.uint2[k]`` for k in 0..3 (4 products/cycle, P >= 0).
@@ -52,7 +53,7 @@ from paro.config import PEMode
 
 from .component import ConfiguredComponent
 
-__all__ = ["OperandB", "PEControl", "ProcessingElement", "formal_properties"]
+__all__ = ["OperandB", "OperandExponents", "PEControl", "ProcessingElement", "formal_properties"]
 
 
 #: The 8-bit ``b`` operand word, read as one signed byte, two packed nibbles or four packed crumbs.
@@ -63,6 +64,10 @@ OperandB = data.UnionLayout({
     "int2":  data.ArrayLayout(signed(2), 4),
     "uint2": data.ArrayLayout(unsigned(2), 4),
 })
+
+#: The exponents of ``b``'s two INT4 nibbles in a build with the leading-zero cut (``k4_cut``): the INT4
+#: products are shifted left by them (0..5; ``|nibble << exponent| <= 128``).
+OperandExponents = data.ArrayLayout(unsigned(3), 2)
 
 #: Control that travels with the ``a`` operand: one beat of a tile.
 PEControl = data.StructLayout({
@@ -84,7 +89,7 @@ class ProcessingElement(ConfiguredComponent):
 
     def __init__(self, config):
         acc = signed(config.acc_width)
-        super().__init__(config, {
+        ports = {
             "en":      In(1),
             "a":       In(signed(8)),
             "b":       In(OperandB),
@@ -93,7 +98,11 @@ class ProcessingElement(ConfiguredComponent):
             "b_out":   Out(OperandB),
             "ctl_out": Out(PEControl),
             "result":  Out(data.ArrayLayout(acc, config.pe_accumulators)),
-        })
+        }
+        if config.k4_cut == "leading-zero":
+            # the exponents of the two INT4 nibbles (the leading-zero cut), moving down with ``b``
+            ports.update({"b_exp": In(OperandExponents), "b_exp_out": Out(OperandExponents)})
+        super().__init__(config, ports)
         # State, named here so that the formal properties (below) can state what it holds.
         self.acc = [Signal(acc, name=f"acc{k}") for k in range(config.pe_accumulators)]
         self.fresh = Signal(init=1)
@@ -113,16 +122,24 @@ class ProcessingElement(ConfiguredComponent):
         # then (pe_stages >= 1) a register, the combined products; the beat's a, mode, valid and last travel
         # with them.
         ops, a, mode, valid, last = operands(m), self.a, self.ctl.mode, self.ctl.valid, self.ctl.last
+        exps = list(self.b_exp) if self._config.k4_cut == "leading-zero" else []
         if stages >= 2:
-            (a, *ops), mode, valid, last = self._stage(m, "operands", [a, *ops], mode, valid, last)
+            staged, mode, valid, last = self._stage(m, "operands", [a, *ops, *exps], mode, valid, last)
+            a, ops, exps = staged[0], staged[1:1 + len(ops)], staged[1 + len(ops):]
         raw = []
         for k, op in enumerate(ops):
             product = Signal(signed(8 + len(op)), name=f"prod{k}")
             m.d.comb += product.eq(a * op)
             raw.append(product)
         if stages >= 1:
-            raw, mode, valid, last = self._stage(m, "products", raw, mode, valid, last)
+            staged, mode, valid, last = self._stage(m, "products", raw + exps, mode, valid, last)
+            raw, exps = staged[:len(raw)], staged[len(raw):]
         products = combine(m, raw, mode)
+        if exps:                                        # the leading-zero cut: INT4 products shifted
+            shifted = [Signal(signed(len(p) + 5), name=f"shifted{k}") for k, p in enumerate(products[:2])]
+            m.d.comb += [shifted[k].eq(Mux(mode == PEMode.INT4, products[k] << exps[k], products[k]))
+                         for k in range(2)]
+            products = shifted + list(products[2:])
 
         total = [Signal(signed(width), name=f"total{k}") for k in range(lanes)]
         for k in range(lanes):
@@ -134,6 +151,8 @@ class ProcessingElement(ConfiguredComponent):
                 self.b_out.eq(self.b),
                 self.ctl_out.eq(self.ctl),
             ]
+            if self._config.k4_cut == "leading-zero":
+                m.d.sync += self.b_exp_out.eq(self.b_exp)
             with m.If(valid):
                 m.d.sync += [acc[k].eq(total[k]) for k in range(lanes)]
                 m.d.sync += fresh.eq(last)
@@ -200,7 +219,8 @@ def formal_properties(m, dut):
     """Proved by ``paro formal`` (k-induction) against a plain statement of each mode (``a`` times the mode's
     field of ``b``: ``int8``, ``int4[k]``, ``uint4[k]``, ``int2[k]``, ``uint2[k]``), summed exactly (4 bits
     wider than the accumulator) since the tile's first beat: every accumulator equals that sum wrapped to
-    ``acc_width`` (two's complement, as :func:`sw.golden.pe_step`), for tiles of any length; within the
+    ``acc_width`` (two's complement, as :func:`sw.golden.pe_step`), for tiles of any length (with the
+    leading-zero cut an INT4 field is ``nibble << exponent``, assumed within +-128); within the
     configuration's depth (``max(head_dim, block_size)`` beats) the sum fits ``acc_width``, so nothing
     overflows; ``result`` holds the last finished tile's sums. Assumed: ``mode`` is one of the PE's modes."""
     cfg = dut.config
@@ -208,6 +228,13 @@ def formal_properties(m, dut):
     m.d.comb += Assume(sum((dut.ctl.mode == mode) for mode in cfg.modes) == 1)
     fields = {PEMode.INT8: [dut.b.int8], PEMode.INT4: list(dut.b.int4), PEMode.UINT4: list(dut.b.uint4),
               PEMode.INT2: list(dut.b.int2), PEMode.UINT2: list(dut.b.uint2)}
+    if cfg.k4_cut == "leading-zero":
+        # INT4 values are nibble << exponent, what the K reduction makes: |value| <= 128 (assumed)
+        values = [Signal(signed(9), name=f"spec_int4_{k}") for k in range(2)]
+        for k in range(2):
+            m.d.comb += [values[k].eq(dut.b.int4[k] << dut.b_exp[k]),
+                         Assume((values[k] <= 128) & (values[k] >= -128) & (dut.b_exp[k] <= 5))]
+        fields[PEMode.INT4] = values
     exact = [Signal(signed(width + 4), name=f"exact{k}") for k in range(lanes)]
     beats, fresh = Signal(range(depth + 2)), Signal(init=1)         # beats of the tile so far (depth + 1: beyond)
     with m.If(dut.en & dut.ctl.valid):

@@ -17,7 +17,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream
 from amaranth.lib.wiring import In, Out
 
-from paro.sw.golden import K_REDUCE_SHIFT, P_SHIFT_MAX
+from paro.sw.golden import P_SHIFT_MAX, k_reduce_shift
 
 from .array import c_layout
 from .component import ConfiguredComponent
@@ -28,7 +28,7 @@ __all__ = ["TileQueue", "tile_layout", "ck_width", "cv_width"]
 def ck_width(config):
     """Width of a tile's key multiplier: a 15-bit ``CK`` shifted by the largest K-reduction cut (4 or 6),
     plus one spare bit (20 without 2-bit blocks)."""
-    return 16 + max(K_REDUCE_SHIFT[b] for b in config.computed_bitwidths)
+    return 16 + max(k_reduce_shift(b, config.k4_cut) for b in config.computed_bitwidths)
 
 
 def cv_width(config):
@@ -49,7 +49,7 @@ def tile_layout(config):
         "kept_index": range(config.max_kept_blocks + 1),  # position of the block among the row's kept blocks
         "key_block": range(config.max_blocks),
         "packing": 2,                                     # PACKING of the block's bits
-        "ck": ck_width(config),                           # pass A: key block multiplier << K_REDUCE_SHIFT
+        "ck": ck_width(config),                           # pass A: key block multiplier << k_reduce_shift
         "cv": cv_width(config),                           # pass B: value multiplier of the block's bitwidth
         "z": data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes),
     })

@@ -105,6 +105,10 @@ def min_acc_width(depth):
     return (depth * (1 << 14)).bit_length() + 1
 
 
+#: The K cuts of 4-bit blocks (:attr:`AcceleratorConfig.k4_cut`).
+K4_CUTS = ("round", "leading-zero")
+
+
 @dataclasses.dataclass(frozen=True)
 class AcceleratorConfig:
     """Every parameter of the accelerator.
@@ -155,6 +159,13 @@ class AcceleratorConfig:
         Mantissa bits of that FP operand below its explicit leading one (7 as in BF16, 10 as in FP16); in
         [1, 10]. The operand is a softmax numerator (at most ``2**exp_bits``) rounded to ``lut_mant_bits + 1``
         significant bits, so its exponent runs from 0 to ``lut_exp_max = exp_bits - lut_mant_bits``.
+    k4_cut
+        How a 4-bit block's K operand is cut from INT8: ``"round"`` (default: the nearest multiple of 16, one
+        4-bit value a key element, scores scaled by 16) or ``"leading-zero"`` (PARO's leading-zero unit: per
+        element the sign and 3 bits from the leading one, a 3-bit exponent beside them, each INT4 product
+        shifted by its exponent in the PE; scores unscaled). Same tiles and cycles; the leading-zero cut's
+        4-bit blocks are more accurate, for a PE with two product shifters and the exponents in the array's
+        ``b`` path.
     spec_lanes
         Multipliers of the engine's SimPicker speculation path (:mod:`paro.hw.spec_control`: pooled Q x pooled
         K products, ``head_dim / spec_lanes`` cycles a key block); 0 builds the engine without it (a descriptor
@@ -178,6 +189,7 @@ class AcceleratorConfig:
     lut_lanes: int = 16
     lut_mant_bits: int = 7
     spec_lanes: int = 0
+    k4_cut: str = "round"
 
     def __post_init__(self):
         def check_int(name, value):
@@ -257,6 +269,8 @@ class AcceleratorConfig:
         if not 1 <= heads <= 4096:
             raise ParoError(f"max_heads must be in [1, 4096], got {heads}")
         object.__setattr__(self, "max_heads", heads)
+        if self.k4_cut not in K4_CUTS:
+            raise ParoError(f"k4_cut must be one of {', '.join(K4_CUTS)}, got {self.k4_cut!r}")
         stages = check_int("pe_stages", self.pe_stages)
         if not 0 <= stages <= MAX_PE_STAGES:
             raise ParoError(f"pe_stages must be in [0, {MAX_PE_STAGES}], got {stages}")

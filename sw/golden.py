@@ -31,7 +31,8 @@ __all__ = [
     "round_shift", "int_multipliers", "score_multipliers", "qk_block", "scores_log2", "softmax_row_max",
     "exp_tables", "exp2_numerators", "softmax_row_sum", "p_shift", "p_quantize", "pv_block",
     "p_round", "output_accumulate", "value_multipliers", "output_format", "output_final_shift",
-    "reciprocal", "output_codes", "attention_block_row", "attention_head",
+    "reciprocal", "output_codes", "attention_block_row", "attention_head", "k_reduce_shift",
+    "reduce_int8_to_int4_lz", "K4_LZ_MANTISSA_BITS",
     "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
@@ -98,7 +99,7 @@ def unpack_operand_b(words, mode):
     return out
 
 
-def pe_products(a, b_word, mode):
+def pe_products(a, b_word, mode, b_exp=(0, 0)):
     """The PE's four products for signed 8-bit ``a`` and operand word ``b_word``: ``(p0, p1, p2, p3)``.
 
     Mirrors ``hw.pe``'s crumb datapath (the nibble datapath of a PE without 2-bit modes gives the same
@@ -106,7 +107,8 @@ def pe_products(a, b_word, mode):
     where the slice is the top of a signed value (``c3`` in INT8, ``c1`` and ``c3`` in INT4, all in INT2),
     zero-extended otherwise. Nibble products ``n0 = (pc1 << 2) + pc0``, ``n1 = (pc3 << 2) + pc2``. INT8:
     ``p0 = (n1 << 4) + n0`` (the full 8 x 8 product), the rest 0; 4-bit modes: ``(n0, n1, 0, 0)``; 2-bit
-    modes: ``(pc0, pc1, pc2, pc3)``.
+    modes: ``(pc0, pc1, pc2, pc3)``. With the leading-zero cut (``k4_cut``), INT4 products are shifted left
+    by their nibble's exponent ``b_exp[k]`` (0..5).
     """
     mode = PEMode(mode)
     a = np.asarray(a, dtype=np.int64)
@@ -123,21 +125,23 @@ def pe_products(a, b_word, mode):
     zero = np.zeros_like(pc[0])
     if mode is PEMode.INT8:
         return (n1 << 4) + n0, zero, zero, zero
+    if mode is PEMode.INT4:
+        return n0 << np.asarray(b_exp[0], dtype=np.int64), n1 << np.asarray(b_exp[1], dtype=np.int64), zero, zero
     if mode.bits == 4:
         return n0, n1, zero, zero
     return tuple(pc)
 
 
-def pe_step(acc, a, b_word, mode, fresh, acc_width):
+def pe_step(acc, a, b_word, mode, fresh, acc_width, b_exp=(0, 0)):
     """One valid PE cycle: ``acc[k] = wrap((0 if fresh else acc[k]) + p[k])`` for every accumulator.
 
     ``acc`` holds the PE's accumulators (2, or 4 with 2-bit modes); ``fresh`` is true on the first beat of a
-    tile. Returns the new tuple.
+    tile; ``b_exp``: the INT4 nibbles' exponents of the leading-zero cut. Returns the new tuple.
     """
     mode = PEMode(mode)
     if mode.products_per_cycle > len(acc):
         raise ParoError(f"PE mode {mode.name} needs {mode.products_per_cycle} accumulators, the PE has {len(acc)}")
-    products = pe_products(a, b_word, mode)
+    products = pe_products(a, b_word, mode, b_exp)
     base = (0,) * len(acc) if fresh else acc
     return tuple(int(wrap(base[k] + products[k], acc_width)) for k in range(len(acc)))
 
@@ -170,13 +174,23 @@ K_REDUCE_SHIFT = {8: 0, 4: 4, 2: 6}
 _K_REDUCE_TABLE = np.array([K_REDUCE_SHIFT.get(bits, -1) for bits in range(9)], dtype=np.int64)
 
 
-def reduce_k(values, bits):
-    """K reduced to a ``bits``-bit block's operand: the INT8 value itself, :func:`reduce_int8_to_int4` or
+def k_reduce_shift(bits, cut="round"):
+    """The score factor's shift of a ``bits``-bit block (``K_REDUCE_SHIFT``), 0 for 4-bit blocks cut at the
+    leading zero (their K operand is in INT8 units already)."""
+    return 0 if bits == 4 and cut == "leading-zero" else K_REDUCE_SHIFT[bits]
+
+
+def reduce_k(values, bits, cut="round"):
+    """K reduced to a ``bits``-bit block's operand: the INT8 value itself, :func:`reduce_int8_to_int4` (or, with
+    ``cut="leading-zero"``, the value :func:`reduce_int8_to_int4_lz` stands for: mantissa << exponent) or
     :func:`reduce_int8_to_int2`."""
     if bits == 8:
         values = np.asarray(values, dtype=np.int64)
         check_operand(values, PEMode.INT8, "int8 operand")
         return values
+    if bits == 4 and cut == "leading-zero":
+        mantissa, exponent = reduce_int8_to_int4_lz(values)
+        return mantissa << exponent
     if bits == 4:
         return reduce_int8_to_int4(values)
     if bits == 2:
@@ -193,6 +207,29 @@ def reduce_int8_to_int4(values):
     values = np.asarray(values, dtype=np.int64)
     check_operand(values, PEMode.INT8, "int8 operand")
     return np.clip((values + 8) >> 4, -8, 7)
+
+
+#: Magnitude bits the leading-zero cut of a 4-bit block's K keeps, from the leading one down.
+K4_LZ_MANTISSA_BITS = 3
+
+
+def reduce_int8_to_int4_lz(values):
+    """The leading-zero cut of 4-bit blocks (``k4_cut = "leading-zero"``), per element: ``(m, e)`` with the
+    signed INT4 mantissa ``m`` in [-7, 7] and the exponent ``e`` in [0, 5], ``m << e`` the value.
+
+    ``|x|`` keeps ``K4_LZ_MANTISSA_BITS`` bits from its leading one down, rounded to nearest (ties up): ``e =
+    max(0, bit_length(|x|) - 3)``, ``|m| = (|x| + 2**(e-1)) >> e``; a rounding that carries to 8 becomes
+    ``4 << (e + 1)`` (127 -> 128). Error at most ``2**(e-1)``: 0 below 8, relative at most 1/8 above.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    check_operand(values, PEMode.INT8, "int8 operand")
+    magnitude = np.abs(values)
+    exponent = np.maximum(bit_length(magnitude) - K4_LZ_MANTISSA_BITS, 0)
+    mantissa = (magnitude + np.where(exponent > 0, np.int64(1) << np.maximum(exponent - 1, 0), 0)) >> exponent
+    carry = mantissa == 1 << K4_LZ_MANTISSA_BITS
+    mantissa = np.where(carry, mantissa >> 1, mantissa)
+    exponent = exponent + carry
+    return np.sign(values) * mantissa, exponent
 
 
 def reduce_int8_to_int2(values):
@@ -275,15 +312,17 @@ def _int_matmul(a, b_t):
                    ).astype(np.int64)
 
 
-def qk_block(q8_rows, k8_block, bits, acc_width):
+def qk_block(q8_rows, k8_block, bits, acc_width, cut="round"):
     """Scores of one block as the array computes them: the block's QK^T mode with K reduced (:func:`reduce_k`)."""
-    return wrap(_int_matmul(q8_rows, reduce_k(k8_block, bits)), acc_width)
+    return wrap(_int_matmul(q8_rows, reduce_k(k8_block, bits, cut)), acc_width)
 
 
-def scores_log2(s, cq_i, ck_cols, bits_cols, shift):
-    """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * 2**K_REDUCE_SHIFT[b_j] / 2**shift)`` (``b_j``:
-    each column's block bitwidth)."""
-    cut = _K_REDUCE_TABLE[np.asarray(bits_cols, dtype=np.int64)]
+def scores_log2(s, cq_i, ck_cols, bits_cols, shift, cut="round"):
+    """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * 2**k_reduce_shift(b_j) / 2**shift)``
+    (``b_j``: each column's block bitwidth)."""
+    table = _K_REDUCE_TABLE.copy()
+    table[4] = k_reduce_shift(4, cut)
+    cut = table[np.asarray(bits_cols, dtype=np.int64)]
     if cut.size and cut.min() < 0:
         raise ParoError(f"scores are computed for 2-, 4- and 8-bit blocks, got {sorted(set(np.ravel(bits_cols).tolist()))}")
     factor = np.asarray(ck_cols, dtype=np.int64) << cut
@@ -446,9 +485,9 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
     for bits in np.unique(qk_bits):
         at = np.flatnonzero(qk_bits == bits)
         keys = head.k8.reshape(-1, B, head.k8.shape[1])[blocks[at]].reshape(-1, head.k8.shape[1])
-        s.reshape(B, len(kept), B)[:, at] = qk_block(head.q8[rows], keys, int(bits), config.acc_width).reshape(
-            B, len(at), B)
-    x = scores_log2(s, cq[i], np.repeat(ck[blocks], B), np.repeat(qk_bits, B), shift)
+        s.reshape(B, len(kept), B)[:, at] = qk_block(head.q8[rows], keys, int(bits), config.acc_width,
+                                                     config.k4_cut).reshape(B, len(at), B)
+    x = scores_log2(s, cq[i], np.repeat(ck[blocks], B), np.repeat(qk_bits, B), shift, config.k4_cut)
     valid = cols < head.n_tokens
     m = softmax_row_max(x, valid)
     e = np.where(valid, exp2_numerators(np.where(valid, m - x, 0), config), 0)
@@ -575,9 +614,12 @@ def engine_controller(bitmap, config):
     return tiles
 
 
-def k_reduction(k8, bits):
+def k_reduction(k8, bits, cut="round"):
     """The key lanes of a ``bits``-bit block: :func:`reduce_k` (4 bits: :func:`reduce_int8_to_int4`, 2 bits:
-    :func:`reduce_int8_to_int2`)."""
+    :func:`reduce_int8_to_int2`); 4 bits with ``cut="leading-zero"``: ``(mantissa, exponent)`` lanes of
+    :func:`reduce_int8_to_int4_lz`."""
+    if bits == 4 and cut == "leading-zero":
+        return reduce_int8_to_int4_lz(k8)
     return reduce_k(k8, bits)
 
 
@@ -637,7 +679,8 @@ def operand_feed(tile, q8, k8, v8, p, config):
     if not tile["pass_b"]:
         queries = slice(i * B + tile["query_group"] * R, i * B + (tile["query_group"] + 1) * R)
         keys = slice(j * B + tile["key_group"] * width, j * B + (tile["key_group"] + 1) * width)
-        return np.asarray(q8)[queries], reduce_k(np.asarray(k8)[keys], bits), PEMode.for_block(bits, "qk")
+        return (np.asarray(q8)[queries], reduce_k(np.asarray(k8)[keys], bits, config.k4_cut),
+                PEMode.for_block(bits, "qk"))
     dims = slice(tile["dim_group"] * R, (tile["dim_group"] + 1) * R)
     a = np.asarray(v8)[j * B:(j + 1) * B, dims].T
     b = np.asarray(p)[tile["query_group"] * width:(tile["query_group"] + 1) * width]

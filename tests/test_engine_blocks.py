@@ -1036,3 +1036,82 @@ def test_layer_sequencer_orders_checks_and_heads_like_its_twin(bad):
         assert ctx.get(dut.heads_done) == sum(1 for e in expected if e[0] == "run")
 
     run(dut, testbench)
+
+
+@pytest.mark.parametrize("bitwidths", [(0, 4, 8), (0, 2, 4, 8)])
+def test_k_reduction_leading_zero_every_int8_value(bitwidths):
+    """A build with ``k4_cut = "leading-zero"``: every INT8 value's mantissa and exponent are the golden
+    cut's (and 2-bit lanes stay the block cut)."""
+    config = dataclasses.replace(CONFIG2, bitwidths=bitwidths, k4_cut="leading-zero")
+    dut = KReduction(config)
+    lanes = config.engine_lanes
+    values = np.arange(-128, 128).reshape(-1, lanes)
+
+    async def testbench(ctx):
+        for row in values:
+            for n, value in enumerate(row):
+                ctx.set(dut.k8[n], int(value))
+            mantissa, exponent = golden.k_reduction(row, 4, "leading-zero")
+            assert [ctx.get(dut.k4[n]) for n in range(lanes)] == mantissa.tolist(), row
+            assert [ctx.get(dut.e4[n]) for n in range(lanes)] == exponent.tolist(), row
+            if 2 in bitwidths:
+                assert [ctx.get(dut.k2[n]) for n in range(lanes)] == golden.k_reduction(row, 2).tolist(), row
+
+    run(dut, testbench, clock=False)
+
+
+def test_array_leading_zero_cut_tiles():
+    """The array built with ``k4_cut = "leading-zero"``: INT4 tiles whose K values are cut at the leading
+    zero (mantissa nibbles in ``b``, exponents beside them) drain ``A @ (m << e).T`` (golden, wrapped), between
+    INT8 tiles, the exponents skewed and moved down each column with ``b``."""
+    from paro.hw.array import SystolicArray, a_layout, b_layout
+    from paro.config import PEMode
+    config = dataclasses.replace(CONFIG, k4_cut="leading-zero")
+    dut = SystolicArray(config)
+    R, C, depth = config.rows, config.cols, 16
+    gen = np.random.default_rng(20261129)
+    print("seed 20261129")
+    tiles = []
+    for mode in (PEMode.INT4, PEMode.INT8, PEMode.INT4):
+        a = gen.integers(-128, 128, size=(R, depth))
+        k8 = gen.integers(-128, 128, size=(C * mode.products_per_cycle, depth))
+        if mode is PEMode.INT4:
+            mantissa, exponent = golden.reduce_int8_to_int4_lz(k8)
+            values, words = mantissa << exponent, golden.pack_operand_b(mantissa.T, mode)
+            exps = [[[int(exponent[2 * c, k]), int(exponent[2 * c + 1, k])] for c in range(C)] for k in range(depth)]
+        else:
+            values, words = k8, golden.pack_operand_b(k8.T, mode)
+            exps = [[[0, 0]] * C for _ in range(depth)]
+        expected = golden.wrap(golden._int_matmul(a, values), config.acc_width)
+        tiles.append((a, words, exps, mode, expected))
+    la, lb = a_layout(config), b_layout(config)
+    drained = []
+
+    async def testbench(ctx):
+        ctx.set(dut.c.ready, 1)
+        beats = [(la.const({"a": [int(x) for x in a[:, k]], "mode": mode, "last": k == depth - 1}),
+                  lb.const({"b": [{"int8": int(w) - 256 if w >= 128 else int(w)} for w in words[k]],
+                            "exp": exps[k]}))
+                 for a, words, exps, mode, _ in tiles for k in range(depth)]
+        for beat_a, beat_b in beats:
+            ctx.set(dut.a.payload, beat_a)
+            ctx.set(dut.b.payload, beat_b)
+            ctx.set(dut.a.valid, 1)
+            ctx.set(dut.b.valid, 1)
+            while True:
+                ready = ctx.get(dut.a.ready)
+                if ctx.get(dut.c.valid):
+                    drained.append([ctx.get(dut.c.payload.c[r]) for r in range(R)])
+                await ctx.tick()
+                if ready:
+                    break
+        ctx.set(dut.a.valid, 0)
+        ctx.set(dut.b.valid, 0)
+        for _ in range(8 * (R + C + depth)):
+            if ctx.get(dut.c.valid):
+                drained.append([ctx.get(dut.c.payload.c[r]) for r in range(R)])
+            await ctx.tick()
+
+    run(dut, testbench)
+    expected = [list(map(int, column)) for *_, tile in tiles for column in tile.T]
+    assert drained == expected

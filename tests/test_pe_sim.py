@@ -143,3 +143,36 @@ def test_int8_only_pe_is_plain_multiplier():
 def test_pe_needs_a_config():
     with pytest.raises(ParoError, match="needs an AcceleratorConfig"):
         ProcessingElement({"rows": 4})
+
+
+@pytest.mark.parametrize("bitwidths, stages", [((0, 4, 8), 0), ((0, 4, 8), 2), (ALL_BITS, 1)])
+def test_leading_zero_cut_shifts_int4_products(bitwidths, stages):
+    """A build with ``k4_cut = "leading-zero"``: INT4 beats carry the nibbles' exponents (from
+    :func:`~paro.sw.golden.reduce_int8_to_int4_lz` of random INT8 K values) and each product is shifted by
+    its own; other modes ignore them. Random tiles of every mode against the golden PE, pipelined too."""
+    from paro.sw.golden import reduce_int8_to_int4_lz
+    print(f"seed {SEED}")
+    config = AcceleratorConfig(bitwidths=bitwidths, k4_cut="leading-zero", pe_stages=stages)
+    pe = ProcessingElement(config)
+    rng = random.Random(SEED)
+
+    async def testbench(ctx):
+        acc, fresh, pending = (0,) * config.pe_accumulators, True, []
+        for _ in range(60):
+            mode = rng.choice(config.modes)
+            length = rng.randint(1, 12)
+            for k in range(length):
+                a, b = random_beat(rng, mode)
+                exps = (rng.randint(0, 7), rng.randint(0, 7))
+                if mode is PEMode.INT4:
+                    mantissa, exponent = reduce_int8_to_int4_lz([rng.randint(-128, 127) for _ in range(2)])
+                    b, exps = word(list(mantissa), mode), tuple(int(e) for e in exponent)
+                ctx.set(pe.b_exp, list(exps))
+                await apply(ctx, pe, a, b, mode, last=k == length - 1)
+                acc = pe_step(acc, a, b, mode, fresh, config.acc_width, b_exp=exps)
+                fresh = k == length - 1
+            pending.append(acc)
+            for _ in range(stages):
+                await apply(ctx, pe, 0, 0, PEMode.INT8, valid=False)
+            assert result(ctx, pe) == pending[-1]
+    run(pe, testbench)

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import AcceleratorConfig
+from ..config import K4_CUTS, AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write, check_writable
 from ..hw.emit import TOPS, write_verilog
@@ -101,6 +101,9 @@ def _add_kept_keys_arg(parser):
     parser.add_argument("--spec-lanes", type=int, default=AcceleratorConfig.spec_lanes,
                         help="multipliers of the engine's SimPicker speculation path (pooled Q x K); 0 (default) "
                              "builds the engine without speculation")
+    parser.add_argument("--k4-cut", choices=K4_CUTS, default=AcceleratorConfig.k4_cut,
+                        help="K of 4-bit blocks: round (nearest multiple of 16, default) or leading-zero (per "
+                             "element from its leading one, with an exponent: PARO's leading-zero unit)")
 
 
 def _config(args):
@@ -108,7 +111,7 @@ def _config(args):
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=args.max_heads, pe_stages=args.pe_stages, lut_lanes=args.lut_lanes,
-                             lut_mant_bits=args.lut_mant_bits, spec_lanes=args.spec_lanes)
+                             lut_mant_bits=args.lut_mant_bits, spec_lanes=args.spec_lanes, k4_cut=args.k4_cut)
 
 
 def cmd_generate(args):
@@ -276,7 +279,7 @@ def _calibration_config(args, workload):
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=max(args.max_heads, workload.heads), pe_stages=args.pe_stages,
                              lut_lanes=args.lut_lanes, lut_mant_bits=args.lut_mant_bits,
-                             spec_lanes=args.spec_lanes)
+                             spec_lanes=args.spec_lanes, k4_cut=args.k4_cut)
 
 
 def _calibrate_captures(args, layout):

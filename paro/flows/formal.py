@@ -8,6 +8,7 @@ hold in every reachable state) where it closes, else checked to a stated depth (
 each check's method, depth, result and time, and on a failure the assertion that failed and the trace.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -47,6 +48,8 @@ CHECKS = {
            "accumulators = exact sums wrapped to acc_width; no overflow within the depth ({0, 4, 8})"),
     "pe_every_mode": (pe.ProcessingElement, pe.formal_properties, EVERY_MODE, "prove", 1,
                       "the same with 2-bit modes ({0, 2, 4, 8})"),
+    "pe_leading_zero": (pe.ProcessingElement, pe.formal_properties, dataclasses.replace(SMALL, k4_cut="leading-zero"),
+                        "prove", 1, "the same with the leading-zero cut of 4-bit K (INT4 products shifted)"),
     "array": (array.SystolicArray, array.formal_properties, SMALL, "prove", 4,
               "every input beat reaches PE (i, j) i + j cycles later: none lost, duplicated or reordered"),
     "array_tiles": (array.SystolicArray, array.formal_tiles, EVERY_MODE, "bmc", 24,
