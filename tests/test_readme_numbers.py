@@ -148,7 +148,8 @@ def _precision_cycles(r):
 def _precision_quality(r):
     plans = r["quality"]["plans"]
     dense = plans[-1]
-    return "; ".join(f"{_bits(row)} {row['error_metric']} metric: rel_l1 {row['rel_l1']:.5f} "
+    return "; ".join(f"{_bits(row)}{' leading-zero K4' if row.get('k4_cut') == 'leading-zero' else ''} "
+                     f"{row['error_metric']} metric: rel_l1 {row['rel_l1']:.5f} "
                      f"({row['rel_l1_vs_dense']:.2f}x), held-out {row['heldout_rel_l1']:.5f}" for row in plans[:-1]) \
         + f"; all 8-bit: {dense['rel_l1']:.5f}, held-out {dense['heldout_rel_l1']:.5f}"
 

@@ -8,10 +8,12 @@ Two parts, written to one JSON (and a PNG beside it):
   memory at one beat per cycle), with its ideal cycles and the head's cosine and rel_l1 against fp64 from the
   calibration; the same head's dense INT8 run once.
 * **quality**: the whole ``small`` layer (8 heads) at 4.80 average bits, no density (PARO's budget), planned
-  at {0, 4, 8} and {0, 2, 4, 8} under each error metric, and the all-8-bit dense plan: bits mix, cosine,
+  at {0, 4, 8} and {0, 2, 4, 8} under each error metric, the same (output metric) with the leading-zero cut
+  of 4-bit K (``k4_cut``), and the all-8-bit dense plan: bits mix, cosine,
   rel_l1 (golden model vs fp64), the same on a held-out sample, the integer program's gap to the Lagrangian.
 """
 
+import dataclasses
 from pathlib import Path
 
 from ..config import AcceleratorConfig
@@ -26,9 +28,11 @@ __all__ = ["bench_precision", "CYCLE_PLANS", "QUALITY_PLANS"]
 
 #: (bitwidths, average bits) of the plans whose head 1 the cycles part runs at density 0.25.
 CYCLE_PLANS = (((0, 4, 8), 1.0), ((0, 2, 4, 8), 1.0), ((0, 2, 4, 8), 0.75))
-#: (bitwidths, average bits, error metric) of the quality part's layer plans (no density).
-QUALITY_PLANS = tuple((bits, 4.8, metric) for metric in ERROR_METRICS for bits in ((0, 4, 8), (0, 2, 4, 8))) \
-    + (((0, 4, 8), 8.0, "probability"),)
+#: (bitwidths, average bits, error metric, 4-bit K cut) of the quality part's layer plans (no density); the
+#: all-8-bit plan last.
+QUALITY_PLANS = tuple((bits, 4.8, metric, "round") for metric in ERROR_METRICS for bits in ((0, 4, 8), (0, 2, 4, 8))) \
+    + tuple((bits, 4.8, "output", "leading-zero") for bits in ((0, 4, 8), (0, 2, 4, 8))) \
+    + (((0, 4, 8), 8.0, "probability", "round"),)
 HEAD = 1
 
 
@@ -69,12 +73,15 @@ def _cycles_part(build_dir):
 def _quality_part():
     workload, holdout = make_workload("small"), make_workload("small", sample=1)
     rows = []
-    for bitwidths, avg_bits, metric in QUALITY_PLANS:
-        progress(f"precision bench: the small layer at {avg_bits} average bits, bitwidths {bitwidths}, {metric}")
-        plan, report = calibrate(workload, _config(workload, bitwidths), avg_bits=avg_bits, error_metric=metric,
-                                 holdout=holdout, log=lambda message: None)
+    for bitwidths, avg_bits, metric, cut in QUALITY_PLANS:
+        progress(f"precision bench: the small layer at {avg_bits} average bits, bitwidths {bitwidths}, {metric}, "
+                 f"4-bit K cut {cut}")
+        config = dataclasses.replace(_config(workload, bitwidths), k4_cut=cut)
+        plan, report = calibrate(workload, config, avg_bits=avg_bits, error_metric=metric, holdout=holdout,
+                                 log=lambda message: None)
         allocation = report["allocation"]
         rows.append({"bitwidths": list(bitwidths), "avg_bits": report["avg_bits"], "error_metric": metric,
+                     "k4_cut": cut,
                      "blocks_by_bits": _mix(plan.bitmap, bitwidths), "density": report["density"],
                      "cosine": report["cosine"], "rel_l1": report["rel_l1"],
                      "heldout_cosine": report["heldout"]["cosine"], "heldout_rel_l1": report["heldout"]["rel_l1"],
@@ -123,7 +130,8 @@ def _plot(result, path):
     left.set_title(f"small head {cycles['head']}, density {cycles['density']}", fontsize=9)
     left.tick_params(axis="x", labelsize=7)
     quality = result["quality"]["plans"]
-    labels = [_label(row) + ("" if row["avg_bits"] == 8 else f"\n{row['error_metric']}") for row in quality]
+    labels = [_label(row) + ("" if row["avg_bits"] == 8 else f"\n{row['error_metric']}")
+              + ("\nLZ K4" if row.get("k4_cut") == "leading-zero" else "") for row in quality]
     right.bar(labels, [row["rel_l1"] for row in quality], color="#2a7ab9", label="calibration data")
     right.plot(labels, [row["heldout_rel_l1"] for row in quality], "o", color="#d95f02", label="held-out sample")
     right.set_ylabel("rel_l1 vs fp64")
