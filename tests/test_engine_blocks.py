@@ -54,17 +54,29 @@ def run(dut, testbench, clock=True):
     sim.run()
 
 
-def test_k_reduction_every_int8_value():
-    dut = KReduction(CONFIG2)
-    lanes = CONFIG2.engine_lanes
+@pytest.mark.parametrize("bitwidths, cut", [((0, 2, 4, 8), "round"), ((0, 4, 8), "leading-zero"),
+                                          ((0, 2, 4, 8), "leading-zero")])
+def test_k_reduction_every_int8_value(bitwidths, cut):
+    """Every INT8 value's 4-bit lanes (with ``k4_cut = "leading-zero"``: mantissa and exponent) and 2-bit
+    lanes are the golden cuts'."""
+    config = dataclasses.replace(CONFIG2, bitwidths=bitwidths, k4_cut=cut)
+    dut = KReduction(config)
+    lanes = config.engine_lanes
     values = np.arange(-128, 128).reshape(-1, lanes)
 
     async def testbench(ctx):
         for row in values:
             for n, value in enumerate(row):
                 ctx.set(dut.k8[n], int(value))
-            assert [ctx.get(dut.k4[n]) for n in range(lanes)] == golden.k_reduction(row, 4).tolist(), row
-            assert [ctx.get(dut.k2[n]) for n in range(lanes)] == golden.k_reduction(row, 2).tolist(), row
+            k4 = [ctx.get(dut.k4[n]) for n in range(lanes)]
+            if cut == "leading-zero":
+                mantissa, exponent = golden.k_reduction(row, 4, cut)
+                assert k4 == mantissa.tolist(), row
+                assert [ctx.get(dut.e4[n]) for n in range(lanes)] == exponent.tolist(), row
+            else:
+                assert k4 == golden.k_reduction(row, 4).tolist(), row
+            if 2 in bitwidths:
+                assert [ctx.get(dut.k2[n]) for n in range(lanes)] == golden.k_reduction(row, 2).tolist(), row
 
     run(dut, testbench, clock=False)
 
@@ -1036,28 +1048,6 @@ def test_layer_sequencer_orders_checks_and_heads_like_its_twin(bad):
         assert ctx.get(dut.heads_done) == sum(1 for e in expected if e[0] == "run")
 
     run(dut, testbench)
-
-
-@pytest.mark.parametrize("bitwidths", [(0, 4, 8), (0, 2, 4, 8)])
-def test_k_reduction_leading_zero_every_int8_value(bitwidths):
-    """A build with ``k4_cut = "leading-zero"``: every INT8 value's mantissa and exponent are the golden
-    cut's (and 2-bit lanes stay the block cut)."""
-    config = dataclasses.replace(CONFIG2, bitwidths=bitwidths, k4_cut="leading-zero")
-    dut = KReduction(config)
-    lanes = config.engine_lanes
-    values = np.arange(-128, 128).reshape(-1, lanes)
-
-    async def testbench(ctx):
-        for row in values:
-            for n, value in enumerate(row):
-                ctx.set(dut.k8[n], int(value))
-            mantissa, exponent = golden.k_reduction(row, 4, "leading-zero")
-            assert [ctx.get(dut.k4[n]) for n in range(lanes)] == mantissa.tolist(), row
-            assert [ctx.get(dut.e4[n]) for n in range(lanes)] == exponent.tolist(), row
-            if 2 in bitwidths:
-                assert [ctx.get(dut.k2[n]) for n in range(lanes)] == golden.k_reduction(row, 2).tolist(), row
-
-    run(dut, testbench, clock=False)
 
 
 def test_array_leading_zero_cut_tiles():
