@@ -12,11 +12,12 @@ cycle, on ``config.engine_lanes`` lanes. Lanes ``2c, 2c + 1`` go to the nibbles 
 word in a 4-bit block, lanes ``4c .. 4c + 3`` to its crumbs in a 2-bit block.
 """
 
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from .component import ConfiguredComponent
+from .rounding import round_shift
 
 __all__ = ["KReduction"]
 
@@ -59,7 +60,7 @@ class KReduction(ConfiguredComponent):
             magnitude.eq(Mux(k8 < 0, -k8, k8)),
             exponent.eq(Mux(magnitude >= 128, 5, Mux(magnitude >= 64, 4, Mux(magnitude >= 32, 3,
                         Mux(magnitude >= 16, 2, Mux(magnitude >= 8, 1, 0)))))),
-            rounded.eq((magnitude + Array([0, 1, 2, 4, 8, 16])[exponent]) >> exponent),
+            rounded.eq(round_shift(magnitude, exponent)),
             mantissa.eq(Mux(rounded == 8, 4, rounded)),
             self.e4[n].eq(exponent + (rounded == 8)),
             self.k4[n].eq(Mux(k8 < 0, -mantissa, mantissa)),

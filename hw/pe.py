@@ -122,7 +122,8 @@ class ProcessingElement(ConfiguredComponent):
         # then (pe_stages >= 1) a register, the combined products; the beat's a, mode, valid and last travel
         # with them.
         ops, a, mode, valid, last = operands(m), self.a, self.ctl.mode, self.ctl.valid, self.ctl.last
-        exps = list(self.b_exp) if self._config.k4_cut == "leading-zero" else []
+        leading_zero = self._config.k4_cut == "leading-zero"
+        exps = list(self.b_exp) if leading_zero else []
         if stages >= 2:
             staged, mode, valid, last = self._stage(m, "operands", [a, *ops, *exps], mode, valid, last)
             a, ops, exps = staged[0], staged[1:1 + len(ops)], staged[1 + len(ops):]
@@ -151,7 +152,7 @@ class ProcessingElement(ConfiguredComponent):
                 self.b_out.eq(self.b),
                 self.ctl_out.eq(self.ctl),
             ]
-            if self._config.k4_cut == "leading-zero":
+            if leading_zero:
                 m.d.sync += self.b_exp_out.eq(self.b_exp)
             with m.If(valid):
                 m.d.sync += [acc[k].eq(total[k]) for k in range(lanes)]

@@ -170,8 +170,6 @@ def array_drain_beats(c_tile):
 #: The K reduction's cut per computed bitwidth: a ``b``-bit block's K operand keeps bits ``[7 : shift]`` of the
 #: INT8 value, rounded (:func:`reduce_k`); its scores are scaled by ``2**shift`` to undo the unit.
 K_REDUCE_SHIFT = {8: 0, 4: 4, 2: 6}
-#: ``K_REDUCE_SHIFT`` indexed by bits (-1: not a computed bitwidth), for whole columns of bits at once.
-_K_REDUCE_TABLE = np.array([K_REDUCE_SHIFT.get(bits, -1) for bits in range(9)], dtype=np.int64)
 
 
 def k_reduce_shift(bits, cut="round"):
@@ -225,7 +223,7 @@ def reduce_int8_to_int4_lz(values):
     check_operand(values, PEMode.INT8, "int8 operand")
     magnitude = np.abs(values)
     exponent = np.maximum(bit_length(magnitude) - K4_LZ_MANTISSA_BITS, 0)
-    mantissa = (magnitude + np.where(exponent > 0, np.int64(1) << np.maximum(exponent - 1, 0), 0)) >> exponent
+    mantissa = round_shift(magnitude, exponent)
     carry = mantissa == 1 << K4_LZ_MANTISSA_BITS
     mantissa = np.where(carry, mantissa >> 1, mantissa)
     exponent = exponent + carry
@@ -320,8 +318,8 @@ def qk_block(q8_rows, k8_block, bits, acc_width, cut="round"):
 def scores_log2(s, cq_i, ck_cols, bits_cols, shift, cut="round"):
     """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * 2**k_reduce_shift(b_j) / 2**shift)``
     (``b_j``: each column's block bitwidth)."""
-    table = _K_REDUCE_TABLE.copy()
-    table[4] = k_reduce_shift(4, cut)
+    # k_reduce_shift indexed by bits (-1: not a computed bitwidth), for whole columns of bits at once
+    table = np.array([k_reduce_shift(bits, cut) if bits in K_REDUCE_SHIFT else -1 for bits in range(9)])
     cut = table[np.asarray(bits_cols, dtype=np.int64)]
     if cut.size and cut.min() < 0:
         raise ParoError(f"scores are computed for 2-, 4- and 8-bit blocks, got {sorted(set(np.ravel(bits_cols).tolist()))}")
