@@ -51,7 +51,7 @@ from paro.config import PEMode
 
 from .component import ConfiguredComponent
 from .formal import past, stream_held
-from .pe import OperandB, OperandExponents, PEControl, ProcessingElement
+from .pe import OperandB, PEControl, ProcessingElement, operand_exponents
 
 __all__ = ["SystolicArray", "array_signature", "a_layout", "b_layout", "c_layout", "formal_properties",
            "formal_tiles"]
@@ -67,8 +67,8 @@ def a_layout(config):
 
 def b_layout(config):
     fields = {"b": data.ArrayLayout(OperandB, config.cols)}
-    if config.k4_cut == "leading-zero":        # each column's INT4 nibble exponents (the leading-zero cut)
-        fields["exp"] = data.ArrayLayout(OperandExponents, config.cols)
+    if config.k_exponents:                     # each column's nibble / crumb exponents (the leading-zero cuts)
+        fields["exp"] = data.ArrayLayout(operand_exponents(config), config.cols)
     return data.StructLayout(fields)
 
 
@@ -90,8 +90,8 @@ def array_signature(config):
 
 class SystolicArray(ConfiguredComponent):
     """R x C output-stationary systolic array; see the module docstring for streams and timing. With the
-    leading-zero cut (``k4_cut``) the ``b`` stream also carries each column's nibble exponents, which move
-    down the column with ``b``.
+    leading-zero cuts (``k4_cut``, ``k2_cut``) the ``b`` stream also carries each column's nibble or crumb
+    exponents, which move down the column with ``b``.
 
     Parameters
     ----------
@@ -143,7 +143,7 @@ class SystolicArray(ConfiguredComponent):
             m.d.comb += [pes[i][0].a.eq(a_feed), pes[i][0].ctl.eq(ctl_feed)]
             for j in range(1, cols):
                 m.d.comb += [pes[i][j].a.eq(pes[i][j - 1].a_out), pes[i][j].ctl.eq(pes[i][j - 1].ctl_out)]
-        lz = self._config.k4_cut == "leading-zero"
+        lz = bool(self._config.k_exponents)
         for j in range(cols):
             b_feed = self.b.payload.b[j]
             exp_feed = self.b.payload.exp[j] if lz else None
@@ -152,7 +152,7 @@ class SystolicArray(ConfiguredComponent):
                 m.d.sync += b_reg.eq(b_feed)
                 b_feed = b_reg
                 if lz:
-                    exp_reg = Signal(OperandExponents, name=f"skew_exp_{j}_{stage}")
+                    exp_reg = Signal(operand_exponents(self._config), name=f"skew_exp_{j}_{stage}")
                     m.d.sync += exp_reg.eq(exp_feed)
                     exp_feed = exp_reg
             m.d.comb += pes[0][j].b.eq(b_feed)

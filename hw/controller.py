@@ -168,7 +168,7 @@ class EngineController(ConfiguredComponent):
                     m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot),
                                  packing.eq(per_bits(bits, PACKING.get)), step.eq(0), query_group.eq(0),
                                  key_group.eq(0),
-                                 ck.eq(per_bits(bits, lambda b: self.ck_data << k_reduce_shift(b, cfg.k4_cut)))]
+                                 ck.eq(per_bits(bits, lambda b: self.ck_data << k_reduce_shift(b, cfg.k_cuts)))]
                     m.next = "A_TILES"
             with m.State("A_TILES"):
                 m.d.comb += self.fire.eq(self.advance & can_issue)

@@ -112,10 +112,13 @@ class OperandFeed(ConfiguredComponent):
         k_lanes = {8: k_bytes[:C], 4: k_reduce.k4,
                    2: getattr(k_reduce, "k2", None)}
         word_fields = {8: ("int8", "int8"), 4: ("int4", "uint4"), 2: ("int2", "uint2")}
-        if cfg.k4_cut == "leading-zero":              # a 4-bit QK^T beat's nibble exponents (else 0)
-            four_bit_keys = ~stage.pass_b & (stage.packing == PACKING[4])
-            m.d.comb += [b.exp[c][k].eq(Mux(four_bit_keys, k_reduce.e4[2 * c + k], 0))
-                         for c in range(C) for k in range(2)]
+        # the exponents of a QK^T beat's K cut at the leading zero (each column's nibbles or crumbs), else 0
+        for bits, name in ((4, "e4"), (2, "e2")):
+            if cfg.k_cuts[bits] == "leading-zero":
+                per = 1 << PACKING[bits]
+                with m.If(~stage.pass_b & (stage.packing == PACKING[bits])):
+                    m.d.comb += [b.exp[c][k].eq(getattr(k_reduce, name)[per * c + k])
+                                 for c in range(C) for k in range(per)]
         for c in range(C):
             word = b.b[c]
             for bits in computed:

@@ -10,7 +10,8 @@ block's planned bitwidth, not from the operand types:
 * ``INT4``  — ``acc0 += a * b.int4[0]``, ``acc1 += a * b.int4[1]`` (2 products/cycle, signed K); with the
   leading-zero cut (``k4_cut``) ``acc_k += (a * b.int4[k]) << b_exp[k]`` (the nibble's exponent, 0..5).
 * ``UINT4`` — ``acc0 += a * b.uint4[0]``, ``acc1 += a * b.uint4[1]`` (2 products/cycle, P >= 0).
-* ``INT2``  — ``acc_k += a * b.int2[k]`` for k in 0..3 (4 products/cycle, signed K).
+* ``INT2``  — ``acc_k += a * b.int2[k]`` for k in 0..3 (4 products/cycle, signed K); with the leading-zero
+  cut of 2-bit K (``k2_cut``) ``acc_k += (a * b.int2[k]) << b_exp[k]`` (the crumb's exponent, 0..7).
 * ``UINT2`` — ``acc_k += a * b.uint2[k]`` for k in 0..3 (4 products/cycle, P >= 0).
 
 An INT8-only config builds one plain signed 8 x 8 multiplier and one accumulator (the baseline of the area
@@ -49,11 +50,11 @@ from amaranth.hdl import Assert, Assume
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
-from paro.config import PEMode
+from paro.config import K_EXP_BITS, PEMode
 
 from .component import ConfiguredComponent
 
-__all__ = ["OperandB", "OperandExponents", "PEControl", "ProcessingElement", "formal_properties"]
+__all__ = ["OperandB", "operand_exponents", "PEControl", "ProcessingElement", "formal_properties"]
 
 
 #: The 8-bit ``b`` operand word, read as one signed byte, two packed nibbles or four packed crumbs.
@@ -65,9 +66,13 @@ OperandB = data.UnionLayout({
     "uint2": data.ArrayLayout(unsigned(2), 4),
 })
 
-#: The exponents of ``b``'s two INT4 nibbles in a build with the leading-zero cut (``k4_cut``): the INT4
-#: products are shifted left by them (0..5; ``|nibble << exponent| <= 128``).
-OperandExponents = data.ArrayLayout(unsigned(3), 2)
+
+def operand_exponents(config):
+    """The exponents beside ``b`` in a build with a leading-zero cut (``config.k_exponents`` of them): of its
+    two INT4 nibbles (``k4_cut``, 0..5) and of its four INT2 crumbs (``k2_cut``, 0..7); the products of the
+    cut modes are shifted left by them (``|field << exponent| <= 128``)."""
+    return data.ArrayLayout(unsigned(K_EXP_BITS), config.k_exponents)
+
 
 #: Control that travels with the ``a`` operand: one beat of a tile.
 PEControl = data.StructLayout({
@@ -99,9 +104,9 @@ class ProcessingElement(ConfiguredComponent):
             "ctl_out": Out(PEControl),
             "result":  Out(data.ArrayLayout(acc, config.pe_accumulators)),
         }
-        if config.k4_cut == "leading-zero":
-            # the exponents of the two INT4 nibbles (the leading-zero cut), moving down with ``b``
-            ports.update({"b_exp": In(OperandExponents), "b_exp_out": Out(OperandExponents)})
+        if config.k_exponents:
+            # the exponents of the INT4 nibbles / INT2 crumbs (the leading-zero cuts), moving down with ``b``
+            ports.update({"b_exp": In(operand_exponents(config)), "b_exp_out": Out(operand_exponents(config))})
         super().__init__(config, ports)
         # State, named here so that the formal properties (below) can state what it holds.
         self.acc = [Signal(acc, name=f"acc{k}") for k in range(config.pe_accumulators)]
@@ -122,7 +127,7 @@ class ProcessingElement(ConfiguredComponent):
         # then (pe_stages >= 1) a register, the combined products; the beat's a, mode, valid and last travel
         # with them.
         ops, a, mode, valid, last = operands(m), self.a, self.ctl.mode, self.ctl.valid, self.ctl.last
-        leading_zero = self._config.k4_cut == "leading-zero"
+        leading_zero = bool(self._config.k_exponents)
         exps = list(self.b_exp) if leading_zero else []
         if stages >= 2:
             staged, mode, valid, last = self._stage(m, "operands", [a, *ops, *exps], mode, valid, last)
@@ -136,11 +141,8 @@ class ProcessingElement(ConfiguredComponent):
             staged, mode, valid, last = self._stage(m, "products", raw + exps, mode, valid, last)
             raw, exps = staged[:len(raw)], staged[len(raw):]
         products = combine(m, raw, mode)
-        if exps:                                        # the leading-zero cut: INT4 products shifted
-            shifted = [Signal(signed(len(p) + 5), name=f"shifted{k}") for k, p in enumerate(products[:2])]
-            m.d.comb += [shifted[k].eq(Mux(mode == PEMode.INT4, products[k] << exps[k], products[k]))
-                         for k in range(2)]
-            products = shifted + list(products[2:])
+        if exps:                                        # the leading-zero cuts: INT4 / INT2 products shifted
+            products = self._shifted(m, products, exps, mode)
 
         total = [Signal(signed(width), name=f"total{k}") for k in range(lanes)]
         for k in range(lanes):
@@ -169,6 +171,23 @@ class ProcessingElement(ConfiguredComponent):
             m.d.sync += [o.eq(v) for o, v in zip(out, values)]
             m.d.sync += [regs[0].eq(mode), regs[1].eq(valid), regs[2].eq(last)]
         return (out, *regs)
+
+    def _shifted(self, m, products, exps, mode):
+        """The products of the modes whose K is cut at the leading zero, shifted by their exponents: INT4
+        (``k4_cut``) on accumulators 0 and 1, INT2 (``k2_cut``) on all four."""
+        cuts, shifted = self._config.k_cuts, []
+        for k, product in enumerate(products):
+            cut_modes = [mode == PEMode.INT4] if cuts[4] == "leading-zero" and k < 2 else []
+            cut_modes += [mode == PEMode.INT2] if cuts[2] == "leading-zero" else []
+            if not cut_modes:
+                shifted.append(product)
+                continue
+            top = 7 if cuts[2] == "leading-zero" else 5             # the largest exponent of the lane's modes
+            out = Signal(signed(len(product) + top), name=f"shifted{k}")
+            cut = cut_modes[0] if len(cut_modes) == 1 else cut_modes[0] | cut_modes[1]
+            m.d.comb += out.eq(Mux(cut, product << exps[k], product))
+            shifted.append(out)
+        return shifted
 
     def _nibble_operands(self, m):
         """The two nibbles of ``b`` as signed 5-bit operands (sign- or zero-extended by the beat's mode)."""
@@ -221,7 +240,7 @@ def formal_properties(m, dut):
     field of ``b``: ``int8``, ``int4[k]``, ``uint4[k]``, ``int2[k]``, ``uint2[k]``), summed exactly (4 bits
     wider than the accumulator) since the tile's first beat: every accumulator equals that sum wrapped to
     ``acc_width`` (two's complement, as :func:`sw.golden.pe_step`), for tiles of any length (with the
-    leading-zero cut an INT4 field is ``nibble << exponent``, assumed within +-128); within the
+    leading-zero cuts an INT4 or INT2 field is ``field << exponent``, assumed within +-128); within the
     configuration's depth (``max(head_dim, block_size)`` beats) the sum fits ``acc_width``, so nothing
     overflows; ``result`` holds the last finished tile's sums. Assumed: ``mode`` is one of the PE's modes."""
     cfg = dut.config
@@ -229,13 +248,14 @@ def formal_properties(m, dut):
     m.d.comb += Assume(sum((dut.ctl.mode == mode) for mode in cfg.modes) == 1)
     fields = {PEMode.INT8: [dut.b.int8], PEMode.INT4: list(dut.b.int4), PEMode.UINT4: list(dut.b.uint4),
               PEMode.INT2: list(dut.b.int2), PEMode.UINT2: list(dut.b.uint2)}
-    if cfg.k4_cut == "leading-zero":
-        # INT4 values are nibble << exponent, what the K reduction makes: |value| <= 128 (assumed)
-        values = [Signal(signed(9), name=f"spec_int4_{k}") for k in range(2)]
-        for k in range(2):
-            m.d.comb += [values[k].eq(dut.b.int4[k] << dut.b_exp[k]),
-                         Assume((values[k] <= 128) & (values[k] >= -128) & (dut.b_exp[k] <= 5))]
-        fields[PEMode.INT4] = values
+    for mode, bits, top in ((PEMode.INT4, 4, 5), (PEMode.INT2, 2, 7)):
+        if cfg.k_cuts[bits] == "leading-zero":
+            # values are field << exponent, what the K reduction makes: |value| <= 128 (assumed)
+            values = [Signal(signed(9), name=f"spec_{mode.name.lower()}_{k}") for k in range(len(fields[mode]))]
+            for k, value in enumerate(values):
+                m.d.comb += [value.eq(fields[mode][k] << dut.b_exp[k]),
+                             Assume((value <= 128) & (value >= -128) & (dut.b_exp[k] <= top))]
+            fields[mode] = values
     exact = [Signal(signed(width + 4), name=f"exact{k}") for k in range(lanes)]
     beats, fresh = Signal(range(depth + 2)), Signal(init=1)         # beats of the tile so far (depth + 1: beyond)
     with m.If(dut.en & dut.ctl.valid):

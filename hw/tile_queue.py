@@ -28,7 +28,7 @@ __all__ = ["TileQueue", "tile_layout", "ck_width", "cv_width"]
 def ck_width(config):
     """Width of a tile's key multiplier: a 15-bit ``CK`` shifted by the largest K-reduction cut (4 or 6),
     plus one spare bit (20 without 2-bit blocks)."""
-    return 16 + max(k_reduce_shift(b, config.k4_cut) for b in config.computed_bitwidths)
+    return 16 + max(k_reduce_shift(b, config.k_cuts) for b in config.computed_bitwidths)
 
 
 def cv_width(config):

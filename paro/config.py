@@ -107,6 +107,10 @@ def min_acc_width(depth):
 
 #: The K cuts of 4-bit blocks (:attr:`AcceleratorConfig.k4_cut`).
 K4_CUTS = ("round", "leading-zero")
+#: The K cuts of 2-bit blocks (:attr:`AcceleratorConfig.k2_cut`).
+K2_CUTS = ("block", "leading-zero")
+#: Bits of each exponent beside a K value cut at its leading one (4-bit cut: 0..5, 2-bit cut: 0..7).
+K_EXP_BITS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +170,14 @@ class AcceleratorConfig:
         shifted by its exponent in the PE; scores unscaled). Same tiles and cycles; the leading-zero cut's
         4-bit blocks are more accurate, for a PE with two product shifters and the exponents in the array's
         ``b`` path.
+    k2_cut
+        How a 2-bit block's K operand is cut from INT8: ``"block"`` (default: at the leading one of the key
+        block's largest value, which the quantiser puts at bit 6 for every block: the nearest multiple of 64,
+        in units of 64, scores scaled by 64) or ``"leading-zero"`` (per element: the sign and its leading one,
+        rounded, i.e. the nearest power of two, with a 3-bit exponent beside it; each INT2 product shifted
+        by its exponent in the PE; scores unscaled). Needs 2-bit blocks. Same tiles and cycles; the per-element
+        cut's 2-bit blocks are far more accurate, for a PE with four product shifters (two of them shared
+        with the 4-bit cut) and four exponents in the array's ``b`` path.
     spec_lanes
         Multipliers of the engine's SimPicker speculation path (:mod:`paro.hw.spec_control`: pooled Q x pooled
         K products, ``head_dim / spec_lanes`` cycles a key block); 0 builds the engine without it (a descriptor
@@ -190,6 +202,7 @@ class AcceleratorConfig:
     lut_mant_bits: int = 7
     spec_lanes: int = 0
     k4_cut: str = "round"
+    k2_cut: str = "block"
 
     def __post_init__(self):
         def check_int(name, value):
@@ -271,6 +284,11 @@ class AcceleratorConfig:
         object.__setattr__(self, "max_heads", heads)
         if self.k4_cut not in K4_CUTS:
             raise ParoError(f"k4_cut must be one of {', '.join(K4_CUTS)}, got {self.k4_cut!r}")
+        if self.k2_cut not in K2_CUTS:
+            raise ParoError(f"k2_cut must be one of {', '.join(K2_CUTS)}, got {self.k2_cut!r}")
+        if self.k2_cut != "block" and 2 not in self.bitwidths:
+            raise ParoError(f"k2_cut {self.k2_cut!r} cuts the K of 2-bit blocks, and bitwidths "
+                            f"{list(self.bitwidths)} have none; add 2 to bitwidths or leave k2_cut at 'block'")
         stages = check_int("pe_stages", self.pe_stages)
         if not 0 <= stages <= MAX_PE_STAGES:
             raise ParoError(f"pe_stages must be in [0, {MAX_PE_STAGES}], got {stages}")
@@ -366,6 +384,19 @@ class AcceleratorConfig:
         """Accumulators (and result registers) of one PE: the most products a cycle of its modes (4 with 2-bit
         blocks, 2 with 4-bit blocks, 1 for an INT8-only PE)."""
         return self.max_products_per_cycle
+
+    @property
+    def k_cuts(self):
+        """How each reduced bitwidth's K is cut: ``{4: k4_cut, 2: k2_cut}`` (what :mod:`sw.golden` takes)."""
+        return {4: self.k4_cut, 2: self.k2_cut}
+
+    @property
+    def k_exponents(self):
+        """Exponents per PE column beside ``b`` (each ``K_EXP_BITS`` bits): 4 (one per crumb) with the 2-bit
+        leading-zero cut, else 2 (one per nibble) with the 4-bit one, else 0 (no exponent path)."""
+        if self.k2_cut == "leading-zero":
+            return 4
+        return 2 if self.k4_cut == "leading-zero" else 0
 
     @property
     def computed_bitwidths(self):

@@ -215,8 +215,8 @@ def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="p
     q_scaled = np.asarray(qp, dtype=np.float32) * inv_sqrt_d
     k_mean = np.asarray(scales[3], dtype=np.float32)
     # K as the engine's K reduction leaves it, per computed bitwidth below 8 (dequantised)
-    reduced = {b: (float(1 << golden.k_reduce_shift(b, config.k4_cut))
-                   * golden.reduce_k(head.k8, b, config.k4_cut)
+    reduced = {b: (float(1 << golden.k_reduce_shift(b, config.k_cuts))
+                   * golden.reduce_k(head.k8, b, config.k_cuts)
                    * np.repeat(head.k_scale, B)[:, None])[order].astype(np.float32)
                for b in (2, 4) if b in config.bitwidths}
     out = {b: np.zeros((nb, nb), dtype=np.float32) for b in ("mass", 0, *reduced, 8)}

@@ -32,7 +32,7 @@ __all__ = [
     "exp_tables", "exp2_numerators", "softmax_row_sum", "p_shift", "p_quantize", "pv_block",
     "p_round", "output_accumulate", "value_multipliers", "output_format", "output_final_shift",
     "reciprocal", "output_codes", "attention_block_row", "attention_head", "k_reduce_shift",
-    "reduce_int8_to_int4_lz", "K4_LZ_MANTISSA_BITS",
+    "reduce_int8_lz", "K_LZ_MANTISSA_BITS",
     "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
@@ -99,7 +99,7 @@ def unpack_operand_b(words, mode):
     return out
 
 
-def pe_products(a, b_word, mode, b_exp=(0, 0)):
+def pe_products(a, b_word, mode, b_exp=(0, 0, 0, 0)):
     """The PE's four products for signed 8-bit ``a`` and operand word ``b_word``: ``(p0, p1, p2, p3)``.
 
     Mirrors ``hw.pe``'s crumb datapath (the nibble datapath of a PE without 2-bit modes gives the same
@@ -107,10 +107,12 @@ def pe_products(a, b_word, mode, b_exp=(0, 0)):
     where the slice is the top of a signed value (``c3`` in INT8, ``c1`` and ``c3`` in INT4, all in INT2),
     zero-extended otherwise. Nibble products ``n0 = (pc1 << 2) + pc0``, ``n1 = (pc3 << 2) + pc2``. INT8:
     ``p0 = (n1 << 4) + n0`` (the full 8 x 8 product), the rest 0; 4-bit modes: ``(n0, n1, 0, 0)``; 2-bit
-    modes: ``(pc0, pc1, pc2, pc3)``. With the leading-zero cut (``k4_cut``), INT4 products are shifted left
-    by their nibble's exponent ``b_exp[k]`` (0..5).
+    modes: ``(pc0, pc1, pc2, pc3)``. With the leading-zero cuts, INT4 products are shifted left by their
+    nibble's exponent ``b_exp[k]`` (0..5, ``k4_cut``) and INT2 products by their crumb's (0..7, ``k2_cut``);
+    the operand feed gives 0 for a mode whose K the build does not cut so (whose PE has no shifter).
     """
     mode = PEMode(mode)
+    b_exp = tuple(b_exp) + (0,) * (4 - len(b_exp))          # a build's exponents: 0, 2 or 4 of them
     a = np.asarray(a, dtype=np.int64)
     b_word = np.asarray(b_word, dtype=np.int64) & 0xFF
     top_signed = {PEMode.INT8: (3,), PEMode.INT4: (1, 3), PEMode.UINT4: (), PEMode.INT2: (0, 1, 2, 3),
@@ -129,14 +131,17 @@ def pe_products(a, b_word, mode, b_exp=(0, 0)):
         return n0 << np.asarray(b_exp[0], dtype=np.int64), n1 << np.asarray(b_exp[1], dtype=np.int64), zero, zero
     if mode.bits == 4:
         return n0, n1, zero, zero
+    if mode is PEMode.INT2:
+        return tuple(pc[k] << np.asarray(b_exp[k], dtype=np.int64) for k in range(4))
     return tuple(pc)
 
 
-def pe_step(acc, a, b_word, mode, fresh, acc_width, b_exp=(0, 0)):
+def pe_step(acc, a, b_word, mode, fresh, acc_width, b_exp=(0, 0, 0, 0)):
     """One valid PE cycle: ``acc[k] = wrap((0 if fresh else acc[k]) + p[k])`` for every accumulator.
 
     ``acc`` holds the PE's accumulators (2, or 4 with 2-bit modes); ``fresh`` is true on the first beat of a
-    tile; ``b_exp``: the INT4 nibbles' exponents of the leading-zero cut. Returns the new tuple.
+    tile; ``b_exp``: the INT4 nibbles' or INT2 crumbs' exponents of the leading-zero cuts. Returns the new
+    tuple.
     """
     mode = PEMode(mode)
     if mode.products_per_cycle > len(acc):
@@ -172,22 +177,29 @@ def array_drain_beats(c_tile):
 K_REDUCE_SHIFT = {8: 0, 4: 4, 2: 6}
 
 
-def k_reduce_shift(bits, cut="round"):
-    """The score factor's shift of a ``bits``-bit block (``K_REDUCE_SHIFT``), 0 for 4-bit blocks cut at the
-    leading zero (their K operand is in INT8 units already)."""
-    return 0 if bits == 4 and cut == "leading-zero" else K_REDUCE_SHIFT[bits]
+def _leading_zero(bits, cuts):
+    """Whether ``cuts`` (:attr:`paro.config.AcceleratorConfig.k_cuts`, ``None``: the default cuts) cuts the K
+    of ``bits``-bit blocks per element at its leading one."""
+    return bool(cuts) and cuts.get(bits) == "leading-zero"
 
 
-def reduce_k(values, bits, cut="round"):
-    """K reduced to a ``bits``-bit block's operand: the INT8 value itself, :func:`reduce_int8_to_int4` (or, with
-    ``cut="leading-zero"``, the value :func:`reduce_int8_to_int4_lz` stands for: mantissa << exponent) or
-    :func:`reduce_int8_to_int2`."""
+def k_reduce_shift(bits, cuts=None):
+    """The score factor's shift of a ``bits``-bit block (``K_REDUCE_SHIFT``), 0 for blocks whose K is cut at
+    the leading zero (``cuts``: :attr:`~paro.config.AcceleratorConfig.k_cuts`; their K operand is in INT8
+    units already)."""
+    return 0 if _leading_zero(bits, cuts) else K_REDUCE_SHIFT[bits]
+
+
+def reduce_k(values, bits, cuts=None):
+    """K reduced to a ``bits``-bit block's operand: the INT8 value itself, :func:`reduce_int8_to_int4` or
+    :func:`reduce_int8_to_int2`, or, where ``cuts`` (:attr:`~paro.config.AcceleratorConfig.k_cuts`) cuts that
+    bitwidth at the leading zero, the value :func:`reduce_int8_lz` stands for (``mantissa << exponent``)."""
     if bits == 8:
         values = np.asarray(values, dtype=np.int64)
         check_operand(values, PEMode.INT8, "int8 operand")
         return values
-    if bits == 4 and cut == "leading-zero":
-        mantissa, exponent = reduce_int8_to_int4_lz(values)
+    if bits in (2, 4) and _leading_zero(bits, cuts):
+        mantissa, exponent = reduce_int8_lz(values, bits)
         return mantissa << exponent
     if bits == 4:
         return reduce_int8_to_int4(values)
@@ -207,31 +219,37 @@ def reduce_int8_to_int4(values):
     return np.clip((values + 8) >> 4, -8, 7)
 
 
-#: Magnitude bits the leading-zero cut of a 4-bit block's K keeps, from the leading one down.
-K4_LZ_MANTISSA_BITS = 3
+#: Magnitude bits the leading-zero cut of a ``b``-bit block's K keeps, from the leading one down (the
+#: operand's bits but the sign).
+K_LZ_MANTISSA_BITS = {4: 3, 2: 1}
 
 
-def reduce_int8_to_int4_lz(values):
-    """The leading-zero cut of 4-bit blocks (``k4_cut = "leading-zero"``), per element: ``(m, e)`` with the
-    signed INT4 mantissa ``m`` in [-7, 7] and the exponent ``e`` in [0, 5], ``m << e`` the value.
+def reduce_int8_lz(values, bits):
+    """The leading-zero cut of ``bits``-bit blocks' K (``k4_cut`` / ``k2_cut = "leading-zero"``), per
+    element: ``(m, e)``, the signed ``bits``-bit mantissa ``m`` and the exponent ``e``, ``m << e`` the value.
 
-    ``|x|`` keeps ``K4_LZ_MANTISSA_BITS`` bits from its leading one down, rounded to nearest (ties up): ``e =
-    max(0, bit_length(|x|) - 3)``, ``|m| = (|x| + 2**(e-1)) >> e``; a rounding that carries to 8 becomes
-    ``4 << (e + 1)`` (127 -> 128). Error at most ``2**(e-1)``: 0 below 8, relative at most 1/8 above.
+    ``|x|`` keeps ``M = K_LZ_MANTISSA_BITS[bits]`` bits from its leading one down, rounded to nearest (ties
+    up): ``e = max(0, bit_length(|x|) - M)``, ``|m| = (|x| + 2**(e-1)) >> e``; a rounding that carries to
+    ``2**M`` becomes ``2**(M-1)`` at ``e + 1`` (127 -> 128). Error at most ``2**(e-1)``. 4 bits: ``m`` in
+    [-7, 7], ``e`` in [0, 5], exact below 8, relative error at most 1/8 above. 2 bits: ``m`` in {-1, 0, 1},
+    ``e`` in [0, 7]: ``x`` to the nearest power of two (rounded linearly: 3 -> 4, 5 -> 4, 6 -> 8), relative
+    error at most 1/3.
     """
     values = np.asarray(values, dtype=np.int64)
     check_operand(values, PEMode.INT8, "int8 operand")
+    kept = K_LZ_MANTISSA_BITS[bits]
     magnitude = np.abs(values)
-    exponent = np.maximum(bit_length(magnitude) - K4_LZ_MANTISSA_BITS, 0)
+    exponent = np.maximum(bit_length(magnitude) - kept, 0)
     mantissa = round_shift(magnitude, exponent)
-    carry = mantissa == 1 << K4_LZ_MANTISSA_BITS
+    carry = mantissa == 1 << kept
     mantissa = np.where(carry, mantissa >> 1, mantissa)
     exponent = exponent + carry
     return np.sign(values) * mantissa, exponent
 
 
 def reduce_int8_to_int2(values):
-    """The 2-bit operand reduction of 2-bit blocks, the leading-zero cut: ``clip((x + 32) >> 6, -2, 1)``.
+    """The 2-bit operand reduction of 2-bit blocks, the block's leading-zero cut (``k2_cut = "block"``):
+    ``clip((x + 32) >> 6, -2, 1)``.
 
     A block of K keeps the bits from its largest magnitude's leading one down, as many as the operand holds:
     the sign and one bit. Every key block is quantised with its own scale (``max |k| / 127``), so the
@@ -253,9 +271,10 @@ def reduce_int8_to_int2(values):
 # per-block scales; the head's bitmap ``uint8[nq, nk]`` (0 = skipped). Stages, per query block i:
 #
 #   qk_block        S = Q8_i K8_j^T (8-bit block), Q8_i K4_j^T with K4 = reduce_int8_to_int4(K8_j) (4-bit
-#                   block) or Q8_i K2_j^T with K2 = reduce_int8_to_int2(K8_j) (2-bit block); acc_width-bit
+#                   block) or Q8_i K2_j^T with K2 = reduce_int8_to_int2(K8_j) (2-bit block), or with K cut per
+#                   element at its leading one (reduce_int8_lz, the config's k4_cut / k2_cut); acc_width-bit
 #                   integers, as the array computes them.
-#   scores_log2     x = round(S * cq_i * ck_j * 2**K_REDUCE_SHIFT[b] / 2**score_shift): the score in base-2
+#   scores_log2     x = round(S * cq_i * ck_j * 2**k_reduce_shift(b) / 2**score_shift): the score in base-2
 #                   exponent units with score_frac_bits fractional bits (cq, ck from score_multipliers).
 #   softmax_row_max m = max of x over kept blocks and real (unpadded) keys.
 #   exp2_numerators e = 2**(x - m) in UQ1.exp_bits via two tables of 2**(score_frac_bits/2) entries
@@ -310,16 +329,16 @@ def _int_matmul(a, b_t):
                    ).astype(np.int64)
 
 
-def qk_block(q8_rows, k8_block, bits, acc_width, cut="round"):
+def qk_block(q8_rows, k8_block, bits, acc_width, cuts=None):
     """Scores of one block as the array computes them: the block's QK^T mode with K reduced (:func:`reduce_k`)."""
-    return wrap(_int_matmul(q8_rows, reduce_k(k8_block, bits, cut)), acc_width)
+    return wrap(_int_matmul(q8_rows, reduce_k(k8_block, bits, cuts)), acc_width)
 
 
-def scores_log2(s, cq_i, ck_cols, bits_cols, shift, cut="round"):
+def scores_log2(s, cq_i, ck_cols, bits_cols, shift, cuts=None):
     """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * 2**k_reduce_shift(b_j) / 2**shift)``
     (``b_j``: each column's block bitwidth)."""
     # k_reduce_shift indexed by bits (-1: not a computed bitwidth), for whole columns of bits at once
-    table = np.array([k_reduce_shift(bits, cut) if bits in K_REDUCE_SHIFT else -1 for bits in range(9)])
+    table = np.array([k_reduce_shift(bits, cuts) if bits in K_REDUCE_SHIFT else -1 for bits in range(9)])
     cut = table[np.asarray(bits_cols, dtype=np.int64)]
     if cut.size and cut.min() < 0:
         raise ParoError(f"scores are computed for 2-, 4- and 8-bit blocks, got {sorted(set(np.ravel(bits_cols).tolist()))}")
@@ -484,8 +503,8 @@ def attention_block_row(i, head, bitmap_row, config, trace=False):
         at = np.flatnonzero(qk_bits == bits)
         keys = head.k8.reshape(-1, B, head.k8.shape[1])[blocks[at]].reshape(-1, head.k8.shape[1])
         s.reshape(B, len(kept), B)[:, at] = qk_block(head.q8[rows], keys, int(bits), config.acc_width,
-                                                     config.k4_cut).reshape(B, len(at), B)
-    x = scores_log2(s, cq[i], np.repeat(ck[blocks], B), np.repeat(qk_bits, B), shift, config.k4_cut)
+                                                     config.k_cuts).reshape(B, len(at), B)
+    x = scores_log2(s, cq[i], np.repeat(ck[blocks], B), np.repeat(qk_bits, B), shift, config.k_cuts)
     valid = cols < head.n_tokens
     m = softmax_row_max(x, valid)
     e = np.where(valid, exp2_numerators(np.where(valid, m - x, 0), config), 0)
@@ -612,12 +631,12 @@ def engine_controller(bitmap, config):
     return tiles
 
 
-def k_reduction(k8, bits, cut="round"):
+def k_reduction(k8, bits, cuts=None):
     """The key lanes of a ``bits``-bit block: :func:`reduce_k` (4 bits: :func:`reduce_int8_to_int4`, 2 bits:
-    :func:`reduce_int8_to_int2`); 4 bits with ``cut="leading-zero"``: ``(mantissa, exponent)`` lanes of
-    :func:`reduce_int8_to_int4_lz`."""
-    if bits == 4 and cut == "leading-zero":
-        return reduce_int8_to_int4_lz(k8)
+    :func:`reduce_int8_to_int2`); where ``cuts`` cuts the bitwidth at the leading zero, ``(mantissa,
+    exponent)`` lanes of :func:`reduce_int8_lz`."""
+    if bits in (2, 4) and _leading_zero(bits, cuts):
+        return reduce_int8_lz(k8, bits)
     return reduce_k(k8, bits)
 
 
@@ -677,7 +696,7 @@ def operand_feed(tile, q8, k8, v8, p, config):
     if not tile["pass_b"]:
         queries = slice(i * B + tile["query_group"] * R, i * B + (tile["query_group"] + 1) * R)
         keys = slice(j * B + tile["key_group"] * width, j * B + (tile["key_group"] + 1) * width)
-        return (np.asarray(q8)[queries], reduce_k(np.asarray(k8)[keys], bits, config.k4_cut),
+        return (np.asarray(q8)[queries], reduce_k(np.asarray(k8)[keys], bits, config.k_cuts),
                 PEMode.for_block(bits, "qk"))
     dims = slice(tile["dim_group"] * R, (tile["dim_group"] + 1) * R)
     a = np.asarray(v8)[j * B:(j + 1) * B, dims].T

@@ -190,40 +190,46 @@ def test_engine_block_speculation(simulator, tmp_path):
           "CYCLES", [h["CYCLES"] for h in per_head])
 
 
-@pytest.mark.parametrize("bitwidths", [(0, 4, 8), (0, 2, 4, 8)], ids=["048", "0248"])
-def test_engine_leading_zero_k4_cut(simulator, bitwidths):
-    """A ``k4_cut = "leading-zero"`` build: 4-bit blocks' K cut per element at its leading one (mantissa
-    nibbles and exponents through the feed, array and PEs, scores unshifted) next to 8-bit (and 2-bit) blocks,
-    bit-exact with random stalls on every stream; the cycles are the round cut's (the cycle model's)."""
+@pytest.mark.parametrize("bitwidths, k4_cut, k2_cut", [((0, 4, 8), "leading-zero", "block"),
+                                                    ((0, 2, 4, 8), "leading-zero", "leading-zero"),
+                                                    ((0, 2, 4, 8), "round", "leading-zero")],
+                         ids=["048-k4", "0248-k4-k2", "0248-k2"])
+def test_engine_leading_zero_cuts(simulator, bitwidths, k4_cut, k2_cut):
+    """Builds with leading-zero cuts: 4-bit (``k4_cut``) and 2-bit (``k2_cut``) blocks' K cut per element at
+    its leading one (mantissas and exponents through the feed, array and PEs, scores unshifted) next to blocks
+    of the other bitwidths, bit-exact with random stalls on every stream."""
+    import dataclasses
     config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, axi_data_bits=64,
-                               kv_cache_blocks=3, bitwidths=bitwidths, k4_cut="leading-zero")
+                               kv_cache_blocks=3, bitwidths=bitwidths, k4_cut=k4_cut, k2_cut=k2_cut)
     rng = np.random.default_rng(20261129)
     codes = [b for b in bitwidths]
     mixed = np.array([rng.permutation(codes) for _ in range(len(codes))], dtype=np.uint8)
-    four = np.full((2, 2), 4, dtype=np.uint8)
+    uniform = [np.full((2, 2), bits, dtype=np.uint8) for bits in bitwidths if bits in (2, 4)]
     print(f"seed 20261129, bitmap {mixed.tolist()}")
-    layer = random_layer(config, [mixed, four], seed=13)
-    [(totals, counters)] = run_layers(config, [layer], simulator, gap=0.2, tag="k4lz")
-    assert totals["HEADS_DONE"] == 2 and counters[1]["KEPT4"] == 4
-    # the cut changes the integers: the same layer's expected codes under the round cut differ
-    import dataclasses
-    rounded = random_layer(dataclasses.replace(config, k4_cut="round"), [mixed, four], seed=13)
-    assert np.array_equal(rounded.heads[1].k8, layer.heads[1].k8)
-    assert not np.array_equal(rounded.heads[1].codes, layer.heads[1].codes)
+    layer = random_layer(config, [mixed, *uniform], seed=13)
+    [(totals, counters)] = run_layers(config, [layer], simulator, gap=0.2, tag="klz")
+    assert totals["HEADS_DONE"] == 1 + len(uniform)
+    assert [c["KEPT2"] + c["KEPT4"] for c in counters[1:]] == [4] * len(uniform)
+    # the cuts change the integers: the same layer's expected codes under the default cuts differ
+    default = random_layer(dataclasses.replace(config, k4_cut="round", k2_cut="block"), [mixed, *uniform], seed=13)
+    for head, other in zip(layer.heads, default.heads):
+        assert np.array_equal(head.k8, other.k8)
+    cut = [config.k_cuts.get(int(head.bitmap.max())) == "leading-zero" for head in layer.heads[1:]]
+    same = [np.array_equal(head.codes, other.codes) for head, other in zip(layer.heads, default.heads)]
+    assert same == [False] + [not c for c in cut]
 
 
-def test_leading_zero_k4_cut_keeps_the_cycles(verilator):
-    """The leading-zero cut changes the 4-bit blocks' integers, not their tiles: a layer on a
-    ``k4_cut = "leading-zero"`` build (fast mode) is bit-exact in exactly the cycle model's cycles and the round
-    cut's."""
+def test_leading_zero_cuts_keep_the_cycles(verilator):
+    """The leading-zero cuts change the 4- and 2-bit blocks' integers, not their tiles: a layer on a build with
+    both (fast mode) is bit-exact in exactly the cycle model's cycles and the default cuts'."""
     cycles = {}
-    bitmap = np.array([[8, 4, 0, 4], [0, 4, 4, 8], [4, 0, 8, 0], [4, 4, 4, 4]], dtype=np.uint8)
-    for cut in ("leading-zero", "round"):
+    bitmap = np.array([[8, 4, 0, 2], [0, 2, 4, 8], [4, 0, 8, 0], [2, 4, 2, 4]], dtype=np.uint8)
+    for k4_cut, k2_cut in (("leading-zero", "leading-zero"), ("round", "block")):
         config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=128, axi_data_bits=64,
-                                   k4_cut=cut)
+                                   bitwidths=(0, 2, 4, 8), k4_cut=k4_cut, k2_cut=k2_cut)
         [(totals, [counters])] = run_layers(config, [random_layer(config, [bitmap], seed=7)], verilator, gap=0,
-                                            tag=f"k4-{cut}", fast=True)
+                                            tag=f"k-{k4_cut}-{k2_cut}", fast=True)
         modelled, [head] = layer_cycles(config, [bitmap])
-        assert counters["CYCLES"] == head.cycles and totals["CYCLES"] == modelled["cycles"], cut
-        cycles[cut] = counters["CYCLES"]
+        assert counters["CYCLES"] == head.cycles and totals["CYCLES"] == modelled["cycles"], k4_cut
+        cycles[k4_cut] = counters["CYCLES"]
     assert cycles["leading-zero"] == cycles["round"]

@@ -54,12 +54,15 @@ def run(dut, testbench, clock=True):
     sim.run()
 
 
-@pytest.mark.parametrize("bitwidths, cut", [((0, 2, 4, 8), "round"), ((0, 4, 8), "leading-zero"),
-                                          ((0, 2, 4, 8), "leading-zero")])
-def test_k_reduction_every_int8_value(bitwidths, cut):
-    """Every INT8 value's 4-bit lanes (with ``k4_cut = "leading-zero"``: mantissa and exponent) and 2-bit
-    lanes are the golden cuts'."""
-    config = dataclasses.replace(CONFIG2, bitwidths=bitwidths, k4_cut=cut)
+@pytest.mark.parametrize("bitwidths, k4_cut, k2_cut", [((0, 2, 4, 8), "round", "block"),
+                                                    ((0, 4, 8), "leading-zero", "block"),
+                                                    ((0, 2, 4, 8), "leading-zero", "block"),
+                                                    ((0, 2, 4, 8), "round", "leading-zero"),
+                                                    ((0, 2, 4, 8), "leading-zero", "leading-zero")])
+def test_k_reduction_every_int8_value(bitwidths, k4_cut, k2_cut):
+    """Every INT8 value's 4-bit and 2-bit lanes are the golden cuts' (a lane cut at the leading zero: its
+    mantissa and its exponent)."""
+    config = dataclasses.replace(CONFIG2, bitwidths=bitwidths, k4_cut=k4_cut, k2_cut=k2_cut)
     dut = KReduction(config)
     lanes = config.engine_lanes
     values = np.arange(-128, 128).reshape(-1, lanes)
@@ -68,15 +71,15 @@ def test_k_reduction_every_int8_value(bitwidths, cut):
         for row in values:
             for n, value in enumerate(row):
                 ctx.set(dut.k8[n], int(value))
-            k4 = [ctx.get(dut.k4[n]) for n in range(lanes)]
-            if cut == "leading-zero":
-                mantissa, exponent = golden.k_reduction(row, 4, cut)
-                assert k4 == mantissa.tolist(), row
-                assert [ctx.get(dut.e4[n]) for n in range(lanes)] == exponent.tolist(), row
-            else:
-                assert k4 == golden.k_reduction(row, 4).tolist(), row
-            if 2 in bitwidths:
-                assert [ctx.get(dut.k2[n]) for n in range(lanes)] == golden.k_reduction(row, 2).tolist(), row
+            for bits in config.computed_bitwidths[:-1]:
+                lanes_out = [ctx.get(getattr(dut, f"k{bits}")[n]) for n in range(lanes)]
+                expected = golden.k_reduction(row, bits, config.k_cuts)
+                if config.k_cuts[bits] == "leading-zero":
+                    mantissa, exponent = expected
+                    assert lanes_out == mantissa.tolist(), (bits, row)
+                    assert [ctx.get(getattr(dut, f"e{bits}")[n]) for n in range(lanes)] == exponent.tolist(), row
+                else:
+                    assert lanes_out == expected.tolist(), (bits, row)
 
     run(dut, testbench, clock=False)
 
@@ -1050,29 +1053,35 @@ def test_layer_sequencer_orders_checks_and_heads_like_its_twin(bad):
     run(dut, testbench)
 
 
-def test_array_leading_zero_cut_tiles():
-    """The array built with ``k4_cut = "leading-zero"``: INT4 tiles whose K values are cut at the leading
-    zero (mantissa nibbles in ``b``, exponents beside them) drain ``A @ (m << e).T`` (golden, wrapped), between
-    INT8 tiles, the exponents skewed and moved down each column with ``b``."""
+@pytest.mark.parametrize("bitwidths, k4_cut, k2_cut", [((0, 4, 8), "leading-zero", "block"),
+                                                    ((0, 2, 4, 8), "leading-zero", "leading-zero"),
+                                                    ((0, 2, 4, 8), "round", "leading-zero")])
+def test_array_leading_zero_cut_tiles(bitwidths, k4_cut, k2_cut):
+    """The array built with leading-zero cuts: INT4 / INT2 tiles whose K values are cut at the leading zero
+    (mantissas in ``b``, exponents beside them) drain ``A @ (m << e).T`` (golden, wrapped), between INT8 tiles
+    (and tiles of the other reduced mode, whose exponents are 0), the exponents skewed and moved down each
+    column with ``b``."""
     from paro.hw.array import SystolicArray, a_layout, b_layout
     from paro.config import PEMode
-    config = dataclasses.replace(CONFIG, k4_cut="leading-zero")
+    config = dataclasses.replace(CONFIG, bitwidths=bitwidths, k4_cut=k4_cut, k2_cut=k2_cut)
     dut = SystolicArray(config)
-    R, C, depth = config.rows, config.cols, 16
+    R, C, depth, lanes = config.rows, config.cols, 16, config.k_exponents
     gen = np.random.default_rng(20261129)
     print("seed 20261129")
     tiles = []
-    for mode in (PEMode.INT4, PEMode.INT8, PEMode.INT4):
+    modes = [mode for mode in (PEMode.INT4, PEMode.INT8, PEMode.INT2, PEMode.INT4) if mode in config.modes]
+    for mode in modes:
+        per = mode.products_per_cycle
+        k8 = gen.integers(-128, 128, size=(C * per, depth))
         a = gen.integers(-128, 128, size=(R, depth))
-        k8 = gen.integers(-128, 128, size=(C * mode.products_per_cycle, depth))
-        if mode is PEMode.INT4:
-            mantissa, exponent = golden.reduce_int8_to_int4_lz(k8)
-            values, words = mantissa << exponent, golden.pack_operand_b(mantissa.T, mode)
-            exps = [[[int(exponent[2 * c, k]), int(exponent[2 * c + 1, k])] for c in range(C)] for k in range(depth)]
+        if mode.bits < 8 and config.k_cuts[mode.bits] == "leading-zero":
+            operand, exponent = golden.reduce_int8_lz(k8, mode.bits)
         else:
-            values, words = k8, golden.pack_operand_b(k8.T, mode)
-            exps = [[[0, 0]] * C for _ in range(depth)]
-        expected = golden.wrap(golden._int_matmul(a, values), config.acc_width)
+            operand, exponent = (golden.k_reduction(k8, mode.bits) if mode.bits < 8 else k8), np.zeros_like(k8)
+        words = golden.pack_operand_b(operand.T, mode)
+        exps = [[[int(exponent[per * c + n, k]) if n < per and per > 1 else 0 for n in range(lanes)]
+                 for c in range(C)] for k in range(depth)]
+        expected = golden.wrap(golden._int_matmul(a, operand << exponent), config.acc_width)
         tiles.append((a, words, exps, mode, expected))
     la, lb = a_layout(config), b_layout(config)
     drained = []

@@ -145,14 +145,19 @@ def test_pe_needs_a_config():
         ProcessingElement({"rows": 4})
 
 
-@pytest.mark.parametrize("bitwidths, stages", [((0, 4, 8), 0), ((0, 4, 8), 2), (ALL_BITS, 1)])
-def test_leading_zero_cut_shifts_int4_products(bitwidths, stages):
-    """A build with ``k4_cut = "leading-zero"``: INT4 beats carry the nibbles' exponents (from
-    :func:`~paro.sw.golden.reduce_int8_to_int4_lz` of random INT8 K values) and each product is shifted by
-    its own; other modes ignore them. Random tiles of every mode against the golden PE, pipelined too."""
-    from paro.sw.golden import reduce_int8_to_int4_lz
+@pytest.mark.parametrize("bitwidths, k4_cut, k2_cut, stages", [((0, 4, 8), "leading-zero", "block", 0),
+                                                            ((0, 4, 8), "leading-zero", "block", 2),
+                                                            (ALL_BITS, "leading-zero", "block", 1),
+                                                            (ALL_BITS, "round", "leading-zero", 0),
+                                                            (ALL_BITS, "leading-zero", "leading-zero", 2)])
+def test_leading_zero_cuts_shift_products(bitwidths, k4_cut, k2_cut, stages):
+    """Builds with leading-zero cuts: INT4 (``k4_cut``) and INT2 (``k2_cut``) beats carry their fields'
+    exponents (from :func:`~paro.sw.golden.reduce_int8_lz` of random INT8 K values) and each product is
+    shifted by its own; other modes get exponent 0, as the operand feed gives them. Random tiles of every mode
+    against the golden PE, pipelined too."""
+    from paro.sw.golden import reduce_int8_lz
     print(f"seed {SEED}")
-    config = AcceleratorConfig(bitwidths=bitwidths, k4_cut="leading-zero", pe_stages=stages)
+    config = AcceleratorConfig(bitwidths=bitwidths, k4_cut=k4_cut, k2_cut=k2_cut, pe_stages=stages)
     pe = ProcessingElement(config)
     rng = random.Random(SEED)
 
@@ -163,10 +168,12 @@ def test_leading_zero_cut_shifts_int4_products(bitwidths, stages):
             length = rng.randint(1, 12)
             for k in range(length):
                 a, b = random_beat(rng, mode)
-                exps = (rng.randint(0, 7), rng.randint(0, 7))
-                if mode is PEMode.INT4:
-                    mantissa, exponent = reduce_int8_to_int4_lz([rng.randint(-128, 127) for _ in range(2)])
-                    b, exps = word(list(mantissa), mode), tuple(int(e) for e in exponent)
+                exps = (0,) * config.k_exponents
+                if mode in (PEMode.INT4, PEMode.INT2) and config.k_cuts[mode.bits] == "leading-zero":
+                    per = mode.products_per_cycle
+                    mantissa, exponent = reduce_int8_lz([rng.randint(-128, 127) for _ in range(per)], mode.bits)
+                    b = word(list(mantissa), mode)
+                    exps = tuple(int(e) for e in exponent) + (0,) * (config.k_exponents - per)
                 ctx.set(pe.b_exp, list(exps))
                 await apply(ctx, pe, a, b, mode, last=k == length - 1)
                 acc = pe_step(acc, a, b, mode, fresh, config.acc_width, b_exp=exps)

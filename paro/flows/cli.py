@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import K4_CUTS, AcceleratorConfig
+from ..config import K2_CUTS, K4_CUTS, AcceleratorConfig
 from ..errors import ParoError
 from ..files import atomic_write, check_writable
 from ..hw.emit import TOPS, write_verilog
@@ -104,6 +104,9 @@ def _add_kept_keys_arg(parser):
     parser.add_argument("--k4-cut", choices=K4_CUTS, default=AcceleratorConfig.k4_cut,
                         help="K of 4-bit blocks: round (nearest multiple of 16, default) or leading-zero (per "
                              "element from its leading one, with an exponent: PARO's leading-zero unit)")
+    parser.add_argument("--k2-cut", choices=K2_CUTS, default=AcceleratorConfig.k2_cut,
+                        help="K of 2-bit blocks: block (at the block's leading one, bit 6: multiples of 64, default) "
+                             "or leading-zero (per element: the nearest power of two, with an exponent)")
 
 
 def _config(args):
@@ -111,7 +114,8 @@ def _config(args):
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=args.max_heads, pe_stages=args.pe_stages, lut_lanes=args.lut_lanes,
-                             lut_mant_bits=args.lut_mant_bits, spec_lanes=args.spec_lanes, k4_cut=args.k4_cut)
+                             lut_mant_bits=args.lut_mant_bits, spec_lanes=args.spec_lanes, k4_cut=args.k4_cut,
+                             k2_cut=args.k2_cut)
 
 
 def cmd_generate(args):
@@ -279,7 +283,7 @@ def _calibration_config(args, workload):
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=max(args.max_heads, workload.heads), pe_stages=args.pe_stages,
                              lut_lanes=args.lut_lanes, lut_mant_bits=args.lut_mant_bits,
-                             spec_lanes=args.spec_lanes, k4_cut=args.k4_cut)
+                             spec_lanes=args.spec_lanes, k4_cut=args.k4_cut, k2_cut=args.k2_cut)
 
 
 def _calibrate_captures(args, layout):

@@ -50,6 +50,10 @@ CHECKS = {
                       "the same with 2-bit modes ({0, 2, 4, 8})"),
     "pe_leading_zero": (pe.ProcessingElement, pe.formal_properties, dataclasses.replace(SMALL, k4_cut="leading-zero"),
                         "prove", 1, "the same with the leading-zero cut of 4-bit K (INT4 products shifted)"),
+    "pe_leading_zero_every_mode": (pe.ProcessingElement, pe.formal_properties,
+                                   dataclasses.replace(EVERY_MODE, k4_cut="leading-zero", k2_cut="leading-zero"),
+                                   "prove", 1, "the same with 2-bit modes and both leading-zero cuts (INT4 and INT2 "
+                                   "products shifted)"),
     "array": (array.SystolicArray, array.formal_properties, SMALL, "prove", 4,
               "every input beat reaches PE (i, j) i + j cycles later: none lost, duplicated or reordered"),
     "array_tiles": (array.SystolicArray, array.formal_tiles, EVERY_MODE, "bmc", 24,
