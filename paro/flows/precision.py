@@ -4,16 +4,16 @@ Two parts, written to one JSON (and a PNG beside it):
 
 * **cycles**: head 1 of ``small`` at density 0.25 (the top-mass quarter of its blocks kept), planned at
   {0, 4, 8} with its smallest budget (1.0 average bits: every kept block 4-bit) and at {0, 2, 4, 8} with the
-  same budget and with 0.75 bits; each plan's head run bit-exact on the engine RTL (Verilator, fast mode, AXI
-  memory at one beat per cycle), with its ideal cycles and the head's cosine and rel_l1 against fp64 from the
-  calibration; the same head's dense INT8 run once.
+  same budget and with 0.75 bits, with the default K cuts and with both leading-zero cuts (``k4_cut``,
+  ``k2_cut``); each plan's head run bit-exact on the engine RTL (Verilator, fast mode, AXI memory at one beat
+  per cycle), with its ideal cycles and the head's cosine and rel_l1 against fp64 from the calibration; the
+  same head's dense INT8 run once.
 * **quality**: the whole ``small`` layer (8 heads) at 4.80 average bits, no density (PARO's budget), planned
   at {0, 4, 8} and {0, 2, 4, 8} under each error metric, the same (output metric) with the leading-zero cut
-  of 4-bit K (``k4_cut``), and the all-8-bit dense plan: bits mix, cosine,
-  rel_l1 (golden model vs fp64), the same on a held-out sample, the integer program's gap to the Lagrangian.
+  of 4-bit K and of both 4- and 2-bit K, and the all-8-bit dense plan: bits mix, cosine, rel_l1 (golden
+  model vs fp64), the same on a held-out sample, the integer program's gap to the Lagrangian.
 """
 
-import dataclasses
 from pathlib import Path
 
 from ..config import AcceleratorConfig
@@ -24,24 +24,39 @@ from .bench import _pyplot, _save, write_result
 from .provenance import progress, provenance
 from .simulate import ideal_cycles, run_layers
 
-__all__ = ["bench_precision", "CYCLE_PLANS", "QUALITY_PLANS"]
+__all__ = ["bench_precision", "cut_label", "CYCLE_PLANS", "QUALITY_PLANS"]
 
-#: (bitwidths, average bits) of the plans whose head 1 the cycles part runs at density 0.25.
-CYCLE_PLANS = (((0, 4, 8), 1.0), ((0, 2, 4, 8), 1.0), ((0, 2, 4, 8), 0.75))
-#: (bitwidths, average bits, error metric, 4-bit K cut) of the quality part's layer plans (no density); the
+DEFAULT_CUTS = {"k4_cut": "round", "k2_cut": "block"}
+#: Both leading-zero cuts (the 2-bit one where the plan has 2-bit blocks).
+LZ_CUTS = {"k4_cut": "leading-zero", "k2_cut": "leading-zero"}
+#: (bitwidths, average bits, K cuts) of the plans whose head 1 the cycles part runs at density 0.25.
+CYCLE_PLANS = tuple((bits, avg_bits, cuts) for cuts in (DEFAULT_CUTS, LZ_CUTS)
+                    for bits, avg_bits in (((0, 4, 8), 1.0), ((0, 2, 4, 8), 1.0), ((0, 2, 4, 8), 0.75)))
+#: (bitwidths, average bits, error metric, K cuts) of the quality part's layer plans (no density); the
 #: all-8-bit plan last.
-QUALITY_PLANS = tuple((bits, 4.8, metric, "round") for metric in ERROR_METRICS for bits in ((0, 4, 8), (0, 2, 4, 8))) \
-    + tuple((bits, 4.8, "output", "leading-zero") for bits in ((0, 4, 8), (0, 2, 4, 8))) \
-    + (((0, 4, 8), 8.0, "probability", "round"),)
+QUALITY_PLANS = tuple((bits, 4.8, metric, DEFAULT_CUTS) for metric in ERROR_METRICS
+                      for bits in ((0, 4, 8), (0, 2, 4, 8))) \
+    + (((0, 4, 8), 4.8, "output", {"k4_cut": "leading-zero", "k2_cut": "block"}),
+       ((0, 2, 4, 8), 4.8, "output", {"k4_cut": "leading-zero", "k2_cut": "block"}),
+       ((0, 2, 4, 8), 4.8, "output", LZ_CUTS),
+       ((0, 4, 8), 8.0, "probability", DEFAULT_CUTS))
 HEAD = 1
 
 
-def _config(workload, bitwidths):
-    """The engine ``paro calibrate`` targets by default for this workload and bitwidth set."""
+def _config(workload, bitwidths, cuts=None):
+    """The engine ``paro calibrate`` targets by default for this workload and bitwidth set, with the K
+    ``cuts`` (``k4_cut``, ``k2_cut``; a 2-bit cut is dropped without 2-bit blocks)."""
     block_size = AcceleratorConfig.block_size
+    cuts = dict(cuts or {})
+    if 2 not in bitwidths:
+        cuts.pop("k2_cut", None)
     return AcceleratorConfig(head_dim=workload.head_dim, bitwidths=bitwidths,
                              max_seq_len=fitting_seq_len(workload.layout, block_size),
-                             max_heads=max(AcceleratorConfig.max_heads, workload.heads))
+                             max_heads=max(AcceleratorConfig.max_heads, workload.heads), **cuts)
+
+
+def _cuts(config):
+    return {"k4_cut": config.k4_cut, "k2_cut": config.k2_cut}
 
 
 def _mix(bitmap, bitwidths):
@@ -51,9 +66,10 @@ def _mix(bitmap, bitwidths):
 def _cycles_part(build_dir):
     workload = make_workload("small", heads=HEAD + 1)
     rows, dense = [], None
-    for bitwidths, avg_bits in CYCLE_PLANS:
-        progress(f"precision bench: head {HEAD} at density 0.25, bitwidths {bitwidths}, {avg_bits} average bits")
-        plan, report = calibrate(workload, _config(workload, bitwidths), density=0.25, avg_bits=avg_bits,
+    for bitwidths, avg_bits, cuts in CYCLE_PLANS:
+        progress(f"precision bench: head {HEAD} at density 0.25, bitwidths {bitwidths}, {avg_bits} average bits, "
+                 f"K cuts {cuts}")
+        plan, report = calibrate(workload, _config(workload, bitwidths, cuts), density=0.25, avg_bits=avg_bits,
                                  error_metric="output", log=lambda message: None)
         [(_, [counters])] = run_layers(plan.config, [engine_layer(plan, [HEAD])], "verilator", gap=0,
                                        tag="precision", build_dir=build_dir, fast=True)
@@ -61,7 +77,7 @@ def _cycles_part(build_dir):
             [(_, [dense])] = run_layers(plan.config, [engine_layer(plan, [HEAD], dense=True)], "verilator", gap=0,
                                         tag="precision", build_dir=build_dir, fast=True)
         head = report["heads"][HEAD]
-        rows.append({"bitwidths": list(bitwidths), "avg_bits": avg_bits, "bit_exact": True,
+        rows.append({"bitwidths": list(bitwidths), "avg_bits": avg_bits, **_cuts(plan.config), "bit_exact": True,
                      "blocks_by_bits": head["blocks_by_bits"], "cycles": counters["CYCLES"],
                      "ideal_cycles": ideal_cycles(plan.config, plan.bitmap[HEAD]),
                      "cosine": head["cosine"], "rel_l1": head["rel_l1"],
@@ -73,15 +89,15 @@ def _cycles_part(build_dir):
 def _quality_part():
     workload, holdout = make_workload("small"), make_workload("small", sample=1)
     rows = []
-    for bitwidths, avg_bits, metric, cut in QUALITY_PLANS:
+    for bitwidths, avg_bits, metric, cuts in QUALITY_PLANS:
         progress(f"precision bench: the small layer at {avg_bits} average bits, bitwidths {bitwidths}, {metric}, "
-                 f"4-bit K cut {cut}")
-        config = dataclasses.replace(_config(workload, bitwidths), k4_cut=cut)
+                 f"K cuts {cuts}")
+        config = _config(workload, bitwidths, cuts)
         plan, report = calibrate(workload, config, avg_bits=avg_bits, error_metric=metric, holdout=holdout,
                                  log=lambda message: None)
         allocation = report["allocation"]
         rows.append({"bitwidths": list(bitwidths), "avg_bits": report["avg_bits"], "error_metric": metric,
-                     "k4_cut": cut,
+                     **_cuts(config),
                      "blocks_by_bits": _mix(plan.bitmap, bitwidths), "density": report["density"],
                      "cosine": report["cosine"], "rel_l1": report["rel_l1"],
                      "heldout_cosine": report["heldout"]["cosine"], "heldout_rel_l1": report["heldout"]["rel_l1"],
@@ -111,13 +127,23 @@ def bench_precision(output, build_dir=None):
     return write_result(output, result, _plot)
 
 
+def cut_label(row):
+    """How a result row's K was cut, in words: "" (the default cuts), "leading-zero K4" or "leading-zero K4+K2"
+    (the 2-bit cut only where the row has 2-bit blocks)."""
+    cuts = [f"K{bits}" for bits, name in ((4, "k4_cut"), (2, "k2_cut"))
+            if row.get(name) == "leading-zero" and bits in row["bitwidths"]]
+    return f"leading-zero {'+'.join(cuts)}" if cuts else ""
+
+
 def _label(row):
-    return "{" + ",".join(str(b) for b in row["bitwidths"]) + "} @" + f"{row['avg_bits']:.2f}"
+    cut = cut_label(row)
+    return "{" + ",".join(str(b) for b in row["bitwidths"]) + "} @" + f"{row['avg_bits']:.2f}" \
+        + (f"\n{cut.replace('leading-zero', 'LZ')}" if cut else "")
 
 
 def _plot(result, path):
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 4.8))
     cycles = result["cycles"]
     names = ["dense INT8"] + [_label(row) for row in cycles["plans"]]
     values = [cycles["dense_int8_cycles"]] + [row["cycles"] for row in cycles["plans"]]
@@ -130,8 +156,7 @@ def _plot(result, path):
     left.set_title(f"small head {cycles['head']}, density {cycles['density']}", fontsize=9)
     left.tick_params(axis="x", labelsize=7)
     quality = result["quality"]["plans"]
-    labels = [_label(row) + ("" if row["avg_bits"] == 8 else f"\n{row['error_metric']}")
-              + ("\nLZ K4" if row.get("k4_cut") == "leading-zero" else "") for row in quality]
+    labels = [_label(row) + ("" if row["avg_bits"] == 8 else f"\n{row['error_metric']}") for row in quality]
     right.bar(labels, [row["rel_l1"] for row in quality], color="#2a7ab9", label="calibration data")
     right.plot(labels, [row["heldout_rel_l1"] for row in quality], "o", color="#d95f02", label="held-out sample")
     right.set_ylabel("rel_l1 vs fp64")
