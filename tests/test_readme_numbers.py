@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from paro.flows.precision import cut_label
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
 
@@ -136,19 +138,26 @@ def _precision_cycles(r):
     c = r["cycles"]
     plans = c["plans"]
     assert all(row["bit_exact"] for row in plans)
-    base, two = plans[0], plans[-1]
-    return (f"bit-exact; {_bits(two)} at {two['avg_bits']} average bits {two['cycles']:,} cycles (cosine "
-            f"{two['cosine']:.4f}) vs {_bits(base)} at its minimum {base['avg_bits']}: {base['cycles']:,} (cosine "
-            f"{base['cosine']:.4f}), {two['cycles'] / base['cycles']:.2f}x; "
-            + "; ".join(f"{_bits(row)} at {row['avg_bits']}: {row['cycles']:,} (cosine {row['cosine']:.4f})"
-                        for row in plans[1:-1])
-            + f"; dense INT8 {c['dense_int8_cycles']:,}")
+    groups = {}
+    for row in plans:
+        groups.setdefault("leading-zero K cuts" if row["k4_cut"] == "leading-zero" else "default K cuts",
+                          []).append(row)
+
+    def group(name, rows):
+        base, two = rows[0], rows[-1]
+        return (f"{name}: {_bits(two)} at {two['avg_bits']} average bits {two['cycles']:,} cycles (cosine "
+                f"{two['cosine']:.4f}) vs {_bits(base)} at its minimum {base['avg_bits']}: {base['cycles']:,} "
+                f"(cosine {base['cosine']:.4f}), {two['cycles'] / base['cycles']:.2f}x; "
+                + "; ".join(f"{_bits(row)} at {row['avg_bits']}: {row['cycles']:,} (cosine {row['cosine']:.4f})"
+                            for row in rows[1:-1]))
+    return "bit-exact; " + "; ".join(group(name, rows) for name, rows in groups.items()) \
+        + f"; dense INT8 {c['dense_int8_cycles']:,}"
 
 
 def _precision_quality(r):
     plans = r["quality"]["plans"]
     dense = plans[-1]
-    return "; ".join(f"{_bits(row)}{' leading-zero K4' if row.get('k4_cut') == 'leading-zero' else ''} "
+    return "; ".join(f"{_bits(row)}{' ' + cut_label(row) if cut_label(row) else ''} "
                      f"{row['error_metric']} metric: rel_l1 {row['rel_l1']:.5f} "
                      f"({row['rel_l1_vs_dense']:.2f}x), held-out {row['heldout_rel_l1']:.5f}" for row in plans[:-1]) \
         + f"; all 8-bit: {dense['rel_l1']:.5f}, held-out {dense['heldout_rel_l1']:.5f}"
