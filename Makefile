@@ -105,7 +105,8 @@ bench-sweep: install
 	@mkdir -p results
 	$(VENV)/bin/paro sweep --report results/sweep_small.json
 
-# Every block property (SymbiYosys + Boolector from PyPI): k-induction where it closes, else bounded (~3 min).
+# Every block property (SymbiYosys + Boolector from PyPI): k-induction where it closes, else bounded (~14 min;
+# the leading-zero PEs take ~9 of them).
 formal: install
 	@mkdir -p results
 	$(VENV)/bin/paro formal --report results/formal.json
