@@ -59,18 +59,13 @@ __all__ = ["OperandB", "operand_exponents", "PEControl", "ProcessingElement", "f
 
 #: The 8-bit ``b`` operand word, read as one signed byte, two packed nibbles or four packed crumbs.
 OperandB = data.UnionLayout({
-    "int8":  signed(8),
-    "int4":  data.ArrayLayout(signed(4), 2),
-    "uint4": data.ArrayLayout(unsigned(4), 2),
-    "int2":  data.ArrayLayout(signed(2), 4),
-    "uint2": data.ArrayLayout(unsigned(2), 4),
-})
+    "int8": signed(8), "int4": data.ArrayLayout(signed(4), 2), "uint4": data.ArrayLayout(unsigned(4), 2),
+    "int2": data.ArrayLayout(signed(2), 4), "uint2": data.ArrayLayout(unsigned(2), 4)})
 
 
 def operand_exponents(config):
-    """The exponents beside ``b`` in a build with a leading-zero cut (``config.k_exponents`` of them): of its
-    two INT4 nibbles (``k4_cut``, 0..5) and of its four INT2 crumbs (``k2_cut``, 0..7); the products of the
-    cut modes are shifted left by them (``|field << exponent| <= 128``)."""
+    """The ``config.k_exponents`` exponents beside ``b`` with a leading-zero cut: of its INT4 nibbles (``k4_cut``,
+    0..5) and INT2 crumbs (``k2_cut``, 0..7), which shift their products left (``|field << exp| <= 128``)."""
     return data.ArrayLayout(unsigned(K_EXP_BITS), config.k_exponents)
 
 
@@ -94,16 +89,9 @@ class ProcessingElement(ConfiguredComponent):
 
     def __init__(self, config):
         acc = signed(config.acc_width)
-        ports = {
-            "en":      In(1),
-            "a":       In(signed(8)),
-            "b":       In(OperandB),
-            "ctl":     In(PEControl),
-            "a_out":   Out(signed(8)),
-            "b_out":   Out(OperandB),
-            "ctl_out": Out(PEControl),
-            "result":  Out(data.ArrayLayout(acc, config.pe_accumulators)),
-        }
+        ports = {"en": In(1), "a": In(signed(8)), "b": In(OperandB), "ctl": In(PEControl),
+                 "a_out": Out(signed(8)), "b_out": Out(OperandB), "ctl_out": Out(PEControl),
+                 "result": Out(data.ArrayLayout(acc, config.pe_accumulators))}
         if config.k_exponents:
             # the exponents of the INT4 nibbles / INT2 crumbs (the leading-zero cuts), moving down with ``b``
             ports.update({"b_exp": In(operand_exponents(config)), "b_exp_out": Out(operand_exponents(config))})
@@ -127,8 +115,7 @@ class ProcessingElement(ConfiguredComponent):
         # then (pe_stages >= 1) a register, the combined products; the beat's a, mode, valid and last travel
         # with them.
         ops, a, mode, valid, last = operands(m), self.a, self.ctl.mode, self.ctl.valid, self.ctl.last
-        leading_zero = bool(self._config.k_exponents)
-        exps = list(self.b_exp) if leading_zero else []
+        exps = list(self.b_exp) if self._config.k_exponents else []
         if stages >= 2:
             staged, mode, valid, last = self._stage(m, "operands", [a, *ops, *exps], mode, valid, last)
             a, ops, exps = staged[0], staged[1:1 + len(ops)], staged[1 + len(ops):]
@@ -145,16 +132,11 @@ class ProcessingElement(ConfiguredComponent):
             products = self._shifted(m, products, exps, mode)
 
         total = [Signal(signed(width), name=f"total{k}") for k in range(lanes)]
-        for k in range(lanes):
-            m.d.comb += total[k].eq(Mux(fresh, 0, acc[k]) + products[k])
+        m.d.comb += [total[k].eq(Mux(fresh, 0, acc[k]) + products[k]) for k in range(lanes)]
 
         with m.If(self.en):
-            m.d.sync += [
-                self.a_out.eq(self.a),
-                self.b_out.eq(self.b),
-                self.ctl_out.eq(self.ctl),
-            ]
-            if leading_zero:
+            m.d.sync += [self.a_out.eq(self.a), self.b_out.eq(self.b), self.ctl_out.eq(self.ctl)]
+            if exps:
                 m.d.sync += self.b_exp_out.eq(self.b_exp)
             with m.If(valid):
                 m.d.sync += [acc[k].eq(total[k]) for k in range(lanes)]
@@ -176,17 +158,16 @@ class ProcessingElement(ConfiguredComponent):
         """The products of the modes whose K is cut at the leading zero, shifted by their exponents: INT4
         (``k4_cut``) on accumulators 0 and 1, INT2 (``k2_cut``) on all four."""
         cuts, shifted = self._config.k_cuts, []
+        top = 7 if cuts[2] == "leading-zero" else 5                 # the largest exponent
+        lanes = {PEMode.INT4: 2, PEMode.INT2: 4}                    # the products each cut mode shifts
         for k, product in enumerate(products):
-            cut_modes = [mode == PEMode.INT4] if cuts[4] == "leading-zero" and k < 2 else []
-            cut_modes += [mode == PEMode.INT2] if cuts[2] == "leading-zero" else []
-            if not cut_modes:
-                shifted.append(product)
-                continue
-            top = 7 if cuts[2] == "leading-zero" else 5             # the largest exponent of the lane's modes
-            out = Signal(signed(len(product) + top), name=f"shifted{k}")
-            cut = cut_modes[0] if len(cut_modes) == 1 else cut_modes[0] | cut_modes[1]
-            m.d.comb += out.eq(Mux(cut, product << exps[k], product))
-            shifted.append(out)
+            cut = [mode == cut_mode for cut_mode, n in lanes.items()
+                   if cuts[cut_mode.bits] == "leading-zero" and k < n]
+            if cut:
+                out = Signal(signed(len(product) + top), name=f"shifted{k}")
+                m.d.comb += out.eq(Mux(cut[0] if len(cut) == 1 else cut[0] | cut[1], product << exps[k], product))
+                product = out
+            shifted.append(product)
         return shifted
 
     def _nibble_operands(self, m):

@@ -152,9 +152,10 @@ def _metrics(out, ref):
     return _Metrics().add(out, ref).result()
 
 
-#: The per-block error the bit allocation minimises: ``probability`` (L1 of the attention probabilities) or
-#: ``output`` (L1 of the attention output the block's error causes).
-ERROR_METRICS = ("probability", "output")
+#: The per-block error the bit allocation minimises: ``probability`` (L1 of the attention probabilities),
+#: ``output`` (L1 of the attention output the block's error causes) or ``output-mse`` (the squared L2 of that
+#: change: the output's squared error, blocks' errors adding as independent noise).
+ERROR_METRICS = ("probability", "output", "output-mse")
 
 
 def key_interleave(blocks, block_size):
@@ -187,12 +188,13 @@ def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="p
     """Per-block errors ``{0: e0, 4: e4, 8: e8}`` and ``2: e2`` with 2-bit blocks (float32 [nq, nk]) of one head
     in its token order, and ``"mass"``: each block's attention mass (which masks and floors follow).
 
-    ``probability``: ``e_b = sum |P - P_b|`` over the block (``e0`` = its mass). ``output`` (needs ``vp``, fp V
-    in the same order): ``e_b = sum over the block's query rows r of |sum_k dP_rk (v_k - o_r)|_1`` with
-    ``dP = P - P_b`` over the block's keys: the change of row r's output when only this block's P changes and
-    the row is renormalised, to first order (exactly: that divided by the row's remaining mass ``1 - sum_k
-    dP_rk``). Rounding noise mostly cancels in that sum; a skipped block's missing mass does
-    not, so the output metric weighs the two as the attention output sees them.
+    ``probability``: ``e_b = sum |P - P_b|`` over the block (``e0`` = its mass). ``output`` and ``output-mse``
+    (need ``vp``, fp V in the same order): per query row r of the block, the change of row r's output when
+    only this block changes, to first order, as the engine normalises: it divides by the row sum of the
+    numerators *before* P is rounded, so a change the row sum sees (a skipped block's removal, the score change
+    of a reduced K) is renormalised, ``sum_k dE_rk (v_k - o_r) / l_r``, and the P rounding is not,
+    ``sum_k dR_rk v_k / l_r`` (``dE``, ``dR``: the unnormalised numerator changes, ``l_r`` the row sum).
+    ``output`` sums the L1 of that change over the block's rows, ``output-mse`` its squared L2.
 
     One query block at a time (memory ``O(B x tokens)``), scores as ``(keys, rows)`` with the keys in the
     order of :func:`key_interleave`; per query block one fp score product and one per reduced K (2 and 4
@@ -220,19 +222,27 @@ def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="p
                    * np.repeat(head.k_scale, B)[:, None])[order].astype(np.float32)
                for b in (2, 4) if b in config.bitwidths}
     out = {b: np.zeros((nb, nb), dtype=np.float32) for b in ("mass", 0, *reduced, 8)}
-    if metric == "output":
+    if metric != "probability":
         v_blocks = np.zeros((padded, d), dtype=np.float32)
         v_blocks[:n] = vp
         v_keys = v_blocks[order]
         v_blocks = v_blocks.reshape(nb, B, d)
 
-    def error(delta, row_sum):
-        """The metric's error per key block of unnormalised probability changes ``delta`` (B, nb, rows)."""
+    def error(row_sum, seen=None, rounding=None):
+        """The metric's error per key block of unnormalised numerator changes (B, nb, rows): ``seen`` by the
+        row sum (renormalised at the output) and ``rounding`` (P's, not renormalised); the probability metric
+        takes their total as ``seen``."""
         if metric == "probability":
-            return (np.abs(delta, out=delta).sum(axis=0) / row_sum).sum(axis=1)
-        by_block = np.ascontiguousarray(delta.transpose(1, 2, 0))                  # (key block, row, key)
-        change = by_block @ v_blocks - by_block.sum(axis=2)[:, :, None] * o[None]  # (key block, row, d)
-        return (np.abs(change).sum(axis=2) / row_sum).sum(axis=1)
+            return (np.abs(seen, out=seen).sum(axis=0) / row_sum).sum(axis=1)
+        change = 0
+        if seen is not None:
+            by_block = np.ascontiguousarray(seen.transpose(1, 2, 0))                # (key block, row, key)
+            change = by_block @ v_blocks - by_block.sum(axis=2)[:, :, None] * o[None]   # (key block, row, d)
+        if rounding is not None:
+            change = change + np.ascontiguousarray(rounding.transpose(1, 2, 0)) @ v_blocks
+        if metric == "output":
+            return (np.abs(change).sum(axis=2) / row_sum).sum(axis=1)
+        return (np.square(change).sum(axis=2) / np.square(row_sum)).sum(axis=1)
 
     for i in range(nb):
         rows_i = slice(i * B, min((i + 1) * B, n))
@@ -247,14 +257,14 @@ def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="p
         pt3 = pt.reshape(s3.shape)
         block_sums = pt3.sum(axis=0)
         l = block_sums.sum(axis=0)
-        o = (pt.T @ v_keys) / l[:, None] if metric == "output" else None
+        o = (pt.T @ v_keys) / l[:, None] if metric != "probability" else None
         if masses is not None:
             masses.add(rows_i.start, pt / l)
         out["mass"][i] = (block_sums / l).sum(axis=1)
-        out[0][i] = out["mass"][i] if metric == "probability" else error(pt3.copy(), l)
+        out[0][i] = out["mass"][i] if metric == "probability" else error(l, seen=pt3.copy())
         delta = _round_p(pt3, golden.P_LEVELS[8])
         delta -= pt3
-        out[8][i] = error(delta, l)
+        out[8][i] = error(l, seen=delta) if metric == "probability" else error(l, rounding=delta)
         q_deq = head.q8[rows_i].astype(np.float32) * np.float32(head.q_scale[i]) * inv_sqrt_d
         shift = q_scaled[rows_i] @ k_mean
         for b, k_b in reduced.items():
@@ -264,9 +274,14 @@ def block_errors(qp, kp, head, scales, config, progress=None, vp=None, metric="p
             s_b3 = s_b.reshape(s3.shape)
             s_b3[tail:, nb - 1] = -np.inf
             np.exp(s_b, out=s_b)
-            delta = _round_p(s_b3, golden.P_LEVELS[b])
-            delta -= pt3
-            out[b][i] = error(delta, l)
+            delta = _round_p(s_b3, golden.P_LEVELS[b])         # (clamps s_b3 at 1 first, in place)
+            if metric == "probability":
+                delta -= pt3
+                out[b][i] = error(l, seen=delta)
+            else:
+                delta -= s_b3                                   # the P rounding
+                s_b3 -= pt3                                     # the reduced K's numerator change
+                out[b][i] = error(l, seen=s_b3, rounding=delta)
         if progress:
             progress()
     for b in out:

@@ -206,6 +206,34 @@ def test_output_error_metric_is_the_renormalised_output_change_of_a_skipped_bloc
         assert errors[0][i, j] * n == pytest.approx(np.abs(change).sum(), rel=2e-3), (i, j)
 
 
+def test_output_error_metrics_do_not_renormalise_the_p_rounding():
+    """The engine divides by the row sum of the numerators before P is rounded, so an 8-bit block's output
+    error is the rounding's change ``sum_k dR_rk v_k / l_r``, not renormalised: e8 of block (i, j) times the
+    tokens is the sum over the block's rows of its L1 (``output``) or its squared L2 over ``l_r`` squared
+    (``output-mse``), recomputed here in fp64 with the float model's rounding (per (row, block) leading-zero
+    scale, 127 levels)."""
+    from paro.sw.calibrate import block_errors
+    from paro.sw.quant import quantize_head
+
+    workload = make_workload("tiny")
+    config = AcceleratorConfig(head_dim=workload.head_dim, block_size=16)
+    q, k, v = workload.head(1)
+    head, scales = quantize_head(q, k, v, config.block_size)
+    errors = {metric: block_errors(q, k, head, scales, config, vp=v, metric=metric)
+              for metric in ("output", "output-mse")}
+    B, n = config.block_size, q.shape[0]
+    for i, j in ((0, 0), (1, 3), (2, 1)):
+        rows = slice(i * B, min((i + 1) * B, n))
+        s = q[rows].astype(np.float64) @ k.T.astype(np.float64) / np.sqrt(q.shape[1])
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        block = e[:, j * B:(j + 1) * B]
+        factor = 2.0 ** np.clip(np.floor(-np.log2(block.max(axis=1, keepdims=True))), 0, 15) * 127
+        change = (np.rint(block * factor) / factor - block) @ v[j * B:(j + 1) * B].astype(np.float64)
+        change /= e.sum(axis=1, keepdims=True)
+        assert errors["output"][8][i, j] * n == pytest.approx(np.abs(change).sum(), rel=2e-3), (i, j)
+        assert errors["output-mse"][8][i, j] * n == pytest.approx(np.square(change).sum(), rel=4e-3), (i, j)
+
+
 def _block_errors_plainly(qp, kp, head, scales, config):
     """The probability-metric errors written plainly (natural key order, one block at a time, P normalised
     before rounding is compared): the twin the vectorised :func:`block_errors` must agree with."""

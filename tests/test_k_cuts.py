@@ -99,3 +99,23 @@ def test_two_bit_leading_zero_cut_lifts_low_budgets_on_small():
     print({cut: (head["cosine"], head["rel_l1"]) for cut, head in heads.items()})
     assert heads["block"]["cosine"] < 0.99 < heads["leading-zero"]["cosine"]
     assert heads["leading-zero"]["rel_l1"] < 0.9 * heads["block"]["rel_l1"]
+
+
+
+def test_two_bit_blocks_beat_zero_four_eight_at_paros_budget_on_small():
+    """At 4.80 average bits (no density, ILP, output-mse metric) with both leading-zero cuts, the {0, 2, 4, 8}
+    plan uses 2-bit blocks and its rel_l1 is below the {0, 4, 8} plan's, both within 1.1x of the all-8-bit
+    plan's, on ``small``."""
+    from paro.flows.precision import LZ_CUTS, _config
+    from paro.sw.calibrate import calibrate
+    from paro.sw.workloads import make_workload
+
+    workload = make_workload("small")
+    quiet = dict(log=lambda message: None)
+    _, dense = calibrate(workload, _config(workload, (0, 4, 8)), avg_bits=8.0, **quiet)
+    plans = {bits: calibrate(workload, _config(workload, bits, LZ_CUTS), avg_bits=4.8, error_metric="output-mse",
+                             **quiet) for bits in ((0, 4, 8), (0, 2, 4, 8))}
+    ratio = {bits: report["rel_l1"] / dense["rel_l1"] for bits, (_, report) in plans.items()}
+    print(f"rel_l1 / all-8-bit plan's: {ratio}")
+    assert (plans[(0, 2, 4, 8)][0].bitmap == 2).sum() > 0
+    assert ratio[(0, 2, 4, 8)] < ratio[(0, 4, 8)] <= 1.1

@@ -643,8 +643,8 @@ def build_parser():
     cal.add_argument("--allocation", choices=METHODS, default="ilp",
                      help="bit allocation: ilp (exact, HiGHS) or lagrangian (fast, for very large layers)")
     cal.add_argument("--error-metric", choices=ERROR_METRICS, default="probability",
-                     help="per-block error the allocation minimises: probability (L1 of P) or output (L1 of the "
-                          "attention output the block's error causes)")
+                     help="per-block error the allocation minimises: probability (L1 of P), output (L1 of the "
+                          "attention output the block's error causes) or output-mse (its squared L2)")
     cal.add_argument("--jobs", type=int, default=None,
                      help="heads calibrated at once, in threads (default: the CPUs available; each holds about "
                           "300 MB at 17,776 tokens); the plan does not depend on it")
