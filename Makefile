@@ -141,6 +141,8 @@ synth: install
 	@mkdir -p results
 	$(VENV)/bin/paro synth --rows 4 --cols 4 --target generic --report results/synth_generic_4x4.json
 	$(VENV)/bin/paro synth --rows 4 --cols 4 --bitwidths 0,2,4,8 --target generic --report results/synth_generic_4x4_0248.json
+	$(VENV)/bin/paro synth --rows 4 --cols 4 --k4-cut leading-zero --target generic --report results/synth_generic_4x4_lz.json
+	$(VENV)/bin/paro synth --rows 4 --cols 4 --bitwidths 0,2,4,8 --k4-cut leading-zero --k2-cut leading-zero --target generic --report results/synth_generic_4x4_0248_lz.json
 	$(VENV)/bin/paro synth --rows 4 --cols 4 --pe-stages 2 --target ecp5 --report results/synth_ecp5_4x4.json
 	$(VENV)/bin/paro synth --rows 8 --cols 8 --pe-stages 2 --target ecp5 --report results/synth_ecp5_8x8.json
 

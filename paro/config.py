@@ -286,9 +286,11 @@ class AcceleratorConfig:
             raise ParoError(f"k4_cut must be one of {', '.join(K4_CUTS)}, got {self.k4_cut!r}")
         if self.k2_cut not in K2_CUTS:
             raise ParoError(f"k2_cut must be one of {', '.join(K2_CUTS)}, got {self.k2_cut!r}")
-        if self.k2_cut != "block" and 2 not in self.bitwidths:
-            raise ParoError(f"k2_cut {self.k2_cut!r} cuts the K of 2-bit blocks, and bitwidths "
-                            f"{list(self.bitwidths)} have none; add 2 to bitwidths or leave k2_cut at 'block'")
+        for bits, name, default in ((4, "k4_cut", "round"), (2, "k2_cut", "block")):
+            if getattr(self, name) != default and bits not in self.bitwidths:
+                raise ParoError(f"{name} {getattr(self, name)!r} cuts the K of {bits}-bit blocks, and bitwidths "
+                                f"{list(self.bitwidths)} have none; add {bits} to bitwidths or leave {name} at "
+                                f"{default!r}")
         stages = check_int("pe_stages", self.pe_stages)
         if not 0 <= stages <= MAX_PE_STAGES:
             raise ParoError(f"pe_stages must be in [0, {MAX_PE_STAGES}], got {stages}")

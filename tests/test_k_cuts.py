@@ -52,10 +52,30 @@ def test_k_cuts_are_checked():
     with pytest.raises(ParoError, match=r"k2_cut 'leading-zero' cuts the K of 2-bit blocks, and bitwidths \[0, 4, 8\] "
                                         "have none; add 2 to bitwidths or leave k2_cut at 'block'"):
         AcceleratorConfig(k2_cut="leading-zero")
+    with pytest.raises(ParoError, match=r"k4_cut 'leading-zero' cuts the K of 4-bit blocks, and bitwidths \[0, 2, 8\] "
+                                        "have none; add 4 to bitwidths or leave k4_cut at 'round'"):
+        AcceleratorConfig(bitwidths=(0, 2, 8), k4_cut="leading-zero")
     config = AcceleratorConfig(bitwidths=(0, 2, 4, 8), k4_cut="leading-zero", k2_cut="leading-zero")
     assert AcceleratorConfig.from_dict(config.to_dict()) == config
     assert config.k_cuts == {4: "leading-zero", 2: "leading-zero"} and config.k_exponents == 4
     assert AcceleratorConfig(k4_cut="leading-zero").k_exponents == 2 and AcceleratorConfig().k_exponents == 0
+
+
+def test_cli_refuses_a_two_bit_cut_without_two_bit_blocks(tmp_path, capsys):
+    """``--k2-cut leading-zero`` on a {0, 4, 8} build: one line naming the problem and the fix, exit status 2,
+    no plan written; with 2-bit blocks the plan carries both cuts."""
+    from paro.flows.cli import main
+    from paro.sw.plan import load_plan
+    out = tmp_path / "plan.npz"
+    assert main(["calibrate", "--workload", "tiny", "--density", "0.5", "--k2-cut", "leading-zero",
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["paro: error: k2_cut 'leading-zero' cuts the K of 2-bit blocks, and bitwidths [0, 4, 8] have "
+                   "none; add 2 to bitwidths or leave k2_cut at 'block'"]
+    assert not out.exists()
+    assert main(["calibrate", "--workload", "tiny", "--density", "0.5", "--bitwidths", "0,2,4,8", "--k2-cut",
+                 "leading-zero", "--k4-cut", "leading-zero", "-o", str(out)]) == 0
+    assert load_plan(out).config.k_cuts == {4: "leading-zero", 2: "leading-zero"}
 
 
 def test_leading_zero_cut_meets_paros_budget_on_small():

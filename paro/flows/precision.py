@@ -43,11 +43,9 @@ HEAD = 1
 
 def _config(workload, bitwidths, cuts=None):
     """The engine ``paro calibrate`` targets by default for this workload and bitwidth set, with the K
-    ``cuts`` (``k4_cut``, ``k2_cut``; a 2-bit cut is dropped without 2-bit blocks)."""
+    ``cuts`` (``k4_cut``, ``k2_cut``; a bitwidth's cut is dropped where the set lacks it)."""
     block_size = AcceleratorConfig.block_size
-    cuts = dict(cuts or {})
-    if 2 not in bitwidths:
-        cuts.pop("k2_cut", None)
+    cuts = {name: cut for name, cut in (cuts or {}).items() if int(name[1]) in bitwidths}
     return AcceleratorConfig(head_dim=workload.head_dim, bitwidths=bitwidths,
                              max_seq_len=fitting_seq_len(workload.layout, block_size),
                              max_heads=max(AcceleratorConfig.max_heads, workload.heads), **cuts)

@@ -362,7 +362,8 @@ def synth(config, target="generic", report=None, work_dir=None, log=None, build_
     log(f"generic: Yosys synth of the {other[0]}x{other[1]} array (scaling) and of both PE kinds")
     scaling = generic_stats(other_config, "array", work_dir / "generic_scaling")
     pe_mixed = generic_stats(config, "pe", work_dir / "generic_pe_mixed")
-    int8_config = AcceleratorConfig(**{**config.to_dict(), "bitwidths": (0, 8), "acc_width": config.acc_width})
+    int8_config = AcceleratorConfig(**{**config.to_dict(), "bitwidths": (0, 8), "acc_width": config.acc_width,
+                                       "k4_cut": "round", "k2_cut": "block"})    # the plainest INT8 PE
     pe_int8 = generic_stats(int8_config, "pe", work_dir / "generic_pe_int8")
     log(f"generic: Yosys synth of SimPicker's LUT multiplier ({config.lut_lanes} lanes) and its plain baseline")
     lut = generic_stats(config, "lut_multiplier", work_dir / "generic_lut_multiplier")
