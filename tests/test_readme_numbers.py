@@ -127,7 +127,9 @@ def _soak_short(r):
     points = [p["config"] for p in r["points"]]
     two_bit = sum(2 in p["bitwidths"] for p in points)
     pipelined = sum(p["pe_stages"] > 0 for p in points)
-    return _soak(r) + f" ({two_bit} of the {len(points)} points with 2-bit blocks, {pipelined} with pipelined PEs)"
+    cuts = sum(p.get("k4_cut") == "leading-zero" or p.get("k2_cut") == "leading-zero" for p in points)
+    return _soak(r) + (f" ({two_bit} of the {len(points)} points with 2-bit blocks, {pipelined} with pipelined PEs"
+                       + (f", {cuts} with leading-zero K cuts)" if "k2_cut" in points[0] else ")"))
 
 
 def _bits(row):

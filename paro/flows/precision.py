@@ -26,6 +26,7 @@ from .simulate import ideal_cycles, run_layers
 
 __all__ = ["bench_precision", "cut_label", "CYCLE_PLANS", "QUALITY_PLANS"]
 
+#: The default K cuts.
 DEFAULT_CUTS = {"k4_cut": "round", "k2_cut": "block"}
 #: Both leading-zero cuts (the 2-bit one where the plan has 2-bit blocks).
 LZ_CUTS = {"k4_cut": "leading-zero", "k2_cut": "leading-zero"}

@@ -2,11 +2,12 @@
 every output code checked against the golden model) and through the cycle model (:mod:`paro.sw.cycles`), with
 the error per point and per head.
 
-A design point draws the array (rows, cols), block size, head dimension, AXI data width, K/V cache slots, the
-bitmaps (random or clustered near the diagonal, as reordered plans are), their density and share of 4-bit
+A design point draws the array (rows, cols), block size, head dimension, AXI data width, K/V cache slots, PE
+pipeline stages, the K cuts of 4- and 2-bit blocks, the bitmaps (random or clustered near the diagonal, as reordered plans are), their density and share of 4-bit
 blocks, heads per start and the memory's read latency; random Q/K/V give the golden codes.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -54,6 +55,11 @@ def design_point(rng):
                  "seed": int(rng.integers(1 << 30))}
         while point["n_blocks"] > 2 and _ideal(point) > POINT_IDEAL_LIMIT:
             point["n_blocks"] -= 1
+        # half the builds cut 4-bit K, and half of those with 2-bit blocks 2-bit K, at the leading zero: drawn
+        # from the point's own seed, so the draws above (and so every earlier design point) do not move
+        cuts = np.random.default_rng([point["seed"], 1]).random(2) < 0.5
+        point["config"] = dataclasses.replace(config, k4_cut="leading-zero" if cuts[0] else "round",
+                                              k2_cut="leading-zero" if cuts[1] and two_bit else "block")
         return point
 
 
