@@ -82,9 +82,13 @@ def _heldout(r):
 
 def _model(r):
     s = r["summary"]
+    configs = [record["config"] for record in r["records"]]
+    cuts = {bits: sum(c.get(f"k{bits}_cut") == "leading-zero" for c in configs) for bits in (4, 2)}
     return (f"{r['points']} random design points, each bit-exact: max cycle error {100 * s['max_abs_error']:.3f}%, "
             f"mean {100 * s['mean_abs_error']:.3f}% ({s['exact_points']} of {r['points']} exact, bytes read equal: "
-            f"{s['bytes_read_equal']})")
+            f"{s['bytes_read_equal']})"
+            + (f"; {cuts[4]} points cut 4-bit K at the leading zero, {cuts[2]} 2-bit K"
+               if "k2_cut" in configs[0] else ""))
 
 
 def _projection(r):
