@@ -127,7 +127,7 @@ def _soak(r):
             f"0 mismatches")
 
 
-def _soak_short(r):
+def _soak_points(r):
     points = [p["config"] for p in r["points"]]
     two_bit = sum(2 in p["bitwidths"] for p in points)
     pipelined = sum(p["pe_stages"] > 0 for p in points)
@@ -221,11 +221,11 @@ CELLS = [("array_throughput.json", _array), ("calibration_speed_cogvideox.json",
          ("synth_generic_4x4_0248_lz.json", _pe_area), ("synth_sweep_ecp5.json", _synth_sweep),
          ("model_validation.json", _model), ("projection_cogvideox-5b.json", _projection),
          ("projection_cogvideox-5b_equal.json", _projection), ("sweep_small.json", _sweep),
-         ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak),
+         ("formal.json", _formal), ("liveness.json", _liveness), ("soak.json", _soak_points),
          ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality),
          ("simpicker_small.json", _simpicker), ("simpicker_rtl_small.json", _simpicker_rtl),
          ("synth_generic_4x4.json", _lut_area),
-         ("soak_short.json", _soak_short), ("synth_ecp5_engine_tiny.json", _ecp5_engine)]
+         ("soak_short.json", _soak_points), ("synth_ecp5_engine_tiny.json", _ecp5_engine)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])
