@@ -18,7 +18,7 @@ from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from paro.config import K_EXP_BITS
-from paro.sw.golden import K_LZ_MANTISSA_BITS
+from paro.sw.golden import K_LZ_MANTISSA_BITS, lz_max_exponent
 
 from .component import ConfiguredComponent
 from .rounding import round_shift
@@ -34,11 +34,11 @@ class KReduction(ConfiguredComponent):
     def __init__(self, config):
         lanes = config.engine_lanes
         ports = {"k8": In(data.ArrayLayout(signed(8), lanes)), "k4": Out(data.ArrayLayout(signed(4), lanes))}
-        if config.k4_cut == "leading-zero":
+        if config.leading_zero(4):
             ports["e4"] = Out(data.ArrayLayout(unsigned(K_EXP_BITS), lanes))
         if 2 in config.bitwidths:
             ports["k2"] = Out(data.ArrayLayout(signed(2), lanes))
-        if config.k2_cut == "leading-zero":
+        if config.leading_zero(2):
             ports["e2"] = Out(data.ArrayLayout(unsigned(K_EXP_BITS), lanes))
         super().__init__(config, ports)
 
@@ -48,12 +48,12 @@ class KReduction(ConfiguredComponent):
             k8 = self.k8[n]
             magnitude = Signal(8, name=f"mag{n}")
             m.d.comb += magnitude.eq(Mux(k8 < 0, -k8, k8))
-            if self._config.k4_cut == "leading-zero":
+            if self._config.leading_zero(4):
                 self._leading_zero(m, n, 4, magnitude, self.k4[n], self.e4[n])
             else:
                 # (k8 + 8) >> 4 lies in [-8, 7] for k8 < 120; from 120 on it would be 8, which saturates to 7.
                 m.d.comb += self.k4[n].eq(Mux(k8 >= 120, 7, (k8 + 8) >> 4))
-            if self._config.k2_cut == "leading-zero":
+            if self._config.leading_zero(2):
                 self._leading_zero(m, n, 2, magnitude, self.k2[n], self.e2[n])
             elif 2 in self._config.bitwidths:
                 # (k8 + 32) >> 6 lies in [-2, 1] for k8 < 96; from 96 on it would be 2, which saturates to 1.
@@ -64,13 +64,13 @@ class KReduction(ConfiguredComponent):
         """Lane ``n``'s leading-zero cut to ``bits`` bits: ``M = K_LZ_MANTISSA_BITS[bits]`` magnitude bits from
         the leading one, rounded (ties up), a carry to ``2**M`` renormalised to ``2**(M-1)`` at the next
         exponent; the sign of ``k8``."""
-        kept = K_LZ_MANTISSA_BITS[bits]
-        exponent = Signal(range(9 - kept), name=f"exp{bits}_{n}")
+        kept, top = K_LZ_MANTISSA_BITS[bits], lz_max_exponent(bits)
+        exponent = Signal(range(top + 1), name=f"exp{bits}_{n}")
         rounded, mantissa = Signal(kept + 1, name=f"rounded{bits}_{n}"), Signal(kept, name=f"mant{bits}_{n}")
         # exponent = max(0, bit_length(magnitude) - kept): the highest threshold 2**(kept + e - 1) reached
         choice = 0
-        for top in range(1, 9 - kept):
-            choice = Mux(magnitude >= (1 << (kept + top - 1)), top, choice)
+        for step in range(1, top + 1):
+            choice = Mux(magnitude >= (1 << (kept + step - 1)), step, choice)
         m.d.comb += [
             exponent.eq(choice),
             rounded.eq(round_shift(magnitude, exponent)),

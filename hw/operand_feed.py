@@ -114,7 +114,7 @@ class OperandFeed(ConfiguredComponent):
         word_fields = {8: ("int8", "int8"), 4: ("int4", "uint4"), 2: ("int2", "uint2")}
         # the exponents of a QK^T beat's K cut at the leading zero (each column's nibbles or crumbs), else 0
         for bits, name in ((4, "e4"), (2, "e2")):
-            if cfg.k_cuts[bits] == "leading-zero":
+            if cfg.leading_zero(bits):
                 per = 1 << PACKING[bits]
                 with m.If(~stage.pass_b & (stage.packing == PACKING[bits])):
                     m.d.comb += [b.exp[c][k].eq(getattr(k_reduce, name)[per * c + k])

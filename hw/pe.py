@@ -51,6 +51,7 @@ from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from paro.config import K_EXP_BITS, PEMode
+from paro.sw.golden import lz_max_exponent
 
 from .component import ConfiguredComponent
 
@@ -157,12 +158,11 @@ class ProcessingElement(ConfiguredComponent):
     def _shifted(self, m, products, exps, mode):
         """The products of the modes whose K is cut at the leading zero, shifted by their exponents: INT4
         (``k4_cut``) on accumulators 0 and 1, INT2 (``k2_cut``) on all four."""
-        cuts, shifted = self._config.k_cuts, []
-        top = 7 if cuts[2] == "leading-zero" else 5                 # the largest exponent
+        cfg, shifted = self._config, []
         lanes = {PEMode.INT4: 2, PEMode.INT2: 4}                    # the products each cut mode shifts
+        top = max(lz_max_exponent(cut_mode.bits) for cut_mode in lanes if cfg.leading_zero(cut_mode.bits))
         for k, product in enumerate(products):
-            cut = [mode == cut_mode for cut_mode, n in lanes.items()
-                   if cuts[cut_mode.bits] == "leading-zero" and k < n]
+            cut = [mode == cut_mode for cut_mode, n in lanes.items() if cfg.leading_zero(cut_mode.bits) and k < n]
             if cut:
                 out = Signal(signed(len(product) + top), name=f"shifted{k}")
                 m.d.comb += out.eq(Mux(cut[0] if len(cut) == 1 else cut[0] | cut[1], product << exps[k], product))
@@ -229,13 +229,13 @@ def formal_properties(m, dut):
     m.d.comb += Assume(sum((dut.ctl.mode == mode) for mode in cfg.modes) == 1)
     fields = {PEMode.INT8: [dut.b.int8], PEMode.INT4: list(dut.b.int4), PEMode.UINT4: list(dut.b.uint4),
               PEMode.INT2: list(dut.b.int2), PEMode.UINT2: list(dut.b.uint2)}
-    for mode, bits, top in ((PEMode.INT4, 4, 5), (PEMode.INT2, 2, 7)):
-        if cfg.k_cuts[bits] == "leading-zero":
+    for mode in (PEMode.INT4, PEMode.INT2):
+        if cfg.leading_zero(mode.bits):
             # values are field << exponent, what the K reduction makes: |value| <= 128 (assumed)
             values = [Signal(signed(9), name=f"spec_{mode.name.lower()}_{k}") for k in range(len(fields[mode]))]
             for k, value in enumerate(values):
                 m.d.comb += [value.eq(fields[mode][k] << dut.b_exp[k]),
-                             Assume((value <= 128) & (value >= -128) & (dut.b_exp[k] <= top))]
+                             Assume((value <= 128) & (value >= -128) & (dut.b_exp[k] <= lz_max_exponent(mode.bits)))]
             fields[mode] = values
     exact = [Signal(signed(width + 4), name=f"exact{k}") for k in range(lanes)]
     beats, fresh = Signal(range(depth + 2)), Signal(init=1)         # beats of the tile so far (depth + 1: beyond)

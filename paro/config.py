@@ -392,13 +392,17 @@ class AcceleratorConfig:
         """How each reduced bitwidth's K is cut: ``{4: k4_cut, 2: k2_cut}`` (what :mod:`sw.golden` takes)."""
         return {4: self.k4_cut, 2: self.k2_cut}
 
+    def leading_zero(self, bits):
+        """Whether the K of ``bits``-bit blocks is cut per element at its leading one (``k4_cut`` / ``k2_cut``)."""
+        return self.k_cuts.get(bits) == "leading-zero"
+
     @property
     def k_exponents(self):
         """Exponents per PE column beside ``b`` (each ``K_EXP_BITS`` bits): 4 (one per crumb) with the 2-bit
         leading-zero cut, else 2 (one per nibble) with the 4-bit one, else 0 (no exponent path)."""
-        if self.k2_cut == "leading-zero":
+        if self.leading_zero(2):
             return 4
-        return 2 if self.k4_cut == "leading-zero" else 0
+        return 2 if self.leading_zero(4) else 0
 
     @property
     def computed_bitwidths(self):

@@ -32,7 +32,7 @@ __all__ = [
     "exp_tables", "exp2_numerators", "softmax_row_sum", "p_shift", "p_quantize", "pv_block",
     "p_round", "output_accumulate", "value_multipliers", "output_format", "output_final_shift",
     "reciprocal", "output_codes", "attention_block_row", "attention_head", "k_reduce_shift",
-    "reduce_int8_lz", "K_LZ_MANTISSA_BITS",
+    "reduce_int8_lz", "K_LZ_MANTISSA_BITS", "lz_max_exponent",
     "axi_lite_slave", "register_file", "engine_controller", "k_reduction", "p_lanes", "segment_shift", "score_unit",
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
@@ -222,6 +222,12 @@ def reduce_int8_to_int4(values):
 #: Magnitude bits the leading-zero cut of a ``b``-bit block's K keeps, from the leading one down (the
 #: operand's bits but the sign).
 K_LZ_MANTISSA_BITS = {4: 3, 2: 1}
+
+
+def lz_max_exponent(bits):
+    """The largest exponent of :func:`reduce_int8_lz` at ``bits`` bits (5 for 4-bit, 7 for 2-bit K): an INT8
+    magnitude has at most 8 bits, ``M`` of which the mantissa keeps (a rounding carry ends at 128)."""
+    return 8 - K_LZ_MANTISSA_BITS[bits]
 
 
 def reduce_int8_lz(values, bits):
