@@ -1,8 +1,9 @@
 """Score unit: scales each drained column of QK^T scores into the base-2 exponent domain, writes it to the
 score buffer and keeps every query's row maximum and its segment maximum in each kept block.
 
-Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2**score_shift)``, ``ck_j``
-already x16 for 4-bit and x64 for 2-bit blocks, by :func:`~paro.sw.golden.scores_log2`; row and segment
+Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2**score_shift)`` saturated at
+``+-SCORE_LIMIT``, ``ck_j`` already x16 for 4-bit and x64 for 2-bit blocks, by
+:func:`~paro.sw.golden.scores_log2`; row and segment
 maxima over real keys by :func:`~paro.sw.golden.softmax_row_max`).
 
 A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
@@ -20,29 +21,38 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
-from paro.config import PACKING, SCORE_WIDTH
+from paro.config import PACKING, SCORE_LIMIT, SCORE_WIDTH
 
 from .component import ConfiguredComponent
 from .rounding import round_shift
 from .tile_queue import ck_width, tile_layout
 
-__all__ = ["ScoreUnit", "lane_row_max"]
+__all__ = ["ScoreUnit", "lane_row_max", "scaled_score"]
 
 LOWEST_SCORE = -(1 << (SCORE_WIDTH - 1))
 
 
+def scaled_score(m, product, shift, name):
+    """A score from its unscaled product: ``round(product / 2**shift)`` saturated at ``+-SCORE_LIMIT``
+    (:func:`paro.sw.golden.scores_log2`); a ``SCORE_WIDTH``-bit signal driven combinationally in ``m``."""
+    wide = Signal(signed(len(product)), name=f"{name}_wide")
+    x = Signal(signed(SCORE_WIDTH), name=name)
+    m.d.comb += [wide.eq(round_shift(product, shift)),
+                 x.eq(Mux(wide > SCORE_LIMIT, SCORE_LIMIT, Mux(wide < -SCORE_LIMIT, -SCORE_LIMIT, wide)))]
+    return x
+
+
 def lane_row_max(config, row_max, lane, packing, query_group):
     """Row maximum of the query on P lane ``lane``: query ``(query_group << packing) * C + lane`` of a block
-    with that packing (``row_max``: the unit's ``row_max`` output; lanes past ``C << packing`` are unused)."""
+    with that packing (``row_max``: the unit's ``row_max`` output; lanes past ``C << packing`` are unused).
+    One multiplexer per lane: lane ``n`` only ever reads the queries ``n mod s`` of the narrowest stride
+    ``s = C << p`` its packings ``p`` share, indexed by ``((query_group << packing) * C + lane) // s``."""
     B, C = config.block_size, config.cols
-    value = None
-    for bits in config.computed_bitwidths:                          # 8 last: the widest packing first
-        width = C << PACKING[bits]
-        if lane >= width:
-            continue
-        group = Array(row_max[g * width + lane] for g in range(B // width))[query_group]
-        value = group if value is None else Mux(packing == PACKING[bits], group, value)
-    return value
+    packings = [PACKING[bits] for bits in config.computed_bitwidths if lane < C << PACKING[bits]]
+    stride = C << min(packings)
+    base = lane % stride
+    index = ((query_group << packing) * C + lane) >> (stride.bit_length() - 1)
+    return Array(row_max[base + h * stride] for h in range(B // stride))[index]
 
 
 class ScoreUnit(ConfiguredComponent):
@@ -77,12 +87,9 @@ class ScoreUnit(ConfiguredComponent):
                      self.wr_key.eq(tile.kept_index * B + key)]
         for r in range(R):
             product = Signal(signed(cfg.acc_width + 16 + ck_width(cfg) + 1), name=f"scaled{r}")
-            x = Signal(signed(SCORE_WIDTH), name=f"x{r}")
-            m.d.comb += [
-                product.eq(self.column[r] * self.cq * tile.ck),
-                x.eq(round_shift(product, self.score_shift)),
-                self.wr_data[r].eq(x),
-            ]
+            m.d.comb += product.eq(self.column[r] * self.cq * tile.ck)
+            x = scaled_score(m, product, self.score_shift, f"x{r}")
+            m.d.comb += self.wr_data[r].eq(x)
             # One pair of comparators per row: the beat's query group's maxima are selected, compared with x,
             # and the new values written back to that group's registers only (a case on the group).
             group_max, group_seg = (Signal(signed(SCORE_WIDTH), name=f"{n}{r}") for n in ("group_max", "group_seg"))

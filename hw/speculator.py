@@ -1,7 +1,7 @@
 """Speculator: SimPicker's block classes of a query-block row from pooled Q and K, on chip.
 
 Golden twins: :func:`paro.sw.golden.speculation_scores` (``x_j = round(pooled_q . pooled_k_j * cq * ck_j /
-2**shift)``, the score unit's own scaling) followed by :func:`paro.sw.golden.speculation_masses` and
+2**shift)``, the score unit's own scaling and saturation) followed by :func:`paro.sw.golden.speculation_masses` and
 :func:`paro.sw.golden.speculation_classes` (in :class:`~paro.hw.speculation.SpeculationUnit`).
 
 Before a head's rows, the pooled K rows (:class:`~paro.hw.pooling.PoolingUnit`) and their key multipliers go
@@ -19,12 +19,11 @@ from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from paro.config import SCORE_WIDTH
 from paro.sw.golden import SPEC_FRAC_BITS
 
 from .component import ConfiguredComponent, check_lanes
 from .pooling import pooled_layout
-from .rounding import round_shift
+from .score_unit import scaled_score
 from .speculation import SpeculationUnit, class_layout
 
 __all__ = ["Speculator", "row_layout", "key_layout", "MULT_WIDTH"]
@@ -86,8 +85,7 @@ class Speculator(ConfiguredComponent):
             products += row.q[index] * stored.k[index]
         scaled = Signal(signed(len(dot) + 2 * MULT_WIDTH + 1))
         m.d.comb += scaled.eq(dot * (row.cq * stored.ck))
-        x = Signal(signed(SCORE_WIDTH))
-        m.d.comb += x.eq(round_shift(scaled, row.shift))
+        x = scaled_score(m, scaled, row.shift, "x")
         real = Signal(signed(len(row.n_tokens) + 1))
         m.d.comb += real.eq(row.n_tokens - j * B)
 

@@ -13,7 +13,8 @@ import operator
 
 from .errors import ParoError
 
-__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "PACKING", "MAX_PE_STAGES", "SCORE_WIDTH", "min_acc_width"]
+__all__ = ["AcceleratorConfig", "PEMode", "SUPPORTED_BITWIDTHS", "PACKING", "MAX_PE_STAGES", "SCORE_WIDTH",
+           "SCORE_LIMIT", "min_acc_width"]
 
 
 #: Attention-map block bitwidths the PE array implements. 0 means "skipped, never fetched".
@@ -35,8 +36,12 @@ RECIP_BITS_PER_STAGE = 4
 MAX_ARRAY_SIDE = 64
 
 
-#: Width of a stored score ``x`` (base-2 exponent domain, ``score_frac_bits`` fractional bits).
-SCORE_WIDTH = 48
+#: Width of a stored score ``x`` (base-2 exponent domain, ``score_frac_bits`` fractional bits). Scores saturate
+#: at ``+-SCORE_LIMIT``: 2**23 in exponent units with 8 fractional bits, a logit of 5.8 million, far past any
+#: softmax (numerators vanish 16 units below the row maximum) and past FP16's range; ``-2**31``, one below the
+#: lowest score, marks a segment without a real key.
+SCORE_WIDTH = 32
+SCORE_LIMIT = (1 << (SCORE_WIDTH - 1)) - 1
 
 
 class PEMode(enum.IntEnum):

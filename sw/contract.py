@@ -111,7 +111,7 @@ OUTPUT_CODE_BYTES = 2
 #: AXI4-Lite byte addresses of the register slave; responses it gives.
 AXIL_ADDRESS_BITS = ADDRESS_BITS + 2
 RESP_OKAY, RESP_SLVERR = 0, 2
-#: Smallest score shift the scaling unit supports (keeps the scaled score within SCORE_WIDTH bits).
+#: Smallest score shift the contract allows (scores saturate at SCORE_LIMIT: a smaller shift saturates more).
 MIN_SCORE_SHIFT = 12
 #: Fractional bits of SimPicker's speculation thresholds (``SPEC_IMPORTANT``, ``SPEC_NEGLIGIBLE``).
 SPEC_FRAC_BITS = 16

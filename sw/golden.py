@@ -17,7 +17,7 @@ In the 4-bit and 2-bit modes value k goes to accumulator k.
 
 import numpy as np
 
-from paro.config import PACKING, SCORE_WIDTH, PEMode
+from paro.config import PACKING, SCORE_LIMIT, SCORE_WIDTH, PEMode
 from paro.errors import ParoError
 
 from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
@@ -280,8 +280,9 @@ def reduce_int8_to_int2(values):
 #                   block) or Q8_i K2_j^T with K2 = reduce_int8_to_int2(K8_j) (2-bit block), or with K cut per
 #                   element at its leading one (reduce_int8_lz, the config's k4_cut / k2_cut); acc_width-bit
 #                   integers, as the array computes them.
-#   scores_log2     x = round(S * cq_i * ck_j * 2**k_reduce_shift(b) / 2**score_shift): the score in base-2
-#                   exponent units with score_frac_bits fractional bits (cq, ck from score_multipliers).
+#   scores_log2     x = clip(round(S * cq_i * ck_j * 2**k_reduce_shift(b) / 2**score_shift), +-SCORE_LIMIT): the
+#                   score in base-2 exponent units with score_frac_bits fractional bits (cq, ck from
+#                   score_multipliers).
 #   softmax_row_max m = max of x over kept blocks and real (unpadded) keys.
 #   exp2_numerators e = 2**(x - m) in UQ1.exp_bits via two tables of 2**(score_frac_bits/2) entries
 #                   and a shift; 0 for skipped blocks and padding keys. e <= 2**exp_bits.
@@ -342,14 +343,14 @@ def qk_block(q8_rows, k8_block, bits, acc_width, cuts=None):
 
 def scores_log2(s, cq_i, ck_cols, bits_cols, shift, cuts=None):
     """Scores in base-2 exponent units: ``round(S * cq_i * ck_j * 2**k_reduce_shift(b_j) / 2**shift)``
-    (``b_j``: each column's block bitwidth)."""
+    (``b_j``: each column's block bitwidth), saturated at ``+-SCORE_LIMIT`` (``SCORE_WIDTH`` bits)."""
     # k_reduce_shift indexed by bits (-1: not a computed bitwidth), for whole columns of bits at once
     table = np.array([k_reduce_shift(bits, cuts) if bits in K_REDUCE_SHIFT else -1 for bits in range(9)])
     cut = table[np.asarray(bits_cols, dtype=np.int64)]
     if cut.size and cut.min() < 0:
         raise ParoError(f"scores are computed for 2-, 4- and 8-bit blocks, got {sorted(set(np.ravel(bits_cols).tolist()))}")
     factor = np.asarray(ck_cols, dtype=np.int64) << cut
-    return round_shift(np.asarray(s, dtype=np.int64) * (cq_i * factor), shift)
+    return np.clip(round_shift(np.asarray(s, dtype=np.int64) * (cq_i * factor), shift), -SCORE_LIMIT, SCORE_LIMIT)
 
 
 def softmax_row_max(x, valid_cols):

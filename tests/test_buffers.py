@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from paro.config import PACKING, AcceleratorConfig
+from paro.config import PACKING, SCORE_WIDTH, AcceleratorConfig
 from paro.errors import ParoError
 from paro.hw.row_buffer import RowBuffer
 from paro.hw.score_buffer import ScoreBuffer
@@ -118,7 +118,7 @@ def test_score_buffer_reads_like_its_twin(config):
     rng = np.random.default_rng(SEED)
     print(f"seed {SEED}")
     B, R, keys, lanes = config.block_size, config.rows, config.max_kept_keys, config.engine_lanes
-    scores = rng.integers(-(1 << 47), 1 << 47, (B, keys))
+    scores = rng.integers(-(1 << (SCORE_WIDTH - 1)), 1 << (SCORE_WIDTH - 1), (B, keys))
     banks = score_buffer_geometry(config)["banks"]
     dut = ScoreBuffer(config)
 

@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from paro.config import PACKING, AcceleratorConfig, PEMode
+from paro.config import PACKING, SCORE_LIMIT, AcceleratorConfig, PEMode
 from paro.hw.accumulator import OutputAccumulator, accumulator_layout
 from paro.hw.axi_lite import AxiLiteSlave
 from paro.hw.block_table import BlockTable
@@ -238,6 +238,7 @@ def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima(config, kept)
     cols = np.concatenate([np.arange(j * B, (j + 1) * B) for j, _ in kept])
     x, row_max, seg_max = golden.score_unit(s, cq, np.repeat([ck[j] for j, _ in kept], B),
                                             np.repeat([b for _, b in kept], B), shift, cols < n_tokens, B)
+    assert (x == SCORE_LIMIT).any() and (x == -SCORE_LIMIT).any()      # scores saturate both ways
     dut = ScoreUnit(config)
 
     async def testbench(ctx):
