@@ -59,7 +59,7 @@ Dataflow per query block i (two-pass softmax that stores S)
    ``clip(round(round(A / 2**pre) * r / 2**final_shift))`` go to memory at ``O_ADDR``.
 
 S is stored, not recomputed (a second QK^T pass caps utilization at 2/3) nor online (rescaling changes the
-golden integers): ``block_size x max_kept_keys`` 48-bit scores and ``block_size`` per kept block segment maxima.
+golden integers): ``block_size x max_kept_keys`` 32-bit scores and ``block_size`` per kept block segment maxima.
 
 Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline (pass B's query
 groups follow each other without a gap). It waits one cycle per kept block and pass, for the pass switches

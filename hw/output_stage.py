@@ -1,12 +1,15 @@
 """Output stage: per query, the reciprocal of its row sum and the output codes of its accumulators.
 
-Golden twin: :func:`paro.sw.golden.output_stage` (``r = floor(2**recip_bits / l)``,
-``codes = clip(round(round(A / 2**pre_shift) * r / 2**final_shift))`` in ``out_bits`` signed bits).
+Golden twin: :func:`paro.sw.golden.output_stage` (``r = floor(2**recip_bits / max(l, 2**exp_bits))``, 0 for
+``l = 0``; ``codes = clip(round(round(A / 2**pre_shift) * r / 2**final_shift))`` in ``out_bits`` signed bits).
 
 ``start`` (one cycle, after a query block's pass B has drained) begins the block: from the next cycle the stage
 takes one beat per cycle (query-major, ``d/R`` accumulator words per query, ``B * d/R`` in all) into a pipeline
 of ``recip_stages`` divider stages: each computes ``RECIP_BITS_PER_STAGE`` quotient bits of ``2**recip_bits /
-row_sum`` by restoring division (the beat's row sum taken as it enters; 0 gives 0). As a beat leaves the last
+row_sum`` by restoring division (the beat's row sum taken as it enters, raised to ``2**exp_bits``; 0 gives 0).
+A reciprocal has ``recip_quotient_bits`` bits (``row_sum_width + 1``): the higher quotient bits of a divisor
+of at least ``2**exp_bits`` are 0, so the divider starts below them, and the product with the accumulator
+stays within 64 bits. As a beat leaves the last
 divider stage the stage reads its accumulator word, and one cycle later offers it on ``o``: ``R`` codes. The first
 beat comes ``recip_stages + 1`` cycles after ``start``, then one a cycle (``recip_stages`` more than the single
 combinational divider this replaces, which limited the engine's clock to a few MHz on ECP5). Back-pressure on
@@ -49,7 +52,7 @@ class OutputStage(ConfiguredComponent):
         m = Module()
         cfg = self._config
         B, R, groups = cfg.block_size, cfg.rows, cfg.head_dim // cfg.rows
-        width, stages, quotient_bits = cfg.row_sum_width, cfg.recip_stages, cfg.recip_bits + 1
+        width, stages, quotient_bits = cfg.row_sum_width, cfg.recip_stages, cfg.recip_quotient_bits
         query = Signal(range(B + 1), init=B)           # B: no block in progress
         group = Signal(range(groups + 1))
         # Divider stage s holds a beat after (s + 1) * RECIP_BITS_PER_STAGE quotient bits; the output stage
@@ -71,21 +74,25 @@ class OutputStage(ConfiguredComponent):
 
         def divide(state, first_bit):
             """``RECIP_BITS_PER_STAGE`` restoring-division steps of ``2**recip_bits / divisor`` from quotient
-            bit ``first_bit`` down: ``(remainder, quotient)`` expressions."""
+            bit ``first_bit`` down: ``(remainder, quotient)`` expressions. The partial remainder entering the
+            first stage is ``2**recip_bits >> quotient_bits`` (the dividend's bits above the quotient's)."""
             remainder, quotient = state["remainder"], state["quotient"]
             for bit in range(first_bit, max(first_bit - RECIP_BITS_PER_STAGE, -1), -1):
-                shifted = Cat(Const(1 if bit == cfg.recip_bits else 0, 1), remainder[:width])
+                shifted = Cat(Const(0, 1), remainder[:width])          # the dividend's bits here are 0
                 fits = shifted >= state["divisor"]
                 remainder = Mux(fits, shifted - state["divisor"], shifted)[:width + 1]
                 quotient = quotient | Mux(fits, 1 << bit, 0)
             return remainder, quotient
 
-        row_sum = Array(self.row_sum[q] for q in range(B))[query]
+        row_sum, one = Signal(width), 1 << cfg.exp_bits
+        m.d.comb += row_sum.eq(Array(self.row_sum[q] for q in range(B))[query])
         with m.If(advance):
-            previous = {"valid": fire, "addr": query * groups + group, "divisor": row_sum,
-                        "remainder": Const(0, width + 1), "quotient": Const(0, quotient_bits)}
+            previous = {"valid": fire, "addr": query * groups + group,
+                        "divisor": Mux((row_sum != 0) & (row_sum < one), one, row_sum),
+                        "remainder": Const(1 << (cfg.recip_bits - quotient_bits), width + 1),
+                        "quotient": Const(0, quotient_bits)}
             for s, stage in enumerate(pipe):
-                remainder, quotient = divide(previous, cfg.recip_bits - s * RECIP_BITS_PER_STAGE)
+                remainder, quotient = divide(previous, quotient_bits - 1 - s * RECIP_BITS_PER_STAGE)
                 m.d.sync += [stage.valid.eq(previous["valid"]), stage.addr.eq(previous["addr"]),
                              stage.divisor.eq(previous["divisor"]), stage.remainder.eq(remainder),
                              stage.quotient.eq(quotient)]
@@ -96,8 +103,8 @@ class OutputStage(ConfiguredComponent):
         pre, limit, acc_width = cfg.output_pre_shift, 1 << (cfg.out_bits - 1), cfg.acc_out_width
         for r in range(R):
             acc_pre = Signal(signed(acc_width - pre + 1), name=f"acc_pre{r}")
-            scaled = Signal(signed(acc_width - pre + cfg.recip_bits + 2), name=f"scaled_out{r}")
-            code = Signal(signed(acc_width - pre + cfg.recip_bits + 2), name=f"code{r}")
+            scaled = Signal(signed(acc_width - pre + quotient_bits + 1), name=f"scaled_out{r}")
+            code = Signal(signed(acc_width - pre + quotient_bits + 1), name=f"code{r}")
             m.d.comb += [
                 acc_pre.eq(round_shift(self.rd_data[r], pre)),
                 scaled.eq(acc_pre * out.recip),

@@ -327,10 +327,16 @@ class AcceleratorConfig:
         return self.row_sum_width + self.exp_bits
 
     @property
+    def recip_quotient_bits(self):
+        """Bits of a reciprocal: a row sum is at least ``2**exp_bits`` (the row maximum's numerator; a smaller
+        one counts as ``2**exp_bits``), so ``floor(2**recip_bits / sum) <= 2**row_sum_width``."""
+        return self.recip_bits - self.exp_bits + 1
+
+    @property
     def recip_stages(self):
         """Pipeline stages of the output stage's reciprocal divider: ``RECIP_BITS_PER_STAGE`` quotient bits a
-        stage, ``recip_bits + 1`` bits in all; each delays the output stage by one cycle."""
-        return -(-(self.recip_bits + 1) // RECIP_BITS_PER_STAGE)
+        stage, ``recip_quotient_bits`` in all; each delays the output stage by one cycle."""
+        return -(-self.recip_quotient_bits // RECIP_BITS_PER_STAGE)
 
     @property
     def max_blocks(self):
@@ -350,8 +356,8 @@ class AcceleratorConfig:
 
     @property
     def output_pre_shift(self):
-        """Bits the output stage drops from the accumulator before the reciprocal multiply (keeps the
-        product within 63 bits): ``max(0, acc_out_width - 32)``."""
+        """Bits the output stage drops from the accumulator before the reciprocal multiply (bounds the product
+        at ``33 + recip_quotient_bits`` bits: 61 for ``small``): ``max(0, acc_out_width - 32)``."""
         return max(0, self.acc_out_width - 32)
 
     @property

@@ -292,7 +292,7 @@ def reduce_int8_to_int2(values):
 #                   per row of each block (p_shift) so low-mass blocks keep their precision at 4 bits.
 #   pv_block        U = P~_ij V8_j (the array's PV tile, INT8, UINT4 or UINT2 mode).
 #   output_accumulate  A = sum_j round(U_ij * cv_{j,b} / 2**z): cv = v_scale_j / L_b * 2**ev (cv_2 = 5 cv_4).
-#   reciprocal      r = floor(2**recip_bits / l).
+#   reciprocal      r = floor(2**recip_bits / max(l, 2**exp_bits)), 0 for l = 0 (recip_quotient_bits bits).
 #   output_codes    codes = clip(round(round(A / 2**pre_shift) * r / 2**final_shift)), out_bits signed;
 #                   the dequantised output is codes * 2**-out_exp.
 
@@ -475,9 +475,11 @@ def output_codes(acc, r, final_shift, config):
 
 
 def reciprocal(row_sum, config):
-    """``floor(2**recip_bits / l)`` of each row sum (``l >= 2**exp_bits``: the row max contributes 1.0)."""
+    """``floor(2**recip_bits / l)`` of each row sum, 0 for 0. A row's sum is at least ``2**exp_bits`` (its
+    maximum contributes 1.0); a smaller one, which no row produces, counts as ``2**exp_bits``, so a reciprocal
+    has ``recip_quotient_bits`` bits."""
     row_sum = np.asarray(row_sum, dtype=np.int64)
-    return np.where(row_sum > 0, (np.int64(1) << config.recip_bits) // np.maximum(row_sum, 1), 0)
+    return np.where(row_sum > 0, (np.int64(1) << config.recip_bits) // np.maximum(row_sum, 1 << config.exp_bits), 0)
 
 
 #: A block code of :func:`attention_block_row` beside the bitwidths: SimPicker's LUT path (QK^T with K at

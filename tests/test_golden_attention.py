@@ -47,6 +47,11 @@ def test_reciprocal_is_floor():
     l = np.array([1 << CONFIG.exp_bits, 123457, (1 << CONFIG.row_sum_width) - 1])
     r = golden.reciprocal(l, CONFIG)
     assert np.all(r * l <= 1 << CONFIG.recip_bits) and np.all((r + 1) * l > 1 << CONFIG.recip_bits)
+    assert r.max() == 1 << (CONFIG.recip_quotient_bits - 1)                   # the largest has every bit
+    # a sum below 2**exp_bits (no row has one: its maximum's numerator alone is 2**exp_bits) counts as
+    # 2**exp_bits, and 0 (no real key) gives 0
+    small = golden.reciprocal(np.array([0, 1, (1 << CONFIG.exp_bits) - 1]), CONFIG)
+    assert small.tolist() == [0, r[0], r[0]]
 
 
 def _random_head(seed, tokens=72, d=32):
