@@ -42,8 +42,8 @@ from .component import ConfiguredComponent
 from .formal import past, stream_held
 from .kv_cache import WANT_K, WANT_Q, WANT_V, want_layout
 from .operand_feed import issue_layout
+from .p_lanes import lane_query_value
 from .scheduler import kept_layout
-from .score_unit import lane_row_max
 from .segment_shift import SegmentShift
 from .tile_queue import ck_width, cv_width, tile_layout
 
@@ -105,8 +105,8 @@ class EngineController(ConfiguredComponent):
         cmd, tile = self.cmd, self.tile
         m.submodules.segment_shift = segment_shift = SegmentShift(cfg)
         for n in range(lanes):
-            m.d.comb += [segment_shift.row_max[n].eq(lane_row_max(cfg, self.row_max, n, packing, query_group)),
-                         segment_shift.seg_max[n].eq(lane_row_max(cfg, self.seg_data, n, packing, query_group))]
+            m.d.comb += [segment_shift.row_max[n].eq(lane_query_value(cfg, self.row_max, n, packing, query_group)),
+                         segment_shift.seg_max[n].eq(lane_query_value(cfg, self.seg_data, n, packing, query_group))]
         def per_bits(selector, of_bits, key=lambda bits: bits):
             """``of_bits(b)`` for the computed bitwidth ``b`` with ``key(b) == selector`` (8 bits otherwise)."""
             out = of_bits(8)

@@ -28,7 +28,7 @@ from .array import a_layout, b_layout
 from .component import ConfiguredComponent
 from .formal import held
 from .k_reduce import KReduction
-from .p_lanes import PLanes
+from .p_lanes import PLanes, lane_query_value
 
 __all__ = ["OperandFeed", "issue_layout", "row_layout", "word_layout", "formal_properties"]
 
@@ -132,13 +132,17 @@ class OperandFeed(ConfiguredComponent):
 
         sums = [Signal(cfg.row_sum_width, name=f"row_sum{q}") for q in range(B)]
         m.d.comb += [self.row_sum[q].eq(sums[q]) for q in range(B)]
+        # one adder per lane: the lane's query's sum plus its numerator, written back to that query
+        added = [Signal(cfg.row_sum_width, name=f"sum_plus_e{n}") for n in range(lanes)]
+        m.d.comb += [added[n].eq(lane_query_value(cfg, sums, n, stage.packing, stage.query_group) + p_lanes.e[n])
+                     for n in range(lanes)]
         with m.If(self.beat & stage.pass_b & stage.first_dim_group), m.Switch(stage.packing):
             for bits in computed:
                 width = C << PACKING[bits]              # queries per PV tile
                 with m.Case(PACKING[bits]), m.Switch(stage.query_group):
                     for group in range(B // width):
                         with m.Case(group):
-                            m.d.sync += [sums[q].eq(sums[q] + p_lanes.e[q % width])
+                            m.d.sync += [sums[q].eq(added[q % width])
                                          for q in range(group * width, (group + 1) * width)]
         with m.If(self.reset_sums):
             m.d.sync += [s.eq(0) for s in sums]

@@ -10,18 +10,30 @@ current query group: ``x`` its stored score for key ``k``, ``row_max`` its row m
 row sums (on the first head-dimension group of each block).
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
-from paro.config import SCORE_WIDTH
+from paro.config import PACKING, SCORE_WIDTH
 from paro.sw.golden import P_SHIFT_MAX
 
 from .component import ConfiguredComponent
 from .quantizer import PQuantizer
 from .softmax import Exp2Unit
 
-__all__ = ["PLanes"]
+__all__ = ["PLanes", "lane_query_value"]
+
+
+def lane_query_value(config, values, lane, packing, query_group):
+    """What P lane ``lane`` reads of a per-query ``values`` (``block_size`` of them: the row maxima, a segment
+    buffer entry, the row sums): query ``(query_group << packing) * C + lane`` of a block with that packing
+    (lanes past ``C << packing`` are unused). One multiplexer per lane: lane ``n`` only ever reads the queries
+    ``n mod s`` of the narrowest stride ``s = C << p`` of its packings ``p``."""
+    B, C = config.block_size, config.cols
+    packings = [PACKING[bits] for bits in config.computed_bitwidths if lane < C << PACKING[bits]]
+    stride = C << min(packings)
+    index = ((query_group << packing) * C + lane) >> (stride.bit_length() - 1)
+    return Array(values[lane % stride + h * stride] for h in range(B // stride))[index]
 
 
 class PLanes(ConfiguredComponent):

@@ -21,13 +21,13 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
-from paro.config import PACKING, SCORE_LIMIT, SCORE_WIDTH
+from paro.config import SCORE_LIMIT, SCORE_WIDTH
 
 from .component import ConfiguredComponent
 from .rounding import round_shift
 from .tile_queue import ck_width, tile_layout
 
-__all__ = ["ScoreUnit", "lane_row_max", "scaled_score"]
+__all__ = ["ScoreUnit", "scaled_score"]
 
 LOWEST_SCORE = -(1 << (SCORE_WIDTH - 1))
 
@@ -40,19 +40,6 @@ def scaled_score(m, product, shift, name):
     m.d.comb += [wide.eq(round_shift(product, shift)),
                  x.eq(Mux(wide > SCORE_LIMIT, SCORE_LIMIT, Mux(wide < -SCORE_LIMIT, -SCORE_LIMIT, wide)))]
     return x
-
-
-def lane_row_max(config, row_max, lane, packing, query_group):
-    """Row maximum of the query on P lane ``lane``: query ``(query_group << packing) * C + lane`` of a block
-    with that packing (``row_max``: the unit's ``row_max`` output; lanes past ``C << packing`` are unused).
-    One multiplexer per lane: lane ``n`` only ever reads the queries ``n mod s`` of the narrowest stride
-    ``s = C << p`` its packings ``p`` share, indexed by ``((query_group << packing) * C + lane) // s``."""
-    B, C = config.block_size, config.cols
-    packings = [PACKING[bits] for bits in config.computed_bitwidths if lane < C << PACKING[bits]]
-    stride = C << min(packings)
-    base = lane % stride
-    index = ((query_group << packing) * C + lane) >> (stride.bit_length() - 1)
-    return Array(row_max[base + h * stride] for h in range(B // stride))[index]
 
 
 class ScoreUnit(ConfiguredComponent):
