@@ -9,9 +9,9 @@ of ``recip_stages`` divider stages: each computes ``RECIP_BITS_PER_STAGE`` quoti
 row_sum`` by restoring division (the beat's row sum taken as it enters, raised to ``2**exp_bits``; 0 gives 0).
 A reciprocal has ``recip_quotient_bits`` bits (``row_sum_width + 1``): the higher quotient bits of a divisor
 of at least ``2**exp_bits`` are 0, so the divider starts below them, and the product with the accumulator
-stays within 64 bits. As a beat leaves the last
-divider stage the stage reads its accumulator word, and one cycle later offers it on ``o``: ``R`` codes. The first
-beat comes ``recip_stages + 1`` cycles after ``start``, then one a cycle (``recip_stages`` more than the single
+has ``33 + recip_quotient_bits`` bits (61 for ``small``). As a beat leaves the last divider stage the stage
+reads its accumulator word, and one cycle later offers it on ``o``: ``R`` codes. The first beat comes
+``recip_stages + 1`` cycles after ``start``, then one a cycle (``recip_stages`` more than the single
 combinational divider this replaces, which limited the engine's clock to a few MHz on ECP5). Back-pressure on
 ``o`` holds the whole pipeline and the read data (nothing is lost or repeated). ``idle`` is high when the
 block's last beat has left (and before the first start). The stage reads ``row_sum`` while it runs: the engine

@@ -2,9 +2,8 @@
 score buffer and keeps every query's row maximum and its segment maximum in each kept block.
 
 Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2**score_shift)`` saturated at
-``+-SCORE_LIMIT``, ``ck_j`` already x16 for 4-bit and x64 for 2-bit blocks, by
-:func:`~paro.sw.golden.scores_log2`; row and segment
-maxima over real keys by :func:`~paro.sw.golden.softmax_row_max`).
+``+-SCORE_LIMIT``, ``ck_j`` already x16 for 4-bit and x64 for 2-bit blocks, by :func:`~paro.sw.golden.scores_log2`;
+row and segment maxima over real keys by :func:`~paro.sw.golden.softmax_row_max`).
 
 A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
 same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer
