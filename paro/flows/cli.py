@@ -36,7 +36,7 @@ from .provenance import provenance
 from .simulate import simulate
 from .precision import bench_precision
 from .validate import bench_model_validation
-from .synth import SYNTH_TOPS, TARGETS, synth
+from .synth import NO_PLACE_ARRAY, SYNTH_TOPS, TARGETS, synth
 from .synth_sweep import SWEEP_SIZES, SWEEP_STAGES, parse_sizes, parse_stages, synth_sweep
 
 __all__ = ["main"]
@@ -324,14 +324,23 @@ def cmd_synth(args):
         raise ParoError(f"unknown --top {args.top!r}; choose one of {', '.join(SYNTH_TOPS)}")
     if args.top == "engine" and args.sweep:
         raise ParoError("--sweep places arrays of several sizes; drop --top engine (or --sweep)")
+    if args.no_place and args.top != "engine":
+        raise ParoError(NO_PLACE_ARRAY)
     if args.top == "engine":
-        result = synth(config, target=args.target, report=args.report, build_dir=args.build_dir, top="engine")
+        result = synth(config, target=args.target, report=args.report, build_dir=args.build_dir, top="engine",
+                       place=not args.no_place)
         fpga = result[args.target]
-        print(f"{args.target} on {fpga['board']}: the {config.rows}x{config.cols} engine with its harness "
-              f"{fpga['luts']}/{fpga['luts_available']} LUTs, {fpga['flip_flops']} FFs, "
-              f"{fpga['dsps']}/{fpga['dsps_available']} DSPs, {fpga['brams']}/{fpga['brams_available']} BRAMs, "
-              f"Fmax {fpga['fmax_mhz']:.1f} MHz (target {fpga['target_mhz']:.1f} MHz); the engine alone "
-              f"{fpga['engine']['luts']} LUTs, {fpga['engine']['flip_flops']} FFs")
+        if args.no_place:
+            cells = fpga["engine_cells"]
+            print(f"{args.target}: the {config.rows}x{config.cols} engine synthesised by Yosys, not placed: "
+                  f"{cells['luts']} LUTs ({cells['lut4']} LUT4s and {cells['carry']} carry cells), "
+                  f"{cells['flip_flops']} FFs, {cells['dsps']} DSPs, {cells['brams']} BRAMs")
+        else:
+            print(f"{args.target} on {fpga['board']}: the {config.rows}x{config.cols} engine with its harness "
+                  f"{fpga['luts']}/{fpga['luts_available']} LUTs, {fpga['flip_flops']} FFs, "
+                  f"{fpga['dsps']}/{fpga['dsps_available']} DSPs, {fpga['brams']}/{fpga['brams_available']} BRAMs, "
+                  f"Fmax {fpga['fmax_mhz']:.1f} MHz (target {fpga['target_mhz']:.1f} MHz); the engine alone "
+                  f"{fpga['engine']['luts']} LUTs, {fpga['engine']['flip_flops']} FFs")
         print(f"{'block':<16}{'LUT4':>8}{'carry':>7}{'FFs':>8}{'BRAMs':>7}{'DSPs':>6}{'LUTRAM':>8}")
         for name, row in sorted(fpga["blocks"].items(), key=lambda item: -item[1]["lut4"]):
             print(f"{name:<16}{row['lut4']:>8}{row['carry']:>7}{row['flip_flops']:>8}{row['brams']:>7}"
@@ -687,6 +696,9 @@ def build_parser():
                      help="array (default: the PE array, generic stats and PE area, or FPGA) or engine (the whole "
                           "attention engine on an FPGA target, per-block table)")
     syn.add_argument("--report", help="JSON report to write")
+    syn.add_argument("--no-place", action="store_true",
+                     help="--top engine: stop after Yosys: the per-block table and the engine's cells, no "
+                          "placement, routing or Fmax (minutes instead of hours for larger engines)")
     syn.add_argument("--sweep", action="store_true",
                      help="place and route every --sweep-sizes x --sweep-stages point: Fmax and resources (+ PNG)")
     syn.add_argument("--sweep-sizes", default=",".join(f"{r}x{c}" for r, c in SWEEP_SIZES),

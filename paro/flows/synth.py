@@ -227,6 +227,9 @@ def _critical_path(report, blocks, top="engine"):
             "end": path["path"][-1]["to"]["cell"] if path.get("path") else None}
 
 
+#: ``--no-place`` (``place=False``) with the array.
+NO_PLACE_ARRAY = "--no-place stops the engine's flow after Yosys; the array's flow is quick: drop --no-place"
+
 #: nextpnr's router for the engine: the small engine (78% of the 85F's LUTs) left router1 with 198,000 of
 #: 294,000 arcs unrouted after 39 minutes, going slower. Router2 negotiates congestion over the whole design
 #: (it routes the tiny engine; on the small one it stops converging: ~17,000 overused wires at 78% of the LUTs,
@@ -324,20 +327,25 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, eng
         # run of the same RTLIL that keeps the hierarchy, with ABC's LUT mapping in place of synth_ecp5's ABC9
         # (Yosys 0.70's ABC9 fails an assertion on this hierarchical netlist), so its cells add up close to,
         # not exactly to, the placed ones.
-        log(f"{target}: Yosys synth_ecp5 -noflatten for the per-block table")
-        _yosys(f"read_rtlil paro.il; synth_ecp5 -noflatten -top paro -run begin:map_luts; {ENGINE_LUT_MAPPING}; "
-               f"clean; synth_ecp5 -noflatten -top paro -run map_cells:check; tee -q -o paro_blocks.json stat -json",
-               work_dir)
-        blocks = json.loads((work_dir / "paro_blocks.json").read_text())
-        result["blocks"] = block_table(blocks)
-        result["harness_flip_flops"] = block_table(blocks, top="")[""]["flip_flops"]
+        result.update(_engine_blocks(target, work_dir, log))
         result["critical_path"] = _critical_path(report, result["blocks"])
     return result
 
 
-def synth(config, target="generic", report=None, work_dir=None, log=None, build_dir=None, top="array"):
+def _engine_blocks(target, work_dir, log):
+    """The per-block table of the engine whose RTLIL (``paro.il``, with its harness) is in ``work_dir``: Yosys
+    ``synth_ecp5 -noflatten`` with :data:`ENGINE_LUT_MAPPING`; ``{"blocks": ..., "harness_flip_flops": ...}``."""
+    log(f"{target}: Yosys synth_ecp5 -noflatten for the per-block table")
+    _yosys(f"read_rtlil paro.il; synth_ecp5 -noflatten -top paro -run begin:map_luts; {ENGINE_LUT_MAPPING}; "
+           f"clean; synth_ecp5 -noflatten -top paro -run map_cells:check; tee -q -o paro_blocks.json stat -json",
+           work_dir)
+    blocks = json.loads((Path(work_dir) / "paro_blocks.json").read_text())
+    return {"blocks": block_table(blocks), "harness_flip_flops": block_table(blocks, top="")[""]["flip_flops"]}
+
+
+def synth(config, target="generic", report=None, work_dir=None, log=None, build_dir=None, top="array", place=True):
     """Synthesise ``top`` (``array``, the default, or ``engine``) for ``config`` on ``target``; write ``report``
-    (JSON) if given; return the dict.
+    (JSON) if given; return the dict. ``place=False`` (the engine only): Yosys' per-block table, no placement.
 
     Work files go to ``work_dir``, by default ``<build root>/synth/<target>_<R>x<C>`` (for the engine
     ``<target>_engine_<R>x<C>_<config digest>``; build root: ``build_dir`` or :func:`paro.files.build_root`).
@@ -353,7 +361,9 @@ def synth(config, target="generic", report=None, work_dir=None, log=None, build_
         name = f"{target}_engine_{config.rows}x{config.cols}_{hashlib.sha1(config.to_json().encode()).hexdigest()[:8]}"
     work_dir = Path(work_dir or build_root(build_dir) / "synth" / name)
     if top == "engine":
-        return _synth_engine(config, target, report, work_dir, log)
+        return _synth_engine(config, target, report, work_dir, log, place)
+    if not place:
+        raise ParoError(NO_PLACE_ARRAY)
     work_dir.mkdir(parents=True, exist_ok=True)
 
     log(f"generic: Yosys synth of the {config.rows}x{config.cols} array")
@@ -399,13 +409,17 @@ def synth(config, target="generic", report=None, work_dir=None, log=None, build_
     return result
 
 
-def _synth_engine(config, target, report, work_dir, log):
+def _synth_engine(config, target, report, work_dir, log, place=True):
     """The whole engine placed and routed on ``target`` (an FPGA), its buffers sized and banked as
-    :func:`~paro.sw.contract.engine_buffers` says: totals, the harness, the engine alone and per block."""
+    :func:`~paro.sw.contract.engine_buffers` says: totals, the harness, the engine alone and per block.
+    ``place=False``: only the per-block table of Yosys' hierarchical synthesis (minutes, where placing and
+    routing the ``small`` engine takes hours) and the engine's totals from it (``engine_cells``)."""
     check_engine_config(config)
     if target == "generic":
         raise ParoError("--top engine needs an FPGA target (--target ecp5): the generic report is the array's "
                         "and PE's area")
+    if not place and target != "ecp5":
+        raise ParoError("--no-place gives the ECP5 per-block table; use --target ecp5")
     work_dir.mkdir(parents=True, exist_ok=True)
     buffers = engine_buffers(config)
     log(f"{target}: the {config.rows}x{config.cols} engine, {sum(b['bits'] for b in buffers.values())} buffer bits")
@@ -419,8 +433,24 @@ def _synth_engine(config, target, report, work_dir, log):
                   "engine": "the whole design minus a harness-only build (LUTs) and the harness's counted "
                             "flip-flops"},
         "buffers": buffers,
-        target: _fpga(config, target, work_dir / target, log, top="engine"),
+        target: (_fpga(config, target, work_dir / target, log, top="engine") if place
+                 else _unplaced_engine(config, target, work_dir / f"{target}_unplaced", log)),
     }
     if report:
         atomic_write(report, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _unplaced_engine(config, target, work_dir, log):
+    """The engine in its harness through Yosys only: the per-block table and the engine's cells (its blocks'
+    sums; ``luts``: LUT4s plus two per carry cell), without placement, routing or Fmax."""
+    plan = _platform(target).build(SynthHarness(config, "engine"), name="paro", do_build=False)
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    plan.extract(work_dir)
+    start = time.monotonic()
+    table = _engine_blocks(target, work_dir, log)
+    cells = {column: sum(row[column] for row in table["blocks"].values()) for column in BLOCK_CELLS}
+    return {"board": BOARDS[target]["board"], "device": _platform(target).device, "placed": False,
+            "lut_mapping": ENGINE_LUT_MAPPING, "seconds": round(time.monotonic() - start, 1),
+            "engine_cells": {**cells, "luts": cells["lut4"] + 2 * cells["carry"]}, **table}
