@@ -68,6 +68,16 @@ def _ecp5_engine(r):
             f"Fmax {f['fmax_mhz']:.1f} MHz, target {f['target_mhz']:.0f} MHz met: {f['meets_target']}")
 
 
+def _ecp5_engine_cells(r):
+    f = r["ecp5"]
+    c = f["engine_cells"]
+    assert r["top"] == "engine" and f["placed"] is False and r["config"]["pe_stages"] == 2
+    largest = sorted(f["blocks"].items(), key=lambda item: -(item[1]["lut4"] + 2 * item[1]["carry"]))[:4]
+    return (f"engine {c['luts']:,} LUTs ({c['lut4']:,} LUT4s, {c['carry']:,} carry cells), {c['flip_flops']:,} FFs, "
+            f"{c['dsps']} DSPs, {c['brams']} BRAMs; largest blocks "
+            + ", ".join(f"{name.replace('_', ' ')} {row['lut4'] + 2 * row['carry']:,}" for name, row in largest))
+
+
 def _pe_area(r):
     assert r["config"]["pe_stages"] == 0                  # the single-cycle PEs: the plainest comparison
     pe = r["pe"]["mixed"]
@@ -225,7 +235,8 @@ CELLS = [("array_throughput.json", _array), ("calibration_speed_cogvideox.json",
          ("precision_small.json", _precision_cycles), ("precision_small.json", _precision_quality),
          ("simpicker_small.json", _simpicker), ("simpicker_rtl_small.json", _simpicker_rtl),
          ("synth_generic_4x4.json", _lut_area),
-         ("soak_short.json", _soak_points), ("synth_ecp5_engine_tiny.json", _ecp5_engine)]
+         ("soak_short.json", _soak_points), ("synth_ecp5_engine_tiny.json", _ecp5_engine),
+         ("synth_ecp5_engine_small_cells.json", _ecp5_engine_cells)]
 
 
 @pytest.mark.parametrize("name,cell", CELLS, ids=[c.__name__.strip("_") for _, c in CELLS])
