@@ -236,6 +236,9 @@ NO_PLACE_ARRAY = "--no-place stops the engine's flow after Yosys; the array's fl
 #: ~10,000 at 66% and ~17,000 at 60%, after 15-18 iterations; spreading the placement, --placer-heap-beta 0.7,
 #: with --router2-alt-weights did worse, 26,600 after 14).
 ENGINE_ROUTER = "router2"
+#: nextpnr options of the engine's builds: placement for wire length alone (no timing-driven placement, which
+#: packs the long combinational paths into the regions router2 could not untangle).
+ENGINE_NEXTPNR_OPTIONS = "--no-tmdriv"
 #: The engine's LUT mapping: Yosys 0.70's ABC9 (synth_ecp5's default) fails an assertion in
 #: ABC_OPS_REINTEGRATE on the flat small engine (and on the hierarchical one), so the engine's builds stop
 #: synth_ecp5 before its LUT mapping, map with ABC (``abc -lut 4``) and finish it.
@@ -257,6 +260,8 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, eng
     platform = _platform(target)
     # Report Fmax even when the target is missed (then meets_target is false) instead of failing the build.
     options = "--report paro_report.json --timing-allow-fail" + (f" --router {router}" if router else "")
+    if engine:
+        options += " " + ENGINE_NEXTPNR_OPTIONS
     overrides = {"nextpnr_opts": options,
                  "script_after_synth": "tee -q -o paro_stat.json stat -json"}
     if abc:
@@ -319,6 +324,7 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, eng
         "constraint_file_target_mhz": _constraint_target_mhz(target),
         "meets_target": float(clock["achieved"]) >= float(clock["constraint"]),
         "utilization": util, "router": router or "router1",
+        "nextpnr_options": ENGINE_NEXTPNR_OPTIONS if engine else "",
         "lut_mapping": ENGINE_LUT_MAPPING if abc else f"synth_{target} default",
         "seconds": round(time.monotonic() - start, 1),
     }
