@@ -35,7 +35,7 @@ def test_engine_params_report_every_buffer_in_bits():
     and nothing grows with the square of the sequence (the bitmap lives in memory: two rows on chip)."""
     config = AcceleratorConfig(rows=4, cols=4, block_size=64, head_dim=64, max_seq_len=4096, max_kept_keys=1024)
     buffers = params(config, "engine")["buffers"]
-    assert buffers["score_buffer"] == {"entries": 64 * 1024, "width": 48, "bits": 64 * 1024 * 48, "banks": 8}
+    assert buffers["score_buffer"] == {"entries": 64 * 1024, "width": 32, "bits": 64 * 1024 * 32, "banks": 8}
     assert buffers["k_buffer"]["banks"] == 8 and buffers["q_buffer"]["banks"] == 4       # a bank per reading lane
     assert buffers["v_buffer"]["banks"] == 1
     assert buffers["k_buffer"]["bits"] == buffers["v_buffer"]["bits"] == 4096 * 64 * 8
