@@ -450,13 +450,14 @@ def _synth_engine(config, target, report, work_dir, log, place=True):
 def _unplaced_engine(config, target, work_dir, log):
     """The engine in its harness through Yosys only: the per-block table and the engine's cells (its blocks'
     sums; ``luts``: LUT4s plus two per carry cell), without placement, routing or Fmax."""
-    plan = _platform(target).build(SynthHarness(config, "engine"), name="paro", do_build=False)
+    platform = _platform(target)
+    plan = platform.build(SynthHarness(config, "engine"), name="paro", do_build=False)
     if work_dir.exists():
         shutil.rmtree(work_dir)
     plan.extract(work_dir)
     start = time.monotonic()
     table = _engine_blocks(target, work_dir, log)
     cells = {column: sum(row[column] for row in table["blocks"].values()) for column in BLOCK_CELLS}
-    return {"board": BOARDS[target]["board"], "device": _platform(target).device, "placed": False,
+    return {"board": BOARDS[target]["board"], "device": platform.device, "placed": False,
             "lut_mapping": ENGINE_LUT_MAPPING, "seconds": round(time.monotonic() - start, 1),
             "engine_cells": {**cells, "luts": cells["lut4"] + 2 * cells["carry"]}, **table}
