@@ -233,12 +233,10 @@ NO_PLACE_ARRAY = "--no-place stops the engine's flow after Yosys; the array's fl
 #: nextpnr's router for the engine: the small engine (78% of the 85F's LUTs) left router1 with 198,000 of
 #: 294,000 arcs unrouted after 39 minutes, going slower. Router2 negotiates congestion over the whole design
 #: (it routes the tiny engine; on the small one it stops converging: ~17,000 overused wires at 78% of the LUTs,
-#: ~10,000 at 66% and ~17,000 at 60%, after 15-18 iterations; spreading the placement, --placer-heap-beta 0.7,
-#: with --router2-alt-weights did worse, 26,600 after 14).
+#: ~10,000 at 66% and ~17,000 at 60%, after 15-18 iterations; at 60%, spreading the placement, --placer-heap-beta
+#: 0.7, with --router2-alt-weights did worse, 26,600 after 14, and placing for wire length alone, --no-tmdriv,
+#: reached 12,800 after 14 and rose again, 13,900 after 16).
 ENGINE_ROUTER = "router2"
-#: nextpnr options of the engine's builds: placement for wire length alone (no timing-driven placement, which
-#: packs the long combinational paths into the regions router2 could not untangle).
-ENGINE_NEXTPNR_OPTIONS = "--no-tmdriv"
 #: The engine's LUT mapping: Yosys 0.70's ABC9 (synth_ecp5's default) fails an assertion in
 #: ABC_OPS_REINTEGRATE on the flat small engine (and on the hierarchical one), so the engine's builds stop
 #: synth_ecp5 before its LUT mapping, map with ABC (``abc -lut 4``) and finish it.
@@ -260,8 +258,6 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, eng
     platform = _platform(target)
     # Report Fmax even when the target is missed (then meets_target is false) instead of failing the build.
     options = "--report paro_report.json --timing-allow-fail" + (f" --router {router}" if router else "")
-    if engine:
-        options += " " + ENGINE_NEXTPNR_OPTIONS
     overrides = {"nextpnr_opts": options,
                  "script_after_synth": "tee -q -o paro_stat.json stat -json"}
     if abc:
@@ -324,7 +320,6 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, eng
         "constraint_file_target_mhz": _constraint_target_mhz(target),
         "meets_target": float(clock["achieved"]) >= float(clock["constraint"]),
         "utilization": util, "router": router or "router1",
-        "nextpnr_options": ENGINE_NEXTPNR_OPTIONS if engine else "",
         "lut_mapping": ENGINE_LUT_MAPPING if abc else f"synth_{target} default",
         "seconds": round(time.monotonic() - start, 1),
     }
