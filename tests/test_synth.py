@@ -189,7 +189,7 @@ def test_block_table_of_the_harness_module_alone():
 
 
 def test_engine_without_placement_reports_its_blocks(tmp_path, capsys):
-    """``--no-place``: the tiny engine through Yosys alone; the report's totals are its blocks' sums, every
+    """``--no-place``: a 2x2 engine (B 16, d 16) through Yosys alone; the report's totals are its blocks' sums, every
     block of the engine has a row, and the buffers that map to block RAM are there."""
     report = tmp_path / "engine.json"
     argv = ["synth", "--top", "engine", "--target", "ecp5", "--no-place", "--rows", "2", "--cols", "2",
