@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from paro.sw.contract import TABLE_FIELDS, TABLE_RECORD_BYTES, engine_buffers
 
 from .component import EngineBlock
+from .word_mux import word_mux
 
 __all__ = ["BlockTable"]
 
@@ -53,5 +54,6 @@ class BlockTable(EngineBlock):
             record = block[:shift] if shift else 0
             m.d.comb += [read.addr.eq(block >> shift),
                          getattr(self, f"{port}_data").eq(
-                             read.data.word_select(record * len(TABLE_FIELDS) + TABLE_FIELDS.index(name), 16))]
+                             word_mux(read.data, record, 8 * TABLE_RECORD_BYTES).word_select(
+                                 TABLE_FIELDS.index(name), 16))]
         return m

@@ -29,6 +29,7 @@ from .component import ConfiguredComponent
 from .formal import held
 from .k_reduce import KReduction
 from .p_lanes import PLanes, lane_query_value
+from .word_mux import word_mux
 
 __all__ = ["OperandFeed", "issue_layout", "row_layout", "word_layout", "formal_properties"]
 
@@ -36,7 +37,7 @@ __all__ = ["OperandFeed", "issue_layout", "row_layout", "word_layout", "formal_p
 def _byte(word, step):
     """Byte ``step % bytes`` of a buffer word of ``bytes`` bytes (the word holds the step's byte of its row)."""
     size = word.shape().length
-    return word[step[:(size - 1).bit_length()]] if size > 1 else word[0]
+    return word_mux(word.as_value(), step[:(size - 1).bit_length()] if size > 1 else 0, 8).as_signed()
 
 
 def row_layout(config):
@@ -105,9 +106,9 @@ class OperandFeed(ConfiguredComponent):
         for bits in computed:
             with m.If(stage.packing == PACKING[bits]):
                 m.d.comb += a.mode.eq(Mux(stage.pass_b, PEMode.for_block(bits, "pv"), PEMode.for_block(bits, "qk")))
+        v_group = word_mux(self.v_row.as_value(), stage.dim_group if d > R else 0, 8 * R)   # this beat's R dims
         for r in range(R):
-            v = self.v_row[stage.dim_group * R + r] if d > R else self.v_row[r]
-            m.d.comb += a.a[r].eq(Mux(stage.pass_b, v, q_bytes[r]))
+            m.d.comb += a.a[r].eq(Mux(stage.pass_b, v_group.word_select(r, 8).as_signed(), q_bytes[r]))
         # PE column c's operand word: the lanes c << packing .. of K (reduced) or P, one value per field
         k_lanes = {8: k_bytes[:C], 4: k_reduce.k4,
                    2: getattr(k_reduce, "k2", None)}

@@ -30,6 +30,7 @@ from paro.sw.contract import (ADDRESS_BITS, CONTROL_REGISTERS, COUNTERS, DATA_BI
 from .component import ConfiguredComponent
 from .descriptor import ERROR_BITS
 from .formal import past
+from .word_mux import word_mux
 
 __all__ = ["CSRBus", "RegisterFile", "formal_properties"]
 
@@ -94,7 +95,7 @@ class RegisterFile(ConfiguredComponent):
                     "ERROR": self.error_code | (self.error_head << 8),
                     "HEADS_DONE": self.heads_done, **{name: v[:DATA_BITS] for name, v in with_stall(total).items()}}
         with m.If((region == HEAD_COUNTERS_REGION) & (offset[index:] < cfg.max_heads)):
-            m.d.comb += bus.rdata.eq(read.data.word_select(offset[:index], DATA_BITS))
+            m.d.comb += bus.rdata.eq(word_mux(read.data, offset[:index], DATA_BITS))
         with m.Else():
             with m.Switch(bus.addr):
                 for name, value in readable.items():

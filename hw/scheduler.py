@@ -39,6 +39,7 @@ from paro.sw.contract import engine_buffers
 
 from .component import EngineBlock
 from .formal import free_constant, past, stream_held
+from .word_mux import word_mux
 
 
 __all__ = ["BlockScheduler", "kept_layout", "formal_properties", "formal_bounds"]
@@ -93,11 +94,11 @@ class BlockScheduler(EngineBlock):
                 mark = self.mark_half * (half_lines * d) + self.mark_j
                 m.d.sync += [skips.bit_select(mark, 1).eq(~self.mark_low), lows.bit_select(mark, 1).eq(self.mark_low)]
             here = half * (half_lines * d) + col
-            raw = rd.data.word_select(col[:log2_d], 8)
+            raw = word_mux(rd.data, col[:log2_d], 8)
             lowered = Mux(lows.bit_select(here, 1) & (raw != 0) & (raw != 2), 4, raw)
             m.d.comb += entry.eq(Mux(skips.bit_select(here, 1), 0, lowered))
         else:
-            m.d.comb += entry.eq(rd.data.word_select(col[:log2_d], 8))
+            m.d.comb += entry.eq(word_mux(rd.data, col[:log2_d], 8))
         free = ~self.o.valid | self.o.ready
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
