@@ -124,25 +124,39 @@ def _plot_array(result, path):
     _save(fig, path, plt)
 
 
+#: Runs of the fast mode per bench (each a fresh process; the bench reports the median run). The cocotb
+#: mode runs once: at 40 s a run its spread matters less than the fast mode's 1.7 s.
+FAST_RUNS = 5
+#: The fast mode's target on the ``small`` config (issue 10), in simulated cycles per second.
+FAST_TARGET = 1_000_000
+
+
 def bench_engine_speed(plan_path, output, head=1, build_dir=None):
     """Simulation speed of the engine's two run modes (cocotb bench, fast C++ harness) on one plan head, in
-    one invocation, memory at one beat per cycle; writes ``output`` (JSON) and a PNG beside it."""
+    one invocation, memory at one beat per cycle; writes ``output`` (JSON) and a PNG beside it. The fast
+    mode runs :data:`FAST_RUNS` times and reports its median run, with every run's rate beside it."""
     output = Path(output)
     plan = load_plan(plan_path)
     layer = engine_layer(plan, [head])
     modes = {}
-    for mode in ("cocotb", "fast"):
-        progress(f"engine speed bench: head {head} in the {mode} mode on verilator")
+    for mode, runs in (("cocotb", 1), ("fast", FAST_RUNS)):
         stats = []
-        [(totals, _)] = run_layers(plan.config, [layer], "verilator", gap=0, tag="speed", build_dir=build_dir,
-                                   fast=mode == "fast", stats=stats)
-        modes[mode] = {**stats[0], "engine_cycles": totals["CYCLES"], "bit_exact": True}
+        for run in range(runs):
+            progress(f"engine speed bench: head {head} in the {mode} mode on verilator, run {run + 1} of {runs}")
+            [(totals, _)] = run_layers(plan.config, [layer], "verilator", gap=0, tag="speed", build_dir=build_dir,
+                                       fast=mode == "fast", stats=stats)
+        median = sorted(stats, key=lambda s: s["cycles_per_second"])[runs // 2]
+        modes[mode] = {**median, "engine_cycles": totals["CYCLES"], "bit_exact": True,
+                       "runs_cycles_per_second": [s["cycles_per_second"] for s in stats]}
+    fast = modes["fast"]["cycles_per_second"]
     result = {
         "benchmark": "engine_simulation_speed", **provenance(), "plan": str(plan_path), "head": head,
         "config": plan.config.to_dict(), "simulator": "verilator", "modes": modes,
-        "fast_vs_cocotb": modes["fast"]["cycles_per_second"] / modes["cocotb"]["cycles_per_second"],
+        "fast_vs_cocotb": fast / modes["cocotb"]["cycles_per_second"],
+        "target": {"fast_cycles_per_second": FAST_TARGET}, "meets_target": fast >= FAST_TARGET,
         "units": {"cycles_per_second": "simulated engine clock cycles per wall-clock second of the run (build "
-                                       "excluded; programming and reading back included)",
+                                       "excluded; programming and reading back included); the median run's",
+                  "runs_cycles_per_second": "every run's rate, in the order run",
                   "run_cycles": "cycles simulated", "wall_seconds": "seconds of the run"},
     }
     return write_result(output, result, _plot_speed)

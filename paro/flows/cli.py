@@ -179,7 +179,10 @@ def cmd_bench(args):
         for mode, entry in result["modes"].items():
             print(f"{mode}: {entry['run_cycles']:,} cycles in {entry['wall_seconds']:.1f} s, "
                   f"{entry['cycles_per_second']:,.0f} cycles/s")
-        print(f"fast mode {result['fast_vs_cocotb']:.1f}x the cocotb bench; wrote {args.output} and {plot}")
+        runs, target = len(result["modes"]["fast"]["runs_cycles_per_second"]), result["target"]
+        print(f"fast mode {result['fast_vs_cocotb']:.1f}x the cocotb bench (median of {runs} fast runs; target "
+              f"{target['fast_cycles_per_second']:,} cycles/s {'met' if result['meets_target'] else 'NOT met'}); "
+              f"wrote {args.output} and {plot}")
         return
     result, plot = bench_array(args.output, simulator=args.simulator, build_dir=args.build_dir)
     for size, entry in result["summary"].items():
