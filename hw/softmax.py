@@ -54,9 +54,14 @@ class LeadingZeroShift(ConfiguredComponent):
         m = Module()
         bits = self._config.exp_bits
         length = Signal(range(bits + 2))
-        for position in range(bits + 1):          # priority: the highest set bit wins (last assignment)
-            with m.If(self.peak[position]):
-                m.d.comb += length.eq(position + 1)
+        # bit_length(peak) by halving: log2 steps of a compare and a shift (a priority chain of exp_bits + 1
+        # conditions is deeper in gates and, in Verilator, one branch per bit)
+        rest, found, step = self.peak, 0, 1 << (bits.bit_length() - 1)
+        while step:
+            high = (rest >> step) != 0
+            rest, found = Mux(high, rest >> step, rest), found + Mux(high, step, 0)
+            step >>= 1
+        m.d.comb += length.eq(found + rest[0])
         # peak = 2**exp_bits (the row maximum is in the segment) has bit length exp_bits + 1: z = 0.
         shift = Signal(range(bits + 1))
         m.d.comb += shift.eq(Mux(length > bits, 0, bits - length))

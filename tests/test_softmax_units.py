@@ -40,7 +40,8 @@ def test_leading_zero_shift_matches_golden():
     peaks = np.arange(0, (1 << CONFIG.exp_bits) + 1)
 
     async def testbench(ctx):
-        for peak in peaks[::3].tolist() + [1 << CONFIG.exp_bits, 1, 0]:
+        edges = [v for k in range(CONFIG.exp_bits + 1) for v in ((1 << k) - 1, 1 << k)]   # each bit length's ends
+        for peak in peaks[::3].tolist() + edges:
             ctx.set(dut.peak, peak)
             assert ctx.get(dut.z) == golden.p_shift(np.array([[peak]]), CONFIG)[0], f"peak={peak}"
     run_comb(dut, testbench)
