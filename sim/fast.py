@@ -12,6 +12,7 @@ protocol coverage.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,20 @@ def build_fast(config, build_dir=None):
     if result.returncode != 0 or not binary.exists():
         print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
         raise ParoError(f"Verilator build of the fast engine model failed (exit {result.returncode}); full log: {log}")
+    _rewrite(binary)
     return binary
+
+
+def _rewrite(binary):
+    """Replace ``binary`` by a copy written in one sequential pass. The linker writes the executable in
+    scattered small writes; on the development machine (Linux 6.18) a copy made afterwards runs the
+    ``small`` head 10-25% faster (2.0 s -> 1.58-1.72 s for the same 1,658,108 cycles, four copies), which
+    fits the kernel caching a sequentially written file in large folios and mapping its code with fewer TLB
+    entries. Same bytes, same results; only the speed of the run changes."""
+    copy = binary.with_name(binary.name + ".copy")
+    shutil.copyfile(binary, copy)
+    shutil.copymode(binary, copy)
+    os.replace(copy, binary)
 
 
 def run_fast(config, layers, build_dir=None, read_latency=0, cycle_limits=None, expect_errors=None):
