@@ -124,7 +124,8 @@ def _plot_array(result, path):
     _save(fig, path, plt)
 
 
-#: Runs of the fast mode per bench (each a fresh process; the bench reports the median run). The cocotb
+#: Runs of the fast mode per bench (each a fresh process on a fresh copy of the binary, whose speed varies with
+#: where its pages land: :func:`paro.sim.fast.run_fast`; the bench reports the median run). The cocotb
 #: mode runs once: at 40 s a run its spread matters less than the fast mode's 1.7 s.
 FAST_RUNS = 5
 #: The fast mode's target on the ``small`` config (issue 10), in simulated cycles per second.
