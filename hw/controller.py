@@ -10,7 +10,8 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
   row (``i < spec_row_ready``); without speculation in the descriptor it never waits.
 * ``A_NEXT`` / ``A_TILES``: per kept block (taken from the scheduler once its K rows are on chip),
   ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one a cycle while the feed advances; a tile's
-  first beat pushes its descriptor (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty.
+  first beat pushes its descriptor (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty
+  and the score unit's last beat has left its product register (``score_pending`` low).
 * ``B_NEXT`` / ``B_TILES``: per kept block (once its V rows are on chip), per query group ``d/R`` PV tiles
   of ``B`` beats, back to back across the groups. Each beat's command carries the lanes' segment shifts ``z``
   (:class:`~.segment_shift.SegmentShift` of the row maxima and the block's segment maxima, read from the
@@ -76,7 +77,7 @@ class EngineController(ConfiguredComponent):
             "row_max": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "seg_addr": Out(range(config.max_kept_blocks)), "seg_data": In(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "cmd": Out(issue_layout(config)), "fire": Out(1), "advance": In(1), "feed_busy": In(1),
-            "reset_max": Out(1), "reset_sums": Out(1), "acc_pending": In(1),
+            "reset_max": Out(1), "reset_sums": Out(1), "acc_pending": In(1), "score_pending": In(1),
             "tile": Out(tile_layout(config)), "tile_push": Out(1), "tile_room": In(1), "tiles_empty": In(1),
             "out_start": Out(1), "out_idle": In(1),
             **({"spec_row_ready": In(range(nb + 1)), "spec_wait": Out(1)} if config.spec_lanes else {}),
@@ -192,7 +193,7 @@ class EngineController(ConfiguredComponent):
                                 m.next = "A_NEXT"
             with m.State("A_WAIT"):
                 # Pass B overwrites the row sums and accumulators the previous block's output stage reads.
-                with m.If(~self.feed_busy & self.tiles_empty & self.out_idle):
+                with m.If(~self.feed_busy & self.tiles_empty & ~self.score_pending & self.out_idle):
                     m.d.comb += [self.sched_start.eq(1), self.reset_sums.eq(1)]
                     m.d.sync += [kept_index.eq(0), pass_b.eq(1)]
                     m.next = "B_NEXT"

@@ -205,7 +205,7 @@ class AttentionEngine(EngineBlock):
             g_wr.en.eq(score.seg_wr_en), g_wr.addr.eq(score.seg_wr_addr), g_wr.data.eq(score.seg_wr_data),
             g_rd.addr.eq(ctrl.seg_addr), ctrl.seg_data.eq(g_rd.data),
             acc.valid.eq(tiles.pv_valid), acc.column.eq(tiles.column), acc.tile.eq(tiles.tile),
-            acc.beat.eq(tiles.beat), ctrl.acc_pending.eq(acc.pending),
+            acc.beat.eq(tiles.beat), ctrl.acc_pending.eq(acc.pending), ctrl.score_pending.eq(score.pending),
             # output
             out.start.eq(ctrl.out_start), ctrl.out_idle.eq(out.idle & writer.idle),
             out.final_shift.eq(desc.final_shift), out.row_sum.eq(feed.row_sum),

@@ -5,15 +5,24 @@ Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2*
 ``+-SCORE_LIMIT``, ``ck_j`` already x16 for 4-bit and x64 for 2-bit blocks, by :func:`~paro.sw.golden.scores_log2`;
 row and segment maxima over real keys by :func:`~paro.sw.golden.softmax_row_max`).
 
-A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). In the
-same cycle the unit writes ``x`` for those ``R`` (query, key) pairs to the score buffer
-(:class:`~.score_buffer.ScoreBuffer`: query group ``wr_group``, kept key ``wr_key = kept_index * B + key``) and,
-at the clock edge, raises each query's row maximum if the key is real (``key_block * B + key < n_tokens``), and
-its segment maximum (restarted at key 0 of each block; the most negative score while the block has no real key).
-In the cycle after a block's last beat (key ``B - 1`` of query group ``B/R - 1``) it writes all ``B`` segment
-maxima as one entry at the block's ``kept_index`` (``seg_wr_*``, the segment buffer that pass B reads instead of
-rescanning the scores). ``reset`` (one cycle, before a query block's pass A) sets every row maximum to the most
-negative score. No back-pressure: one beat per cycle.
+A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). Two
+stages, one beat per cycle, no back-pressure:
+
+* stage 1 (the beat's cycle): the products ``S * cq_i * ck_j``, registered with the beat's query group, key,
+  kept index and whether the key is real (``key_block * B + key < n_tokens``). ``pending`` is high while a
+  beat sits in this register (the controller's ``A_WAIT`` waits for it).
+* stage 2 (the next cycle): ``x`` from the registered products (rounded shift, saturation), written for those
+  ``R`` (query, key) pairs to the score buffer (:class:`~.score_buffer.ScoreBuffer`: query group ``wr_group``,
+  kept key ``wr_key = kept_index * B + key``); at its clock edge each query's row maximum rises if the key is
+  real, and its segment maximum (restarted at key 0 of each block; the most negative score while the block has
+  no real key).
+
+The register splits the path from the array's drain through the multipliers from the path through rounding,
+saturation and the maxima's compare (together the tiny engine's critical path on ECP5 before it). In the cycle
+after a block's last beat leaves stage 2 (key ``B - 1`` of query group ``B/R - 1``) the unit writes all ``B``
+segment maxima as one entry at the block's ``kept_index`` (``seg_wr_*``, the segment buffer that pass B reads
+instead of rescanning the scores). ``reset`` (one cycle, before a query block's pass A, with no beat in
+flight) sets every row maximum to the most negative score.
 """
 
 from amaranth import Array, Module, Mux, Signal, signed
@@ -52,7 +61,7 @@ class ScoreUnit(ConfiguredComponent):
             "wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), R)),
             "row_max": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)),
             "seg_wr_en": Out(1), "seg_wr_addr": Out(range(config.max_kept_blocks)),
-            "seg_wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)),
+            "seg_wr_data": Out(data.ArrayLayout(signed(SCORE_WIDTH), B)), "pending": Out(1),
         })
 
     def elaborate(self, platform):
@@ -66,35 +75,43 @@ class ScoreUnit(ConfiguredComponent):
         m.d.comb += [self.seg_wr_data[q].eq(segments[q]) for q in range(B)]
 
         key = Signal(range(B))
-        real_key = Signal()
-        m.d.comb += [key.eq((tile.key_group << tile.packing) * C + self.beat),
-                     real_key.eq(tile.key_block * B + key < self.n_tokens),
-                     self.wr_en.eq(self.valid), self.wr_group.eq(tile.query_group),
-                     self.wr_key.eq(tile.kept_index * B + key)]
+        m.d.comb += key.eq((tile.key_group << tile.packing) * C + self.beat)
+        products = [Signal(signed(cfg.acc_width + 16 + ck_width(cfg) + 1), name=f"scaled{r}") for r in range(R)]
+        # stage 1: the products and what stage 2 needs of the beat, registered
+        staged = Signal(data.StructLayout({"valid": 1, "real_key": 1, "key": range(B), "group": range(B // R),
+                                           "kept_index": len(tile.kept_index)}))
+        staged_products = [Signal.like(p, name=f"staged_scaled{r}") for r, p in enumerate(products)]
+        m.d.comb += [products[r].eq(self.column[r] * self.cq * tile.ck) for r in range(R)]
+        m.d.sync += staged.valid.eq(self.valid)
+        with m.If(self.valid):
+            m.d.sync += [staged.real_key.eq(tile.key_block * B + key < self.n_tokens), staged.key.eq(key),
+                         staged.group.eq(tile.query_group), staged.kept_index.eq(tile.kept_index),
+                         *(staged_products[r].eq(products[r]) for r in range(R))]
+        m.d.comb += [self.pending.eq(staged.valid), self.wr_en.eq(staged.valid), self.wr_group.eq(staged.group),
+                     self.wr_key.eq(staged.kept_index * B + staged.key)]
+        # stage 2
         for r in range(R):
-            product = Signal(signed(cfg.acc_width + 16 + ck_width(cfg) + 1), name=f"scaled{r}")
-            m.d.comb += product.eq(self.column[r] * self.cq * tile.ck)
-            x = scaled_score(m, product, self.score_shift, f"x{r}")
+            x = scaled_score(m, staged_products[r], self.score_shift, f"x{r}")
             m.d.comb += self.wr_data[r].eq(x)
             # One pair of comparators per row: the beat's query group's maxima are selected, compared with x,
             # and the new values written back to that group's registers only (a case on the group).
             group_max, group_seg = (Signal(signed(SCORE_WIDTH), name=f"{n}{r}") for n in ("group_max", "group_seg"))
             new_max, new_seg = (Signal(signed(SCORE_WIDTH), name=f"{n}{r}") for n in ("new_max", "new_seg"))
             m.d.comb += [
-                group_max.eq(Array(maxima[g * R + r] for g in range(B // R))[tile.query_group]),
-                group_seg.eq(Array(segments[g * R + r] for g in range(B // R))[tile.query_group]),
-                new_max.eq(Mux(real_key & (x > group_max), x, group_max)),
-                new_seg.eq(Mux(key == 0, Mux(real_key, x, LOWEST_SCORE),
-                               Mux(real_key & (x > group_seg), x, group_seg))),
+                group_max.eq(Array(maxima[g * R + r] for g in range(B // R))[staged.group]),
+                group_seg.eq(Array(segments[g * R + r] for g in range(B // R))[staged.group]),
+                new_max.eq(Mux(staged.real_key & (x > group_max), x, group_max)),
+                new_seg.eq(Mux(staged.key == 0, Mux(staged.real_key, x, LOWEST_SCORE),
+                               Mux(staged.real_key & (x > group_seg), x, group_seg))),
             ]
-            with m.If(self.valid), m.Switch(tile.query_group):
+            with m.If(staged.valid), m.Switch(staged.group):
                 for group in range(B // R):
                     with m.Case(group):
                         m.d.sync += [maxima[group * R + r].eq(new_max), segments[group * R + r].eq(new_seg)]
         # The block's last beat: its segment maxima are final at this edge, written in the next cycle.
-        m.d.sync += self.seg_wr_en.eq(self.valid & (key == B - 1) & (tile.query_group == B // R - 1))
-        with m.If(self.valid):
-            m.d.sync += self.seg_wr_addr.eq(tile.kept_index)
+        m.d.sync += self.seg_wr_en.eq(staged.valid & (staged.key == B - 1) & (staged.group == B // R - 1))
+        with m.If(staged.valid):
+            m.d.sync += self.seg_wr_addr.eq(staged.kept_index)
         with m.If(self.reset):
             m.d.sync += [reg.eq(LOWEST_SCORE) for reg in maxima]
         return m

@@ -6,10 +6,10 @@ steps per kept block), with each block's cycle behaviour as its docstring in ``h
 * **Sequencer** (``hw/sequencer.py``): a check pass reads every descriptor (``CHECK_LATENCY`` cycles each to
   check it), then per head its descriptor again, its block table, the rows, and the head's store cycle.
 * **Controller** (``hw/controller.py``): per query block ``LOAD_Q``, pass A (one ``A_NEXT`` cycle per kept block,
-  ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``d`` beats), ``A_WAIT`` (the array and the tile queue drain, the previous
-  block's output stage is idle), pass B (per kept block ``B_NEXT``, then per query group ``d/R`` PV tiles of
-  ``B`` beats, back to back), ``B_WAIT`` (drain and the accumulator's last write), then the output stage
-  beside the next query block.
+  ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``d`` beats), ``A_WAIT`` (the array, the tile queue and the score
+  unit's product register drain, the previous block's output stage is idle), pass B (per kept block
+  ``B_NEXT``, then per query group ``d/R`` PV tiles of ``B`` beats, back to back), ``B_WAIT`` (drain and the
+  accumulator's last write), then the output stage beside the next query block.
 * **Array** (``hw/array.py``): a tile's last beat is taken only once the previous tile has drained, so tiles of
   depth ``K`` follow each other every ``max(K, R + C - 1 + beats)`` cycles (``beats`` = ``C`` x products per
   cycle); a tile drains ``R + C - 1`` cycles after its last beat, one column a cycle.
@@ -335,8 +335,9 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 hint_from = taken + (kept[k + 1][0] - j) if k + 1 < len(kept) else None
             end_seen = max(state, taken + (n - kept[-1][0]))
             if not pass_b:
-                # A_WAIT: the array and tile queue drained, the previous output stage idle.
-                w = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G), ("output", out_idle)])
+                # A_WAIT: the array and tile queue drained, the score unit's product register empty (one
+                # cycle after the last drained beat), the previous output stage idle.
+                w = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G + 1), ("output", out_idle)])
                 cursor = w
             else:
                 # B_WAIT: drained and the accumulator's last write done; the output stage starts.

@@ -250,8 +250,13 @@ def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima(config, kept)
         ctx.set(dut.reset, 0)
         written, segments = {}, {}
 
-        async def tick():
+        async def tick():         # the beat presented before the edge is in the product register after it
             await ctx.tick()
+            assert ctx.get(dut.pending) == ctx.get(dut.wr_en)
+            if ctx.get(dut.wr_en):
+                group, key_at = ctx.get(dut.wr_group), ctx.get(dut.wr_key)
+                for r in range(R):
+                    written[(group * R + r) * config.max_kept_keys + key_at] = ctx.get(dut.wr_data[r])
             if ctx.get(dut.seg_wr_en):
                 addr = ctx.get(dut.seg_wr_addr)
                 assert addr not in segments
@@ -269,15 +274,13 @@ def test_score_unit_scales_stores_and_keeps_row_and_segment_maxima(config, kept)
                         ctx.set(dut.beat, beat)
                         for r in range(R):
                             ctx.set(dut.column[r], int(s[query_group * R + r, index * B + key]))
-                        assert ctx.get(dut.wr_en) == 1
-                        group, key_at = ctx.get(dut.wr_group), ctx.get(dut.wr_key)
-                        for r in range(R):
-                            written[(group * R + r) * config.max_kept_keys + key_at] = ctx.get(dut.wr_data[r])
                         await tick()
                         ctx.set(dut.valid, 0)
                         block_end = (key_group, query_group, beat) == (B // width - 1, B // R - 1, width - 1)
                         if rng.random() < 0.3 and not block_end:   # gaps between drained beats; none after a
                             await tick()                           # block's last (its segment write overlaps)
+        await tick()              # the last beat leaves stage 2: its scores are written, the maxima final
+        assert not ctx.get(dut.pending)
         expected = {q * config.max_kept_keys + c: int(x[q, c]) for q in range(B) for c in range(len(kept) * B)}
         assert written == expected
         assert [ctx.get(dut.row_max[q]) for q in range(B)] == row_max.tolist()
