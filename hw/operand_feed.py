@@ -5,17 +5,21 @@ Golden twin: :func:`paro.sw.golden.operand_feed` (the ``A`` and ``B`` operands o
 ``K`` (reduced to 4 or 2 bits in 4- and 2-bit blocks) for QK^T; ``V^T`` rows and quantized ``P`` for PV). A
 beat's PE mode follows its pass and its block's ``packing``: INT8, INT4/UINT4 or INT2/UINT2.
 
-Cycle behaviour: in the cycle the controller ``fire``s a command it also addresses the buffers (synchronous read
-ports, enabled by ``advance``); at the next edge the command enters the stage register, and the read data
-arrives with it (Q and K as one word of each lane's row: the stage's step picks the byte). From the stage the
-beat is offered on ``a``/``b`` (always together); ``advance`` is high when the stage is empty or the array takes
-the beat, so the controller may fire every cycle the array accepts. ``beat`` marks a cycle in which the array
-took a beat. In a PV beat the P lanes (:class:`~paro.hw.p_lanes.PLanes`) compute ``e`` and ``P`` from the stored
-scores; on the first head-dimension group of a block ``e`` is added to the row sums of the lanes' queries.
-``reset_sums`` zeroes the row sums.
+Cycle behaviour, two stages that move together (``advance``): in the cycle the controller ``fire``s a command
+it also addresses the buffers (synchronous read ports, enabled by ``advance``); at the next edge the command
+enters stage 1 (``stage``), and the read data arrives with it (Q and K as one word of each lane's row: the
+stage's step picks the byte; in a PV beat the P lanes' exponent units take the stored scores). At the edge after
+that the beat moves to stage 2 (``out``) with its bytes of Q, K and V and its numerators ``e`` registered, and
+is offered on ``a``/``b`` (always together), its K reduced and its P quantized there. ``advance`` is high
+when stage 2 is empty or the array takes its beat, so the controller may fire every cycle the array accepts;
+a beat reaches the array two cycles after its fire. The register between the stages splits the path from the
+score buffer through the exponent, the quantizer and the PE operand logic. ``beat`` marks a cycle in which the
+array took a beat; ``busy`` is high while either stage holds one. On the first head-dimension group of a block
+a PV beat's ``e`` is added to the row sums of the lanes' queries as the array takes it. ``reset_sums`` zeroes
+the row sums.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
@@ -74,7 +78,12 @@ class OperandFeed(ConfiguredComponent):
             "a": Out(stream.Signature(a_layout(config))), "b": Out(stream.Signature(b_layout(config))),
         })
         fields = {name: field.shape for name, field in issue_layout(config)}
-        self.stage = Signal(data.StructLayout({"valid": 1, **fields}))      # the beat offered on a and b
+        self.stage = Signal(data.StructLayout({"valid": 1, **fields}))      # stage 1: the fired beat, read data
+        self.out = Signal(data.StructLayout({"valid": 1, **fields}))        # stage 2: the beat offered on a and b
+        self.out_bytes = Signal(data.StructLayout({                          # stage 2: the beat's Q, K, V bytes
+            "q": data.ArrayLayout(signed(8), R), "k": data.ArrayLayout(signed(8), lanes),
+            "v": data.ArrayLayout(signed(8), R)}))
+        self.out_e = Signal(data.ArrayLayout(unsigned(config.exp_bits + 1), lanes))  # stage 2: its numerators
 
     def elaborate(self, platform):
         m = Module()
@@ -82,42 +91,45 @@ class OperandFeed(ConfiguredComponent):
         R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.engine_lanes
         computed = cfg.computed_bitwidths
         fields = {name: field.shape for name, field in issue_layout(cfg)}
-        stage = self.stage
-        m.d.comb += [self.advance.eq(~stage.valid | self.a.ready), self.busy.eq(stage.valid),
-                     self.beat.eq(stage.valid & self.a.ready)]
+        stage, out, held = self.stage, self.out, self.out_bytes
+        m.d.comb += [self.advance.eq(~out.valid | self.a.ready), self.busy.eq(stage.valid | out.valid),
+                     self.beat.eq(out.valid & self.a.ready)]
         with m.If(self.advance):
-            m.d.sync += stage.valid.eq(self.fire)
+            m.d.sync += [stage.valid.eq(self.fire), out.eq(stage)]
         with m.If(self.fire):
             m.d.sync += [stage[name].eq(self.cmd[name]) for name in fields]
 
         m.submodules.p_lanes = p_lanes = PLanes(cfg)
         m.submodules.k_reduce = k_reduce = KReduction(cfg)
-        m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.z.eq(stage.z), p_lanes.packing.eq(stage.packing),
-                     p_lanes.key_valid.eq(stage.key_valid)]
-        # The byte of the beat's step in each reader's word (the K and Q buffers return a word of the row).
-        k_bytes = [_byte(self.k_words[n], stage.step) for n in range(lanes)]
-        q_bytes = [_byte(self.q_words[r], stage.step) for r in range(R)]
+        m.d.comb += [p_lanes.x.eq(self.scores), p_lanes.key_valid.eq(stage.key_valid), p_lanes.en.eq(self.advance),
+                     p_lanes.z.eq(out.z), p_lanes.packing.eq(out.packing), self.out_e.eq(p_lanes.e)]
+        # Stage 1: the byte of the beat's step in each reader's word (the K and Q buffers return a word of the
+        # row) and the beat's R dims of V, registered for stage 2.
+        v_group = word_mux(self.v_row.as_value(), stage.dim_group if d > R else 0, 8 * R)
+        with m.If(self.advance):
+            m.d.sync += [*(held.k[n].eq(_byte(self.k_words[n], stage.step)) for n in range(lanes)),
+                         *(held.q[r].eq(_byte(self.q_words[r], stage.step)) for r in range(R)),
+                         held.v.eq(v_group)]
         for n in range(lanes):
-            m.d.comb += [p_lanes.row_max[n].eq(stage.row_max[n]), k_reduce.k8[n].eq(k_bytes[n])]
+            m.d.comb += [p_lanes.row_max[n].eq(stage.row_max[n]), k_reduce.k8[n].eq(held.k[n])]
 
         a, b = self.a.payload, self.b.payload
-        m.d.comb += [self.a.valid.eq(stage.valid), self.b.valid.eq(stage.valid), a.last.eq(stage.last),
+        m.d.comb += [self.a.valid.eq(out.valid), self.b.valid.eq(out.valid), a.last.eq(out.last),
                      a.mode.eq(PEMode.INT8)]
         for bits in computed:
-            with m.If(stage.packing == PACKING[bits]):
-                m.d.comb += a.mode.eq(Mux(stage.pass_b, PEMode.for_block(bits, "pv"), PEMode.for_block(bits, "qk")))
-        v_group = word_mux(self.v_row.as_value(), stage.dim_group if d > R else 0, 8 * R)   # this beat's R dims
+            with m.If(out.packing == PACKING[bits]):
+                m.d.comb += a.mode.eq(Mux(out.pass_b, PEMode.for_block(bits, "pv"), PEMode.for_block(bits, "qk")))
         for r in range(R):
-            m.d.comb += a.a[r].eq(Mux(stage.pass_b, v_group.word_select(r, 8).as_signed(), q_bytes[r]))
+            m.d.comb += a.a[r].eq(Mux(out.pass_b, held.v[r], held.q[r]))
         # PE column c's operand word: the lanes c << packing .. of K (reduced) or P, one value per field
-        k_lanes = {8: k_bytes[:C], 4: k_reduce.k4,
+        k_lanes = {8: [held.k[n] for n in range(C)], 4: k_reduce.k4,
                    2: getattr(k_reduce, "k2", None)}
         word_fields = {8: ("int8", "int8"), 4: ("int4", "uint4"), 2: ("int2", "uint2")}
         # the exponents of a QK^T beat's K cut at the leading zero (each column's nibbles or crumbs), else 0
         for bits, name in ((4, "e4"), (2, "e2")):
             if cfg.leading_zero(bits):
                 per = 1 << PACKING[bits]
-                with m.If(~stage.pass_b & (stage.packing == PACKING[bits])):
+                with m.If(~out.pass_b & (out.packing == PACKING[bits])):
                     m.d.comb += [b.exp[c][k].eq(getattr(k_reduce, name)[per * c + k])
                                  for c in range(C) for k in range(per)]
         for c in range(C):
@@ -125,8 +137,8 @@ class OperandFeed(ConfiguredComponent):
             for bits in computed:
                 per = 1 << PACKING[bits]
                 qk, pv = (getattr(word, name) for name in word_fields[bits])
-                with m.If(stage.packing == PACKING[bits]):
-                    with m.If(stage.pass_b):
+                with m.If(out.packing == PACKING[bits]):
+                    with m.If(out.pass_b):
                         m.d.comb += [(pv[k] if per > 1 else pv).eq(p_lanes.p[per * c + k]) for k in range(per)]
                     with m.Else():
                         m.d.comb += [(qk[k] if per > 1 else qk).eq(k_lanes[bits][per * c + k]) for k in range(per)]
@@ -135,12 +147,12 @@ class OperandFeed(ConfiguredComponent):
         m.d.comb += [self.row_sum[q].eq(sums[q]) for q in range(B)]
         # one adder per lane: the lane's query's sum plus its numerator, written back to that query
         added = [Signal(cfg.row_sum_width, name=f"sum_plus_e{n}") for n in range(lanes)]
-        m.d.comb += [added[n].eq(lane_query_value(cfg, sums, n, stage.packing, stage.query_group) + p_lanes.e[n])
+        m.d.comb += [added[n].eq(lane_query_value(cfg, sums, n, out.packing, out.query_group) + self.out_e[n])
                      for n in range(lanes)]
-        with m.If(self.beat & stage.pass_b & stage.first_dim_group), m.Switch(stage.packing):
+        with m.If(self.beat & out.pass_b & out.first_dim_group), m.Switch(out.packing):
             for bits in computed:
                 width = C << PACKING[bits]              # queries per PV tile
-                with m.Case(PACKING[bits]), m.Switch(stage.query_group):
+                with m.Case(PACKING[bits]), m.Switch(out.query_group):
                     for group in range(B // width):
                         with m.Case(group):
                             m.d.sync += [sums[q].eq(added[q % width])
@@ -152,10 +164,10 @@ class OperandFeed(ConfiguredComponent):
 
 def formal_properties(m, dut):
     """Proved by ``paro formal`` (k-induction): ``a`` and ``b`` are offered together, and while they wait the
-    stage they are computed from holds (``a``'s and ``b``'s payloads are combinational in the stage and the
-    buffers' read data, which hold while ``advance`` is low: synchronous read ports enabled by it; the row
-    maxima change only in pass A, whose beats do not read them). Assumed: the array takes ``a`` and ``b``
-    together (proved there); the controller fires only while ``advance`` is high."""
+    stage-2 registers they are computed from hold (``a``'s and ``b``'s payloads are combinational in ``out``,
+    ``out_bytes`` and the registered numerators ``out_e``, all loaded only while ``advance`` is high).
+    Assumed: the array takes ``a`` and ``b`` together (proved there); the controller fires only while
+    ``advance`` is high."""
     m.d.comb += [Assert(dut.a.valid == dut.b.valid, "a and b together"), Assume(~dut.fire | dut.advance),
                  Assume(dut.a.ready == dut.b.ready)]
-    held(m, dut.a.valid, dut.a.ready, dut.stage.as_value(), "a")
+    held(m, dut.a.valid, dut.a.ready, Cat(dut.out.as_value(), dut.out_bytes.as_value(), dut.out_e.as_value()), "a")

@@ -4,10 +4,15 @@
 Golden twin: :func:`paro.sw.golden.p_lanes` (``e = 2**-(row_max - x)`` by :func:`~paro.sw.golden.exp2_numerators`,
 0 for a padding key; ``p = min(L_b, round(e * 2**z * L_b / 2**exp_bits))`` with the lane's segment shift ``z``).
 
-Combinational, no latency: each lane is an :class:`~paro.hw.softmax.Exp2Unit` and a
-:class:`~paro.hw.quantizer.PQuantizer`. In a PV beat of key ``k`` lane ``n`` carries query ``n`` of the
-current query group: ``x`` its stored score for key ``k``, ``row_max`` its row maximum. ``e`` also feeds the
-row sums (on the first head-dimension group of each block).
+Two stages a lane, for the feed's two (:class:`~paro.hw.operand_feed.OperandFeed`): an
+:class:`~paro.hw.softmax.Exp2Unit` on the beat in the first (``x``, ``row_max``, ``key_valid``), its ``e``
+registered at each edge with ``en``; a :class:`~paro.hw.quantizer.PQuantizer` on the registered ``e`` with
+the ``z`` and ``packing`` of the beat in the second. So ``e`` and ``p`` belong to the beat that was in the
+first stage at the last enabled edge (the register splits the path from the score buffer's read through the
+exponent and the quantizer to the PE operands, the tiny engine's critical path on ECP5 before it). In a PV
+beat of key ``k`` lane ``n`` carries query ``n`` of the current query group: ``x`` its stored score for key
+``k``, ``row_max`` its row maximum. ``e`` also feeds the row sums (on the first head-dimension group of each
+block).
 """
 
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
@@ -37,7 +42,8 @@ def lane_query_value(config, values, lane, packing, query_group):
 
 
 class PLanes(ConfiguredComponent):
-    """``e[n]``, ``p[n]`` from ``x[n]``, ``row_max[n]``, ``z[n]``; ``packing`` picks L (127, 15 or 3)."""
+    """``e[n]`` (registered) from ``x[n]``, ``row_max[n]`` and ``key_valid`` at an edge with ``en``; ``p[n]``
+    from it with ``z[n]``; ``packing`` picks L (127, 15 or 3)."""
 
     def __init__(self, config):
         lanes = config.engine_lanes
@@ -45,7 +51,7 @@ class PLanes(ConfiguredComponent):
         super().__init__(config, {
             "x": In(scores), "row_max": In(scores),
             "z": In(data.ArrayLayout(range(P_SHIFT_MAX + 1), lanes)),
-            "packing": In(2), "key_valid": In(1),
+            "packing": In(2), "key_valid": In(1), "en": In(1),
             "e": Out(data.ArrayLayout(unsigned(config.exp_bits + 1), lanes)),
             "p": Out(data.ArrayLayout(unsigned(7), lanes)),
         })
@@ -56,11 +62,10 @@ class PLanes(ConfiguredComponent):
             m.submodules[f"exp{n}"] = exp = Exp2Unit(self._config, SCORE_WIDTH + 1)
             m.submodules[f"quant{n}"] = quant = PQuantizer(self._config)
             t = Signal(SCORE_WIDTH + 1, name=f"t{n}")
-            m.d.comb += [
-                t.eq(self.row_max[n] - self.x[n]),
-                exp.t.eq(t),
-                self.e[n].eq(Mux(self.key_valid, exp.e, 0)),
-                quant.e.eq(self.e[n]), quant.z.eq(self.z[n]), quant.packing.eq(self.packing),
-                self.p[n].eq(quant.p),
-            ]
+            e = Signal(unsigned(self._config.exp_bits + 1), name=f"e{n}")
+            m.d.comb += [t.eq(self.row_max[n] - self.x[n]), exp.t.eq(t)]
+            with m.If(self.en):
+                m.d.sync += e.eq(Mux(self.key_valid, exp.e, 0))
+            m.d.comb += [self.e[n].eq(e), quant.e.eq(e), quant.z.eq(self.z[n]), quant.packing.eq(self.packing),
+                         self.p[n].eq(quant.p)]
         return m

@@ -10,6 +10,7 @@ steps per kept block), with each block's cycle behaviour as its docstring in ``h
   unit's product register drain, the previous block's output stage is idle), pass B (per kept block
   ``B_NEXT``, then per query group ``d/R`` PV tiles of ``B`` beats, back to back), ``B_WAIT`` (drain and the
   accumulator's last write), then the output stage beside the next query block.
+* **Feed** (``hw/operand_feed.py``): two stages; a beat reaches the array two cycles after its fire.
 * **Array** (``hw/array.py``): a tile's last beat is taken only once the previous tile has drained, so tiles of
   depth ``K`` follow each other every ``max(K, R + C - 1 + beats)`` cycles (``beats`` = ``C`` x products per
   cycle); a tile drains ``R + C - 1`` cycles after its last beat, one column a cycle.
@@ -52,7 +53,8 @@ __all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetc
 #: beyond it, in the order the model charges a wait to them.
 BREAKDOWN = {
     "compute": "array input beats of kept blocks (the ideal cycles)",
-    "array_drain": "tiles shorter than the array's drain: a tile's last beat waits for the previous drain",
+    "array_drain": "tiles shorter than the array's drain (a tile's last beat waits for the previous drain), "
+                   "and a block's first beat through the feed's two stages",
     "block_switch": "one A_NEXT / B_NEXT cycle between kept blocks",
     "scheduler": "the scheduler still scanning 0-bit blocks when the controller wants the next kept block",
     "kv_fetch": "waiting for K or V rows from memory (cache misses not hidden by the hint)",
@@ -324,10 +326,11 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 else:            # per query group and key group a QK^T tile of d beats
                     tiles, depth = (B // R) * (B // (C * ppc)), d
                 period = max(depth, drain[ppc])
-                L_first = max(first + depth, L + G)
+                # a beat reaches the array two cycles after its fire (the feed's two stages)
+                L_first = max(first + depth + 1, L + G)
                 stall["compute"] += tiles * depth
                 stall["array_drain"] += (L_first - first - depth) + (tiles - 1) * (period - depth)
-                last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 1
+                last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 2
                 L, G = L_first + (tiles - 1) * period, drain[ppc]
                 cursor = L
                 state = last_fire + 1

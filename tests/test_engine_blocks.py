@@ -92,20 +92,26 @@ def test_p_lanes_numerators_and_levels(config, bits):
 
     async def testbench(ctx):
         ctx.set(dut.packing, PACKING[bits])
-        for _ in range(300):
+        held = None                            # the numerators registered at the last enabled edge
+        for step in range(300):
             row_max = rng.integers(-(1 << 30), 1 << 30, lanes)
             x = row_max - rng.choice([0, 1, 255, 256, 4000, 1 << 20], lanes) - rng.integers(0, 300, lanes)
-            z, valid = rng.integers(0, 16, lanes), bool(rng.random() < 0.8)
+            z, valid, en = rng.integers(0, 16, lanes), bool(rng.random() < 0.8), step == 0 or rng.random() < 0.7
             for n in range(lanes):
                 ctx.set(dut.x[n], int(x[n]))
                 ctx.set(dut.row_max[n], int(row_max[n]))
-                ctx.set(dut.z[n], int(z[n]))
             ctx.set(dut.key_valid, valid)
-            e, p = golden.p_lanes(x, row_max, z, bits, valid, config)
-            assert [ctx.get(dut.e[n]) for n in range(lanes)] == e.tolist(), f"seed {SEED}: x={x} m={row_max}"
-            assert [ctx.get(dut.p[n]) for n in range(lanes)] == p.tolist(), f"seed {SEED}: e={e} z={z}"
+            ctx.set(dut.en, en)
+            e, _ = golden.p_lanes(x, row_max, z, bits, valid, config)
+            await ctx.tick()                   # stage 1's numerators into the register, if enabled
+            held = e if en else held
+            for n in range(lanes):             # stage 2: the registered numerators with this beat's shifts
+                ctx.set(dut.z[n], int(z[n]))
+            assert [ctx.get(dut.e[n]) for n in range(lanes)] == held.tolist(), f"seed {SEED}: x={x} m={row_max}"
+            p = golden.p_round(held, bits, z, config)
+            assert [ctx.get(dut.p[n]) for n in range(lanes)] == p.tolist(), f"seed {SEED}: e={held} z={z}"
 
-    run(dut, testbench, clock=False)
+    run(dut, testbench)
 
 
 def test_segment_shift_including_empty_segments():
@@ -508,14 +514,14 @@ def test_operand_feed_builds_the_golden_tile_operands(config, bits, pass_b):
         ctx.set(dut.a.ready, 1)
         ctx.set(dut.b.ready, 1)
         columns = []
-        for k in range(depth + 1):
+        for k in range(depth + 2):
             ctx.set(dut.fire, k < depth)
             if k < depth:
                 ctx.set(dut.cmd, {"pass_b": pass_b, "step": k, "dim_group": 0, "query_group": 1,
                                   "packing": PACKING[bits], "last": k == depth - 1, "key_valid": k < n_tokens,
                                   "first_dim_group": 1, "z": [int(z[n]) if n < width else 0 for n in range(lanes)],
                                   "row_max": [int(row_max[width + n]) if n < width else 0 for n in range(lanes)]})
-            if k > 0:                                                # the stage holds beat k - 1: its read data
+            if 0 < k <= depth:                                       # stage 1 holds beat k - 1: its read data
                 ctx.set(dut.v_row, v8[k - 1].tolist())
                 for port, rows, readers in ((dut.q_words, q8[R:2 * R], R), (dut.k_words, k8[width:], lanes)):
                     wb = row_buffer_geometry(config, 2 * B, readers)["word_bytes"]
@@ -525,7 +531,9 @@ def test_operand_feed_builds_the_golden_tile_operands(config, bits, pass_b):
                         ctx.set(port[n], rows[n, word * wb:(word + 1) * wb].tolist() if used else [0] * wb)
                 for n in range(width):
                     ctx.set(dut.scores[n], int(x[n, k - 1]))
-                assert ctx.get(dut.a.valid) == 1 and ctx.get(dut.beat) == 1
+            assert ctx.get(dut.a.valid) == (k >= 2) and ctx.get(dut.busy) == (0 < k)
+            if k >= 2:                                               # stage 2 offers beat k - 2
+                assert ctx.get(dut.beat) == 1
                 columns.append(_capture(ctx, dut, bits, pass_b))
             assert ctx.get(dut.advance) == 1
             await ctx.tick()
