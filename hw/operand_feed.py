@@ -1,5 +1,5 @@
 """Operand feed: turns the controller's issue commands and the buffers' read data into the array's input
-beats, one stage deep, and keeps the softmax row sums.
+beats, two stages deep, and keeps the softmax row sums.
 
 Golden twin: :func:`paro.sw.golden.operand_feed` (the ``A`` and ``B`` operands of one tile: ``Q`` rows and
 ``K`` (reduced to 4 or 2 bits in 4- and 2-bit blocks) for QK^T; ``V^T`` rows and quantized ``P`` for PV). A
