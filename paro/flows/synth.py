@@ -243,6 +243,15 @@ ENGINE_ROUTER = "router2"
 ENGINE_LUT_MAPPING = "abc -lut 4"
 
 
+def _extract(platform, design, work_dir, **overrides):
+    """Amaranth's build plan of ``design`` (top module ``paro``) for ``platform``, written afresh to
+    ``work_dir`` (an earlier build's files removed); nothing is run."""
+    plan = platform.build(design, name="paro", do_build=False, **overrides)
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    plan.extract(work_dir)
+
+
 def _place_and_route(config, design, target, work_dir, log, hierarchy=False, engine=False):
     """``engine``: the engine's flow (its design or its harness alone): route with :data:`ENGINE_ROUTER` and,
     on ECP5, map LUTs with :data:`ENGINE_LUT_MAPPING` instead of synth_ecp5's ABC9."""
@@ -266,10 +275,7 @@ def _place_and_route(config, design, target, work_dir, log, hierarchy=False, eng
                                             f"tee -q -o paro_stat.json stat -json")
     if target == "ecp5":
         overrides["add_preferences"] = constraint_file.read_text()
-    plan = platform.build(design, name="paro", do_build=False, **overrides)
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
-    plan.extract(work_dir)
+    _extract(platform, design, work_dir, **overrides)
     if target == "ice40":
         # The iCE40 template has no hook for extra PCF lines: append them to the generated file.
         with open(work_dir / "paro.pcf", "a") as pcf:
@@ -446,10 +452,7 @@ def _unplaced_engine(config, target, work_dir, log):
     """The engine in its harness through Yosys only: the per-block table and the engine's cells (its blocks'
     sums; ``luts``: LUT4s plus two per carry cell), without placement, routing or Fmax."""
     platform = _platform(target)
-    plan = platform.build(SynthHarness(config, "engine"), name="paro", do_build=False)
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
-    plan.extract(work_dir)
+    _extract(platform, SynthHarness(config, "engine"), work_dir)
     start = time.monotonic()
     table = _engine_blocks(target, work_dir, log)
     cells = {column: sum(row[column] for row in table["blocks"].values()) for column in BLOCK_CELLS}
