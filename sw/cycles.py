@@ -10,7 +10,8 @@ steps per kept block), with each block's cycle behaviour as its docstring in ``h
   unit's product register drain, the previous block's output stage is idle), pass B (per kept block
   ``B_NEXT``, then per query group ``d/R`` PV tiles of ``B`` beats, back to back), ``B_WAIT`` (drain and the
   accumulator's last write), then the output stage beside the next query block.
-* **Feed** (``hw/operand_feed.py``): two stages; a beat reaches the array two cycles after its fire.
+* **Feed** (``hw/operand_feed.py``): ``FEED_STAGES`` (two) stages; a beat reaches the array two cycles
+  after its fire.
 * **Array** (``hw/array.py``): a tile's last beat is taken only once the previous tile has drained, so tiles of
   depth ``K`` follow each other every ``max(K, R + C - 1 + beats)`` cycles (``beats`` = ``C`` x products per
   cycle); a tile drains ``R + C - 1`` cycles after its last beat, one column a cycle.
@@ -48,6 +49,10 @@ from .golden import axi_bursts
 
 __all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "spec_row_cycles",
            "BREAKDOWN"]
+
+#: Stages of the operand feed (``hw/operand_feed.py``): a beat reaches the array this many cycles after its fire,
+#: and while a tile's last beat waits for the array the next tile's beats fill the stages behind it.
+FEED_STAGES = 2
 
 #: Where a head's cycles go: ``compute`` (kept-block MACs over the array's peak: the ideal) and the costs
 #: beyond it, in the order the model charges a wait to them.
@@ -326,11 +331,12 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 else:            # per query group and key group a QK^T tile of d beats
                     tiles, depth = (B // R) * (B // (C * ppc)), d
                 period = max(depth, drain[ppc])
-                # a beat reaches the array two cycles after its fire (the feed's two stages)
-                L_first = max(first + depth + 1, L + G)
+                # a beat reaches the array FEED_STAGES cycles after its fire
+                L_first = max(first + depth - 1 + FEED_STAGES, L + G)
                 stall["compute"] += tiles * depth
                 stall["array_drain"] += (L_first - first - depth) + (tiles - 1) * (period - depth)
-                last_fire = first + depth - 1 if tiles == 1 else L_first + (tiles - 2) * period + depth - 2
+                last_fire = (first + depth - 1 if tiles == 1
+                             else L_first + (tiles - 2) * period + depth - FEED_STAGES)
                 L, G = L_first + (tiles - 1) * period, drain[ppc]
                 cursor = L
                 state = last_fire + 1
