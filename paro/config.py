@@ -187,6 +187,10 @@ class AcceleratorConfig:
         Multipliers of the engine's SimPicker speculation path (:mod:`paro.hw.spec_control`: pooled Q x pooled
         K products, ``head_dim / spec_lanes`` cycles a key block); 0 builds the engine without it (a descriptor
         that asks for speculation is then refused). A power of two in [1, head_dim], or 0.
+    lut_path
+        Build SimPicker's LUT path into the engine (:mod:`paro.hw.lut_path`: a speculation's unimportant blocks'
+        PV through the LUT multiplier, ``lut_lanes`` products a cycle); needs ``spec_lanes`` and ``rows <=
+        lut_lanes <= head_dim``. Off by default (a descriptor that asks for it is then refused).
     """
     rows: int = 4
     cols: int = 4
@@ -206,6 +210,7 @@ class AcceleratorConfig:
     lut_lanes: int = 16
     lut_mant_bits: int = 7
     spec_lanes: int = 0
+    lut_path: bool = False
     k4_cut: str = "round"
     k2_cut: str = "block"
 
@@ -232,6 +237,14 @@ class AcceleratorConfig:
             raise ParoError(f"spec_lanes must be 0 (no speculation) or a power of two in [1, head_dim "
                             f"{self.head_dim}], got {value}")
         object.__setattr__(self, "spec_lanes", value)
+        if not isinstance(self.lut_path, bool):
+            raise ParoError(f"lut_path must be true or false, got {self.lut_path!r}")
+        if self.lut_path and not self.spec_lanes:
+            raise ParoError("lut_path needs speculation to choose its blocks: build with spec_lanes > 0 "
+                            "(--spec-lanes N)")
+        if self.lut_path and not self.rows <= self.lut_lanes <= self.head_dim:
+            raise ParoError(f"lut_path needs rows {self.rows} <= lut_lanes <= head_dim {self.head_dim} (a lane "
+                            f"chunk is whole accumulator words), got lut_lanes {self.lut_lanes}")
         for name, low, high in (("score_frac_bits", 4, 12), ("exp_bits", 10, 16), ("out_bits", 8, 16),
                                 ("lut_mant_bits", 1, 10)):
             value = check_int(name, getattr(self, name))

@@ -40,7 +40,7 @@ __all__ = [
     "LUT_BLOCK", "spec_control", "low_bit_blocks", "SPEC_OFF", "SPEC_SKIP_ONLY", "SPEC_LOW_BITS", "SPEC_SKIP",
     "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS", "LUT_QK_BITS",
     "pooled_codes", "speculation_scores", "speculation_masses", "speculation_classes", "reuse_check",
-    "reuse_anchors", "lut_block_accumulate", "row_packer", "row_buffer", "score_buffer",
+    "reuse_anchors", "lut_path", "lut_block_accumulate", "row_packer", "row_buffer", "score_buffer",
 ]
 
 
@@ -964,14 +964,26 @@ def reuse_anchors(q8, q_mult, reference, tau_code, block_size):
     return anchor
 
 
-def lut_block_accumulate(acc, e_block, v8_block, cv8, config):
-    """A LUT-path block's PV into the output accumulator: the numerators ``e_block`` (rows, keys) as FP
-    operands (:func:`lut_fp`) times the block's INT8 V rows ``v8_block`` (keys, d), summed over the keys
-    (``w``: the sum of :func:`lut_multiplier` products, exact), then ``acc + round(w * cv8 * 127 /
-    2**exp_bits)``: the 8-bit path's scale (its ``u ~ e * 127 / 2**exp_bits`` times ``cv8``)."""
+def lut_path(e_block, v8_block, config):
+    """SimPicker's LUT path for one block's PV (:class:`paro.hw.lut_path.LutPath`): ``(u, z)``. The numerators
+    ``e_block`` (rows, keys) as FP operands (:func:`lut_fp`) times the block's INT8 V rows ``v8_block``
+    (keys, d), summed over the keys exactly (``w``, the sum of :func:`lut_multiplier` products), then brought
+    to the 8-bit path's scale with each row's segment shift ``z`` (:func:`p_shift`): ``u = round(w * 127 *
+    2**z / 2**exp_bits)``, the value an 8-bit block's drained column has (``sum p v`` with ``p ~ e * 2**z *
+    127 / 2**exp_bits``) but rounded once per sum instead of once per numerator. ``|u| <= 127 * 128 * B``,
+    as an array column's."""
+    e_block = np.asarray(e_block, dtype=np.int64)
+    z = p_shift(e_block, config)
     mant, exp = lut_fp(e_block, config)
     w = _int_matmul(mant << exp, np.asarray(v8_block, dtype=np.int64).T)
-    return acc + round_shift(w * (np.int64(cv8) * P_LEVELS[8]), config.exp_bits)
+    return round_shift(w * P_LEVELS[8], config.exp_bits - z[..., None]), z
+
+
+def lut_block_accumulate(acc, e_block, v8_block, cv8, config):
+    """A LUT-path block's PV into the output accumulator: :func:`lut_path`'s ``u`` and ``z`` added like a
+    drained 8-bit column (:func:`output_accumulate` with the block's ``cv8``)."""
+    u, z = lut_path(e_block, v8_block, config)
+    return output_accumulate(acc, u, cv8, z)
 
 
 def row_packer(mask, group):

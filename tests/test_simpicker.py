@@ -98,18 +98,32 @@ def test_lut_block_is_the_sum_of_the_units_products():
     mant, exp = golden.lut_fp(e, CONFIG)
     w = np.array([[sum(golden.lut_multiplier(mant[r, k], exp[r, k], v8[k])[c] for k in range(16)) for c in range(8)]
                   for r in range(4)])
-    assert np.array_equal(acc, golden.round_shift(w * 12345 * 127, CONFIG.exp_bits))
+    z = golden.p_shift(e, CONFIG)[:, None]
+    u = golden.round_shift(w * 127, CONFIG.exp_bits - z)
+    assert np.array_equal(acc, golden.round_shift(u * 12345, z))
+    assert np.abs(u).max() <= 127 * 128 * 16
+
+
+def test_lut_path_scales_a_small_row_by_its_segment_shift():
+    """A row of small numerators keeps its precision: ``u`` is scaled up by ``2**z`` before its rounding."""
+    e = np.array([[3, 1, 2, 0], [1 << CONFIG.exp_bits, 0, 0, 0]])
+    v8 = np.array([[5], [-7], [100], [-128]])
+    u, z = golden.lut_path(e, v8, CONFIG)
+    assert z.tolist() == [CONFIG.exp_bits - 2, 0]
+    assert u[:, 0].tolist() == [golden.round_shift((15 - 7 + 200) * 127, 2), 5 * 127]
 
 
 def test_lut_block_pv_is_exact_but_for_the_numerators_rounding():
     """The LUT path's PV against the exact ``e * v * cv * 127 / 2**exp_bits``: within the FP rounding of the
-    numerators (``2**-(M + 1)`` relative) plus half a unit."""
+    numerators (``2**-(M + 1)`` relative), half a unit of ``u`` (``cv / 2**z`` of the accumulator) and half a
+    unit."""
     rng = np.random.default_rng(SEED)
     e = rng.integers(1, (1 << CONFIG.exp_bits) + 1, (8, 16))
     v8 = rng.integers(0, 128, (16, 8))                       # one sign: no cancellation in the bound
     acc = golden.lut_block_accumulate(np.zeros((8, 8), dtype=np.int64), e, v8, 20000, CONFIG)
     exact = (e.astype(float) @ v8) * 20000 * 127 / 2 ** CONFIG.exp_bits
-    assert np.all(np.abs(acc - exact) <= exact * 2.0 ** -(CONFIG.lut_mant_bits + 1) + 0.5)
+    z = golden.p_shift(e, CONFIG)[:, None]
+    assert np.all(np.abs(acc - exact) <= exact * 2.0 ** -(CONFIG.lut_mant_bits + 1) + 0.5 * 20000 / 2.0 ** z + 0.5)
 
 
 def test_lut_blocks_in_the_golden_attention_beat_4_bit_blocks():
