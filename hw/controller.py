@@ -18,6 +18,13 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
   segment buffer the score unit wrote in pass A at address ``kept_index``: presented in ``B_NEXT``, the data
   there from the first ``B_TILES`` cycle). ``B_WAIT``: until the feed, the tile queue and the accumulator
   are empty.
+* LUT-path blocks (a ``lut_path`` build; the scheduler's ``bits`` is ``LUT_BLOCK``): pass A runs them as 4-bit
+  blocks (``LUT_QK_BITS``). In pass B ``B_NEXT`` takes one only once the array, the feed, the tile queue and
+  the accumulator are idle (the :class:`~.lut_path.LutPath`'s accumulator beats never meet a drained column),
+  and ``B_TILES`` issues one ``lut`` beat per query group of ``C`` queries and key (no tile, no dimension
+  groups: the LUT path takes the whole V row), at the rate the LUT path takes them; after the last,
+  ``B_LUT`` waits until the feed, the LUT path and the accumulator are idle, holding ``kept_index`` and the
+  block's ``cv`` (``lut_kept_index``, ``lut_cv``) for the LUT path's beats.
 * Output: ``B_WAIT`` starts the output stage (``out_start``) and goes on to the next query block: output
   and write-back run beside its ``LOAD_Q`` and pass A. ``A_WAIT`` waits for them (``out_idle``) before pass
   B overwrites the row sums (``reset_sums``) and accumulators they read. After the last block ``OUT`` waits
@@ -37,7 +44,7 @@ from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH
 from paro.sw.contract import engine_row_buffer
-from paro.sw.golden import CV2_FROM_CV4, k_reduce_shift
+from paro.sw.golden import CV2_FROM_CV4, LUT_BLOCK, LUT_QK_BITS, k_reduce_shift
 
 from .component import ConfiguredComponent
 from .formal import past, stream_held
@@ -81,6 +88,8 @@ class EngineController(ConfiguredComponent):
             "tile": Out(tile_layout(config)), "tile_push": Out(1), "tile_room": In(1), "tiles_empty": In(1),
             "out_start": Out(1), "out_idle": In(1),
             **({"spec_row_ready": In(range(nb + 1)), "spec_wait": Out(1)} if config.spec_lanes else {}),
+            **({"lut_busy": In(1), "lut_cv": Out(cv_width(config)),
+                "lut_kept_index": Out(range(config.max_kept_blocks + 1))} if config.lut_path else {}),
         })
 
     def elaborate(self, platform):
@@ -97,6 +106,11 @@ class EngineController(ConfiguredComponent):
         step = Signal(range(max(B, d) + 1))
         query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
         keys_per_tile = Signal(range(lanes + 1))
+        lut = Signal(name="lut")    # pass B: the block takes the LUT path
+        idle = Signal()             # the array, the feed, the tile queue and the accumulator hold nothing
+        m.d.comb += idle.eq(~self.feed_busy & self.tiles_empty & ~self.acc_pending)
+        if cfg.lut_path:
+            m.d.comb += [self.lut_cv.eq(cv), self.lut_kept_index.eq(kept_index)]
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
         m.d.comb += [self.busy.eq(busy), self.sched_row.eq(query_block), self.seg_addr.eq(kept_index),
                      keys_per_tile.eq(C << packing), can_issue.eq((step != 0) | self.tile_room),
@@ -120,10 +134,13 @@ class EngineController(ConfiguredComponent):
             """The last key group (pass A) or query group (pass B) of a block with packing ``value``."""
             return per_bits(value, lambda bits: B // (C << PACKING[bits]) - 1, PACKING.get)
 
-        def want_kept_block(kind):
+        def want_kept_block(kind, hold=None):
             """Want the offered kept block's K or V rows; take the block (or the row's end) from the scheduler
-            once they are on chip. Returns the condition under which a block was taken."""
+            once they are on chip. Returns the condition under which a block was taken. While ``hold`` is high
+            the offered block is neither wanted nor taken."""
             block = self.kept.valid & ~self.kept.payload.end
+            if hold is not None:
+                block = block & ~hold
             m.d.comb += [self.want.valid.eq(block), self.want.payload.kind.eq(kind),
                          self.want.payload.block.eq(self.kept.payload.j),
                          self.kept.ready.eq(self.kept.payload.end | self.want.ready)]
@@ -165,7 +182,7 @@ class EngineController(ConfiguredComponent):
                 with m.If(self.kept.valid & self.kept.payload.end):
                     m.next = "A_WAIT"
                 with m.Elif(fetched):
-                    bits = self.kept.payload.bits
+                    bits = Mux(self.kept.payload.bits == LUT_BLOCK, LUT_QK_BITS, self.kept.payload.bits)
                     m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot),
                                  packing.eq(per_bits(bits, PACKING.get)), step.eq(0), query_group.eq(0),
                                  key_group.eq(0),
@@ -198,7 +215,8 @@ class EngineController(ConfiguredComponent):
                     m.d.sync += [kept_index.eq(0), pass_b.eq(1)]
                     m.next = "B_NEXT"
             with m.State("B_NEXT"):
-                fetched = want_kept_block(WANT_V)
+                is_lut = (self.kept.payload.bits == LUT_BLOCK) if cfg.lut_path else 0
+                fetched = want_kept_block(WANT_V, hold=(is_lut & ~idle) if cfg.lut_path else None)
                 m.d.comb += [self.cv8_addr.eq(self.kept.payload.j), self.cv4_addr.eq(self.kept.payload.j)]
                 with m.If(self.kept.valid & self.kept.payload.end):
                     m.next = "B_WAIT"
@@ -208,14 +226,15 @@ class EngineController(ConfiguredComponent):
                     multiplier = {8: self.cv8_data, 4: self.cv4_data, 2: self.cv4_data * CV2_FROM_CV4}
                     m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot),
                                  packing.eq(per_bits(bits, PACKING.get)), query_group.eq(0), dim_group.eq(0),
-                                 step.eq(0), cv.eq(per_bits(bits, multiplier.get))]
+                                 step.eq(0), cv.eq(per_bits(bits, multiplier.get)), lut.eq(is_lut)]
                     m.next = "B_TILES"
             with m.State("B_TILES"):
-                m.d.comb += [self.fire.eq(self.advance & can_issue), self.v_addr.eq(key_slot * B + step)]
+                m.d.comb += [self.fire.eq(self.advance & (can_issue | lut)), self.v_addr.eq(key_slot * B + step)]
                 score_addresses(step)
                 m.d.comb += [tile.pass_b.eq(1), tile.query_group.eq(query_group), tile.dim_group.eq(dim_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
-                             tile.cv.eq(cv), tile.z.eq(segment_shift.z), self.tile_push.eq(self.fire & (step == 0)),
+                             tile.cv.eq(cv), tile.z.eq(segment_shift.z),
+                             self.tile_push.eq(self.fire & (step == 0) & ~lut), cmd.lut.eq(lut),
                              cmd.pass_b.eq(1), cmd.step.eq(step), cmd.dim_group.eq(dim_group),
                              cmd.query_group.eq(query_group), cmd.packing.eq(packing), cmd.last.eq(step == B - 1),
                              cmd.key_valid.eq(key_block * B + step < self.n_tokens),
@@ -225,13 +244,22 @@ class EngineController(ConfiguredComponent):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == B - 1):
                         m.d.sync += [step.eq(0), dim_group.eq(dim_group + 1)]
-                        with m.If(dim_group == d // R - 1):
+                        with m.If(lut | (dim_group == d // R - 1)):
                             m.d.sync += [dim_group.eq(0), query_group.eq(query_group + 1)]
                             with m.If(query_group == last_group(packing)):
                                 m.d.sync += kept_index.eq(kept_index + 1)
                                 m.next = "B_NEXT"
+                                if cfg.lut_path:
+                                    with m.If(lut):          # B_LUT moves on once the LUT path is done
+                                        m.d.sync += kept_index.eq(kept_index)
+                                        m.next = "B_LUT"
+            if cfg.lut_path:
+                with m.State("B_LUT"):
+                    with m.If(idle & ~self.lut_busy):
+                        m.d.sync += kept_index.eq(kept_index + 1)
+                        m.next = "B_NEXT"
             with m.State("B_WAIT"):
-                with m.If(~self.feed_busy & self.tiles_empty & ~self.acc_pending):
+                with m.If(idle):
                     m.d.comb += self.out_start.eq(1)
                     with m.If(query_block == self.row_end - 1):
                         m.next = "OUT"

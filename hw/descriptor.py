@@ -21,7 +21,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib.wiring import In, Out
 
 from paro.sw.contract import (ADDRESS_FIELDS, AXI_ADDRESS_BITS, DATA_BITS, DESCRIPTOR, ERRORS, MIN_SCORE_SHIFT,
-                              REGION_ALIGN, SPEC_FRAC_BITS, SPEC_LOW_BITS, TABLE_RECORD_BYTES, descriptor_lines,
+                              REGION_ALIGN, SPEC_FRAC_BITS, SPEC_LOW_BITS, SPEC_LUT_PATH, TABLE_RECORD_BYTES, descriptor_lines,
                               descriptor_stride)
 
 from .component import EngineBlock
@@ -95,7 +95,7 @@ class DescriptorUnit(EngineBlock):
             code1 = Mux(broken, code, code1)
         spec, important, negligible = word["SPEC"], word["SPEC_IMPORTANT"], word["SPEC_NEGLIGIBLE"]
         if cfg.spec_lanes:
-            bad_spec = ((spec > SPEC_LOW_BITS)
+            bad_spec = ((spec > (SPEC_LUT_PATH if cfg.lut_path else SPEC_LOW_BITS))
                         | ((spec != 0) & ((negligible >= important) | (important > 1 << SPEC_FRAC_BITS)))
                         | ((spec == 0) & ((important != 0) | (negligible != 0))))
         else:                                                    # a build without speculation

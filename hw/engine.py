@@ -26,6 +26,7 @@ block                                  does
 :class:`~.accumulator.OutputAccumulator` pass B: scaled PV columns into the output accumulators
 :class:`~.output_stage.OutputStage`    reciprocals and output codes (to the memory writer)
 :class:`~.spec_control.SpecControl`    (``spec_lanes`` builds) SimPicker's block speculation of each row
+:class:`~.lut_path.LutPath`            (``lut_path`` builds) unimportant blocks' PV through the LUT multiplier
 ====================================== ==================================================================
 
 Interfaces
@@ -81,7 +82,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from paro.config import SCORE_WIDTH
-from paro.sw.contract import OUTPUT_CODE_BYTES, engine_buffers, engine_row_buffer
+from paro.sw.contract import OUTPUT_CODE_BYTES, SPEC_LUT_PATH, engine_buffers, engine_row_buffer
 
 from .accumulator import OutputAccumulator
 from .array import SystolicArray
@@ -92,6 +93,7 @@ from .component import EngineBlock
 from .controller import EngineController
 from .descriptor import DescriptorUnit
 from .fetcher import Fetcher
+from .lut_path import LutPath
 from .mem_reader import MemoryReader
 from .mem_writer import MemoryWriter
 from .operand_feed import OperandFeed
@@ -161,6 +163,11 @@ class AttentionEngine(EngineBlock):
         connect_members(m, self.m_axi, reader.axi)
         connect_members(m, self.m_axi, writer.axi)
         row_end = desc.row_first + desc.row_count
+        if cfg.lut_path:
+            self._lut_path(m, blocks)
+        else:
+            m.d.comb += [acc.valid.eq(tiles.pv_valid), acc.column.eq(tiles.column), acc.tile.eq(tiles.tile),
+                         acc.beat.eq(tiles.beat)]
         if cfg.spec_lanes:
             self._speculation(m, blocks, row_end)
         else:
@@ -204,8 +211,7 @@ class AttentionEngine(EngineBlock):
             score.score_shift.eq(desc.score_shift), score.n_tokens.eq(desc.n_tokens), score.reset.eq(ctrl.reset_max),
             g_wr.en.eq(score.seg_wr_en), g_wr.addr.eq(score.seg_wr_addr), g_wr.data.eq(score.seg_wr_data),
             g_rd.addr.eq(ctrl.seg_addr), ctrl.seg_data.eq(g_rd.data),
-            acc.valid.eq(tiles.pv_valid), acc.column.eq(tiles.column), acc.tile.eq(tiles.tile),
-            acc.beat.eq(tiles.beat), ctrl.acc_pending.eq(acc.pending), ctrl.score_pending.eq(score.pending),
+            ctrl.acc_pending.eq(acc.pending), ctrl.score_pending.eq(score.pending),
             # output
             out.start.eq(ctrl.out_start), ctrl.out_idle.eq(out.idle & writer.idle),
             out.final_shift.eq(desc.final_shift), out.row_sum.eq(feed.row_sum),
@@ -232,6 +238,21 @@ class AttentionEngine(EngineBlock):
             feed.scores.eq(sbuf.rd_data),
         ]
         return m
+
+    def _lut_path(self, m, blocks):
+        """The LUT path (a ``lut_path`` build): LUT beats from the feed; its accumulator beats share the
+        accumulator's input with the drained PV columns (never at once: the controller runs a LUT-path block
+        only while the array is idle)."""
+        m.submodules.lut_path = lut = LutPath(self._config)
+        feed, ctrl, tiles, acc = blocks["feed"], blocks["controller"], blocks["tiles"], blocks["accumulator"]
+        sched, desc = blocks["scheduler"], blocks["descriptor"]
+        wiring.connect(m, feed.lut, lut.i)
+        m.d.comb += [lut.cv.eq(ctrl.lut_cv), lut.kept_index.eq(ctrl.lut_kept_index), ctrl.lut_busy.eq(lut.busy),
+                     sched.lut_marks.eq(desc.spec == SPEC_LUT_PATH),
+                     acc.valid.eq(tiles.pv_valid | lut.acc_valid),
+                     acc.column.eq(Mux(lut.acc_valid, lut.column, tiles.column)),
+                     acc.tile.eq(Mux(lut.acc_valid, lut.tile, tiles.tile)),
+                     acc.beat.eq(Mux(lut.acc_valid, lut.beat, tiles.beat))]
 
     def _speculation(self, m, blocks, row_end):
         """The speculation control (a ``spec_lanes`` build): its K pool wants share the fetcher's ``meta``

@@ -17,6 +17,12 @@ score buffer through the exponent, the quantizer and the PE operand logic. ``bea
 array took a beat; ``busy`` is high while either stage holds one. On the first head-dimension group of a block
 a PV beat's ``e`` is added to the row sums of the lanes' queries as the array takes it. ``reset_sums`` zeroes
 the row sums.
+
+LUT-path beats (a ``lut_path`` build, command ``lut``): a PV beat of a LUT-path block goes to the stream
+``lut`` (:class:`~.lut_path.LutPath`) instead of the array: the first ``C`` lanes' numerators and segment
+shifts, the key's whole V row (registered in stage 2, ``out_v``), the query group, and whether it is the
+group's first or last key; ``advance`` then follows ``lut.ready``, and its numerators go to the row sums as
+``lut`` takes it (every LUT beat: the block has one pass over its keys per query group).
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
@@ -32,6 +38,7 @@ from .array import a_layout, b_layout
 from .component import ConfiguredComponent
 from .formal import held
 from .k_reduce import KReduction
+from .lut_path import lut_beat_layout
 from .p_lanes import PLanes, lane_query_value
 from .word_mux import word_mux
 
@@ -60,7 +67,7 @@ def issue_layout(config):
     (PV) the P lanes' row maxima and segment shifts ``z`` (the controller selects both per lane)."""
     return data.StructLayout({"pass_b": 1, "step": range(max(config.block_size, config.head_dim)),
                               "dim_group": range(config.head_dim), "query_group": range(config.block_size),
-                              "packing": 2, "last": 1, "key_valid": 1, "first_dim_group": 1,
+                              "packing": 2, "last": 1, "key_valid": 1, "first_dim_group": 1, "lut": 1,
                               "row_max": data.ArrayLayout(signed(SCORE_WIDTH), config.engine_lanes),
                               "z": data.ArrayLayout(range(P_SHIFT_MAX + 1), config.engine_lanes)})
 
@@ -76,6 +83,7 @@ class OperandFeed(ConfiguredComponent):
             "scores": In(data.ArrayLayout(signed(SCORE_WIDTH), lanes)),
             "reset_sums": In(1), "row_sum": Out(data.ArrayLayout(unsigned(config.row_sum_width), B)),
             "a": Out(stream.Signature(a_layout(config))), "b": Out(stream.Signature(b_layout(config))),
+            **({"lut": Out(stream.Signature(lut_beat_layout(config)))} if config.lut_path else {}),
         })
         fields = {name: field.shape for name, field in issue_layout(config)}
         self.stage = Signal(data.StructLayout({"valid": 1, **fields}))      # stage 1: the fired beat, read data
@@ -84,6 +92,8 @@ class OperandFeed(ConfiguredComponent):
             "q": data.ArrayLayout(signed(8), R), "k": data.ArrayLayout(signed(8), lanes),
             "v": data.ArrayLayout(signed(8), R)}))
         self.out_e = Signal(data.ArrayLayout(unsigned(config.exp_bits + 1), lanes))  # stage 2: its numerators
+        if config.lut_path:
+            self.out_v = Signal(row_layout(config))                          # stage 2: the whole V row (LUT)
 
     def elaborate(self, platform):
         m = Module()
@@ -92,8 +102,19 @@ class OperandFeed(ConfiguredComponent):
         computed = cfg.computed_bitwidths
         fields = {name: field.shape for name, field in issue_layout(cfg)}
         stage, out, held = self.stage, self.out, self.out_bytes
-        m.d.comb += [self.advance.eq(~out.valid | self.a.ready), self.busy.eq(stage.valid | out.valid),
-                     self.beat.eq(out.valid & self.a.ready)]
+        taken = Signal()            # stage 2's beat leaves (to the array, or to the LUT path)
+        if cfg.lut_path:
+            lut = self.lut.payload
+            m.d.comb += [taken.eq(out.valid & Mux(out.lut, self.lut.ready, self.a.ready)),
+                         self.lut.valid.eq(out.valid & out.lut), lut.v.eq(self.out_v),
+                         lut.query_group.eq(out.query_group), lut.first.eq(out.step == 0), lut.last.eq(out.last),
+                         *(lut.e[n].eq(self.out_e[n]) for n in range(C)), *(lut.z[n].eq(out.z[n]) for n in range(C))]
+            with m.If(self.advance):
+                m.d.sync += self.out_v.eq(self.v_row)
+        else:
+            m.d.comb += taken.eq(out.valid & self.a.ready)
+        m.d.comb += [self.advance.eq(~out.valid | taken), self.busy.eq(stage.valid | out.valid),
+                     self.beat.eq(taken & ~out.lut)]
         with m.If(self.advance):
             m.d.sync += [stage.valid.eq(self.fire), out.eq(stage)]
         with m.If(self.fire):
@@ -114,7 +135,7 @@ class OperandFeed(ConfiguredComponent):
             m.d.comb += [p_lanes.row_max[n].eq(stage.row_max[n]), k_reduce.k8[n].eq(held.k[n])]
 
         a, b = self.a.payload, self.b.payload
-        m.d.comb += [self.a.valid.eq(out.valid), self.b.valid.eq(out.valid), a.last.eq(out.last),
+        m.d.comb += [self.a.valid.eq(out.valid & ~out.lut), self.b.valid.eq(out.valid & ~out.lut), a.last.eq(out.last),
                      a.mode.eq(PEMode.INT8)]
         for bits in computed:
             with m.If(out.packing == PACKING[bits]):
@@ -149,7 +170,7 @@ class OperandFeed(ConfiguredComponent):
         added = [Signal(cfg.row_sum_width, name=f"sum_plus_e{n}") for n in range(lanes)]
         m.d.comb += [added[n].eq(lane_query_value(cfg, sums, n, out.packing, out.query_group) + self.out_e[n])
                      for n in range(lanes)]
-        with m.If(self.beat & out.pass_b & out.first_dim_group), m.Switch(out.packing):
+        with m.If(taken & out.pass_b & out.first_dim_group), m.Switch(out.packing):
             for bits in computed:
                 width = C << PACKING[bits]              # queries per PV tile
                 with m.Case(PACKING[bits]), m.Switch(out.query_group):

@@ -23,10 +23,13 @@ Speculation (a build with ``spec_lanes``): ``mark_en`` with ``mark_half`` and ``
 of half ``mark_half`` skipped, or with ``mark_low`` low-bit (at the clock edge; :class:`~.spec_control.SpecControl`
 does it for the blocks it classes negligible, or unimportant on the low-bit path, after the row's bitmap
 arrived and before its walks); a walk passes a skipped block as a 0-bit one and a low-bit block as a 4-bit one
-(a 2-bit block stays 2-bit). Writing a bitmap line clears the marks of its blocks.
+(a 2-bit block stays 2-bit), or in a ``lut_path`` build while ``lut_marks`` is high (the head's ``SPEC`` is 3)
+as a LUT-path block (``bits`` = :data:`~paro.sw.contract.LUT_BLOCK`, whatever its bitwidth). Writing a bitmap
+line clears the marks of its blocks.
 
 Counting (for the pass that has ``count`` set at ``start``): ``kept8``, ``kept4``, ``kept2`` and ``skipped`` are
-high for one cycle per block of each kind the walk passes (the register file counts them).
+high for one cycle per block of each kind the walk passes (the register file counts them); a LUT-path block
+counts in ``kept4`` (its QK^T runs at 4 bits).
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -35,7 +38,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from paro.sw.contract import engine_buffers
+from paro.sw.contract import LUT_BLOCK, engine_buffers
 
 from .component import EngineBlock
 from .formal import free_constant, past, stream_held
@@ -66,6 +69,7 @@ class BlockScheduler(EngineBlock):
             "kept8": Out(1), "kept4": Out(1), "kept2": Out(1), "skipped": Out(1),
             **({"mark_en": In(1), "mark_low": In(1), "mark_half": In(1), "mark_j": In(range(nb))}
                if config.spec_lanes else {}),
+            **({"lut_marks": In(1)} if config.lut_path else {}),
         })
 
     def elaborate(self, platform):
@@ -83,6 +87,7 @@ class BlockScheduler(EngineBlock):
         col = Signal(range(nb + 1))
         half = Signal()
         entry = Signal(8)
+        lut = Signal()                  # the entry is a LUT-path block
         log2_d = d.bit_length() - 1
         m.d.comb += rd.addr.eq(half * half_lines + (col >> log2_d))
         if cfg.spec_lanes:
@@ -97,6 +102,8 @@ class BlockScheduler(EngineBlock):
             raw = word_mux(rd.data, col[:log2_d], 8)
             lowered = Mux(lows.bit_select(here, 1) & (raw != 0) & (raw != 2), 4, raw)
             m.d.comb += entry.eq(Mux(skips.bit_select(here, 1), 0, lowered))
+            if cfg.lut_path:
+                m.d.comb += lut.eq(self.lut_marks & lows.bit_select(here, 1) & (raw != 0))
         else:
             m.d.comb += entry.eq(word_mux(rd.data, col[:log2_d], 8))
         free = ~self.o.valid | self.o.ready
@@ -110,12 +117,12 @@ class BlockScheduler(EngineBlock):
                 m.d.sync += [walking.eq(0), self.o.valid.eq(1), self.o.payload.end.eq(1)]
             with m.Else():
                 m.d.sync += col.eq(col + 1)
-                bits = block_bits(cfg, entry)
+                bits = Mux(lut, LUT_BLOCK, block_bits(cfg, entry))
                 with m.If(entry != 0):
                     m.d.sync += [self.o.valid.eq(1), self.o.payload.end.eq(0),
                                  self.o.payload.j.eq(col), self.o.payload.bits.eq(bits)]
                 m.d.comb += [self.kept8.eq(counting & (entry != 0) & (bits == 8)),
-                             self.kept4.eq(counting & (bits == 4)), self.kept2.eq(counting & (bits == 2)),
+                             self.kept4.eq(counting & ((bits == 4) | lut)), self.kept2.eq(counting & (bits == 2)),
                              self.skipped.eq(counting & (entry == 0))]
         return m
 
@@ -125,8 +132,8 @@ def formal_properties(m, dut):
     and a block beat is never a 0-bit block."""
     stream_held(m, dut.o, "o", unless=past(m, dut.start, "start"))
     block = dut.o.valid & ~dut.o.payload.end
-    m.d.comb += Assert(~block | Cat(*(dut.o.payload.bits == b for b in dut.config.computed_bitwidths)).any(),
-                       "o: kept blocks only")
+    codes = dut.config.computed_bitwidths + ((LUT_BLOCK,) if dut.config.lut_path else ())
+    m.d.comb += Assert(~block | Cat(*(dut.o.payload.bits == b for b in codes)).any(), "o: kept blocks only")
 
 
 def formal_bounds(m, dut):

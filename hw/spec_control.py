@@ -1,7 +1,7 @@
 """Speculation control: SimPicker's block speculation inside the engine, for a head whose descriptor has ``SPEC``.
 
 Golden twin: :func:`paro.sw.golden.spec_control` (the bitmap less the blocks classed negligible, with
-``SPEC`` 2 the unimportant ones at 4 bits). The speculation's arithmetic is that of its parts:
+``SPEC`` 2 the unimportant ones at 4 bits, with 3 on the LUT path). The speculation's arithmetic is that of its parts:
 :class:`~.pooling.PoolingUnit` (the rounded mean of a block's rows), :class:`~.speculator.Speculator` (pooled
 products on ``spec_lanes`` multipliers, the score unit's scaling) and its
 :class:`~.speculation.SpeculationUnit` (estimated masses, classes).
@@ -20,10 +20,10 @@ ready at once):
    ``r`` from table port ``cq``, ``score_shift``, ``n_blocks``, ``n_tokens``, allowed bits) goes to the
    speculator; each class beat it gives back that is ``SPEC_SKIP`` marks the block skipped in the
    :class:`~.scheduler.BlockScheduler`'s half ``r % 2`` (``mark_en``, ``mark_half``, ``mark_j``), and with
-   ``SPEC`` 2 each ``SPEC_LUT`` (unimportant) one low-bit (``mark_low``: run at 4 bits). After the row's last
-   class ``row_ready`` becomes ``r + 1``: the controller walks row ``r`` only once ``row_ready > r``.
-   Important blocks keep their bits, and unimportant ones with ``SPEC`` 1 (the LUT path is not in the
-   engine).
+   ``SPEC`` 2 or 3 each ``SPEC_LUT`` (unimportant) one cheap (``mark_low``: the scheduler runs it at 4 bits,
+   or with ``SPEC`` 3 on the LUT path). After the row's last class ``row_ready`` becomes ``r + 1``: the
+   controller walks row ``r`` only once ``row_ready > r``. Important blocks keep their bits, and unimportant
+   ones with ``SPEC`` 1.
 
 Timing: the pool pass takes the K fetches (``B`` lines each, as the fetcher serves them), a row
 ``n * (head_dim / spec_lanes + 2) + n**2 + 4n`` cycles from taking its beat to its last class (``n =
@@ -141,7 +141,7 @@ class SpecControl(EngineBlock):
                     m.next = "CLASSES"
             with m.State("CLASSES"):
                 cls = spec.o.payload.cls
-                low = (cls == SPEC_LUT) & (self.spec == SPEC_LOW_BITS)        # unimportant, on the low-bit path
+                low = (cls == SPEC_LUT) & (self.spec >= SPEC_LOW_BITS)        # unimportant, on a cheap path
                 m.d.comb += [spec.o.ready.eq(1), self.mark_low.eq(low),
                              self.mark_en.eq(spec.o.valid & ((cls == SPEC_SKIP) | low))]
                 with m.If(spec.o.valid):

@@ -245,6 +245,11 @@ class AcceleratorConfig:
         if self.lut_path and not self.rows <= self.lut_lanes <= self.head_dim:
             raise ParoError(f"lut_path needs rows {self.rows} <= lut_lanes <= head_dim {self.head_dim} (a lane "
                             f"chunk is whole accumulator words), got lut_lanes {self.lut_lanes}")
+        if self.lut_path and self.block_size * self.cols * self.head_dim // self.lut_lanes < (
+                self.cols * self.head_dim // self.rows + 3):
+            raise ParoError(f"lut_path: a query group's keys (block_size x cols x head_dim / lut_lanes cycles) must "
+                            f"outlast its drain to the accumulator (cols x head_dim / rows + 3 cycles); lower "
+                            f"lut_lanes below {self.lut_lanes}")
         for name, low, high in (("score_frac_bits", 4, 12), ("exp_bits", 10, 16), ("out_bits", 8, 16),
                                 ("lut_mant_bits", 1, 10)):
             value = check_int(name, getattr(self, name))

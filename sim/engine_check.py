@@ -105,6 +105,7 @@ def compare(config, layer, codes, totals, per_head, expect_error=None):
         bitmap = np.asarray(prog.computed_bitmap)[rows.start:rows.stop]       # speculation's skips included
         expected = {name: int((bitmap == bits).sum())
                     for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("KEPT2", 2), ("SKIPPED", 0))}
+        expected["KEPT4"] += int((bitmap == golden.LUT_BLOCK).sum())     # LUT-path blocks: QK^T at 4 bits
         expected["BYTES_READ"] = reads[head]
         expected["BYTES_WRITTEN"] = region_bytes(config, "O_ADDR", len(rows))
         if not int(prog.descriptor.get("SPEC", 0)):

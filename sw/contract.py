@@ -64,7 +64,9 @@ field            word legal values (checked by the engine before any head runs, 
 ``ROW_COUNT``    11   query blocks to compute (only their codes are written), ``>= 1``
 ``SPEC``         12   0: run the bitmap as it is; 1: SimPicker's block speculation (a build with ``spec_lanes``):
                       per query block, blocks it classes negligible are skipped too (docs/simpicker.md); 2: as
-                      1, and blocks it classes unimportant run at 4 bits (8-bit blocks; 4 and 2 stay)
+                      1, and blocks it classes unimportant run at 4 bits (8-bit blocks; 4 and 2 stay); 3: as 1,
+                      and unimportant blocks take the LUT path (a build with ``lut_path``: QK^T at 4 bits, PV
+                      through the LUT multiplier)
 ``SPEC_IMPORTANT`` 13 with ``SPEC`` 1: important mass fraction in units of ``2**-SPEC_FRAC_BITS``,
                       ``[1, 2**SPEC_FRAC_BITS]``; else 0
 ``SPEC_NEGLIGIBLE`` 14 with ``SPEC`` 1: negligible mass fraction, ``[0, SPEC_IMPORTANT - 1]``; else 0
@@ -90,6 +92,7 @@ __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "
            "COUNTER_STRIDE", "HEAD_COUNTERS_REGION", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
            "MIN_SCORE_SHIFT", "SPEC_FRAC_BITS", "SPEC_OFF", "SPEC_SKIP_ONLY", "SPEC_LOW_BITS",
+           "SPEC_LUT_PATH", "LUT_BLOCK",
            "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
            "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "engine_row_buffer",
@@ -116,8 +119,12 @@ MIN_SCORE_SHIFT = 12
 #: Fractional bits of SimPicker's speculation thresholds (``SPEC_IMPORTANT``, ``SPEC_NEGLIGIBLE``).
 SPEC_FRAC_BITS = 16
 #: ``SPEC`` values: no speculation; negligible blocks skipped (unimportant ones keep their bits); negligible
-#: blocks skipped and unimportant ones at 4 bits (the low-bit path, :func:`low_bit_blocks`).
-SPEC_OFF, SPEC_SKIP_ONLY, SPEC_LOW_BITS = 0, 1, 2
+#: blocks skipped and unimportant ones at 4 bits (the low-bit path, :func:`low_bit_blocks`); negligible blocks
+#: skipped and unimportant ones on the LUT path (code ``LUT_BLOCK`` in the golden model's bitmaps).
+SPEC_OFF, SPEC_SKIP_ONLY, SPEC_LOW_BITS, SPEC_LUT_PATH = 0, 1, 2, 3
+#: A block's code beside the bitwidths in a speculated bitmap and the scheduler's walk: SimPicker's LUT path
+#: (QK^T with K at 4 bits, PV with FP numerators through the LUT multiplier).
+LUT_BLOCK = 1
 
 
 def low_bit_blocks(bits):
@@ -198,7 +205,8 @@ DESCRIPTOR = tuple(Field(name, word, doc) for word, (name, doc) in enumerate((
     ("N_BLOCKS", "query (= key) blocks of the head"), ("SCORE_SHIFT", "right shift of the score scaling"),
     ("FINAL_SHIFT", "right shift of the output stage"), ("ROW_FIRST", "first query block to compute"),
     ("ROW_COUNT", "query blocks to compute"),
-    ("SPEC", "0: the bitmap as it is, 1: block speculation, 2: and unimportant blocks at 4 bits"),
+    ("SPEC", "0: the bitmap as it is, 1: block speculation, 2: and unimportant blocks at 4 bits, 3: or on the "
+             "LUT path"),
     ("SPEC_IMPORTANT", "speculation's important mass fraction"),
     ("SPEC_NEGLIGIBLE", "speculation's negligible mass fraction"))))
 DESCRIPTOR_WORDS = 16
@@ -430,12 +438,15 @@ def descriptor_problem(config, fields, desc_addr, n_heads):
             return 9, (f"the output region [{out_low:#x}, {out_high:#x}) overlaps {name}'s [{low:#x}, {high:#x}); "
                        f"move O_ADDR")
     spec, important, negligible = fields["SPEC"], fields["SPEC_IMPORTANT"], fields["SPEC_NEGLIGIBLE"]
-    if spec > SPEC_LOW_BITS:
-        return 10, (f"SPEC = {spec} is not 0 (the bitmap as it is), 1 (block speculation) or 2 (block speculation, "
-                    f"unimportant blocks at 4 bits)")
+    if spec > SPEC_LUT_PATH:
+        return 10, (f"SPEC = {spec} is not 0 (the bitmap as it is), 1 (block speculation), 2 (block speculation, "
+                    f"unimportant blocks at 4 bits) or 3 (unimportant blocks on the LUT path)")
     if spec and not config.spec_lanes:
         return 10, (f"SPEC = {spec} asks for block speculation, which this engine was built without; build with "
                     f"--spec-lanes N (a power of two <= head_dim)")
+    if spec == SPEC_LUT_PATH and not config.lut_path:
+        return 10, ("SPEC = 3 asks for the LUT path, which this engine was built without; build with --lut-path "
+                    "(or pass SPEC 1 or 2)")
     if spec and not 0 <= negligible < important <= 1 << SPEC_FRAC_BITS:
         return 10, (f"SPEC_IMPORTANT = {important} and SPEC_NEGLIGIBLE = {negligible} must satisfy 0 <= negligible "
                     f"< important <= {1 << SPEC_FRAC_BITS} (mass fractions in units of 2**-{SPEC_FRAC_BITS})")
@@ -516,13 +527,15 @@ def check_program(config, prog, desc_addr, n_heads):
     if prog.speculated is not None:
         speculated, spec = np.asarray(prog.speculated), int(prog.descriptor.get("SPEC", SPEC_OFF))
         if not spec:
-            raise ParoError("a program with a speculated bitmap needs SPEC = 1 or 2 in its descriptor")
+            raise ParoError("a program with a speculated bitmap needs SPEC = 1, 2 or 3 in its descriptor")
         kept = speculated.shape == bitmap.shape and ((speculated == bitmap) | (speculated == 0))
         if spec == SPEC_LOW_BITS and speculated.shape == bitmap.shape:
             kept |= speculated == low_bit_blocks(bitmap)                 # an unimportant block at 4 bits
+        if spec == SPEC_LUT_PATH and speculated.shape == bitmap.shape:
+            kept |= (speculated == LUT_BLOCK) & (bitmap != 0)              # an unimportant block on the LUT path
         if not np.all(kept):
             raise ParoError("the speculated bitmap must be the bitmap with some blocks set to 0 (skipped) or, with "
-                            "SPEC = 2, to 4 bits")
+                            "SPEC = 2, to 4 bits, or with SPEC = 3, to the LUT path's code 1")
     shape = (blocks * B, config.head_dim)
     for name in ("q8", "k8", "v8", "codes"):
         array = np.asarray(getattr(prog, name))

@@ -45,7 +45,7 @@ from paro.config import PACKING
 
 from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bitmap_stride,
                        check_engine_config, descriptor_lines, descriptor_stride, layer_memory_map)
-from .golden import axi_bursts
+from .golden import LUT_BLOCK, LUT_QK_BITS, axi_bursts
 
 __all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "spec_row_cycles",
            "BREAKDOWN"]
@@ -68,6 +68,8 @@ BREAKDOWN = {
     "output": "waiting for the output stage and its write-back (the next pass B, or the head's last block)",
     "head_setup": "the head's descriptor and block table reads, and the first query block's start",
     "speculation": "waiting for a query block's speculation (SPEC heads: the K pooling pass and the first row)",
+    "lut": "LUT-path blocks' PV (SPEC 3 heads): the array draining before one, the LUT multiplier's chunks "
+           "(B x B x d / lut_lanes a block), its fill and its drain to the accumulator",
 }
 
 #: Fixed cycles of the sequencer and controller state changes (from the RTL's state machines).
@@ -306,7 +308,7 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 s = charge(hit, [("speculation", max(hit + 1, spec_free))])
                 spec_wait += s - hit
         for bits in (8, 4, 2):
-            counts[f"kept{bits}"] += sum(1 for _, b in kept if b == bits)
+            counts[f"kept{bits}"] += sum(1 for _, b in kept if b == bits or (bits == 4 and b == LUT_BLOCK))
         counts["skipped"] += n - len(kept)
         row_decisions = [next(decisions) for _ in range(2 * len(kept))]
         cursor = w = s
@@ -317,15 +319,28 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
             taken = None
             hint_from = None
             for k, (j, bits) in enumerate(kept):
-                ppc = 1 << PACKING[bits]
+                lut = bits == LUT_BLOCK
+                ppc = 1 << PACKING[LUT_QK_BITS if lut else bits]
                 avail = start_cycle + 2 + j if k == 0 else taken + (j - kept[k - 1][0])
                 job = kv_job("V" if pass_b else "K", j, row_decisions[pass_b * len(kept) + k], hint_from)
+                # B_NEXT wants and takes a LUT-path block only once the array, feed and accumulator are idle
+                idle = L + G + 1 if pass_b and lut else -10**9
                 ready = -10**9
                 if job is not None:
-                    job["want_from"] = max(state, avail)
+                    job["want_from"] = max(state, avail, idle)
                     ready = fetcher.run_until(job)
-                taken = max(state, avail, ready)
-                first = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1), ("kv_fetch", ready + 1)])
+                taken = max(state, avail, ready, idle)
+                first = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1), ("lut", idle + 1),
+                                        ("kv_fetch", ready + 1)])
+                hint_from = taken + (kept[k + 1][0] - j) if k + 1 < len(kept) else None
+                if pass_b and lut:
+                    # the LUT path takes the first beat two cycles after its fire; its last accumulator beat
+                    # (tests/test_lut_path.py), then B_LUT until the path and the accumulator are idle
+                    chunks, entries = B * B * d // config.lut_lanes, C * d // config.lut_lanes
+                    last_beat = first + 2 + chunks + 4 - entries + C * d // R
+                    cursor = charge(first, [("lut", last_beat + 2)])
+                    state = last_beat + 3
+                    continue
                 if pass_b:       # per query group d/R PV tiles of B beats, back to back across the groups
                     tiles, depth = (B // (C * ppc)) * (d // R), B
                 else:            # per query group and key group a QK^T tile of d beats
@@ -340,8 +355,6 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 L, G = L_first + (tiles - 1) * period, drain[ppc]
                 cursor = L
                 state = last_fire + 1
-                # the scheduler offers the next kept block (so the hint names it) this many columns after the take
-                hint_from = taken + (kept[k + 1][0] - j) if k + 1 < len(kept) else None
             end_seen = max(state, taken + (n - kept[-1][0]))
             if not pass_b:
                 # A_WAIT: the array and tile queue drained, the score unit's product register empty (one

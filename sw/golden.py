@@ -21,7 +21,8 @@ from paro.config import PACKING, SCORE_LIMIT, SCORE_WIDTH, PEMode
 from paro.errors import ParoError
 
 from .contract import (BURST_BOUNDARY, CONTROL_REGISTERS, DATA_BITS, MAX_BURST_BEATS, OUTPUT_CODE_BYTES, REGISTERS,
-                       RESP_OKAY, RESP_SLVERR, SPEC_FRAC_BITS, SPEC_LOW_BITS, SPEC_OFF, SPEC_SKIP_ONLY, TABLE_FIELDS,
+                       LUT_BLOCK, RESP_OKAY, RESP_SLVERR, SPEC_FRAC_BITS, SPEC_LOW_BITS, SPEC_LUT_PATH, SPEC_OFF,
+                       SPEC_SKIP_ONLY, TABLE_FIELDS,
                        TABLE_RECORD_BYTES, bitmap_stride, descriptor_lines, descriptor_problem, descriptor_stride,
                        list_problem, low_bit_blocks, region_bytes)
 
@@ -37,7 +38,8 @@ __all__ = [
     "tile_queue", "output_accumulator", "output_stage", "operand_feed",
     "axi_bursts", "memory_reader", "kv_cache", "fetcher", "memory_writer", "descriptor_check", "block_table",
     "layer_sequencer", "layer_reads", "bit_length", "LUT_ENTRIES", "lut_fp", "lut_table", "lut_multiplier",
-    "LUT_BLOCK", "spec_control", "low_bit_blocks", "SPEC_OFF", "SPEC_SKIP_ONLY", "SPEC_LOW_BITS", "SPEC_SKIP",
+    "LUT_BLOCK", "spec_control", "low_bit_blocks", "SPEC_OFF", "SPEC_SKIP_ONLY", "SPEC_LOW_BITS", "SPEC_LUT_PATH",
+    "SPEC_SKIP",
     "SPEC_LUT", "SPEC_FULL", "SPEC_FRAC_BITS", "REUSE_FRAC_BITS", "LUT_QK_BITS",
     "pooled_codes", "speculation_scores", "speculation_masses", "speculation_classes", "reuse_check",
     "reuse_anchors", "lut_path", "lut_block_accumulate", "row_packer", "row_buffer", "score_buffer",
@@ -482,11 +484,6 @@ def reciprocal(row_sum, config):
     return np.where(row_sum > 0, (np.int64(1) << config.recip_bits) // np.maximum(row_sum, 1 << config.exp_bits), 0)
 
 
-#: A block code of :func:`attention_block_row` beside the bitwidths: SimPicker's LUT path (QK^T with K at
-#: ``LUT_QK_BITS``, PV with FP numerators through the LUT multiplier, :func:`lut_block_accumulate`).
-LUT_BLOCK = 1
-
-
 def _qk_bits(code):
     return LUT_QK_BITS if code == LUT_BLOCK else code
 
@@ -916,16 +913,17 @@ def spec_control(q8, k8, cq, ck, shift, n_tokens, bitmap, important_code, neglig
                  mode=SPEC_SKIP_ONLY):
     """The engine's block speculation (:class:`paro.hw.spec_control.SpecControl`) of a head: its ``bitmap``
     (in memory) with every block the speculation classes negligible set to 0 and, with ``mode``
-    ``SPEC_LOW_BITS``, every unimportant one at 4 bits (:func:`low_bit_blocks`); per query block from the
+    ``SPEC_LOW_BITS``, every unimportant one at 4 bits (:func:`low_bit_blocks`), with ``SPEC_LUT_PATH`` on the
+    LUT path (``LUT_BLOCK``); per query block from the
     block-reduced scores of the pooled Q and K (:func:`speculation_scores` with the head's table multipliers
     ``cq``, ``ck`` and ``SCORE_SHIFT``), masses over the blocks the bitmap keeps (:func:`speculation_masses`)
-    and :func:`speculation_classes`. Important blocks keep their bits (the LUT path is not in the engine)."""
+    and :func:`speculation_classes`. Important blocks keep their bits."""
     B = config.block_size
     bitmap = np.asarray(bitmap)
     x = speculation_scores(q8, k8, cq, ck, shift, B)
     key_tokens = np.clip(n_tokens - np.arange(bitmap.shape[1]) * B, 0, B)
     classes = speculation_classes(speculation_masses(x, key_tokens, config, bitmap), important_code, negligible_code)
-    cheap = low_bit_blocks(bitmap) if mode == SPEC_LOW_BITS else bitmap
+    cheap = {SPEC_LOW_BITS: low_bit_blocks(bitmap), SPEC_LUT_PATH: np.full_like(bitmap, LUT_BLOCK)}.get(mode, bitmap)
     return np.where(classes == SPEC_SKIP, 0, np.where(classes == SPEC_LUT, cheap, bitmap)).astype(bitmap.dtype)
 
 

@@ -103,6 +103,38 @@ def test_model_equals_the_rtl_with_speculation(verilator, latency):
     assert sum(heads[1].breakdown.values()) == heads[1].cycles
 
 
+@pytest.mark.parametrize("side, lut_lanes, latency", [(4, 16, 0), (4, 32, 9), (2, 16, 9)])
+def test_model_equals_the_rtl_with_lut_path(verilator, side, lut_lanes, latency):
+    """SimPicker's LUT path (``SPEC`` 3 heads, a ``lut_path`` build) in the model and in the RTL (fast mode,
+    Verilator): a dense head and a mixed 4/8-bit head, both with unimportant blocks on the LUT path, and the
+    mixed head without speculation, in one start. Cycles per head and in total, the counters of 4-bit QK^T
+    blocks and bytes read are the model's exactly; the LUT path's cycles are in the breakdown."""
+    config = AcceleratorConfig(rows=side, cols=side, block_size=16, head_dim=32, max_seq_len=512,
+                               axi_data_bits=16 * side * 2, kv_cache_blocks=4, spec_lanes=8, lut_path=True,
+                               lut_lanes=lut_lanes)
+    one, rng = 1 << golden.SPEC_FRAC_BITS, np.random.default_rng(SEED + side)
+    print("seed", SEED + side)
+    mixed = np.where(rng.random((10, 10)) < 0.6, np.where(rng.random((10, 10)) < 0.5, 4, 8), 0).astype(np.uint8)
+    mixed[np.arange(10), np.arange(10)] = 8
+    bitmaps = [np.full((8, 8), 8, dtype=np.uint8), mixed, mixed]
+    specs = [(round(0.7 * one), round(0.05 * one), golden.SPEC_LUT_PATH), (round(0.6 * one), 0, golden.SPEC_LUT_PATH),
+             None]
+    layer = random_layer(config, bitmaps, seed=SEED, specs=specs)
+    luts = [int((h.computed_bitmap == golden.LUT_BLOCK).sum()) for h in layer.heads[:2]]
+    print("LUT-path blocks", luts)
+    assert all(n > 0 for n in luts)
+    [(totals, counters)] = run_layers(config, [layer], verilator, gap=0, tag="lut-model", fast=True,
+                                      read_latency=latency)
+    modelled, heads = layer_cycles(config, [p.computed_bitmap for p in layer.heads],
+                                   specs=[s is not None for s in specs], memory=Memory(read_latency=latency))
+    got = [(c["CYCLES"], c["KEPT4"], c["SPEC_BUSY"], c["BYTES_READ"]) for c in counters]
+    print("RTL", got)
+    assert got == [(h.cycles, h.kept4, h.spec_busy, h.bytes_read) for h in heads]
+    assert totals["CYCLES"] == modelled["cycles"]
+    assert heads[0].breakdown["lut"] >= luts[0] * 16 * 16 * 32 // lut_lanes and heads[2].breakdown["lut"] == 0
+    assert sum(heads[0].breakdown.values()) == heads[0].cycles
+
+
 def test_model_cli_report(tiny_plan, tmp_path, capsys):
     report = tmp_path / "model.json"
     assert main(["model", "--plan", str(tiny_plan), "--engines", "2", "--read-latency", "10",

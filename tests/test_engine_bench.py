@@ -190,6 +190,34 @@ def test_engine_block_speculation(simulator, tmp_path):
           "CYCLES", [h["CYCLES"] for h in per_head])
 
 
+def test_engine_lut_path(simulator, tmp_path):
+    """SimPicker's LUT path in the engine (a ``spec_lanes`` + ``lut_path`` build): a dense tiny head (SimPicker
+    alone) and the plan's head (SimPicker within PARO's bitmap), both speculated with unimportant blocks on the
+    LUT path (``SPEC`` 3), and a head without speculation, in one start with random stalls; outputs and
+    counters bit-exact against ``golden.spec_control`` -> ``attention_head`` (LUT-path blocks by
+    ``golden.lut_path``), and the cycles equal the cycle model's."""
+    path = tmp_path / "tiny.npz"
+    assert main(["calibrate", "--workload", "tiny", "--block-size", "16", "--density", "0.5", "--avg-bits", "3",
+                 "--spec-lanes", "8", "--lut-path", "--lut-lanes", "16", "-o", str(path)]) == 0
+    plan = load_plan(path)
+    nb, one = plan.bitmap.shape[1], 1 << golden.SPEC_FRAC_BITS
+    workload = plan_workload(plan)
+    desc_addr, maps = layer_memory_map(plan.config, [nb] * 3)
+    specs = [(round(0.7 * one), round(0.05 * one), golden.SPEC_LUT_PATH),
+             (round(0.6 * one), 0, golden.SPEC_LUT_PATH), None]
+    bitmaps = [np.full((nb, nb), 8, dtype=np.uint8), None, None]
+    layer = EngineLayer(desc_addr, [engine_program(plan, head, bitmap=bitmap, workload=workload, addresses=addresses,
+                                                   spec=spec)
+                                    for head, (bitmap, addresses, spec) in enumerate(zip(bitmaps, maps, specs))])
+    luts = [int((h.speculated == golden.LUT_BLOCK).sum()) for h in layer.heads[:2]]
+    print(f"LUT-path blocks: dense head {luts[0]}, plan head {luts[1]} of {nb * nb}")
+    assert all(0 < n <= nb * nb - nb for n in luts)          # a row's best block is always important
+    [(totals, per_head)] = run_layers(plan.config, [layer], simulator, gap=0.2, tag="engine-lut")
+    for h in range(2):
+        assert per_head[h]["KEPT4"] == int(np.isin(layer.heads[h].speculated, (4, golden.LUT_BLOCK)).sum())
+    print("CYCLES", [h["CYCLES"] for h in per_head])
+
+
 @pytest.mark.parametrize("bitwidths, k4_cut, k2_cut", [((0, 4, 8), "leading-zero", "block"),
                                                     ((0, 2, 4, 8), "leading-zero", "leading-zero"),
                                                     ((0, 2, 4, 8), "round", "leading-zero")],

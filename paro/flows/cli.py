@@ -101,6 +101,9 @@ def _add_kept_keys_arg(parser):
     parser.add_argument("--spec-lanes", type=int, default=AcceleratorConfig.spec_lanes,
                         help="multipliers of the engine's SimPicker speculation path (pooled Q x K); 0 (default) "
                              "builds the engine without speculation")
+    parser.add_argument("--lut-path", action="store_true",
+                        help="build SimPicker's LUT path into the engine (speculation's unimportant blocks' PV "
+                             "through the LUT multiplier, --lut-lanes products a cycle; needs --spec-lanes)")
     parser.add_argument("--k4-cut", choices=K4_CUTS, default=AcceleratorConfig.k4_cut,
                         help="K of 4-bit blocks: round (nearest multiple of 16, default) or leading-zero (per "
                              "element from its leading one, with an exponent: PARO's leading-zero unit)")
@@ -114,8 +117,8 @@ def _config(args):
                              bitwidths=args.bitwidths, acc_width=args.acc_width, max_seq_len=args.max_seq_len,
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=args.max_heads, pe_stages=args.pe_stages, lut_lanes=args.lut_lanes,
-                             lut_mant_bits=args.lut_mant_bits, spec_lanes=args.spec_lanes, k4_cut=args.k4_cut,
-                             k2_cut=args.k2_cut)
+                             lut_mant_bits=args.lut_mant_bits, spec_lanes=args.spec_lanes, lut_path=args.lut_path,
+                             k4_cut=args.k4_cut, k2_cut=args.k2_cut)
 
 
 def cmd_generate(args):
@@ -286,7 +289,8 @@ def _calibration_config(args, workload):
                              max_kept_keys=args.max_kept_keys, kv_cache_blocks=args.kv_cache_blocks,
                              max_heads=max(args.max_heads, workload.heads), pe_stages=args.pe_stages,
                              lut_lanes=args.lut_lanes, lut_mant_bits=args.lut_mant_bits,
-                             spec_lanes=args.spec_lanes, k4_cut=args.k4_cut, k2_cut=args.k2_cut)
+                             spec_lanes=args.spec_lanes, lut_path=args.lut_path, k4_cut=args.k4_cut,
+                             k2_cut=args.k2_cut)
 
 
 def _calibrate_captures(args, layout):
