@@ -5,40 +5,31 @@ Golden twin: :func:`paro.sw.golden.engine_controller` (the tiles it issues, in o
 descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from ``row_first`` to ``row_end - 1``:
 
 * ``LOAD_Q``: wants query block ``i`` (Q rows, bitmap row) from the :class:`~.fetcher.Fetcher`; then resets the
-  row maxima, latches ``cq_i`` and starts the scheduler's walk of row ``i``. In a build with speculation the
-  walk waits (``SPEC``, ``spec_wait`` high) until the :class:`~.spec_control.SpecControl` has speculated the
-  row (``i < spec_row_ready``); without speculation in the descriptor it never waits.
-* ``A_NEXT`` / ``A_TILES``: per kept block (taken from the scheduler once its K rows are on chip),
-  ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``head_dim`` beats, one a cycle while the feed advances; a tile's
-  first beat pushes its descriptor (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty
-  and the score unit's last beat has left its product register (``score_pending`` low).
+  row maxima, latches ``cq_i`` and starts the scheduler's walk of row ``i``; with speculation the walk waits
+  (``SPEC``, ``spec_wait``) until the :class:`~.spec_control.SpecControl` passes the row (``spec_row_ready``).
+* ``A_NEXT`` / ``A_TILES``: per kept block (taken once its K rows are on chip), ``(B/R) x (B/(C*ppc))`` QK^T
+  tiles of ``head_dim`` beats, one a cycle while the feed advances; a tile's first beat pushes its descriptor
+  (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty and the score unit's last beat
+  has left its product register (``score_pending`` low).
 * ``B_NEXT`` / ``B_TILES``: per kept block (once its V rows are on chip), per query group ``d/R`` PV tiles
-  of ``B`` beats, back to back across the groups. Each beat's command carries the lanes' segment shifts ``z``
-  (:class:`~.segment_shift.SegmentShift` of the row maxima and the block's segment maxima, read from the
-  segment buffer the score unit wrote in pass A at address ``kept_index``: presented in ``B_NEXT``, the data
-  there from the first ``B_TILES`` cycle). ``B_WAIT``: until the feed, the tile queue and the accumulator
-  are empty.
-* LUT-path blocks (a ``lut_path`` build; the scheduler's ``bits`` is ``LUT_BLOCK``): pass A runs them as 4-bit
-  blocks (``LUT_QK_BITS``). In pass B ``B_NEXT`` takes one only once the array, the feed, the tile queue and
-  the accumulator are idle (the :class:`~.lut_path.LutPath`'s accumulator beats never meet a drained column),
-  and ``B_TILES`` issues one ``lut`` beat per query group of ``C`` queries and key (no tile, no dimension
-  groups: the LUT path takes the whole V row), at the rate the LUT path takes them; after the last,
-  ``B_LUT`` waits until the feed, the LUT path and the accumulator are idle, holding ``kept_index`` and the
-  block's ``cv`` (``lut_kept_index``, ``lut_cv``) for the LUT path's beats.
-* Output: ``B_WAIT`` starts the output stage (``out_start``) and goes on to the next query block: output
-  and write-back run beside its ``LOAD_Q`` and pass A. ``A_WAIT`` waits for them (``out_idle``) before pass
-  B overwrites the row sums (``reset_sums``) and accumulators they read. After the last block ``OUT`` waits
-  for the write-back, then ``IDLE`` with ``done``.
+  of ``B`` beats, back to back across the groups, each beat with the lanes' segment shifts ``z``
+  (:class:`~.segment_shift.SegmentShift` of the row maxima and the block's segment maxima, read at
+  ``kept_index`` in ``B_NEXT``). ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
+* LUT-path blocks (``lut_path`` builds; ``bits`` = ``LUT_BLOCK``) run pass A at 4 bits. In pass B ``B_NEXT``
+  takes one only while the array's side is idle (feed, tile queue, accumulator), ``B_TILES`` issues one
+  ``lut`` beat per query group of ``C`` and key (no tiles) at the :class:`~.lut_path.LutPath`'s rate, and
+  ``B_LUT`` waits for the LUT path, holding ``kept_index`` and ``cv`` (``lut_kept_index``, ``lut_cv``).
+* Output: ``B_WAIT`` starts the output stage (``out_start``), which runs beside the next block's ``LOAD_Q``
+  and pass A; ``A_WAIT`` waits for it (``out_idle``) before pass B overwrites the row sums (``reset_sums``)
+  and accumulators. After the last block ``OUT`` waits for the write-back, then ``IDLE`` with ``done``.
 
-While a block computes, ``hint`` names the scheduler's next kept block (K in pass A, V in pass B) so the
-fetcher can bring it early. All buffer read addresses come from here (synchronous reads, enabled by the
-feed's ``advance``): for the banked Q, K and score buffers the beat's first row (its first lane's query or
-key) and the word of the step; each further lane reads the next row (:class:`~.row_buffer.RowBuffer`,
-:class:`~.score_buffer.ScoreBuffer`). K and V rows come from the cache slot the fetcher gave with the block
-(``slot``).
+While a block computes, ``hint`` names the scheduler's next kept block (K in pass A, V in pass B) for the
+fetcher. Every buffer read address comes from here (synchronous reads enabled by the feed's ``advance``): for
+the banked Q, K and score buffers the beat's first lane's row and the step's word, each further lane reading
+the next row; K and V rows from the block's cache ``slot``.
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -106,13 +97,11 @@ class EngineController(ConfiguredComponent):
         step = Signal(range(max(B, d) + 1))
         query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
         keys_per_tile = Signal(range(lanes + 1))
-        lut = Signal(name="lut")    # pass B: the block takes the LUT path
-        idle = Signal()             # the array, the feed, the tile queue and the accumulator hold nothing
-        m.d.comb += idle.eq(~self.feed_busy & self.tiles_empty & ~self.acc_pending)
-        if cfg.lut_path:
-            m.d.comb += [self.lut_cv.eq(cv), self.lut_kept_index.eq(kept_index)]
+        lut, idle = Signal(name="lut"), Signal()   # pass B's block takes the LUT path; the array's side is empty
         can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
-        m.d.comb += [self.busy.eq(busy), self.sched_row.eq(query_block), self.seg_addr.eq(kept_index),
+        m.d.comb += [idle.eq(~self.feed_busy & self.tiles_empty & ~self.acc_pending),
+                     *([self.lut_cv.eq(cv), self.lut_kept_index.eq(kept_index)] if cfg.lut_path else []),
+                     self.busy.eq(busy), self.sched_row.eq(query_block), self.seg_addr.eq(kept_index),
                      keys_per_tile.eq(C << packing), can_issue.eq((step != 0) | self.tile_room),
                      # the scheduler's next kept block while this one computes: the fetcher may fetch it early
                      self.hint_valid.eq(busy & self.kept.valid & ~self.kept.payload.end & ~self.want.valid),
@@ -134,20 +123,14 @@ class EngineController(ConfiguredComponent):
             """The last key group (pass A) or query group (pass B) of a block with packing ``value``."""
             return per_bits(value, lambda bits: B // (C << PACKING[bits]) - 1, PACKING.get)
 
-        def want_kept_block(kind, hold=None):
-            """Want the offered kept block's K or V rows; take the block (or the row's end) from the scheduler
-            once they are on chip. Returns the condition under which a block was taken. While ``hold`` is high
-            the offered block is neither wanted nor taken."""
-            block = self.kept.valid & ~self.kept.payload.end
-            if hold is not None:
-                block = block & ~hold
+        def want_kept_block(kind, hold=Const(0)):
+            """Want the offered kept block's K or V rows (not while ``hold``); take the block (or the row's end)
+            from the scheduler once they are on chip. Returns the condition under which a block was taken."""
+            block = self.kept.valid & ~self.kept.payload.end & ~hold
             m.d.comb += [self.want.valid.eq(block), self.want.payload.kind.eq(kind),
                          self.want.payload.block.eq(self.kept.payload.j),
-                         self.kept.ready.eq(self.kept.payload.end | self.want.ready)]
+                         self.kept.ready.eq(self.kept.payload.end | (block & self.want.ready))]
             return block & self.want.ready
-
-        def score_addresses(key):
-            m.d.comb += [self.s_query.eq(query_group * keys_per_tile), self.s_key.eq(kept_index * B + key)]
 
         def begin_row():
             """Query block ``query_block``'s Q rows are on chip: reset the row maxima, latch ``cq``, walk it."""
@@ -189,8 +172,8 @@ class EngineController(ConfiguredComponent):
                                  ck.eq(per_bits(bits, lambda b: self.ck_data << k_reduce_shift(b, cfg.k_cuts)))]
                     m.next = "A_TILES"
             with m.State("A_TILES"):
-                m.d.comb += self.fire.eq(self.advance & can_issue)
-                m.d.comb += [self.q_row.eq(query_block[0] * B + query_group * R),
+                m.d.comb += [self.fire.eq(self.advance & can_issue),
+                             self.q_row.eq(query_block[0] * B + query_group * R),
                              self.q_word.eq(step >> _word_shift(cfg, "q_buffer")),
                              self.k_row.eq(key_slot * B + key_group * keys_per_tile),
                              self.k_word.eq(step >> _word_shift(cfg, "k_buffer"))]
@@ -216,7 +199,7 @@ class EngineController(ConfiguredComponent):
                     m.next = "B_NEXT"
             with m.State("B_NEXT"):
                 is_lut = (self.kept.payload.bits == LUT_BLOCK) if cfg.lut_path else 0
-                fetched = want_kept_block(WANT_V, hold=(is_lut & ~idle) if cfg.lut_path else None)
+                fetched = want_kept_block(WANT_V, hold=is_lut & ~idle)
                 m.d.comb += [self.cv8_addr.eq(self.kept.payload.j), self.cv4_addr.eq(self.kept.payload.j)]
                 with m.If(self.kept.valid & self.kept.payload.end):
                     m.next = "B_WAIT"
@@ -229,8 +212,8 @@ class EngineController(ConfiguredComponent):
                                  step.eq(0), cv.eq(per_bits(bits, multiplier.get)), lut.eq(is_lut)]
                     m.next = "B_TILES"
             with m.State("B_TILES"):
-                m.d.comb += [self.fire.eq(self.advance & (can_issue | lut)), self.v_addr.eq(key_slot * B + step)]
-                score_addresses(step)
+                m.d.comb += [self.fire.eq(self.advance & (can_issue | lut)), self.v_addr.eq(key_slot * B + step),
+                             self.s_query.eq(query_group * keys_per_tile), self.s_key.eq(kept_index * B + step)]
                 m.d.comb += [tile.pass_b.eq(1), tile.query_group.eq(query_group), tile.dim_group.eq(dim_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
                              tile.cv.eq(cv), tile.z.eq(segment_shift.z),
@@ -247,17 +230,14 @@ class EngineController(ConfiguredComponent):
                         with m.If(lut | (dim_group == d // R - 1)):
                             m.d.sync += [dim_group.eq(0), query_group.eq(query_group + 1)]
                             with m.If(query_group == last_group(packing)):
-                                m.d.sync += kept_index.eq(kept_index + 1)
+                                m.d.sync += kept_index.eq(kept_index + ~lut)    # a LUT-path block's: in B_LUT
                                 m.next = "B_NEXT"
-                                if cfg.lut_path:
-                                    with m.If(lut):          # B_LUT moves on once the LUT path is done
-                                        m.d.sync += kept_index.eq(kept_index)
-                                        m.next = "B_LUT"
-            if cfg.lut_path:
-                with m.State("B_LUT"):
-                    with m.If(idle & ~self.lut_busy):
-                        m.d.sync += kept_index.eq(kept_index + 1)
-                        m.next = "B_NEXT"
+                                with m.If(lut):
+                                    m.next = "B_LUT"
+            with m.State("B_LUT"):                       # (only in lut_path builds)
+                with m.If(idle & ~(self.lut_busy if cfg.lut_path else Const(0))):
+                    m.d.sync += kept_index.eq(kept_index + 1)
+                    m.next = "B_NEXT"
             with m.State("B_WAIT"):
                 with m.If(idle):
                     m.d.comb += self.out_start.eq(1)

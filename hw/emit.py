@@ -25,6 +25,7 @@ from .array import SystolicArray
 from .pe import ProcessingElement
 from .engine import AttentionEngine
 from .lut_multiplier import LutMultiplier, plain_multiplier
+from .lut_path import LutPath
 from .pooling import PoolingUnit
 from .reuse_check import ReuseCheck
 from .row_packer import RowPacker
@@ -38,7 +39,7 @@ __all__ = ["TOPS", "build_top", "emit_verilog", "write_verilog"]
 TOPS = {"array": SystolicArray, "pe": ProcessingElement, "engine": AttentionEngine, "lut_multiplier": LutMultiplier,
         "fp_int_multiplier": plain_multiplier, "speculation": SpeculationUnit,
         "reuse_check": ReuseCheck, "pooling": PoolingUnit, "row_packer": RowPacker,
-        "speculator": Speculator}
+        "speculator": Speculator, "lut_path": LutPath}
 
 
 def build_top(config, top="array"):

@@ -31,49 +31,36 @@ block                                  does
 
 Interfaces
 ----------
-* ``m_axi``: AXI4 master (:func:`~.axi4.axi4_signature`, ``config.axi_data_bits`` data; Verilog
-  ``m_axi__araddr`` and so on). Reads the descriptor list, and per head its block table, its bitmap rows
-  (one per query block, with its Q rows), Q, K and V (``int8 [tokens, head_dim]``); writes the output codes
-  (``int16 [tokens, head_dim]`` at ``O_ADDR``); layout and burst rules in :mod:`paro.sw.contract`. Only
-  the K and V blocks the bitmap keeps are read, and only when the K/V block cache (``kv_cache_blocks``
-  slots, :class:`~.kv_cache.BlockCache`) does not hold them.
-* Control: the AXI4-Lite slave ``axil`` (:data:`~.axi_lite.AxiLiteSignature`; Verilog ``axil__awaddr`` and
-  so on; map and access rules in :mod:`paro.sw.contract`). Write ``DESC_ADDR`` and ``N_HEADS``, then 1 to
-  ``START``; ``done`` rises when the last head's last output burst has been answered, or when a descriptor
-  was refused (``STATUS`` error, ``ERROR``; then nothing was written). Totals and per-head counters are
-  readable. Nothing on chip grows with the square of the sequence.
+* ``m_axi``: AXI4 master (``config.axi_data_bits`` data). Reads the descriptor list, and per head its block
+  table, bitmap rows, Q, K and V (``int8 [tokens, head_dim]``); writes the output codes (``int16``) at
+  ``O_ADDR``; layout and burst rules in :mod:`paro.sw.contract`. Only kept K and V blocks are read, and only
+  when the K/V block cache (``kv_cache_blocks`` slots) does not hold them.
+* ``axil``: AXI4-Lite control (map in :mod:`paro.sw.contract`). Write ``DESC_ADDR`` and ``N_HEADS``, then 1
+  to ``START``; ``done`` rises when the last head's last output burst has been answered, or when a descriptor
+  was refused (``STATUS`` error, ``ERROR``; nothing written). Nothing on chip grows with the sequence squared.
 
 Dataflow per query block i (two-pass softmax that stores S)
 -----------------------------------------------------------
-1. **Pass A** (QK^T): the :class:`~.scheduler.BlockScheduler` emits the kept key blocks of row i (0-bit
-   blocks are never fetched). Each block runs ``(B/R) x (B/(C*ppc))`` array tiles of depth ``head_dim``
-   (INT8 mode, or INT4/INT2 mode with K reduced to 4/2 bits). Each drained column of scores goes through the
-   scaling unit (``x = round(S * cq_i * ck_j * (16 for 4-bit, 64 for 2-bit) / 2**score_shift)``) into the score buffer
-   (one entry per query and kept key), updates the row maxima and writes each query's maximum in the block
-   (its segment maximum) to the segment buffer.
+1. **Pass A** (QK^T): the :class:`~.scheduler.BlockScheduler` emits row i's kept key blocks (0-bit blocks are
+   never fetched), each ``(B/R) x (B/(C*ppc))`` array tiles of depth ``head_dim`` (INT8, or INT4/INT2 with K
+   reduced). Each drained column of scores is scaled (``x = round(S * cq_i * ck_j / 2**score_shift)``, times
+   16 or 64 for 4- or 2-bit K) into the score buffer, updates the row maxima and writes the segment maxima.
 2. **Pass B** (softmax and PV): per kept block and group of ``C*ppc`` queries, ``head_dim / R`` PV tiles of
-   depth ``B`` (INT8, UINT4 or UINT2 mode) take ``P`` straight from the exponent units and quantizers, fed from the
-   score buffer, with each lane's leading-zero shift ``z`` from its row and segment maxima; row sums
-   accumulate on the first of them. Each drained column (one query, R head dims) is scaled by the block's V
-   multiplier, shifted by ``z`` and added into the output accumulator buffer.
+   depth ``B`` take ``P`` from the exponent units and quantizers (each lane's shift ``z`` from its row and
+   segment maxima; row sums on the first); each drained column is scaled by the block's V multiplier, shifted
+   by ``z`` and added into the output accumulators (a LUT-path block's PV: :class:`~.lut_path.LutPath`).
 3. **Output**: per query, ``r = floor(2**recip_bits / l)`` and the codes
    ``clip(round(round(A / 2**pre) * r / 2**final_shift))`` go to memory at ``O_ADDR``.
 
 S is stored, not recomputed (a second QK^T pass caps utilization at 2/3) nor online (rescaling changes the
 golden integers): ``block_size x max_kept_keys`` 32-bit scores and ``block_size`` per kept block segment maxima.
 
-Cycle behaviour: the array is fed one beat per cycle through a one-stage read pipeline (pass B's query
-groups follow each other without a gap). It waits one cycle per kept block and pass, for the pass switches
-(pipeline drain, ``~R + C + C*ppc`` cycles), the fetches (the first query block's Q rows; a kept block's K rows
-on a cache miss in pass A, its V rows on one in pass B: ``B * head_dim * 8 / axi_data_bits`` beats each plus
-memory latency), the output stage (``B * head_dim / R`` beats per query block, the first after ``recip_stages
-+ 1`` cycles of reciprocal pipeline) where the next block's pass A is shorter, and per head the descriptor and
-table reads. Overlapped: the prefetches (the next Q block and
-bitmap row, a fetched block's V, the hinted next kept block) with compute, and each query block's output
-stage and write-back with the next block's Q load and pass A (pass B waits for them: it overwrites the row
-sums and accumulators they read); not overlapped: cache-miss fetches the hint did not start early enough,
-the last block's output, and the descriptor check pass (``N_HEADS`` reads before the first head). ``paro
-simulate`` measures it; :mod:`paro.sw.cycles` models it.
+Cycle behaviour (each block's file states its own; :mod:`paro.sw.cycles` models them, ``paro simulate``
+measures them): the array takes a beat a cycle through the feed's two stages. It waits a cycle per kept block
+and pass, for the pass switches (the array's drain), for fetches the prefetches and hints did not hide, for the
+output stage where the next block's pass A is shorter, and per head for the descriptor and table reads.
+Overlapped with compute: the next Q block and bitmap row, V after K, the hinted next kept block, and each
+query block's output and write-back (beside the next block's Q load and pass A; pass B waits for them).
 """
 
 from amaranth import Module, Mux, signed
@@ -151,15 +138,11 @@ class AttentionEngine(EngineBlock):
 
         wiring.connect(m, wiring.flipped(self.axil), control.axil)
         wiring.connect(m, control.csr, regs.bus)
-        wiring.connect(m, sched.o, ctrl.kept)
-        wiring.connect(m, feed.a, array.a)
-        wiring.connect(m, feed.b, array.b)
-        wiring.connect(m, array.c, tiles.c)
-        wiring.connect(m, out.o, writer.o)
-        wiring.connect(m, ctrl.want, fetch.want)
+        for source, sink in ((sched.o, ctrl.kept), (feed.a, array.a), (feed.b, array.b), (array.c, tiles.c),
+                             (out.o, writer.o), (ctrl.want, fetch.want), (fetch.req, reader.req),
+                             (reader.row, fetch.row)):
+            wiring.connect(m, source, sink)
         m.d.comb += [ctrl.slot.eq(fetch.slot), fetch.hint.eq(ctrl.hint), fetch.hint_valid.eq(ctrl.hint_valid)]
-        wiring.connect(m, fetch.req, reader.req)
-        wiring.connect(m, reader.row, fetch.row)
         connect_members(m, self.m_axi, reader.axi)
         connect_members(m, self.m_axi, writer.axi)
         row_end = desc.row_first + desc.row_count
@@ -240,19 +223,16 @@ class AttentionEngine(EngineBlock):
         return m
 
     def _lut_path(self, m, blocks):
-        """The LUT path (a ``lut_path`` build): LUT beats from the feed; its accumulator beats share the
-        accumulator's input with the drained PV columns (never at once: the controller runs a LUT-path block
-        only while the array is idle)."""
+        """The LUT path (a ``lut_path`` build): beats from the feed; its accumulator beats share the accumulator's
+        input with the drained PV columns (never at once: a LUT-path block runs only while the array is idle)."""
         m.submodules.lut_path = lut = LutPath(self._config)
         feed, ctrl, tiles, acc = blocks["feed"], blocks["controller"], blocks["tiles"], blocks["accumulator"]
-        sched, desc = blocks["scheduler"], blocks["descriptor"]
         wiring.connect(m, feed.lut, lut.i)
         m.d.comb += [lut.cv.eq(ctrl.lut_cv), lut.kept_index.eq(ctrl.lut_kept_index), ctrl.lut_busy.eq(lut.busy),
-                     sched.lut_marks.eq(desc.spec == SPEC_LUT_PATH),
+                     blocks["scheduler"].lut_marks.eq(blocks["descriptor"].spec == SPEC_LUT_PATH),
                      acc.valid.eq(tiles.pv_valid | lut.acc_valid),
-                     acc.column.eq(Mux(lut.acc_valid, lut.column, tiles.column)),
-                     acc.tile.eq(Mux(lut.acc_valid, lut.tile, tiles.tile)),
-                     acc.beat.eq(Mux(lut.acc_valid, lut.beat, tiles.beat))]
+                     *(getattr(acc, name).eq(Mux(lut.acc_valid, getattr(lut, name), getattr(tiles, name)))
+                       for name in ("column", "tile", "beat"))]
 
     def _speculation(self, m, blocks, row_end):
         """The speculation control (a ``spec_lanes`` build): its K pool wants share the fetcher's ``meta``

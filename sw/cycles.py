@@ -57,7 +57,7 @@ FEED_STAGES = 2
 #: Where a head's cycles go: ``compute`` (kept-block MACs over the array's peak: the ideal) and the costs
 #: beyond it, in the order the model charges a wait to them.
 BREAKDOWN = {
-    "compute": "array input beats of kept blocks (the ideal cycles)",
+    "compute": "array input beats of kept blocks and the LUT path's chunks of LUT-path blocks (the ideal cycles)",
     "array_drain": "tiles shorter than the array's drain (a tile's last beat waits for the previous drain), "
                    "and a block's first beat through the feed's two stages",
     "block_switch": "one A_NEXT / B_NEXT cycle between kept blocks",
@@ -68,8 +68,8 @@ BREAKDOWN = {
     "output": "waiting for the output stage and its write-back (the next pass B, or the head's last block)",
     "head_setup": "the head's descriptor and block table reads, and the first query block's start",
     "speculation": "waiting for a query block's speculation (SPEC heads: the K pooling pass and the first row)",
-    "lut": "LUT-path blocks' PV (SPEC 3 heads): the array draining before one, the LUT multiplier's chunks "
-           "(B x B x d / lut_lanes a block), its fill and its drain to the accumulator",
+    "lut": "LUT-path blocks (SPEC 3 heads) beyond their chunks: the array draining before one, the LUT path's "
+           "fill and its drain to the accumulator",
 }
 
 #: Fixed cycles of the sequencer and controller state changes (from the RTL's state machines).
@@ -338,7 +338,8 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                     # (tests/test_lut_path.py), then B_LUT until the path and the accumulator are idle
                     chunks, entries = B * B * d // config.lut_lanes, C * d // config.lut_lanes
                     last_beat = first + 2 + chunks + 4 - entries + C * d // R
-                    cursor = charge(first, [("lut", last_beat + 2)])
+                    stall["compute"] += chunks
+                    cursor = charge(first + chunks, [("lut", last_beat + 2)])
                     state = last_beat + 3
                     continue
                 if pass_b:       # per query group d/R PV tiles of B beats, back to back across the groups

@@ -16,6 +16,12 @@ def test_lut_multiplier_cocotb(simulator, lanes, mant_bits):
               "paro.sim.test_lut_multiplier", simulator, seed=20261129)
 
 
+def test_lut_path_cocotb(simulator):
+    config = AcceleratorConfig(rows=4, cols=2, block_size=16, head_dim=32, max_seq_len=256, spec_lanes=8,
+                               lut_path=True, lut_lanes=8)
+    run_bench(config, "lut_path", "paro.sim.test_lut_path", simulator, seed=20261130)
+
+
 def test_speculation_cocotb(simulator):
     config = AcceleratorConfig(rows=2, cols=2, block_size=16, head_dim=16, max_seq_len=256)
     run_bench(config, "speculation", "paro.sim.test_speculation", simulator, seed=20261129)

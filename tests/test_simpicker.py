@@ -210,8 +210,8 @@ def test_cli_calibrate_reports_simpicker_and_refuses_bad_thresholds(tmp_path, ca
     spec_plan = tmp_path / "spec.npz"
     assert main(["calibrate", "--workload", "tiny", "--density", "0.5", "--spec-lanes", "8", "-o", str(spec_plan)]) == 0
     capsys.readouterr()
-    for flags, message in ((["--method", "simpicker"], "the LUT path is not in the engine RTL yet; pass "
-                                                       "--unimportant low"),
+    for flags, message in ((["--method", "simpicker"], "--unimportant lut needs an engine built with the LUT "
+                                                       "path; this plan's has none: calibrate it with --lut-path"),
                            (["--method", "both", "--unimportant", "full"], "token reuse is not in the engine RTL "
                                                                            "yet; pass --reuse-threshold 0")):
         assert main(["simulate", "--plan", str(spec_plan), *flags]) == 2

@@ -125,27 +125,34 @@ def _plot(result, path):
 
 
 #: (name, method, SimPicker switches) of the RTL ablation's engine runs: what the engine RTL runs of SimPicker
-#: so far is block speculation, unimportant blocks on the full path or the low-bit path (no token reuse).
+#: so far is block speculation, unimportant blocks on the full path, the low-bit path or the LUT path (no token
+#: reuse or grouping yet).
 RTL_VARIANTS = (("PARO", "paro", {}),
                 ("SimPicker: block speculation", "simpicker", {"unimportant": "full"}),
                 ("+ low-bit path", "simpicker", {"unimportant": "low"}),
+                ("+ LUT path", "simpicker", {"unimportant": "lut"}),
                 ("PARO + SimPicker: block speculation", "both", {"unimportant": "full"}),
                 ("PARO + SimPicker: + low-bit path", "both", {"unimportant": "low"}),
+                ("PARO + SimPicker: + LUT path", "both", {"unimportant": "lut"}),
                 ("PARO + SimPicker: negligible 0.02", "both", {"unimportant": "full", "negligible_mass": 0.02}))
 #: SimPicker's mechanisms the RTL ablation cannot run yet (the engine refuses them with one line).
-NOT_IN_RTL = ("token reuse", "LUT path", "grouping")
+NOT_IN_RTL = ("token reuse", "grouping")
 #: Heads of small the RTL ablation simulates: all of them, as the ideal ablation.
 RTL_HEADS = tuple(range(8))
+#: The RTL ablation's engine: speculation on 8 multipliers, the LUT path on ``head_dim`` (64) lanes, one key's V
+#: row a cycle per query: a LUT-path block's PV in ``B x B`` cycles, 4x the array's INT8 rate (16 products).
+RTL_BUILD = {"spec_lanes": 8, "lut_path": True, "lut_lanes": 64}
 
 
 def bench_simpicker_rtl(output, heads=RTL_HEADS, build_dir=None):
     """The ablation from RTL cycles: the same PARO plan of small as :func:`bench_simpicker` on an engine built
-    with speculation (``spec_lanes`` 8), ``heads`` simulated (fast mode, bit-exact) as dense INT8, PARO,
-    SimPicker's block speculation alone and within the plan; each row's cycles, quality and speculation
-    counters. Writes ``output`` (JSON) and a PNG beside it; returns ``(result, plot path)``."""
+    with speculation and the LUT path (:data:`RTL_BUILD`), ``heads`` simulated (fast mode, bit-exact) as dense
+    INT8, PARO, SimPicker's block speculation alone and within the plan, with unimportant blocks on each path;
+    each row's cycles, quality and speculation counters. Writes ``output`` (JSON) and a PNG beside it; returns
+    ``(result, plot path)``."""
     output = Path(output)
     workload = make_workload("small")
-    config = dataclasses.replace(_config(workload, (0, 4, 8)), spec_lanes=8)
+    config = dataclasses.replace(_config(workload, (0, 4, 8)), **RTL_BUILD)
     density, avg_bits = PLAN_BUDGET
     progress(f"simpicker RTL bench: PARO plan of small at density {density}, {avg_bits} average bits")
     plan, _ = calibrate(workload, config, density=density, avg_bits=avg_bits, log=lambda message: None)
@@ -173,6 +180,7 @@ def bench_simpicker_rtl(output, heads=RTL_HEADS, build_dir=None):
                   "cosine, rel_l1": "the engine's outputs vs fp64 dense attention, real query tokens, pooled over "
                                     "the heads (worst_head_cosine: the lowest head's)",
                   "blocks_skipped_by_speculation": "kept blocks of the bitmap the engine's speculation skipped",
+                  "blocks_lut_path": "kept blocks the engine's speculation put on the LUT path",
                   "speculation_busy_cycles, speculation_wait_cycles": "cycles the speculation path worked, and "
                                                                       "those the engine waited for it"},
         "rows": rows,
@@ -187,13 +195,14 @@ def _rtl_row(name, method, params, run, dense=False):
     if dense:
         return {"name": name, "method": method, "params": None,
                 "cycles": sum(h["dense_int8_cycles"] for h in heads), "cosine": None, "rel_l1": None,
-                "blocks_skipped_by_speculation": 0, "speculation_busy_cycles": 0, "speculation_wait_cycles": 0}
+                "blocks_skipped_by_speculation": 0, "blocks_lut_path": 0, "speculation_busy_cycles": 0,
+                "speculation_wait_cycles": 0}
     counters = [h["counters"] for h in heads]
     return {"name": name, "method": method, "params": params.to_dict(), "cycles": sum(h["cycles"] for h in heads),
             "cosine": run["cosine"], "rel_l1": run["rel_l1"],
             "worst_head_cosine": min(h["cosine"] for h in heads),
             "per_head": [{key: h[key] for key in ("head", "cycles", "cosine", "rel_l1")} for h in heads],
-            **{key: sum(c[key] for c in counters) for key in ("blocks_skipped_by_speculation",
+            **{key: sum(c[key] for c in counters) for key in ("blocks_skipped_by_speculation", "blocks_lut_path",
                                                               "speculation_busy_cycles", "speculation_wait_cycles")}}
 
 

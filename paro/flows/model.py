@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ParoError
 from ..files import atomic_write
+from ..sw.contract import LUT_BLOCK
 from ..sw.cycles import BREAKDOWN, Memory, layer_cycles
 from ..sw.plan import load_plan
 from ..sw.program import plan_workload, speculated_bitmap
@@ -89,6 +90,7 @@ def model(plan_path, heads="all", rows=None, read_latency=0, bytes_per_cycle=Non
             "speedup_vs_dense_int8": dense.cycles / h.cycles, "kv_cache_hit_rate": 1 - h.kv_fetches / h.kv_wants,
             "counters": {"blocks_8bit": h.kept8, "blocks_4bit": h.kept4, "blocks_2bit": h.kept2,
                          "blocks_skipped": h.skipped, "speculation_busy_cycles": h.spec_busy,
+                         "blocks_lut_path": int((bitmap[window.start:window.stop] == LUT_BLOCK).sum()),
                          "speculation_wait_cycles": h.spec_wait},
             "breakdown": h.breakdown})
     breakdown = {k: sum(e["breakdown"][k] for e in entries) for k in BREAKDOWN}

@@ -31,8 +31,9 @@ from ..sim.streams import CLOCK_NS
 from ..sw.calibrate import IDENTITY
 from ..sw.calibrate import dense_rows
 from ..sw.calibrate import _Metrics as Metrics
-from ..sw.contract import (MAX_BURST_BEATS, SPEC_LOW_BITS, SPEC_SKIP_ONLY, check_engine_config, check_layer,
-                           save_layer)
+from ..sw.contract import (LUT_BLOCK, MAX_BURST_BEATS, SPEC_LOW_BITS, SPEC_LUT_PATH, SPEC_SKIP_ONLY,
+                           check_engine_config, check_layer, save_layer)
+from ..sw.golden import LUT_QK_BITS
 from ..sw.plan import load_plan
 from ..sw.program import engine_layer, plan_workload
 from ..sw.reorder import permutation_indices
@@ -43,10 +44,13 @@ __all__ = ["simulate", "ideal_cycles", "run_layers", "engine_speculation"]
 
 
 def ideal_cycles(config, bitmap):
-    """Kept-block MACs over the array's peak in each block's mode: QK^T and PV, B*B*d MACs each."""
-    per_block = 2 * config.block_size * config.block_size * config.head_dim
+    """Kept-block MACs over the array's peak in each block's mode: QK^T and PV, B*B*d MACs each; a LUT-path
+    block's QK^T at the 4-bit peak and its PV at the LUT path's (``lut_lanes`` products a cycle)."""
+    macs = config.block_size * config.block_size * config.head_dim
     peak = {b: config.rows * config.cols * PEMode.for_block(b, "qk").products_per_cycle for b in (2, 4, 8)}
-    return int(sum(per_block // peak[int(b)] for b in np.asarray(bitmap).ravel() if b))
+    cost = {b: 2 * macs // peak[b] for b in peak}
+    cost[LUT_BLOCK] = macs // peak[LUT_QK_BITS] + macs // config.lut_lanes
+    return int(sum(cost[int(b)] for b in np.asarray(bitmap).ravel() if b))
 
 
 def cycle_limit(config, layer, read_latency=0):
@@ -158,13 +162,14 @@ def engine_speculation(method, params, config):
     if not config.spec_lanes:
         raise ParoError(f"--method {method} needs an engine built with speculation; this plan's has none: calibrate "
                         f"it with --spec-lanes N (a power of two <= head_dim {config.head_dim})")
-    if params.unimportant == "lut":
-        raise ParoError(f"--method {method}: the LUT path is not in the engine RTL yet; pass --unimportant low "
-                        f"(unimportant blocks at 4 bits) or --unimportant full")
+    if params.unimportant == "lut" and not config.lut_path:
+        raise ParoError(f"--method {method} --unimportant lut needs an engine built with the LUT path; this plan's "
+                        f"has none: calibrate it with --lut-path, or pass --unimportant low (unimportant blocks at 4 "
+                        f"bits) or --unimportant full")
     if params.reuse_threshold:
         raise ParoError(f"--method {method}: token reuse is not in the engine RTL yet; pass --reuse-threshold 0")
     important, negligible, _ = params.codes(config)
-    return important, negligible, SPEC_LOW_BITS if params.unimportant == "low" else SPEC_SKIP_ONLY
+    return important, negligible, {"low": SPEC_LOW_BITS, "lut": SPEC_LUT_PATH}.get(params.unimportant, SPEC_SKIP_ONLY)
 
 
 def _quality(plan, workload, prog, head, own_order, totals):
@@ -248,6 +253,7 @@ def simulate(plan_path, simulator="verilator", heads=(0,), rows=None, report=Non
                               "blocks_skipped": c["SKIPPED"],
                               "busy_cycles": c["CYCLES"], "array_beats": c["ARRAY_BEATS"],
                               "stall_cycles": c["STALL_CYCLES"], "blocks_skipped_by_speculation": speculated,
+                              "blocks_lut_path": int((prog.computed_bitmap[computed] == LUT_BLOCK).sum()),
                               "speculation_busy_cycles": c["SPEC_BUSY"], "speculation_wait_cycles": c["SPEC_WAIT"]},
                  "dense_counters": dc}
         per_head.append({**entry, **_ratios(entry)})
