@@ -9,24 +9,22 @@ descriptors). States, per head: ``IDLE`` -(start)-> per query block ``i`` from `
   (``SPEC``, ``spec_wait``) until the :class:`~.spec_control.SpecControl` passes the row (``spec_row_ready``).
 * ``A_NEXT`` / ``A_TILES``: per kept block (taken once its K rows are on chip), ``(B/R) x (B/(C*ppc))`` QK^T
   tiles of ``head_dim`` beats, one a cycle while the feed advances; a tile's first beat pushes its descriptor
-  (room in the tile queue). ``A_WAIT``: until feed and tile queue are empty and the score unit's last beat
-  has left its product register (``score_pending`` low).
-* ``B_NEXT`` / ``B_TILES``: per kept block (once its V rows are on chip), per query group ``d/R`` PV tiles
-  of ``B`` beats, back to back across the groups, each beat with the lanes' segment shifts ``z``
-  (:class:`~.segment_shift.SegmentShift` of the row maxima and the block's segment maxima, read at
-  ``kept_index`` in ``B_NEXT``). ``B_WAIT``: until the feed, the tile queue and the accumulator are empty.
+  (room in the tile queue). ``A_WAIT``: until the feed, the tile queue and the score unit are empty.
+* ``B_NEXT`` / ``B_SHIFT`` / ``B_TILES``: per kept block (once its V rows are on chip), per query group ``d/R``
+  PV tiles of ``B`` beats, back to back across the groups, each beat with the lanes' segment shifts ``z`` and
+  row maxima (from the :class:`~.segment_shift.SegmentShift`, run one group ahead, on the segment maxima
+  read at ``kept_index``; ``B_SHIFT`` waits ``SHIFT_STAGES`` cycles for the first group's). ``B_WAIT``: until
+  the feed, the tile queue and the accumulator are empty.
 * LUT-path blocks (``lut_path`` builds; ``bits`` = ``LUT_BLOCK``) run pass A at 4 bits. In pass B ``B_NEXT``
   takes one only while the array's side is idle (feed, tile queue, accumulator), ``B_TILES`` issues one
   ``lut`` beat per query group of ``C`` and key (no tiles) at the :class:`~.lut_path.LutPath`'s rate, and
   ``B_LUT`` waits for the LUT path, holding ``kept_index`` and ``cv`` (``lut_kept_index``, ``lut_cv``).
-* Output: ``B_WAIT`` starts the output stage (``out_start``), which runs beside the next block's ``LOAD_Q``
-  and pass A; ``A_WAIT`` waits for it (``out_idle``) before pass B overwrites the row sums (``reset_sums``)
-  and accumulators. After the last block ``OUT`` waits for the write-back, then ``IDLE`` with ``done``.
+* Output: ``B_WAIT`` starts the output stage (``out_start``), beside the next block's ``LOAD_Q`` and pass A;
+  ``A_WAIT`` waits for it (``out_idle``) before pass B overwrites the row sums and accumulators. After the
+  last block ``OUT`` waits for the write-back, then ``IDLE`` with ``done``.
 
-While a block computes, ``hint`` names the scheduler's next kept block (K in pass A, V in pass B) for the
-fetcher. Every buffer read address comes from here (synchronous reads enabled by the feed's ``advance``): for
-the banked Q, K and score buffers the beat's first lane's row and the step's word, each further lane reading
-the next row; K and V rows from the block's cache ``slot``.
+``hint`` names the scheduler's next kept block for the fetcher. Every buffer read address comes from here
+(synchronous reads enabled by the feed's ``advance``; K and V rows from the block's cache ``slot``).
 """
 
 from amaranth import Const, Module, Mux, Signal, signed
@@ -35,13 +33,13 @@ from amaranth.lib.wiring import In, Out
 
 from paro.config import PACKING, SCORE_WIDTH
 from paro.sw.contract import engine_row_buffer
+from paro.sw.cycles import SHIFT_STAGES
 from paro.sw.golden import CV2_FROM_CV4, LUT_BLOCK, LUT_QK_BITS, k_reduce_shift
 
 from .component import ConfiguredComponent
 from .formal import past, stream_held
 from .kv_cache import WANT_K, WANT_Q, WANT_V, want_layout
 from .operand_feed import issue_layout
-from .p_lanes import lane_query_value
 from .scheduler import kept_layout
 from .segment_shift import SegmentShift
 from .tile_queue import ck_width, cv_width, tile_layout
@@ -89,16 +87,14 @@ class EngineController(ConfiguredComponent):
         R, C, B, d, lanes = cfg.rows, cfg.cols, cfg.block_size, cfg.head_dim, cfg.engine_lanes
         # named explicitly: begin_row's closure makes some of them cells, which the name tracer does not follow
         busy, pass_b = Signal(name="busy"), Signal(name="pass_b")
-        query_block = Signal(range(cfg.max_blocks + 1), name="query_block")
-        key_block = Signal(range(cfg.max_blocks), name="key_block")
+        query_block, key_block = Signal(range(cfg.max_blocks + 1), name="query_block"), Signal(range(cfg.max_blocks))
         kept_index = Signal(range(cfg.max_kept_blocks + 1), name="kept_index")
         key_slot = Signal(range(cfg.kv_cache_blocks))          # the block's slot in the K/V buffers
         packing, ck, cv = Signal(2), Signal(ck_width(cfg)), Signal(cv_width(cfg))
-        step = Signal(range(max(B, d) + 1))
+        step, shift_wait = Signal(range(max(B, d) + 1)), Signal(range(SHIFT_STAGES))
         query_group, key_group, dim_group = Signal(range(B)), Signal(range(B)), Signal(range(d))
-        keys_per_tile = Signal(range(lanes + 1))
+        keys_per_tile, can_issue = Signal(range(lanes + 1)), Signal()   # can_issue: room for a tile's descriptor
         lut, idle = Signal(name="lut"), Signal()   # pass B's block takes the LUT path; the array's side is empty
-        can_issue = Signal()        # a tile's first beat pushes its descriptor: it needs room in the queue
         m.d.comb += [idle.eq(~self.feed_busy & self.tiles_empty & ~self.acc_pending),
                      *([self.lut_cv.eq(cv), self.lut_kept_index.eq(kept_index)] if cfg.lut_path else []),
                      self.busy.eq(busy), self.sched_row.eq(query_block), self.seg_addr.eq(kept_index),
@@ -107,10 +103,8 @@ class EngineController(ConfiguredComponent):
                      self.hint_valid.eq(busy & self.kept.valid & ~self.kept.payload.end & ~self.want.valid),
                      self.hint.kind.eq(Mux(pass_b, WANT_V, WANT_K)), self.hint.block.eq(self.kept.payload.j)]
         cmd, tile = self.cmd, self.tile
-        m.submodules.segment_shift = segment_shift = SegmentShift(cfg)
-        for n in range(lanes):
-            m.d.comb += [segment_shift.row_max[n].eq(lane_query_value(cfg, self.row_max, n, packing, query_group)),
-                         segment_shift.seg_max[n].eq(lane_query_value(cfg, self.seg_data, n, packing, query_group))]
+        m.submodules.segment_shift = shifts = SegmentShift(cfg)        # one query group ahead, latched
+        m.d.comb += [shifts.row_max.eq(self.row_max), shifts.seg_max.eq(self.seg_data), shifts.packing.eq(packing)]
         def per_bits(selector, of_bits, key=lambda bits: bits):
             """``of_bits(b)`` for the computed bitwidth ``b`` with ``key(b) == selector`` (8 bits otherwise)."""
             out = of_bits(8)
@@ -192,7 +186,6 @@ class EngineController(ConfiguredComponent):
                                 m.d.sync += kept_index.eq(kept_index + 1)
                                 m.next = "A_NEXT"
             with m.State("A_WAIT"):
-                # Pass B overwrites the row sums and accumulators the previous block's output stage reads.
                 with m.If(~self.feed_busy & self.tiles_empty & ~self.score_pending & self.out_idle):
                     m.d.comb += [self.sched_start.eq(1), self.reset_sums.eq(1)]
                     m.d.sync += [kept_index.eq(0), pass_b.eq(1)]
@@ -205,30 +198,37 @@ class EngineController(ConfiguredComponent):
                     m.next = "B_WAIT"
                 with m.Elif(fetched):
                     bits = self.kept.payload.bits
-                    # a 2-bit block's V multiplier: CV2_FROM_CV4 (5) x CV4 (a constant multiply: a shift and an add)
                     multiplier = {8: self.cv8_data, 4: self.cv4_data, 2: self.cv4_data * CV2_FROM_CV4}
                     m.d.sync += [key_block.eq(self.kept.payload.j), key_slot.eq(self.slot),
                                  packing.eq(per_bits(bits, PACKING.get)), query_group.eq(0), dim_group.eq(0),
-                                 step.eq(0), cv.eq(per_bits(bits, multiplier.get)), lut.eq(is_lut)]
+                                 step.eq(0), cv.eq(per_bits(bits, multiplier.get)), lut.eq(is_lut),
+                                 shift_wait.eq(0)]
+                    m.d.comb += shifts.start.eq(1)
+                    m.next = "B_SHIFT"
+            with m.State("B_SHIFT"):                     # the first group's shifts through the segment shift
+                m.d.sync += shift_wait.eq(shift_wait + 1)
+                with m.If(shift_wait == SHIFT_STAGES - 1):
+                    m.d.comb += shifts.latch.eq(1)
                     m.next = "B_TILES"
             with m.State("B_TILES"):
                 m.d.comb += [self.fire.eq(self.advance & (can_issue | lut)), self.v_addr.eq(key_slot * B + step),
                              self.s_query.eq(query_group * keys_per_tile), self.s_key.eq(kept_index * B + step)]
                 m.d.comb += [tile.pass_b.eq(1), tile.query_group.eq(query_group), tile.dim_group.eq(dim_group),
                              tile.kept_index.eq(kept_index), tile.key_block.eq(key_block), tile.packing.eq(packing),
-                             tile.cv.eq(cv), tile.z.eq(segment_shift.z),
+                             tile.cv.eq(cv), tile.z.eq(shifts.z),
                              self.tile_push.eq(self.fire & (step == 0) & ~lut), cmd.lut.eq(lut),
                              cmd.pass_b.eq(1), cmd.step.eq(step), cmd.dim_group.eq(dim_group),
                              cmd.query_group.eq(query_group), cmd.packing.eq(packing), cmd.last.eq(step == B - 1),
                              cmd.key_valid.eq(key_block * B + step < self.n_tokens),
-                             cmd.first_dim_group.eq(dim_group == 0), cmd.z.eq(segment_shift.z),
-                             cmd.row_max.eq(segment_shift.row_max)]
+                             cmd.first_dim_group.eq(dim_group == 0), cmd.z.eq(shifts.z),
+                             cmd.row_max.eq(shifts.lane_row_max)]
                 with m.If(self.fire):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == B - 1):
                         m.d.sync += [step.eq(0), dim_group.eq(dim_group + 1)]
                         with m.If(lut | (dim_group == d // R - 1)):
                             m.d.sync += [dim_group.eq(0), query_group.eq(query_group + 1)]
+                            m.d.comb += shifts.latch.eq(1)
                             with m.If(query_group == last_group(packing)):
                                 m.d.sync += kept_index.eq(kept_index + ~lut)    # a LUT-path block's: in B_LUT
                                 m.next = "B_NEXT"

@@ -48,11 +48,14 @@ from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bi
 from .golden import LUT_BLOCK, LUT_QK_BITS, axi_bursts
 
 __all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "spec_row_cycles",
-           "BREAKDOWN"]
+           "BREAKDOWN", "FEED_STAGES", "SHIFT_STAGES"]
 
 #: Stages of the operand feed (``hw/operand_feed.py``): a beat reaches the array this many cycles after its fire,
 #: and while a tile's last beat waits for the array the next tile's beats fill the stages behind it.
 FEED_STAGES = 2
+#: Cycles of the controller's ``B_SHIFT`` (``hw/controller.py``): the segment shift's stages
+#: (``hw/segment_shift.py``) before a pass-B block's first beat; later query groups' shifts are ready in time.
+SHIFT_STAGES = 3
 
 #: Where a head's cycles go: ``compute`` (kept-block MACs over the array's peak: the ideal) and the costs
 #: beyond it, in the order the model charges a wait to them.
@@ -332,6 +335,8 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 taken = max(state, avail, ready, idle)
                 first = charge(cursor, [("block_switch", state + 1), ("scheduler", avail + 1), ("lut", idle + 1),
                                         ("kv_fetch", ready + 1)])
+                if pass_b:       # B_SHIFT: the first query group's segment shifts
+                    first = charge(first, [("block_switch", first + SHIFT_STAGES)])
                 hint_from = taken + (kept[k + 1][0] - j) if k + 1 < len(kept) else None
                 if pass_b and lut:
                     # the LUT path takes the first beat two cycles after its fire; its last accumulator beat

@@ -28,6 +28,7 @@ from paro.hw.registers import RegisterFile
 from paro.hw.scheduler import BlockScheduler
 from paro.hw.score_unit import LOWEST_SCORE, ScoreUnit
 from paro.hw.segment_shift import SegmentShift
+from paro.sw.cycles import SHIFT_STAGES
 from paro.hw.sequencer import LayerSequencer
 from paro.hw.tile_queue import TileQueue
 from paro.sw import golden
@@ -114,22 +115,43 @@ def test_p_lanes_numerators_and_levels(config, bits):
     run(dut, testbench)
 
 
-def test_segment_shift_including_empty_segments():
+@pytest.mark.parametrize("config", [CONFIG, CONFIG2], ids=["048", "0248"])
+def test_segment_shift_including_empty_segments(config):
+    """Per block: ``start``, then each query group's lanes latched ``SHIFT_STAGES`` cycles after the group
+    began (the first) or after the previous latch: ``z`` and the lanes' row maxima of the group's queries
+    against the golden twin, at every packing, with empty segments."""
     rng = np.random.default_rng(SEED)
-    dut = SegmentShift(CONFIG)
+    print("seed", SEED)
+    dut = SegmentShift(config)
+    B, C, lanes = config.block_size, config.cols, config.engine_lanes
 
     async def testbench(ctx):
-        for _ in range(300):
-            row_max = rng.integers(-(1 << 30), 1 << 30, LANES)
-            seg_max = row_max - rng.choice([0, 3, 256, 1000, 3000, 6000], LANES)
-            seg_max[rng.random(LANES) < 0.2] = LOWEST_SCORE           # a segment with no real key
-            for n in range(LANES):
-                ctx.set(dut.row_max[n], int(row_max[n]))
-                ctx.set(dut.seg_max[n], int(seg_max[n]))
-            want = golden.segment_shift(row_max, seg_max, CONFIG)
-            assert [ctx.get(dut.z[n]) for n in range(LANES)] == want.tolist(), f"seed {SEED}: {row_max} {seg_max}"
+        for block in range(12):
+            row_max = rng.integers(-(1 << 30), 1 << 30, B)
+            seg_max = row_max - rng.choice([0, 3, 256, 1000, 3000, 6000], B)
+            seg_max[rng.random(B) < 0.2] = LOWEST_SCORE                 # a segment with no real key
+            bits = config.computed_bitwidths[block % len(config.computed_bitwidths)]
+            packing = PACKING[bits]
+            for q in range(B):
+                ctx.set(dut.row_max[q], int(row_max[q]))
+                ctx.set(dut.seg_max[q], int(seg_max[q]))
+            ctx.set(dut.packing, packing)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            width = C << packing
+            for group in range(B // width):
+                await ctx.tick().repeat(SHIFT_STAGES - 1)
+                ctx.set(dut.latch, 1)
+                await ctx.tick()
+                ctx.set(dut.latch, 0)
+                queries = np.arange(group * width, (group + 1) * width)
+                want = golden.segment_shift(row_max[queries], seg_max[queries], config)
+                assert [ctx.get(dut.z[n]) for n in range(width)] == want.tolist(), f"block {block}, group {group}"
+                assert [ctx.get(dut.lane_row_max[n]) for n in range(width)] == row_max[queries].tolist()
+                assert width <= lanes
 
-    run(dut, testbench, clock=False)
+    run(dut, testbench)
 
 
 def test_register_file_writes_reads_and_counters():
