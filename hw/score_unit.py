@@ -5,24 +5,25 @@ Golden twin: :func:`paro.sw.golden.score_unit` (``x = round(S * cq_i * ck_j / 2*
 ``+-SCORE_LIMIT``, ``ck_j`` already x16 for 4-bit and x64 for 2-bit blocks, by :func:`~paro.sw.golden.scores_log2`;
 row and segment maxima over real keys by :func:`~paro.sw.golden.softmax_row_max`).
 
-A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). Two
+A pass-A beat (``valid``) carries one key's scores for ``R`` queries (query group ``g`` of the tile). Three
 stages, one beat per cycle, no back-pressure:
 
 * stage 1 (the beat's cycle): the products ``S * cq_i * ck_j``, registered with the beat's query group, key,
-  kept index and whether the key is real (``key_block * B + key < n_tokens``). ``pending`` is high while a
-  beat sits in this register (the controller's ``A_WAIT`` waits for it).
-* stage 2 (the next cycle): ``x`` from the registered products (rounded shift, saturation), written for those
-  ``R`` (query, key) pairs to the score buffer (:class:`~.score_buffer.ScoreBuffer`: query group ``wr_group``,
-  kept key ``wr_key = kept_index * B + key``); at its clock edge each query's row maximum rises if the key is
-  real, and its segment maximum (restarted at key 0 of each block; the most negative score while the block has
-  no real key).
+  kept index and whether the key is real (``key_block * B + key < n_tokens``).
+* stage 2 (the next cycle): ``x`` from the registered products (rounded shift by the head's ``score_shift``,
+  saturation), registered with the beat's fields.
+* stage 3 (the cycle after): the registered ``x`` written for those ``R`` (query, key) pairs to the score
+  buffer (:class:`~.score_buffer.ScoreBuffer`: query group ``wr_group``, kept key ``wr_key = kept_index * B +
+  key``); at its clock edge each query's row maximum rises if the key is real, and its segment maximum
+  (restarted at key 0 of each block; the most negative score while the block has no real key).
 
-The register splits the path from the array's drain through the multipliers from the path through rounding,
-saturation and the maxima's compare (together the tiny engine's critical path on ECP5 before it). In the cycle
-after a block's last beat leaves stage 2 (key ``B - 1`` of query group ``B/R - 1``) the unit writes all ``B``
-segment maxima as one entry at the block's ``kept_index`` (``seg_wr_*``, the segment buffer that pass B reads
-instead of rescanning the scores). ``reset`` (one cycle, before a query block's pass A, with no beat in
-flight) sets every row maximum to the most negative score.
+``pending`` is high while a beat sits in the stage-1 or stage-2 register (the controller's ``A_WAIT`` waits
+for it). The registers split the path from the array's drain through the multipliers, the variable rounded
+shift and saturation, and the maxima's multiplexers and compare (each in turn the tiny engine's critical
+path on ECP5). In the cycle after a block's last beat leaves stage 3 (key ``B - 1`` of query group ``B/R - 1``)
+the unit writes all ``B`` segment maxima as one entry at the block's ``kept_index`` (``seg_wr_*``, the segment
+buffer that pass B reads instead of rescanning the scores). ``reset`` (one cycle, before a query block's pass A,
+with no beat in flight) sets every row maximum to the most negative score.
 """
 
 from amaranth import Array, Module, Mux, Signal, signed
@@ -87,31 +88,37 @@ class ScoreUnit(ConfiguredComponent):
             m.d.sync += [staged.real_key.eq(tile.key_block * B + key < self.n_tokens), staged.key.eq(key),
                          staged.group.eq(tile.query_group), staged.kept_index.eq(tile.kept_index),
                          *(staged_products[r].eq(products[r]) for r in range(R))]
-        m.d.comb += [self.pending.eq(staged.valid), self.wr_en.eq(staged.valid), self.wr_group.eq(staged.group),
-                     self.wr_key.eq(staged.kept_index * B + staged.key)]
-        # stage 2
-        for r in range(R):
-            x = scaled_score(m, staged_products[r], self.score_shift, f"x{r}")
+        # stage 2: the scaled scores, registered with the beat's fields
+        scored = Signal.like(staged, name="scored")
+        x_now = [scaled_score(m, staged_products[r], self.score_shift, f"x{r}") for r in range(R)]
+        xs = [Signal.like(x, name=f"scored_x{r}") for r, x in enumerate(x_now)]
+        m.d.sync += scored.valid.eq(staged.valid)
+        with m.If(staged.valid):
+            m.d.sync += [scored.eq(staged), *(xs[r].eq(x_now[r]) for r in range(R))]
+        m.d.comb += [self.pending.eq(staged.valid | scored.valid), self.wr_en.eq(scored.valid),
+                     self.wr_group.eq(scored.group), self.wr_key.eq(scored.kept_index * B + scored.key)]
+        # stage 3: the score buffer write and the maxima
+        for r, x in enumerate(xs):
             m.d.comb += self.wr_data[r].eq(x)
             # One pair of comparators per row: the beat's query group's maxima are selected, compared with x,
             # and the new values written back to that group's registers only (a case on the group).
             group_max, group_seg = (Signal(signed(SCORE_WIDTH), name=f"{n}{r}") for n in ("group_max", "group_seg"))
             new_max, new_seg = (Signal(signed(SCORE_WIDTH), name=f"{n}{r}") for n in ("new_max", "new_seg"))
             m.d.comb += [
-                group_max.eq(Array(maxima[g * R + r] for g in range(B // R))[staged.group]),
-                group_seg.eq(Array(segments[g * R + r] for g in range(B // R))[staged.group]),
-                new_max.eq(Mux(staged.real_key & (x > group_max), x, group_max)),
-                new_seg.eq(Mux(staged.key == 0, Mux(staged.real_key, x, LOWEST_SCORE),
-                               Mux(staged.real_key & (x > group_seg), x, group_seg))),
+                group_max.eq(Array(maxima[g * R + r] for g in range(B // R))[scored.group]),
+                group_seg.eq(Array(segments[g * R + r] for g in range(B // R))[scored.group]),
+                new_max.eq(Mux(scored.real_key & (x > group_max), x, group_max)),
+                new_seg.eq(Mux(scored.key == 0, Mux(scored.real_key, x, LOWEST_SCORE),
+                               Mux(scored.real_key & (x > group_seg), x, group_seg))),
             ]
-            with m.If(staged.valid), m.Switch(staged.group):
+            with m.If(scored.valid), m.Switch(scored.group):
                 for group in range(B // R):
                     with m.Case(group):
                         m.d.sync += [maxima[group * R + r].eq(new_max), segments[group * R + r].eq(new_seg)]
         # The block's last beat: its segment maxima are final at this edge, written in the next cycle.
-        m.d.sync += self.seg_wr_en.eq(staged.valid & (staged.key == B - 1) & (staged.group == B // R - 1))
-        with m.If(staged.valid):
-            m.d.sync += self.seg_wr_addr.eq(staged.kept_index)
+        m.d.sync += self.seg_wr_en.eq(scored.valid & (scored.key == B - 1) & (scored.group == B // R - 1))
+        with m.If(scored.valid):
+            m.d.sync += self.seg_wr_addr.eq(scored.kept_index)
         with m.If(self.reset):
             m.d.sync += [reg.eq(LOWEST_SCORE) for reg in maxima]
         return m

@@ -7,8 +7,8 @@ steps per kept block), with each block's cycle behaviour as its docstring in ``h
   check it), then per head its descriptor again, its block table, the rows, and the head's store cycle.
 * **Controller** (``hw/controller.py``): per query block ``LOAD_Q``, pass A (one ``A_NEXT`` cycle per kept block,
   ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``d`` beats), ``A_WAIT`` (the array, the tile queue and the score
-  unit's product register drain, the previous block's output stage is idle), pass B (per kept block
-  ``B_NEXT``, then per query group ``d/R`` PV tiles of ``B`` beats, back to back), ``B_WAIT`` (drain and the
+  unit's two registers drain, the previous block's output stage is idle), pass B (per kept block
+  ``B_NEXT``, ``B_SHIFT``, then per query group ``d/R`` PV tiles of ``B`` beats, back to back), ``B_WAIT`` (drain and the
   accumulator's last write), then the output stage beside the next query block.
 * **Feed** (``hw/operand_feed.py``): ``FEED_STAGES`` (two) stages; a beat reaches the array two cycles
   after its fire.
@@ -48,11 +48,14 @@ from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bi
 from .golden import LUT_BLOCK, LUT_QK_BITS, axi_bursts
 
 __all__ = ["Memory", "HeadCycles", "head_cycles", "layer_cycles", "kv_cache_fetches", "spec_row_cycles",
-           "BREAKDOWN", "FEED_STAGES", "SHIFT_STAGES"]
+           "BREAKDOWN", "FEED_STAGES", "SCORE_STAGES", "SHIFT_STAGES"]
 
 #: Stages of the operand feed (``hw/operand_feed.py``): a beat reaches the array this many cycles after its fire,
 #: and while a tile's last beat waits for the array the next tile's beats fill the stages behind it.
 FEED_STAGES = 2
+#: Registers of the score unit (``hw/score_unit.py``) a drained QK^T beat passes before it is written: pass A
+#: ends (``A_WAIT``) this many cycles after the last drained beat.
+SCORE_STAGES = 2
 #: Cycles of the controller's ``B_SHIFT`` (``hw/controller.py``): the segment shift's stages
 #: (``hw/segment_shift.py``) before a pass-B block's first beat; later query groups' shifts are ready in time.
 SHIFT_STAGES = 3
@@ -363,9 +366,10 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
                 state = last_fire + 1
             end_seen = max(state, taken + (n - kept[-1][0]))
             if not pass_b:
-                # A_WAIT: the array and tile queue drained, the score unit's product register empty (one
-                # cycle after the last drained beat), the previous output stage idle.
-                w = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G + 1), ("output", out_idle)])
+                # A_WAIT: the array and tile queue drained, the score unit's two registers empty (two cycles
+                # after the last drained beat), the previous output stage idle.
+                w = charge(cursor, [("scheduler", end_seen + 1), ("pass_switch", L + G + SCORE_STAGES),
+                                    ("output", out_idle)])
                 cursor = w
             else:
                 # B_WAIT: drained and the accumulator's last write done; the output stage starts.
