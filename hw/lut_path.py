@@ -69,9 +69,8 @@ class LutPath(EngineBlock):
     @classmethod
     def check(cls, config):
         super().check(config)
-        if not config.rows <= config.lut_lanes <= config.head_dim:
-            raise ParoError(f"the LUT path needs rows {config.rows} <= lut_lanes <= head_dim {config.head_dim}, "
-                            f"got lut_lanes {config.lut_lanes}")
+        if not config.lut_path:       # the configuration checks lut_lanes and the rate rule of a lut_path build
+            raise ParoError("the LUT path needs a build with lut_path (--lut-path --spec-lanes N)")
 
     def __init__(self, config):
         super().__init__(config, {

@@ -6,8 +6,8 @@ and the golden sequencer (what a refused descriptor must leave behind). No cocot
 import numpy as np
 
 from paro.sw import golden
-from paro.sw.contract import (COUNTERS, ERRORS, REGISTERS, STATUS_BITS, head_counter_address, layer_memory,
-                              region_bytes)
+from paro.sw.contract import (COUNTERS, ERRORS, REGISTERS, STATUS_BITS, block_counters, head_counter_address,
+                              layer_memory, region_bytes)
 
 __all__ = ["Mismatch", "memory_image", "memory_size", "decode_codes", "readout", "split_readout", "output_regions",
            "compare"]
@@ -103,9 +103,7 @@ def compare(config, layer, codes, totals, per_head, expect_error=None):
                 raise Mismatch("mismatch", f"head {head}, output query {query}, head dims {dim}..{dim + R - 1}: "
                                            f"got {got[dim:dim + R].tolist()}, golden {want[dim:dim + R].tolist()}")
         bitmap = np.asarray(prog.computed_bitmap)[rows.start:rows.stop]       # speculation's skips included
-        expected = {name: int((bitmap == bits).sum())
-                    for name, bits in (("KEPT8", 8), ("KEPT4", 4), ("KEPT2", 2), ("SKIPPED", 0))}
-        expected["KEPT4"] += int((bitmap == golden.LUT_BLOCK).sum())     # LUT-path blocks: QK^T at 4 bits
+        expected = block_counters(bitmap)
         expected["BYTES_READ"] = reads[head]
         expected["BYTES_WRITTEN"] = region_bytes(config, "O_ADDR", len(rows))
         if not int(prog.descriptor.get("SPEC", 0)):

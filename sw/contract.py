@@ -25,7 +25,7 @@ register         address access legal values / meaning
 ``ARRAY_BEATS``  0x12    r      input beats the array took
 ``STALL_CYCLES`` 0x13    r      ``CYCLES - ARRAY_BEATS``
 ``KEPT8``        0x14    r      8-bit blocks computed (pass A)
-``KEPT4``        0x15    r      4-bit blocks computed (pass A)
+``KEPT4``        0x15    r      4-bit and LUT-path blocks computed (pass A: QK^T at 4 bits)
 ``SKIPPED``      0x16    r      0-bit blocks skipped (pass A)
 ``BYTES_READ``   0x17    r      bytes the AXI4 master read (descriptors, tables, bitmap rows, Q, K, V)
 ``BYTES_WRITTEN``0x18    r      bytes the AXI4 master wrote (output codes)
@@ -92,7 +92,7 @@ __all__ = ["Register", "Field", "REGISTERS", "DESCRIPTOR", "DESCRIPTOR_WORDS", "
            "COUNTER_STRIDE", "HEAD_COUNTERS_REGION", "ADDRESS_FIELDS", "TABLE_FIELDS", "ERRORS", "STATUS_BITS",
            "ADDRESS_BITS", "OFFSET_BITS", "DATA_BITS", "AXIL_ADDRESS_BITS", "RESP_OKAY", "RESP_SLVERR",
            "MIN_SCORE_SHIFT", "SPEC_FRAC_BITS", "SPEC_OFF", "SPEC_SKIP_ONLY", "SPEC_LOW_BITS",
-           "SPEC_LUT_PATH", "LUT_BLOCK",
+           "SPEC_LUT_PATH", "LUT_BLOCK", "block_counters",
            "AXI_ADDRESS_BITS", "MAX_BURST_BEATS", "BURST_BOUNDARY", "REGION_ALIGN",
            "OUTPUT_CODE_BYTES", "TABLE_RECORD_BYTES",
            "EngineProgram", "EngineLayer", "check_engine_config", "engine_buffers", "engine_row_buffer",
@@ -127,6 +127,15 @@ SPEC_OFF, SPEC_SKIP_ONLY, SPEC_LOW_BITS, SPEC_LUT_PATH = 0, 1, 2, 3
 LUT_BLOCK = 1
 
 
+def block_counters(bitmap):
+    """What the block counters ``KEPT8``, ``KEPT4``, ``KEPT2`` and ``SKIPPED`` count for the blocks of
+    ``bitmap`` the engine walks (a speculated bitmap: its codes); ``KEPT4`` counts the 4-bit and the
+    ``LUT_BLOCK`` blocks, whose QK^T runs at 4 bits."""
+    bitmap = np.asarray(bitmap)
+    count = lambda *codes: int(np.isin(bitmap, codes).sum())          # noqa: E731
+    return {"KEPT8": count(8), "KEPT4": count(4, LUT_BLOCK), "KEPT2": count(2), "SKIPPED": count(0)}
+
+
 def low_bit_blocks(bits):
     """Blocks at PARO's 4-bit mode, the low-bit path of SimPicker's unimportant blocks (``SPEC_LOW_BITS``):
     ``min(bits, 4)`` of every computed block (2-bit blocks stay at 2; 0 stays 0)."""
@@ -156,7 +165,7 @@ REGISTERS = {r.name: r for r in (
     Register("ARRAY_BEATS", 0x12, "r", "input beats the array took"),
     Register("STALL_CYCLES", 0x13, "r", "busy cycles in which the array took no beat"),
     Register("KEPT8", 0x14, "r", "8-bit blocks computed"),
-    Register("KEPT4", 0x15, "r", "4-bit blocks computed"),
+    Register("KEPT4", 0x15, "r", "4-bit and LUT-path blocks computed"),
     Register("SKIPPED", 0x16, "r", "0-bit blocks skipped"),
     Register("BYTES_READ", 0x17, "r", "bytes read from memory"),
     Register("BYTES_WRITTEN", 0x18, "r", "bytes written to memory"),

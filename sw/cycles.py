@@ -8,8 +8,8 @@ steps per kept block), with each block's cycle behaviour as its docstring in ``h
 * **Controller** (``hw/controller.py``): per query block ``LOAD_Q``, pass A (one ``A_NEXT`` cycle per kept block,
   ``(B/R) x (B/(C*ppc))`` QK^T tiles of ``d`` beats), ``A_WAIT`` (the array, the tile queue and the score
   unit's two registers drain, the previous block's output stage is idle), pass B (per kept block
-  ``B_NEXT``, ``B_SHIFT``, then per query group ``d/R`` PV tiles of ``B`` beats, back to back), ``B_WAIT`` (drain and the
-  accumulator's last write), then the output stage beside the next query block.
+  ``B_NEXT``, ``B_SHIFT``, then per query group ``d/R`` PV tiles of ``B`` beats, back to back), ``B_WAIT``
+  (drain and the accumulator's last write), then the output stage beside the next query block.
 * **Feed** (``hw/operand_feed.py``): ``FEED_STAGES`` (two) stages; a beat reaches the array two cycles
   after its fire.
 * **Array** (``hw/array.py``): a tile's last beat is taken only once the previous tile has drained, so tiles of
@@ -43,7 +43,7 @@ import numpy as np
 
 from paro.config import PACKING
 
-from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bitmap_stride,
+from .contract import (BURST_BOUNDARY, OUTPUT_CODE_BYTES, TABLE_RECORD_BYTES, bitmap_stride, block_counters,
                        check_engine_config, descriptor_lines, descriptor_stride, layer_memory_map)
 from .golden import LUT_BLOCK, LUT_QK_BITS, axi_bursts
 
@@ -313,9 +313,8 @@ def head_cycles(config, bitmap, addresses, desc_address, rows=None, memory=Memor
             if spec_free > hit:                           # LOAD_Q -> SPEC, the walk once row_ready passes i
                 s = charge(hit, [("speculation", max(hit + 1, spec_free))])
                 spec_wait += s - hit
-        for bits in (8, 4, 2):
-            counts[f"kept{bits}"] += sum(1 for _, b in kept if b == bits or (bits == 4 and b == LUT_BLOCK))
-        counts["skipped"] += n - len(kept)
+        for name, value in block_counters(bitmap[i]).items():
+            counts[name.lower()] += value
         row_decisions = [next(decisions) for _ in range(2 * len(kept))]
         cursor = w = s
         for pass_b in (0, 1):

@@ -116,4 +116,6 @@ def test_lut_path_takes_a_chunk_every_cycle(lanes, rows, cols):
 def test_lut_path_refuses_lanes_below_the_rows():
     with pytest.raises(ParoError, match="lut_lanes"):
         LutPath(AcceleratorConfig(rows=8, cols=4, block_size=16, head_dim=32, max_seq_len=256, spec_lanes=8,
-                                  lut_lanes=4))
+                                  lut_lanes=4, lut_path=True))
+    with pytest.raises(ParoError, match="needs a build with lut_path"):
+        LutPath(AcceleratorConfig(rows=4, cols=4, block_size=16, head_dim=32, max_seq_len=256, lut_lanes=8))
